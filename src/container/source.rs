@@ -1,0 +1,242 @@
+//! The bytes behind a checkpoint: a read-only file mapping or an owned, 64-byte-aligned buffer.
+//! This is one of the two places in the crate with `unsafe` (the other is the ffi layer).
+
+use crate::error::{Error, Result};
+use std::alloc::{self, Layout};
+use std::fs::File;
+use std::path::Path;
+use std::ptr::NonNull;
+
+/// Alignment of every buffer mmckpt allocates: enough for any dtype and for AVX-512 loads.
+pub const BUFFER_ALIGN: usize = 64;
+
+/// A zero-initialised heap buffer aligned to [`BUFFER_ALIGN`].
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only hands out `&[u8]`; mutation needs `&mut self`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Allocates `len` zeroed bytes; fails with `NoMemory` instead of aborting.
+    pub fn zeroed(len: usize) -> Result<AlignedBuf> {
+        if len == 0 {
+            return Ok(AlignedBuf {
+                ptr: NonNull::<u64>::dangling().cast(),
+                len: 0,
+            });
+        }
+        let layout = Layout::from_size_align(len, BUFFER_ALIGN)
+            .map_err(|_| Error::no_memory(format!("cannot allocate {len} bytes")))?;
+        // SAFETY: layout has non-zero size (len > 0 checked above).
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| Error::no_memory(format!("out of memory allocating {len} bytes")))?;
+        Ok(AlignedBuf { ptr, len })
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<AlignedBuf> {
+        let mut buf = AlignedBuf::zeroed(bytes.len())?;
+        buf.as_mut_slice().copy_from_slice(bytes);
+        Ok(buf)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialised bytes (or dangling with len 0) while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: allocated in `zeroed` with exactly this layout.
+            unsafe {
+                alloc::dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.len, BUFFER_ALIGN),
+                )
+            };
+        }
+    }
+}
+
+/// Memory the caller lent to a module (`mmckpt_module_bind`): mmckpt writes into it but never
+/// frees it.
+pub struct BorrowedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the creator of a BorrowedBuf promises exclusive use of the memory for its lifetime.
+unsafe impl Send for BorrowedBuf {}
+// SAFETY: shared access only reads; writes need &mut self.
+unsafe impl Sync for BorrowedBuf {}
+
+impl BorrowedBuf {
+    /// # Safety
+    /// `ptr` must be non-null, valid for reads and writes of `len` bytes, and not used by
+    /// anyone else for as long as the returned value (and what it is moved into) lives.
+    pub unsafe fn from_raw(ptr: *mut u8, len: usize) -> BorrowedBuf {
+        BorrowedBuf {
+            ptr: NonNull::new(ptr).expect("BorrowedBuf::from_raw: null pointer"),
+            len,
+        }
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the from_raw contract makes ptr valid for len bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the from_raw contract makes ptr valid and exclusively ours for len bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// How to bring a file's bytes into memory.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum LoadMode {
+    /// Map the file read-only (the default): pages load on first touch.
+    #[default]
+    Map,
+    /// Map and prefault every page now (MAP_POPULATE).
+    MapPopulate,
+    /// Read the whole file into owned memory: immune to the file changing underneath.
+    Read,
+}
+
+enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(AlignedBuf),
+}
+
+/// The whole file's bytes, shared (through `Arc`) by everything that points into them.
+pub struct Source {
+    backing: Backing,
+}
+
+impl Source {
+    pub fn open(path: &Path, mode: LoadMode) -> Result<Source> {
+        let shown = path.display();
+        let file = File::open(path).map_err(|e| Error::io(format!("cannot open '{shown}': {e}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat '{shown}': {e}")))?;
+        if meta.is_dir() {
+            return Err(Error::io(format!("'{shown}' is a directory, not a checkpoint file")));
+        }
+        if !meta.is_file() {
+            return Err(Error::io(format!("'{shown}' is not a regular file")));
+        }
+        if meta.len() == 0 {
+            return Err(Error::format(format!("'{shown}' is empty (0 bytes)")));
+        }
+        let backing = match mode {
+            LoadMode::Read => {
+                let len = usize::try_from(meta.len())
+                    .map_err(|_| Error::no_memory(format!("'{shown}' is too large to read")))?;
+                let mut buf = AlignedBuf::zeroed(len)?;
+                use std::io::Read;
+                (&file)
+                    .read_exact(buf.as_mut_slice())
+                    .map_err(|e| Error::io(format!("cannot read '{shown}': {e}")))?;
+                Backing::Owned(buf)
+            }
+            LoadMode::Map | LoadMode::MapPopulate => {
+                let mut options = memmap2::MmapOptions::new();
+                if mode == LoadMode::MapPopulate {
+                    options.populate();
+                }
+                // SAFETY: the mapping is read-only. If another process truncates or rewrites the
+                // file while it is mapped, reads can fault (SIGBUS) or see new bytes: this hazard
+                // is documented, and LoadMode::Read exists for callers who cannot rule it out.
+                let map = unsafe { options.map(&file) }
+                    .map_err(|e| Error::io(format!("cannot map '{shown}': {e}")))?;
+                Backing::Mapped(map)
+            }
+        };
+        Ok(Source { backing })
+    }
+
+    /// Wraps bytes already in memory (tests, fuzzing, callers with their own buffer).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Source> {
+        Ok(Source {
+            backing: Backing::Owned(AlignedBuf::from_slice(bytes)?),
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Mapped(map) => map,
+            Backing::Owned(buf) => buf.as_slice(),
+        }
+    }
+
+    /// True when the bytes are the file's page-cache pages (zero-copy), false when owned.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mapped(_))
+    }
+
+    /// Tells the kernel how the mapping will be read; a no-op for owned bytes.
+    pub fn advise_sequential(&self) {
+        if let Backing::Mapped(map) = &self.backing {
+            let _ = map.advise(memmap2::Advice::Sequential);
+        }
+    }
+
+    pub fn advise_will_need(&self) {
+        if let Backing::Mapped(map) = &self.backing {
+            let _ = map.advise(memmap2::Advice::WillNeed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_are_aligned_and_zeroed() {
+        for len in [1usize, 3, 64, 1000] {
+            let buf = AlignedBuf::zeroed(len).unwrap();
+            assert_eq!(buf.as_slice().as_ptr() as usize % BUFFER_ALIGN, 0);
+            assert!(buf.as_slice().iter().all(|&b| b == 0));
+        }
+        assert!(AlignedBuf::zeroed(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn open_reports_missing_files_and_directories() {
+        let err = Source::open(Path::new("/nonexistent/x.pt"), LoadMode::Map).err().unwrap();
+        assert_eq!(err.kind, crate::error::ErrorKind::Io);
+        assert!(err.message.contains("/nonexistent/x.pt"));
+        let err = Source::open(Path::new("/tmp"), LoadMode::Map).err().unwrap();
+        assert_eq!(err.kind, crate::error::ErrorKind::Io);
+    }
+}

@@ -1,0 +1,7 @@
+//! A restricted pickle machine: it builds a value tree and never calls anything.
+
+mod machine;
+pub mod value;
+
+pub use machine::{load, Limits};
+pub use value::{Arena, NodeId, Value};

@@ -1,0 +1,112 @@
+//! The value tree a pickle builds. Values live in an arena and refer to each other by index, so
+//! memo sharing never copies, cycles cannot leak, deep trees drop without recursion, and the
+//! finished tree is `Send + Sync`.
+
+/// Index of a value in its [`Arena`].
+pub type NodeId = u32;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer outside i64, as little-endian two's-complement bytes (pickle's LONG form).
+    BigInt(Box<[u8]>),
+    Float(f64),
+    Complex(f64, f64),
+    Str(Box<str>),
+    Bytes(Box<[u8]>),
+    ByteArray(Box<[u8]>),
+    List(Vec<NodeId>),
+    Tuple(Vec<NodeId>),
+    /// A dict or `collections.OrderedDict`, in insertion order. `state` is what BUILD set on it
+    /// (a state dict's `_metadata` lives there).
+    Dict {
+        items: Vec<(NodeId, NodeId)>,
+        state: Option<NodeId>,
+    },
+    Set(Vec<NodeId>),
+    FrozenSet(Vec<NodeId>),
+    /// A reference to a global (`module.name`), never resolved to anything executable.
+    Global { module: Box<str>, name: Box<str> },
+    /// Something the pickle asked to construct by calling a global that is not a known data
+    /// constructor (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ). Nothing was called: the callable,
+    /// its arguments, and whatever BUILD / APPENDS / SETITEMS did to the result are kept.
+    /// The torch layer interprets the calls it knows (`_rebuild_tensor_v2`, `torch.Size`, …).
+    Object {
+        /// The callable: a `Global` node, or for REDUCE whatever was on the stack.
+        callable: NodeId,
+        /// A `Tuple` node with the positional arguments.
+        args: NodeId,
+        /// NEWOBJ_EX keyword arguments (a `Dict` node).
+        kwargs: Option<NodeId>,
+        /// True for NEWOBJ/NEWOBJ_EX/OBJ/INST (class instantiation), false for REDUCE.
+        new_object: bool,
+        /// BUILD's argument (an attribute dict, or a `(dict, slots)` tuple, or anything).
+        state: Option<NodeId>,
+        /// Items that APPEND/APPENDS added (a list subclass).
+        list_items: Vec<NodeId>,
+        /// Items that SETITEM/SETITEMS added (a dict subclass).
+        dict_items: Vec<(NodeId, NodeId)>,
+    },
+    /// A persistent id (BINPERSID / PERSID): the pickled id object, not yet resolved.
+    PersistentId(NodeId),
+}
+
+/// Owns every value of one or more pickles (the legacy format loads several into one arena).
+#[derive(Default, Debug)]
+pub struct Arena {
+    nodes: Vec<Value>,
+}
+
+impl Arena {
+    pub fn new() -> Self {
+        Arena::default()
+    }
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+    /// Adds a value; the caller enforces the node-count limit before calling.
+    pub fn push(&mut self, value: Value) -> NodeId {
+        let id = self.nodes.len() as NodeId;
+        self.nodes.push(value);
+        id
+    }
+    pub fn get(&self, id: NodeId) -> &Value {
+        &self.nodes[id as usize]
+    }
+    pub fn get_mut(&mut self, id: NodeId) -> &mut Value {
+        &mut self.nodes[id as usize]
+    }
+    /// The string payload of a `Str` node.
+    pub fn as_str(&self, id: NodeId) -> Option<&str> {
+        match self.get(id) {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_int(&self, id: NodeId) -> Option<i64> {
+        match self.get(id) {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+    /// The items of a `Tuple` or `List` node.
+    pub fn as_seq(&self, id: NodeId) -> Option<&[NodeId]> {
+        match self.get(id) {
+            Value::Tuple(items) | Value::List(items) => Some(items),
+            _ => None,
+        }
+    }
+    /// `module.name` of a `Global` node.
+    pub fn global_name(&self, id: NodeId) -> Option<(&str, &str)> {
+        match self.get(id) {
+            Value::Global { module, name } => Some((module, name)),
+            _ => None,
+        }
+    }
+}
