@@ -148,7 +148,10 @@ mod tests {
 
     #[test]
     fn storage_classes_and_aliases() {
-        assert_eq!(DType::from_storage_class("BFloat16Storage"), Some(DType::BFloat16));
+        assert_eq!(
+            DType::from_storage_class("BFloat16Storage"),
+            Some(DType::BFloat16)
+        );
         assert_eq!(DType::from_storage_class("UntypedStorage"), None);
         assert_eq!(DType::from_name("half"), Some(DType::Float16));
         assert_eq!(DType::BFloat16.itemsize(), 2);

@@ -11,3 +11,9 @@ pub mod pickle;
 
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
+pub mod checkpoint;
+pub mod strided;
+pub mod torch;
+
+pub use checkpoint::{Checkpoint, OpenOptions, TensorRef};
+pub mod ffi;

@@ -144,12 +144,15 @@ pub struct Source {
 impl Source {
     pub fn open(path: &Path, mode: LoadMode) -> Result<Source> {
         let shown = path.display();
-        let file = File::open(path).map_err(|e| Error::io(format!("cannot open '{shown}': {e}")))?;
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("cannot open '{shown}': {e}")))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("cannot stat '{shown}': {e}")))?;
         if meta.is_dir() {
-            return Err(Error::io(format!("'{shown}' is a directory, not a checkpoint file")));
+            return Err(Error::io(format!(
+                "'{shown}' is a directory, not a checkpoint file"
+            )));
         }
         if !meta.is_file() {
             return Err(Error::io(format!("'{shown}' is not a regular file")));
@@ -233,10 +236,14 @@ mod tests {
 
     #[test]
     fn open_reports_missing_files_and_directories() {
-        let err = Source::open(Path::new("/nonexistent/x.pt"), LoadMode::Map).err().unwrap();
+        let err = Source::open(Path::new("/nonexistent/x.pt"), LoadMode::Map)
+            .err()
+            .unwrap();
         assert_eq!(err.kind, crate::error::ErrorKind::Io);
         assert!(err.message.contains("/nonexistent/x.pt"));
-        let err = Source::open(Path::new("/tmp"), LoadMode::Map).err().unwrap();
+        let err = Source::open(Path::new("/tmp"), LoadMode::Map)
+            .err()
+            .unwrap();
         assert_eq!(err.kind, crate::error::ErrorKind::Io);
     }
 }

@@ -1,0 +1,641 @@
+//! The open checkpoint: the mapping (shared by everything that points into it), the storages,
+//! the value tree, and the flat tensor table in a stable order. Immutable after open, so any
+//! number of threads may read one at once.
+
+use crate::container::zip::{self, ZipArchive, ZipLimits};
+use crate::container::{AlignedBuf, LoadMode, Source};
+use crate::dtype::DType;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pickle::{self, Arena, NodeId, Value};
+use crate::torch::{self, Interpreted, StorageId, StorageResolver, TensorDesc};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How the file was written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `torch.save` since 1.6: a zip archive of stored records.
+    Zip,
+    /// `torch.jit.save`: a zip archive with `code/` and `constants.pkl`.
+    TorchScript,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        self.name_c().to_str().unwrap_or("")
+    }
+    pub fn name_c(self) -> &'static CStr {
+        match self {
+            Format::Zip => c"zip",
+            Format::TorchScript => c"torchscript",
+        }
+    }
+}
+
+/// Every bound the parser enforces; defaults fit any real checkpoint (the largest real models
+/// have fewer than 100,000 tensors).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub pickle: pickle::Limits,
+    pub zip: ZipLimits,
+    /// Bytes of the `data.pkl` record.
+    pub max_pickle_bytes: u64,
+    /// Entries in the tensor table.
+    pub max_tensors: usize,
+    /// Nesting depth of containers on the way to a tensor.
+    pub max_depth: usize,
+    /// Nodes visited while naming tensors (shared sub-trees are visited once per path).
+    pub max_walk_steps: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pickle: pickle::Limits::default(),
+            zip: ZipLimits::default(),
+            max_pickle_bytes: 1 << 30,
+            max_tensors: 1 << 22,
+            max_depth: 1000,
+            max_walk_steps: 1 << 26,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    pub mode: LoadMode,
+    /// Fail with `Unsafe` on any global outside the allowlist.
+    pub strict: bool,
+    /// Dotted path of the sub-object whose tensors form the table (`"model"`).
+    pub root: Option<String>,
+    pub limits: Limits,
+}
+
+/// The memory a storage's bytes live in; cloning shares it.
+#[derive(Clone)]
+pub enum Backing {
+    /// The file's bytes (mapped or read in): the zero-copy case.
+    File(Arc<Source>),
+    /// A private, aligned copy (misaligned or byte-swapped data).
+    Owned(Arc<AlignedBuf>),
+}
+
+impl Backing {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::File(source) => source.bytes(),
+            Backing::Owned(buf) => buf.as_slice(),
+        }
+    }
+}
+
+static NEXT_STORAGE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-wide unique, non-zero storage identity (equal ids ⇔ same storage).
+pub fn new_storage_id() -> u64 {
+    NEXT_STORAGE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One storage: a byte range of its backing.
+pub struct Storage {
+    pub key: String,
+    pub id: u64,
+    pub location: String,
+    backing: Backing,
+    start: usize,
+    len: usize,
+    /// Absolute file offset of the first byte, when the bytes are the file's.
+    file_offset: Option<u64>,
+}
+
+impl Storage {
+    pub fn bytes(&self) -> &[u8] {
+        &self.backing.bytes()[self.start..self.start + self.len]
+    }
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+    /// Offset of the first byte within the backing's bytes.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn file_offset(&self) -> Option<u64> {
+        self.file_offset
+    }
+    /// True when the bytes are pages of a file mapping (not a copy).
+    pub fn is_mapped(&self) -> bool {
+        matches!(&self.backing, Backing::File(s) if s.is_mapped())
+    }
+}
+
+/// A row of the tensor table.
+struct Entry {
+    name: CString,
+    /// Index into `tensors`, or why this tensor cannot be represented.
+    tensor: std::result::Result<usize, Error>,
+}
+
+/// A tensor of the table together with its storage.
+#[derive(Copy, Clone)]
+pub struct TensorRef<'a> {
+    name: &'a CStr,
+    pub desc: &'a TensorDesc,
+    pub storage: &'a Storage,
+}
+
+impl<'a> TensorRef<'a> {
+    pub fn name(&self) -> &'a str {
+        self.name.to_str().unwrap_or("")
+    }
+    pub fn name_c(&self) -> &'a CStr {
+        self.name
+    }
+    /// Bytes from element [0, …, 0] to the end of the last reachable element.
+    pub fn bytes(&self) -> &'a [u8] {
+        let start = self.desc.byte_offset() as usize;
+        &self.storage.bytes()[start..start + self.desc.span_bytes() as usize]
+    }
+    pub fn data_ptr(&self) -> *const u8 {
+        self.storage
+            .bytes()
+            .as_ptr()
+            .wrapping_add(self.desc.byte_offset() as usize)
+    }
+    pub fn file_offset(&self) -> Option<u64> {
+        self.storage
+            .file_offset()
+            .map(|o| o + self.desc.byte_offset())
+    }
+    /// The elements in row-major order, contiguous (a copy only when the view is strided).
+    pub fn contiguous_bytes(&self) -> std::borrow::Cow<'a, [u8]> {
+        if self.desc.is_contiguous() {
+            std::borrow::Cow::Borrowed(
+                &self.bytes()[..self.desc.numel as usize * self.desc.dtype.itemsize()],
+            )
+        } else {
+            let mut out = vec![0u8; self.desc.numel as usize * self.desc.dtype.itemsize()];
+            crate::strided::gather(
+                self.bytes(),
+                self.desc.dtype.itemsize(),
+                &self.desc.shape,
+                &self.desc.strides,
+                &mut out,
+            );
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+pub struct Checkpoint {
+    source: Arc<Source>,
+    format: Format,
+    arena: Arena,
+    /// The selected root (after `root` in the options).
+    root: NodeId,
+    storages: Vec<Storage>,
+    tensors: Vec<TensorDesc>,
+    entries: Vec<Entry>,
+    by_name: HashMap<Box<str>, usize>,
+    byte_order_big: bool,
+}
+
+impl Checkpoint {
+    pub fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Checkpoint> {
+        let source = Arc::new(Source::open(path.as_ref(), options.mode)?);
+        Checkpoint::from_source(source, options)
+            .map_err(|e| e.context(format!("'{}'", path.as_ref().display())))
+    }
+
+    pub fn from_bytes(bytes: &[u8], options: &OpenOptions) -> Result<Checkpoint> {
+        Checkpoint::from_source(Arc::new(Source::from_bytes(bytes)?), options)
+    }
+
+    pub fn from_source(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+        let bytes = source.bytes();
+        if !zip::looks_like_zip(bytes) {
+            return Err(Error::format(describe_unknown_format(bytes)));
+        }
+        let archive = zip::parse(bytes, &options.limits.zip)?;
+        let format = if archive.get("constants.pkl").is_some() {
+            Format::TorchScript
+        } else {
+            Format::Zip
+        };
+        let pkl = archive.get("data.pkl").ok_or_else(|| {
+            Error::format(format!(
+                "zip archive has no '{}/data.pkl' record: not a torch.save checkpoint",
+                archive.prefix()
+            ))
+        })?;
+        if pkl.size > options.limits.max_pickle_bytes {
+            return Err(Error::limit(format!(
+                "data.pkl is {} bytes; the limit is {}",
+                pkl.size, options.limits.max_pickle_bytes
+            )));
+        }
+        let byte_order_big = match archive.text(bytes, "byteorder").as_deref() {
+            None | Some("little") => false,
+            Some("big") => true,
+            Some(other) => {
+                return Err(Error::format(format!(
+                    "byteorder record says {other:?}; expected 'little' or 'big'"
+                )))
+            }
+        };
+        let mut arena = Arena::new();
+        let (top, _) = pickle::load(&mut arena, archive.data(bytes, pkl), &options.limits.pickle)
+            .map_err(|e| e.context("data.pkl"))?;
+        if options.strict {
+            check_globals(&arena)?;
+        }
+        let root = select_root(&arena, top, options.root.as_deref())?;
+        let mut resolver = ZipStorages {
+            source: &source,
+            archive: &archive,
+            storages: Vec::new(),
+            by_key: HashMap::new(),
+        };
+        let (tensors, entries) = build_table(&arena, root, &mut resolver, &options.limits)?;
+        let mut storages = resolver.storages;
+        fix_storages(&mut storages, &tensors, byte_order_big)?;
+        let mut by_name = HashMap::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let name: Box<str> = entry.name.to_str().unwrap_or("").into();
+            by_name.entry(name).or_insert(i);
+        }
+        Ok(Checkpoint {
+            source,
+            format,
+            arena,
+            root,
+            storages,
+            tensors,
+            entries,
+            by_name,
+            byte_order_big,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    pub fn source(&self) -> &Arc<Source> {
+        &self.source
+    }
+    pub fn is_big_endian(&self) -> bool {
+        self.byte_order_big
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn storages(&self) -> &[Storage] {
+        &self.storages
+    }
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+    pub fn root(&self) -> NodeId {
+        self.root
+    }
+
+    /// The name of entry `index`, even when the tensor itself cannot be represented.
+    pub fn name_at(&self, index: usize) -> Option<&str> {
+        self.name_c_at(index).map(|n| n.to_str().unwrap_or(""))
+    }
+    pub fn name_c_at(&self, index: usize) -> Option<&CStr> {
+        self.entries.get(index).map(|e| e.name.as_c_str())
+    }
+
+    pub fn tensor_at(&self, index: usize) -> Result<TensorRef<'_>> {
+        let entry = self.entries.get(index).ok_or_else(|| {
+            Error::not_found(format!(
+                "tensor index {index} is out of range (the table has {} tensors)",
+                self.entries.len()
+            ))
+        })?;
+        match &entry.tensor {
+            Ok(t) => {
+                let desc = &self.tensors[*t];
+                Ok(TensorRef {
+                    name: &entry.name,
+                    desc,
+                    storage: &self.storages[desc.storage],
+                })
+            }
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
+        let index = self
+            .index_of(name)
+            .ok_or_else(|| Error::not_found(format!("no tensor named '{name}'")))?;
+        self.tensor_at(index)
+    }
+
+    /// Every table row: name and tensor (or the reason it cannot be represented).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Result<TensorRef<'_>>)> + '_ {
+        (0..self.entries.len()).map(|i| (self.name_at(i).unwrap_or(""), self.tensor_at(i)))
+    }
+}
+
+fn describe_unknown_format(bytes: &[u8]) -> String {
+    if bytes.len() >= 2 && bytes[0] == 0x80 && bytes[1] <= 5 {
+        "file is a bare pickle stream (the legacy torch.save format), which this version \
+         does not read yet"
+            .to_string()
+    } else if bytes.len() >= 262 && &bytes[257..262] == b"ustar" {
+        "file is a tar archive (the pre-1.0 torch.save format), which is not supported".to_string()
+    } else {
+        let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "not a PyTorch checkpoint: no zip signature at byte 0 (first bytes: {})",
+            shown.join(" ")
+        )
+    }
+}
+
+fn check_globals(arena: &Arena) -> Result<()> {
+    for id in 0..arena.len() as NodeId {
+        if let Value::Global { module, name } = arena.get(id) {
+            if !torch::is_allowed_global(module, name) {
+                return Err(Error::unsafe_global(format!(
+                    "global '{module}.{name}' is not on the allowlist of a strict open"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn select_root(arena: &Arena, top: NodeId, root: Option<&str>) -> Result<NodeId> {
+    let Some(path) = root.filter(|p| !p.is_empty()) else {
+        return Ok(top);
+    };
+    let mut node = top;
+    let mut walked = String::new();
+    for segment in path.split('.') {
+        node = torch::child_by_segment(arena, node, segment).ok_or_else(|| {
+            let at = if walked.is_empty() {
+                "the top-level object".to_string()
+            } else {
+                format!("'{walked}'")
+            };
+            Error::not_found(format!("root '{path}': {at} has no member '{segment}'"))
+        })?;
+        if !walked.is_empty() {
+            walked.push('.');
+        }
+        walked.push_str(segment);
+    }
+    Ok(node)
+}
+
+struct ZipStorages<'a> {
+    source: &'a Arc<Source>,
+    archive: &'a ZipArchive,
+    storages: Vec<Storage>,
+    by_key: HashMap<String, usize>,
+}
+
+impl StorageResolver for ZipStorages<'_> {
+    fn resolve(&mut self, id: &StorageId) -> Result<(usize, u64)> {
+        if let Some(&index) = self.by_key.get(&id.key) {
+            return Ok((index, self.storages[index].len as u64));
+        }
+        if id.legacy_view.is_some() {
+            return Err(Error::format(format!(
+                "storage '{}' carries legacy view metadata inside a zip archive",
+                id.key
+            )));
+        }
+        let record_name = format!("data/{}", id.key);
+        let record = self.archive.get(&record_name).ok_or_else(|| {
+            Error::format(format!(
+                "storage '{}' has no record '{}/{record_name}'",
+                id.key,
+                self.archive.prefix()
+            ))
+        })?;
+        let declared = id.declared_bytes().ok_or_else(|| {
+            Error::format(format!("storage '{}': declared size overflows", id.key))
+        })?;
+        if declared > record.size {
+            return Err(Error::format(format!(
+                "storage '{}' declares {} elements of {} ({declared} bytes) but its record holds {} bytes",
+                id.key, id.numel, id.class_name, record.size
+            )));
+        }
+        let index = self.storages.len();
+        self.storages.push(Storage {
+            key: id.key.clone(),
+            id: new_storage_id(),
+            location: id.location.clone(),
+            backing: Backing::File(self.source.clone()),
+            start: record.data_offset as usize,
+            len: declared as usize,
+            file_offset: Some(record.data_offset),
+        });
+        self.by_key.insert(id.key.clone(), index);
+        Ok((index, declared))
+    }
+}
+
+/// Walks the tree from `root` in pickle order, naming every tensor it reaches.
+fn build_table(
+    arena: &Arena,
+    root: NodeId,
+    resolver: &mut dyn StorageResolver,
+    limits: &Limits,
+) -> Result<(Vec<TensorDesc>, Vec<Entry>)> {
+    struct Frame {
+        node: NodeId,
+        children: Vec<(torch::ChildName, NodeId)>,
+        next: usize,
+        name_len: usize,
+    }
+    let mut tensors = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    // One interpretation per tensor node: a tensor saved under two names is one tensor.
+    let mut interpreted: HashMap<NodeId, std::result::Result<usize, Error>> = HashMap::new();
+    let mut on_path = vec![false; arena.len()];
+    let mut name = String::new();
+    let mut steps = 0usize;
+
+    let mut visit = |node: NodeId,
+                     name: &str,
+                     entries: &mut Vec<Entry>,
+                     tensors: &mut Vec<TensorDesc>|
+     -> Result<bool> {
+        if let Some(slot) = interpreted.get(&node) {
+            entries.push(make_entry(name, slot.clone()));
+            return Ok(true);
+        }
+        let Some(result) = torch::interpret(arena, node, resolver) else {
+            return Ok(false);
+        };
+        let slot = match result {
+            Interpreted::Tensor(desc) => {
+                tensors.push(desc);
+                Ok(tensors.len() - 1)
+            }
+            Interpreted::Unsupported(e) if e.kind == ErrorKind::Unsupported => Err(e),
+            Interpreted::Unsupported(e) => {
+                return Err(e.context(format!("tensor '{name}'")));
+            }
+        };
+        let slot = slot.map_err(|e| e.context(format!("tensor '{name}'")));
+        interpreted.insert(node, slot.clone());
+        entries.push(make_entry(name, slot));
+        Ok(true)
+    };
+
+    if visit(root, "", &mut entries, &mut tensors)? {
+        return Ok((tensors, entries));
+    }
+    let Some(children) = torch::children(arena, root) else {
+        return Ok((tensors, entries));
+    };
+    on_path[root as usize] = true;
+    let mut stack = vec![Frame {
+        node: root,
+        children,
+        next: 0,
+        name_len: 0,
+    }];
+    while let Some(frame) = stack.last_mut() {
+        if frame.next == frame.children.len() {
+            on_path[frame.node as usize] = false;
+            name.truncate(frame.name_len);
+            stack.pop();
+            continue;
+        }
+        let (child_name, child) = frame.children[frame.next];
+        frame.next += 1;
+        steps += 1;
+        if steps > limits.max_walk_steps {
+            return Err(Error::limit(format!(
+                "naming tensors visited more than {} nodes (shared sub-objects repeated too often)",
+                limits.max_walk_steps
+            )));
+        }
+        if on_path[child as usize] {
+            continue; // a cycle: the object contains itself
+        }
+        let parent_len = name.len();
+        let base_len = frame.name_len;
+        name.truncate(base_len);
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.push_str(&sanitize(&child_name.segment(arena)));
+        debug_assert!(parent_len >= base_len);
+        if visit(child, &name, &mut entries, &mut tensors)? {
+            if entries.len() > limits.max_tensors {
+                return Err(Error::limit(format!(
+                    "more than {} tensors in the table",
+                    limits.max_tensors
+                )));
+            }
+            continue;
+        }
+        if let Some(grandchildren) = torch::children(arena, child) {
+            if stack.len() >= limits.max_depth {
+                return Err(Error::limit(format!(
+                    "objects nest deeper than {} levels at '{name}'",
+                    limits.max_depth
+                )));
+            }
+            on_path[child as usize] = true;
+            let name_len = name.len();
+            stack.push(Frame {
+                node: child,
+                children: grandchildren,
+                next: 0,
+                name_len,
+            });
+        }
+    }
+    Ok((tensors, entries))
+}
+
+fn sanitize(segment: &str) -> std::borrow::Cow<'_, str> {
+    if segment.contains('\0') {
+        std::borrow::Cow::Owned(segment.replace('\0', "\\x00"))
+    } else {
+        std::borrow::Cow::Borrowed(segment)
+    }
+}
+
+fn make_entry(name: &str, tensor: std::result::Result<usize, Error>) -> Entry {
+    Entry {
+        name: CString::new(sanitize(name).into_owned()).unwrap_or_default(),
+        tensor,
+    }
+}
+
+/// Alignment C callers may rely on for a dtype's elements.
+fn required_alignment(dtype: DType) -> usize {
+    dtype.itemsize().min(8)
+}
+
+/// Copies storages that cannot be handed out as they are: misaligned for one of their views'
+/// dtypes, or in big-endian byte order.
+fn fix_storages(storages: &mut [Storage], tensors: &[TensorDesc], big_endian: bool) -> Result<()> {
+    let mut align = vec![1usize; storages.len()];
+    let mut swap_size = vec![0usize; storages.len()];
+    for t in tensors {
+        let a = &mut align[t.storage];
+        *a = (*a).max(required_alignment(t.dtype));
+        let unit = swap_unit(t.dtype);
+        let s = &mut swap_size[t.storage];
+        if big_endian && *s != 0 && *s != unit {
+            return Err(Error::unsupported(format!(
+                "big-endian storage '{}' is viewed with element sizes {} and {}",
+                storages[t.storage].key, *s, unit
+            )));
+        }
+        *s = unit;
+    }
+    for (i, storage) in storages.iter_mut().enumerate() {
+        let misaligned = (storage.bytes().as_ptr() as usize) % align[i] != 0;
+        let swap = big_endian && swap_size[i] > 1;
+        if !misaligned && !swap {
+            continue;
+        }
+        let mut buf = AlignedBuf::from_slice(storage.bytes())?;
+        if swap {
+            for chunk in buf.as_mut_slice().chunks_exact_mut(swap_size[i]) {
+                chunk.reverse();
+            }
+        }
+        storage.backing = Backing::Owned(Arc::new(buf));
+        storage.start = 0;
+        storage.file_offset = None;
+    }
+    Ok(())
+}
+
+/// The unit whose bytes a big-endian file reverses: the element, or each half of a complex.
+fn swap_unit(dtype: DType) -> usize {
+    match dtype {
+        DType::Complex32 | DType::Complex64 | DType::Complex128 => dtype.itemsize() / 2,
+        _ => dtype.itemsize(),
+    }
+}

@@ -1,0 +1,185 @@
+//! Checkpoint handles: open, close, the tensor table.
+
+use super::guard::*;
+use super::types::mmckpt_tensor;
+use crate::checkpoint::{Checkpoint, OpenOptions};
+use crate::container::LoadMode;
+use crate::error::{Error, Result};
+use std::ffi::c_char;
+
+/// An open checkpoint: opaque, immutable after open, safe to read from any number of threads
+/// at once. Free it with mmckpt_checkpoint_close.
+pub struct mmckpt_checkpoint {
+    pub(crate) inner: Checkpoint,
+}
+
+/// Fail the open if the pickle names any global outside the allowlist (MMCKPT_ERR_UNSAFE).
+pub const MMCKPT_OPEN_STRICT: u32 = 1 << 0;
+/// Read the file into memory instead of mapping it: results are identical, tensors are not
+/// flagged MAPPED, and the file may change or vanish afterwards without harm.
+pub const MMCKPT_OPEN_READ: u32 = 1 << 1;
+/// Map the file and prefault every page now (MAP_POPULATE).
+pub const MMCKPT_OPEN_POPULATE: u32 = 1 << 2;
+const OPEN_FLAGS: u32 = MMCKPT_OPEN_STRICT | MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE;
+
+/// The value mmckpt_open_options_init writes into `version`.
+pub const MMCKPT_OPEN_OPTIONS_VERSION: u32 = 1;
+
+/// Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init.
+#[repr(C)]
+pub struct mmckpt_open_options {
+    /// Set by mmckpt_open_options_init; do not change.
+    pub version: u32,
+    /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE.
+    pub flags: u32,
+    /// Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
+    /// NULL = the whole object. Read during the call only.
+    pub root: *const c_char,
+}
+
+/// Fills `opts` with the defaults (no flags, whole object). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mmckpt_open_options_init(opts: *mut mmckpt_open_options) {
+    if let Ok(out) = out_ptr(opts, "opts") {
+        out.write(mmckpt_open_options {
+            version: MMCKPT_OPEN_OPTIONS_VERSION,
+            flags: 0,
+            root: std::ptr::null(),
+        });
+    }
+}
+
+fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
+    let mut options = OpenOptions::default();
+    if opts.is_null() {
+        return Ok(options);
+    }
+    let opts = arg_ref(opts, "opts")?;
+    if opts.version != MMCKPT_OPEN_OPTIONS_VERSION {
+        return Err(Error::invalid_argument(format!(
+            "opts.version is {}; initialise options with mmckpt_open_options_init",
+            opts.version
+        )));
+    }
+    if opts.flags & !OPEN_FLAGS != 0 {
+        return Err(Error::invalid_argument(format!(
+            "opts.flags has unknown bits 0x{:x}",
+            opts.flags & !OPEN_FLAGS
+        )));
+    }
+    if opts.flags & MMCKPT_OPEN_READ != 0 && opts.flags & MMCKPT_OPEN_POPULATE != 0 {
+        return Err(Error::invalid_argument(
+            "MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE exclude each other",
+        ));
+    }
+    options.strict = opts.flags & MMCKPT_OPEN_STRICT != 0;
+    options.mode = if opts.flags & MMCKPT_OPEN_READ != 0 {
+        LoadMode::Read
+    } else if opts.flags & MMCKPT_OPEN_POPULATE != 0 {
+        LoadMode::MapPopulate
+    } else {
+        LoadMode::Map
+    };
+    options.root = arg_opt_str(opts.root, "opts.root")?.map(str::to_owned);
+    Ok(options)
+}
+
+/// Opens a checkpoint: maps the file and parses its metadata; no tensor byte is read.
+/// `opts` may be NULL (defaults). On success `*out` receives a new handle that the caller
+/// frees with mmckpt_checkpoint_close; on failure `*out` is left unchanged.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_open(
+    path: *const c_char,
+    opts: *const mmckpt_open_options,
+    out: *mut *mut mmckpt_checkpoint,
+) -> mmckpt_status {
+    guard(|| {
+        let path = arg_str(path, "path")?;
+        let out = out_ptr(out, "out")?;
+        let options = open_options(opts)?;
+        let inner = Checkpoint::open(path, &options)?;
+        out.write(Box::into_raw(Box::new(mmckpt_checkpoint { inner })));
+        Ok(())
+    })
+}
+
+/// Closes a checkpoint. NULL is a no-op. Modules that were assign-loaded from it keep the
+/// mapping alive and stay valid. Closing the same handle twice, or using it after close, is
+/// undefined behaviour (as with free()).
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_close(ckpt: *mut mmckpt_checkpoint) {
+    if ckpt.is_null() {
+        return;
+    }
+    guard_value((), || {
+        // SAFETY: a non-null handle was created by Box::into_raw in mmckpt_checkpoint_open and,
+        // by the documented contract, is closed once.
+        drop(unsafe { Box::from_raw(ckpt) });
+    });
+}
+
+/// Number of entries in the tensor table; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_tensor_count(ckpt: *const mmckpt_checkpoint) -> usize {
+    guard_value(0, || arg_ref(ckpt, "ckpt").map_or(0, |c| c.inner.len()))
+}
+
+/// Describes entry `index` (0-based, in table order). The description borrows from the
+/// checkpoint and stays valid while it is open. A tensor mmckpt cannot represent (quantized,
+/// sparse, unknown dtype) gives MMCKPT_ERR_UNSUPPORTED naming it; other entries are unaffected.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_tensor_at(
+    ckpt: *const mmckpt_checkpoint,
+    index: usize,
+    out: *mut mmckpt_tensor,
+) -> mmckpt_status {
+    guard(|| {
+        let ckpt = arg_ref(ckpt, "ckpt")?;
+        let out = out_ptr(out, "out")?;
+        let tensor = ckpt.inner.tensor_at(index)?;
+        out.write(mmckpt_tensor::from_checkpoint(&tensor));
+        Ok(())
+    })
+}
+
+/// Describes the tensor with this full dotted name (MMCKPT_ERR_NOT_FOUND if none).
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_tensor(
+    ckpt: *const mmckpt_checkpoint,
+    name: *const c_char,
+    out: *mut mmckpt_tensor,
+) -> mmckpt_status {
+    guard(|| {
+        let ckpt = arg_ref(ckpt, "ckpt")?;
+        let name = arg_str(name, "name")?;
+        let out = out_ptr(out, "out")?;
+        let tensor = ckpt.inner.tensor(name)?;
+        out.write(mmckpt_tensor::from_checkpoint(&tensor));
+        Ok(())
+    })
+}
+
+/// Name of entry `index`, also for entries whose tensor cannot be represented; NULL if out of
+/// range. Borrowed from the checkpoint.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_name_at(
+    ckpt: *const mmckpt_checkpoint,
+    index: usize,
+) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        arg_ref(ckpt, "ckpt")
+            .ok()
+            .and_then(|c| c.inner.name_c_at(index))
+            .map_or(std::ptr::null(), |n| n.as_ptr())
+    })
+}
+
+/// "zip", "torchscript", …: static text; NULL for a NULL handle.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_format(ckpt: *const mmckpt_checkpoint) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        arg_ref(ckpt, "ckpt")
+            .ok()
+            .map_or(std::ptr::null(), |c| c.inner.format().name_c().as_ptr())
+    })
+}

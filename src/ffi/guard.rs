@@ -1,0 +1,220 @@
+//! Status codes, the thread's last error, and the guard every exported body runs in.
+
+use crate::error::{Error, ErrorKind, Result};
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Status of every fallible call. Values are never renumbered.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum mmckpt_status {
+    MMCKPT_OK = 0,
+    MMCKPT_ERR_NULL_ARGUMENT = 1,
+    MMCKPT_ERR_INVALID_ARGUMENT = 2,
+    /// open / stat / map / read failed
+    MMCKPT_ERR_IO = 3,
+    /// not a checkpoint, or corrupt
+    MMCKPT_ERR_FORMAT = 4,
+    /// valid, but a feature this version does not handle
+    MMCKPT_ERR_UNSUPPORTED = 5,
+    /// STRICT open: a global outside the allowlist
+    MMCKPT_ERR_UNSAFE = 6,
+    /// a resource limit was hit
+    MMCKPT_ERR_LIMIT = 7,
+    MMCKPT_ERR_NOT_FOUND = 8,
+    /// strict load: missing / unexpected keys
+    MMCKPT_ERR_KEY_MISMATCH = 9,
+    MMCKPT_ERR_SHAPE_MISMATCH = 10,
+    MMCKPT_ERR_DTYPE_MISMATCH = 11,
+    MMCKPT_ERR_BUFFER_TOO_SMALL = 12,
+    /// call not valid in the handle's current state
+    MMCKPT_ERR_STATE = 13,
+    /// a user callback asked to stop
+    MMCKPT_ERR_CALLBACK = 14,
+    MMCKPT_ERR_NO_MEMORY = 15,
+    /// internal bug, caught at the boundary
+    MMCKPT_ERR_PANIC = 99,
+}
+
+use mmckpt_status::*;
+
+impl From<ErrorKind> for mmckpt_status {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::NullArgument => MMCKPT_ERR_NULL_ARGUMENT,
+            ErrorKind::InvalidArgument => MMCKPT_ERR_INVALID_ARGUMENT,
+            ErrorKind::Io => MMCKPT_ERR_IO,
+            ErrorKind::Format => MMCKPT_ERR_FORMAT,
+            ErrorKind::Unsupported => MMCKPT_ERR_UNSUPPORTED,
+            ErrorKind::Unsafe => MMCKPT_ERR_UNSAFE,
+            ErrorKind::Limit => MMCKPT_ERR_LIMIT,
+            ErrorKind::NotFound => MMCKPT_ERR_NOT_FOUND,
+            ErrorKind::KeyMismatch => MMCKPT_ERR_KEY_MISMATCH,
+            ErrorKind::ShapeMismatch => MMCKPT_ERR_SHAPE_MISMATCH,
+            ErrorKind::DtypeMismatch => MMCKPT_ERR_DTYPE_MISMATCH,
+            ErrorKind::BufferTooSmall => MMCKPT_ERR_BUFFER_TOO_SMALL,
+            ErrorKind::State => MMCKPT_ERR_STATE,
+            ErrorKind::Callback => MMCKPT_ERR_CALLBACK,
+            ErrorKind::NoMemory => MMCKPT_ERR_NO_MEMORY,
+            ErrorKind::Panic => MMCKPT_ERR_PANIC,
+        }
+    }
+}
+
+/// The raw value of an `mmckpt_status` as a C caller passes it.
+pub type mmckpt_status_value = u32;
+
+const STATUS_TEXT: &[(u32, &CStr)] = &[
+    (0, c"MMCKPT_OK: success"),
+    (
+        1,
+        c"MMCKPT_ERR_NULL_ARGUMENT: a required pointer argument was NULL",
+    ),
+    (
+        2,
+        c"MMCKPT_ERR_INVALID_ARGUMENT: an argument has an invalid value",
+    ),
+    (
+        3,
+        c"MMCKPT_ERR_IO: the file could not be opened, mapped or read",
+    ),
+    (4, c"MMCKPT_ERR_FORMAT: not a checkpoint, or a corrupt one"),
+    (
+        5,
+        c"MMCKPT_ERR_UNSUPPORTED: valid, but not handled by this version",
+    ),
+    (
+        6,
+        c"MMCKPT_ERR_UNSAFE: a global outside the allowlist (strict open)",
+    ),
+    (7, c"MMCKPT_ERR_LIMIT: a resource limit was hit"),
+    (8, c"MMCKPT_ERR_NOT_FOUND: no such entry"),
+    (9, c"MMCKPT_ERR_KEY_MISMATCH: missing or unexpected keys"),
+    (10, c"MMCKPT_ERR_SHAPE_MISMATCH: shapes differ"),
+    (
+        11,
+        c"MMCKPT_ERR_DTYPE_MISMATCH: dtypes differ and cannot be converted",
+    ),
+    (12, c"MMCKPT_ERR_BUFFER_TOO_SMALL: the buffer is too small"),
+    (
+        13,
+        c"MMCKPT_ERR_STATE: the call is not valid in the handle's current state",
+    ),
+    (14, c"MMCKPT_ERR_CALLBACK: a callback asked to stop"),
+    (15, c"MMCKPT_ERR_NO_MEMORY: out of memory"),
+    (99, c"MMCKPT_ERR_PANIC: internal error (a bug in mmckpt)"),
+];
+
+/// Static text describing a status: never NULL, never freed. Unknown values get a generic text.
+#[no_mangle]
+pub extern "C" fn mmckpt_status_str(status: mmckpt_status_value) -> *const c_char {
+    STATUS_TEXT
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map_or(c"unknown mmckpt_status value".as_ptr(), |(_, text)| {
+            text.as_ptr()
+        })
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+pub(crate) fn set_last_error(message: &str) {
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = text);
+}
+
+/// This thread's detail text for its last failed call ("" if none failed yet). Never NULL.
+/// The pointer stays valid until this thread's next mmckpt call.
+#[no_mangle]
+pub extern "C" fn mmckpt_last_error() -> *const c_char {
+    LAST_ERROR
+        .try_with(|slot| slot.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
+}
+
+/// Runs an exported body: errors become a status plus the thread's last error text, and a
+/// panic never crosses the C boundary.
+pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> mmckpt_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => MMCKPT_OK,
+        Ok(Err(error)) => {
+            set_last_error(&error.message);
+            error.kind.into()
+        }
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            set_last_error(&format!("internal error (please report): {what}"));
+            MMCKPT_ERR_PANIC
+        }
+    }
+}
+
+/// For exports that return a value instead of a status: a panic yields `fallback`.
+pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+pub(crate) fn null_argument(what: &str) -> Error {
+    Error::new(
+        ErrorKind::NullArgument,
+        format!("argument '{what}' is NULL"),
+    )
+}
+
+/// Borrows a non-null pointer argument.
+pub(crate) fn arg_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> {
+    // SAFETY: the C caller guarantees that a non-null pointer points to a valid T for the
+    // duration of the call (the header documents every pointer argument).
+    unsafe { ptr.as_ref() }.ok_or_else(|| null_argument(what))
+}
+
+pub(crate) fn arg_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T> {
+    // SAFETY: as arg_ref, and the caller does not use *ptr concurrently during the call.
+    unsafe { ptr.as_mut() }.ok_or_else(|| null_argument(what))
+}
+
+/// Reads a NUL-terminated UTF-8 string argument.
+pub(crate) fn arg_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str> {
+    if ptr.is_null() {
+        return Err(null_argument(what));
+    }
+    // SAFETY: non-null, and the caller guarantees a NUL-terminated string valid for the call.
+    let c = unsafe { CStr::from_ptr(ptr) };
+    c.to_str()
+        .map_err(|_| Error::invalid_argument(format!("argument '{what}' is not valid UTF-8")))
+}
+
+/// Like `arg_str`, but NULL is allowed and means "not given".
+pub(crate) fn arg_opt_str<'a>(ptr: *const c_char, what: &str) -> Result<Option<&'a str>> {
+    if ptr.is_null() {
+        Ok(None)
+    } else {
+        arg_str(ptr, what).map(Some)
+    }
+}
+
+/// Writes an output argument (only ever on success, by the callers' convention).
+pub(crate) fn out_ptr<T>(out: *mut T, what: &str) -> Result<OutPtr<T>> {
+    if out.is_null() {
+        Err(null_argument(what))
+    } else {
+        Ok(OutPtr(out))
+    }
+}
+
+pub(crate) struct OutPtr<T>(*mut T);
+
+impl<T> OutPtr<T> {
+    pub(crate) fn write(self, value: T) {
+        // SAFETY: non-null (checked in out_ptr) and the caller guarantees it points to writable
+        // memory for a T; `write` does not read or drop the old (possibly uninitialised) value.
+        unsafe { self.0.write(value) }
+    }
+}

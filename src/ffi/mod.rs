@@ -1,0 +1,14 @@
+//! The C ABI: the only place with `extern "C"`, raw pointers, `catch_unwind` and the
+//! thread-local error text. It converts arguments and delegates; no format logic lives here.
+//!
+//! Enum-typed *inputs* arrive as their raw `u32` (the C type is a `uint32_t` typedef), so any
+//! value a C caller passes is handled without undefined behaviour.
+#![allow(non_camel_case_types)]
+
+mod checkpoint;
+mod guard;
+mod types;
+
+pub use checkpoint::*;
+pub use guard::*;
+pub use types::*;
