@@ -1,1 +1,225 @@
-fn main() {}
+//! `mmckpt`: inspect and load PyTorch checkpoints from the command line, built on the same
+//! safe core as the C ABI.
+
+use mmckpt::checkpoint::{Checkpoint, OpenOptions, TensorRef};
+use mmckpt::container::LoadMode;
+use mmckpt::{Error, ErrorKind};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage:
+  mmckpt ls FILE [--root PATH] [--json] [--hash] [--strict] [--read]
+      list the tensor table (--hash adds the SHA-256 of each tensor's row-major bytes)
+  mmckpt help";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ls") => ls(&args[1..]),
+        Some("help") | Some("--help") | Some("-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(usage(format!("unknown command '{other}'"))),
+        None => Err(usage("no command given".into())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mmckpt: {}: {}", e.kind.status_name(), e.message);
+            if e.kind == ErrorKind::InvalidArgument {
+                eprintln!("{USAGE}");
+            }
+            ExitCode::from(if e.kind == ErrorKind::InvalidArgument { 2 } else { 1 })
+        }
+    }
+}
+
+fn usage(message: String) -> Error {
+    Error::invalid_argument(message)
+}
+
+/// Command-line flags: `--name value` options and `--name` switches, one positional FILE.
+struct Args {
+    file: Option<String>,
+    options: Vec<(String, Option<String>)>,
+}
+
+impl Args {
+    fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Args, Error> {
+        let mut parsed = Args {
+            file: None,
+            options: Vec::new(),
+        };
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            if let Some(name) = arg.strip_prefix("--") {
+                if with_value.contains(&name) {
+                    let value = iter
+                        .next()
+                        .ok_or_else(|| usage(format!("--{name} needs a value")))?;
+                    parsed.options.push((name.to_string(), Some(value.clone())));
+                } else if switches.contains(&name) {
+                    parsed.options.push((name.to_string(), None));
+                } else {
+                    return Err(usage(format!("unknown option '{arg}'")));
+                }
+            } else if parsed.file.is_none() {
+                parsed.file = Some(arg.clone());
+            } else {
+                return Err(usage(format!("unexpected argument '{arg}'")));
+            }
+        }
+        Ok(parsed)
+    }
+    fn file(&self) -> Result<&str, Error> {
+        self.file
+            .as_deref()
+            .ok_or_else(|| usage("no FILE given".into()))
+    }
+    fn flag(&self, name: &str) -> bool {
+        self.options.iter().any(|(n, _)| n == name)
+    }
+    fn value(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+    fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            mode: if self.flag("read") {
+                LoadMode::Read
+            } else {
+                LoadMode::Map
+            },
+            strict: self.flag("strict"),
+            root: self.value("root").map(str::to_owned),
+            ..OpenOptions::default()
+        }
+    }
+}
+
+fn ls(args: &[String]) -> Result<(), Error> {
+    let args = Args::parse(args, &["root"], &["json", "hash", "strict", "read"])?;
+    let ckpt = Checkpoint::open(args.file()?, &args.open_options())?;
+    let hash = args.flag("hash");
+    if args.flag("json") {
+        let tensors: Vec<Value> = ckpt
+            .iter()
+            .map(|(name, tensor)| match tensor {
+                Ok(t) => tensor_json(&t, hash),
+                Err(e) => json!({"name": name, "error": {"status": e.kind.status_name(), "message": e.message}}),
+            })
+            .collect();
+        let doc = json!({"format": ckpt.format().name(), "tensors": tensors});
+        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON of plain values"));
+        return Ok(());
+    }
+    print_table(&ckpt, hash);
+    Ok(())
+}
+
+fn tensor_json(t: &TensorRef<'_>, hash: bool) -> Value {
+    let d = t.desc;
+    let mut v = json!({
+        "name": t.name(),
+        "dtype": d.dtype.name(),
+        "shape": d.shape,
+        "stride": d.strides,
+        "storage_offset": d.storage_offset,
+        "numel": d.numel,
+        "nbytes": d.span_bytes(),
+        "file_offset": if t.storage.is_mapped() { t.file_offset() } else { None },
+        "storage_id": t.storage.id,
+        "mapped": t.storage.is_mapped(),
+        "parameter": d.is_parameter,
+        "requires_grad": d.requires_grad,
+    });
+    if d.conj {
+        v["conj"] = json!(true);
+    }
+    if d.neg {
+        v["neg"] = json!(true);
+    }
+    if hash {
+        v["sha256"] = json!(sha256_hex(&t.contiguous_bytes()));
+    }
+    v
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn print_table(ckpt: &Checkpoint, hash: bool) {
+    let mut rows = vec![vec![
+        "name".to_string(),
+        "dtype".into(),
+        "shape".into(),
+        "stride".into(),
+        "offset".into(),
+        "bytes".into(),
+        "file offset".into(),
+        "storage".into(),
+    ]];
+    if hash {
+        rows[0].push("sha256".into());
+    }
+    for (name, tensor) in ckpt.iter() {
+        let row = match tensor {
+            Ok(t) => {
+                let d = t.desc;
+                let mut row = vec![
+                    name.to_string(),
+                    d.dtype.name().to_string(),
+                    format!("{:?}", d.shape),
+                    format!("{:?}", d.strides),
+                    d.storage_offset.to_string(),
+                    d.span_bytes().to_string(),
+                    match (t.storage.is_mapped(), t.file_offset()) {
+                        (true, Some(o)) => o.to_string(),
+                        _ => "-".into(),
+                    },
+                    t.storage.key.clone(),
+                ];
+                if hash {
+                    row.push(sha256_hex(&t.contiguous_bytes()));
+                }
+                row
+            }
+            Err(e) => vec![name.to_string(), format!("<{}: {}>", e.kind.status_name(), e.message)],
+        };
+        rows.push(row);
+    }
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if c + 1 == row.len() {
+                    s.clone()
+                } else {
+                    format!("{s:<w$}", w = widths[c])
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  "));
+    }
+    println!(
+        "{} tensors, {} storages, format {}",
+        ckpt.len(),
+        ckpt.storages().len(),
+        ckpt.format().name()
+    );
+}
