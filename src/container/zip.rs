@@ -499,8 +499,11 @@ fn check_local(bytes: &[u8], cd_offset: u64, entry: &Central<'_>) -> Result<u64>
     }
     // Local sizes may be zero (data descriptor). 0xFFFFFFFF defers to a local zip64 field,
     // which holds the uncompressed then the compressed size.
-    let mut local_sizes = [(uncompressed, "uncompressed"), (compressed, "compressed")]
-        .map(|(v, what)| (u64::from(v), v == U32_SENTINEL, what));
+    let mut local_sizes = [
+        (uncompressed, "an uncompressed"),
+        (compressed, "a compressed"),
+    ]
+    .map(|(v, what)| (u64::from(v), v == U32_SENTINEL, what));
     if local_sizes.iter().any(|&(_, sentinel, _)| sentinel) {
         let what = || format!("record '{name}' (local header at offset {lh})");
         let zip64 = find_zip64_extra(extra, &what)?;
@@ -774,4 +777,858 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
         index,
         file_len,
     })
+}
+
+/// A small zip writer for tests: stored entries, optional zip64 end records and extra fields,
+/// optional `FB` alignment padding (as torch writes it) and data descriptors, and knobs to
+/// produce broken archives.
+#[cfg(test)]
+pub(crate) mod writer {
+    /// One entry to write.
+    #[derive(Clone, Debug)]
+    pub struct Entry {
+        pub name: String,
+        pub data: Vec<u8>,
+        /// Compression method written in both headers (the data is never compressed).
+        pub method: u16,
+        /// Extra general-purpose flag bits.
+        pub flags: u16,
+        /// Name written in the local header instead of `name`.
+        pub local_name: Option<String>,
+        /// Size claimed by the central directory instead of `data.len()`.
+        pub cd_size: Option<u64>,
+        /// Local header offset claimed by the central directory.
+        pub cd_offset: Option<u64>,
+        /// False: only a central directory entry is written (`cd_offset` must be set).
+        pub write_local: bool,
+    }
+
+    impl Entry {
+        pub fn new(name: &str, data: &[u8]) -> Entry {
+            Entry {
+                name: name.to_owned(),
+                data: data.to_vec(),
+                method: 0,
+                flags: 0,
+                local_name: None,
+                cd_size: None,
+                cd_offset: None,
+                write_local: true,
+            }
+        }
+    }
+
+    #[derive(Clone, Debug, Default)]
+    pub struct Writer {
+        pub entries: Vec<Entry>,
+        /// Data alignment (0 or 1: none), by an `FB` extra field in the local header.
+        pub align: u64,
+        /// Write a zip64 end record and locator (torch always does).
+        pub zip64: bool,
+        /// Put every size and offset in zip64 extra fields (central and local headers).
+        pub zip64_extras: bool,
+        /// Flag bit 3: zero sizes and CRC in local headers, a descriptor after the data.
+        pub descriptor: bool,
+        pub comment: Vec<u8>,
+    }
+
+    pub struct Built {
+        pub bytes: Vec<u8>,
+        /// Per entry (in order): local header offset and data offset (0 when not written).
+        pub local_offsets: Vec<u64>,
+        pub data_offsets: Vec<u64>,
+        /// Offset of each central directory entry.
+        pub cd_entries: Vec<usize>,
+        pub cd_offset: usize,
+        /// Offset of the classic end of central directory record.
+        pub eocd: usize,
+    }
+
+    pub fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    fn p16(out: &mut Vec<u8>, v: u16) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn p32(out: &mut Vec<u8>, v: u32) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn p64(out: &mut Vec<u8>, v: u64) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn clamp32(v: u64, force: bool) -> u32 {
+        if force || v >= 0xFFFF_FFFF {
+            0xFFFF_FFFF
+        } else {
+            v as u32
+        }
+    }
+
+    /// A bare local header (zero sizes, no extra) for `name`, to plant inside other data.
+    pub fn local_header(name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        p32(&mut out, 0x0403_4b50);
+        p16(&mut out, 20);
+        p16(&mut out, 0);
+        p16(&mut out, 0);
+        p32(&mut out, 0x0021_0000);
+        p32(&mut out, 0);
+        p32(&mut out, 0);
+        p32(&mut out, 0);
+        p16(&mut out, name.len() as u16);
+        p16(&mut out, 0);
+        out.extend_from_slice(name.as_bytes());
+        out
+    }
+
+    impl Writer {
+        pub fn new(entries: Vec<Entry>) -> Writer {
+            Writer {
+                entries,
+                ..Writer::default()
+            }
+        }
+
+        pub fn build(&self) -> Built {
+            let mut out = Vec::new();
+            let mut local_offsets = Vec::new();
+            let mut data_offsets = Vec::new();
+            let flag_bits = if self.descriptor { 1 << 3 } else { 0 } | (1 << 11);
+            for e in &self.entries {
+                if !e.write_local {
+                    local_offsets.push(0);
+                    data_offsets.push(0);
+                    continue;
+                }
+                let lh = out.len() as u64;
+                local_offsets.push(lh);
+                let name = e.local_name.as_deref().unwrap_or(&e.name);
+                let size = e.data.len() as u64;
+                let crc = crc32(&e.data);
+                let mut extra = Vec::new();
+                let local_zip64 = self.zip64_extras && !self.descriptor;
+                if local_zip64 {
+                    p16(&mut extra, 0x0001);
+                    p16(&mut extra, 16);
+                    p64(&mut extra, size);
+                    p64(&mut extra, size);
+                }
+                if self.align > 1 {
+                    let base = lh + 30 + name.len() as u64 + extra.len() as u64 + 4;
+                    let pad = (self.align - base % self.align) % self.align;
+                    p16(&mut extra, 0x4246); // "FB"
+                    p16(&mut extra, pad as u16);
+                    extra.resize(extra.len() + pad as usize, b'Z');
+                }
+                p32(&mut out, 0x0403_4b50);
+                p16(&mut out, if self.zip64_extras { 45 } else { 20 });
+                p16(&mut out, flag_bits | e.flags);
+                p16(&mut out, e.method);
+                p32(&mut out, 0x0021_0000);
+                if self.descriptor {
+                    p32(&mut out, 0);
+                    p32(&mut out, 0);
+                    p32(&mut out, 0);
+                } else {
+                    p32(&mut out, crc);
+                    p32(&mut out, clamp32(size, local_zip64));
+                    p32(&mut out, clamp32(size, local_zip64));
+                }
+                p16(&mut out, name.len() as u16);
+                p16(&mut out, extra.len() as u16);
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&extra);
+                data_offsets.push(out.len() as u64);
+                out.extend_from_slice(&e.data);
+                if self.descriptor {
+                    p32(&mut out, 0x0807_4b50);
+                    p32(&mut out, crc);
+                    if self.zip64_extras {
+                        p64(&mut out, size);
+                        p64(&mut out, size);
+                    } else {
+                        p32(&mut out, size as u32);
+                        p32(&mut out, size as u32);
+                    }
+                }
+            }
+
+            let cd_offset = out.len();
+            let mut cd_entries = Vec::new();
+            for (i, e) in self.entries.iter().enumerate() {
+                cd_entries.push(out.len());
+                let size = e.cd_size.unwrap_or(e.data.len() as u64);
+                let offset = e.cd_offset.unwrap_or(local_offsets[i]);
+                let force = self.zip64_extras;
+                let mut extra = Vec::new();
+                let mut z = Vec::new();
+                if force || size >= 0xFFFF_FFFF {
+                    p64(&mut z, size);
+                    p64(&mut z, size);
+                }
+                if force || offset >= 0xFFFF_FFFF {
+                    p64(&mut z, offset);
+                }
+                if !z.is_empty() {
+                    p16(&mut extra, 0x0001);
+                    p16(&mut extra, z.len() as u16);
+                    extra.extend_from_slice(&z);
+                }
+                p32(&mut out, 0x0201_4b50);
+                p16(&mut out, 0x031e);
+                p16(&mut out, if force { 45 } else { 20 });
+                p16(&mut out, flag_bits | e.flags);
+                p16(&mut out, e.method);
+                p32(&mut out, 0x0021_0000);
+                p32(&mut out, crc32(&e.data));
+                p32(&mut out, clamp32(size, force));
+                p32(&mut out, clamp32(size, force));
+                p16(&mut out, e.name.len() as u16);
+                p16(&mut out, extra.len() as u16);
+                p16(&mut out, 0); // comment
+                p16(&mut out, 0); // disk
+                p16(&mut out, 0); // internal attributes
+                p32(&mut out, 0o100644 << 16);
+                p32(&mut out, clamp32(offset, force));
+                out.extend_from_slice(e.name.as_bytes());
+                out.extend_from_slice(&extra);
+            }
+            let cd_size = (out.len() - cd_offset) as u64;
+            let n = self.entries.len() as u64;
+            if self.zip64 {
+                let z64 = out.len() as u64;
+                p32(&mut out, 0x0606_4b50);
+                p64(&mut out, 44);
+                p16(&mut out, 0x031e);
+                p16(&mut out, 45);
+                p32(&mut out, 0);
+                p32(&mut out, 0);
+                p64(&mut out, n);
+                p64(&mut out, n);
+                p64(&mut out, cd_size);
+                p64(&mut out, cd_offset as u64);
+                p32(&mut out, 0x0706_4b50);
+                p32(&mut out, 0);
+                p64(&mut out, z64);
+                p32(&mut out, 1);
+            } else {
+                assert!(n < 0xFFFF, "plain archives hold fewer than 65535 entries");
+            }
+            let eocd = out.len();
+            let n16 = if n >= 0xFFFF { 0xFFFF } else { n as u16 };
+            p32(&mut out, 0x0605_4b50);
+            p16(&mut out, 0);
+            p16(&mut out, 0);
+            p16(&mut out, n16);
+            p16(&mut out, n16);
+            p32(&mut out, clamp32(cd_size, false));
+            p32(&mut out, clamp32(cd_offset as u64, false));
+            p16(&mut out, self.comment.len() as u16);
+            out.extend_from_slice(&self.comment);
+            Built {
+                bytes: out,
+                local_offsets,
+                data_offsets,
+                cd_entries,
+                cd_offset,
+                eocd,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writer::{local_header, Entry, Writer};
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// Written with (torch 2.15):
+    /// `~/.cache/mmckpt/venv/bin/python -c "import torch;
+    ///   torch.save({'a': torch.arange(4.)}, 'tests/data/zip/tiny_torch.pt')"`
+    const TINY_TORCH: &[u8] = include_bytes!("../../tests/data/zip/tiny_torch.pt");
+
+    fn ok(bytes: &[u8]) -> ZipArchive {
+        match parse(bytes, &ZipLimits::default()) {
+            Ok(archive) => archive,
+            Err(e) => panic!("parse failed: {e}"),
+        }
+    }
+
+    fn err(bytes: &[u8]) -> Error {
+        match parse(bytes, &ZipLimits::default()) {
+            Ok(archive) => panic!("parse succeeded: {:?}", archive.records()),
+            Err(e) => e,
+        }
+    }
+
+    fn expect(bytes: &[u8], kind: ErrorKind, needles: &[&str]) -> Error {
+        let e = err(bytes);
+        assert_eq!(e.kind, kind, "{e}");
+        for needle in needles {
+            assert!(e.message.contains(needle), "{e} should mention {needle}");
+        }
+        e
+    }
+
+    fn torch_like(prefix: &str) -> Vec<Entry> {
+        vec![
+            Entry::new(&format!("{prefix}/data.pkl"), b"\x80\x02}q\x00."),
+            Entry::new(&format!("{prefix}/.format_version"), b"1"),
+            Entry::new(&format!("{prefix}/.storage_alignment"), b"64"),
+            Entry::new(&format!("{prefix}/byteorder"), b"little"),
+            Entry::new(&format!("{prefix}/data/0"), &[1, 2, 3, 4, 5, 6, 7, 8]),
+            Entry::new(&format!("{prefix}/data/1"), &[]),
+            Entry::new(&format!("{prefix}/version"), b"3\n"),
+        ]
+    }
+
+    fn set_u16(bytes: &mut [u8], at: usize, v: u16) {
+        bytes[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    fn set_u32(bytes: &mut [u8], at: usize, v: u32) {
+        bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn prefixes_and_lookup() {
+        for prefix in ["archive", "my_model", "x"] {
+            for (zip64, descriptor) in [(false, false), (true, true), (true, false)] {
+                let mut w = Writer::new(torch_like(prefix));
+                w.zip64 = zip64;
+                w.descriptor = descriptor;
+                let built = w.build();
+                let bytes = &built.bytes;
+                assert!(looks_like_zip(bytes));
+                let a = ok(bytes);
+                assert_eq!(a.prefix(), prefix);
+                assert_eq!(a.file_len(), bytes.len() as u64);
+                let names: Vec<_> = a.records().iter().map(|r| r.name.as_str()).collect();
+                let expected: Vec<_> = w.entries.iter().map(|e| e.name.as_str()).collect();
+                assert_eq!(names, expected);
+                for (i, e) in w.entries.iter().enumerate() {
+                    let rel = &e.name[prefix.len() + 1..];
+                    let r = a.get(rel).unwrap();
+                    assert_eq!(r, &a.records()[i]);
+                    assert_eq!(r.data_offset, built.data_offsets[i]);
+                    assert_eq!(a.data(bytes, r), &e.data[..]);
+                }
+                assert_eq!(a.text(bytes, "byteorder").as_deref(), Some("little"));
+                assert_eq!(a.text(bytes, ".storage_alignment").as_deref(), Some("64"));
+                assert_eq!(a.text(bytes, "version").as_deref(), Some("3"));
+                assert_eq!(a.text(bytes, "missing"), None);
+                assert!(a.get("missing").is_none());
+                assert!(a.get(&format!("{prefix}/data.pkl")).is_none());
+                assert!(a.get("data").is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn comment_is_allowed() {
+        let mut w = Writer::new(torch_like("archive"));
+        w.comment = b"a comment that mentions PK\x05\x06 inside".to_vec();
+        let a = ok(&w.build().bytes);
+        assert_eq!(a.records().len(), 7);
+    }
+
+    #[test]
+    fn alignment_is_honoured() {
+        for align in [64u64, 4096] {
+            for zip64_extras in [false, true] {
+                let mut w = Writer::new(torch_like("archive"));
+                w.align = align;
+                w.zip64 = true;
+                w.descriptor = true;
+                w.zip64_extras = zip64_extras;
+                let built = w.build();
+                let a = ok(&built.bytes);
+                for (r, e) in a.records().iter().zip(&w.entries) {
+                    assert_eq!(r.data_offset % align, 0, "{} at {}", r.name, r.data_offset);
+                    assert_eq!(a.data(&built.bytes, r), &e.data[..]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zip64_extras_in_central_and_local_headers() {
+        for descriptor in [false, true] {
+            let mut w = Writer::new(torch_like("archive"));
+            w.zip64 = true;
+            w.zip64_extras = true;
+            w.descriptor = descriptor;
+            w.align = 64;
+            let built = w.build();
+            let a = ok(&built.bytes);
+            for (i, (r, e)) in a.records().iter().zip(&w.entries).enumerate() {
+                assert_eq!(r.data_offset, built.data_offsets[i]);
+                assert_eq!(a.data(&built.bytes, r), &e.data[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn zip64_many_entries() {
+        let n = 70_000usize;
+        let mut entries = vec![Entry::new("big/data.pkl", b"pickle")];
+        entries.extend(
+            (0..n).map(|i| Entry::new(&format!("big/data/{i}"), &(i as u32).to_le_bytes())),
+        );
+        let mut w = Writer::new(entries);
+        w.zip64 = true;
+        w.descriptor = true;
+        let bytes = w.build().bytes;
+        let start = std::time::Instant::now();
+        let a = ok(&bytes);
+        let elapsed = start.elapsed();
+        assert_eq!(a.records().len(), n + 1);
+        assert_eq!(a.prefix(), "big");
+        for i in [0usize, 1, 65_534, 65_535, 65_536, n - 1] {
+            let r = a.get(&format!("data/{i}")).unwrap();
+            assert_eq!(a.data(&bytes, r), (i as u32).to_le_bytes());
+        }
+        // Generous for a debug build on a shared 2-core machine; release takes milliseconds.
+        assert!(elapsed.as_secs_f64() < 5.0, "parse took {elapsed:?}");
+
+        let limits = ZipLimits { max_records: n };
+        let e = parse(&bytes, &limits).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Limit, "{e}");
+    }
+
+    #[test]
+    fn real_torch_archive() {
+        let bytes = TINY_TORCH;
+        assert!(looks_like_zip(bytes));
+        let a = ok(bytes);
+        assert_eq!(a.prefix(), "tiny_torch");
+        let names: Vec<_> = a.records().iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tiny_torch/data.pkl",
+                "tiny_torch/.format_version",
+                "tiny_torch/.storage_alignment",
+                "tiny_torch/byteorder",
+                "tiny_torch/data/0",
+                "tiny_torch/version",
+                "tiny_torch/.data/serialization_id",
+            ]
+        );
+        let data0 = a.get("data/0").unwrap();
+        assert_eq!(data0.size, 16);
+        assert_eq!(data0.data_offset % 64, 0);
+        let expected: Vec<u8> = [0f32, 1., 2., 3.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(a.data(bytes, data0), &expected[..]);
+        for r in a.records() {
+            assert_eq!(r.data_offset % 64, 0, "{}", r.name);
+        }
+        let pkl = a.data(bytes, a.get("data.pkl").unwrap());
+        assert_eq!(&pkl[..2], b"\x80\x02");
+        assert_eq!(pkl.last(), Some(&b'.'));
+        assert_eq!(a.text(bytes, "byteorder").as_deref(), Some("little"));
+        assert_eq!(a.text(bytes, ".storage_alignment").as_deref(), Some("64"));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for len in 0..TINY_TORCH.len() {
+            let e = err(&TINY_TORCH[..len]);
+            assert_eq!(e.kind, ErrorKind::Format, "length {len}: {e}");
+        }
+    }
+
+    #[test]
+    fn not_a_zip() {
+        expect(&[], ErrorKind::Format, &["0 bytes"]);
+        assert!(!looks_like_zip(&[]));
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for len in [1usize, 21, 22, 100, 5000, 70_000] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (state >> 33) as u8
+                })
+                .collect();
+            assert!(!looks_like_zip(&bytes));
+            expect(&bytes, ErrorKind::Format, &[]);
+        }
+        // An end record alone: no records.
+        let w = Writer::new(vec![]);
+        expect(&w.build().bytes, ErrorKind::Format, &["no records"]);
+    }
+
+    #[test]
+    fn compressed_entry_is_unsupported() {
+        let mut entries = torch_like("archive");
+        entries[4].method = 8;
+        let bytes = Writer::new(entries).build().bytes;
+        expect(
+            &bytes,
+            ErrorKind::Unsupported,
+            &["archive/data/0", "method 8", "deflate"],
+        );
+    }
+
+    #[test]
+    fn encrypted_entry_is_unsupported() {
+        let mut entries = torch_like("archive");
+        entries[2].flags = 1;
+        let bytes = Writer::new(entries).build().bytes;
+        expect(
+            &bytes,
+            ErrorKind::Unsupported,
+            &["archive/.storage_alignment", "encrypted"],
+        );
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let mut entries = torch_like("archive");
+        entries.push(Entry::new("archive/data/0", b"again"));
+        let bytes = Writer::new(entries).build().bytes;
+        expect(&bytes, ErrorKind::Format, &["duplicate", "archive/data/0"]);
+    }
+
+    #[test]
+    fn local_name_differs() {
+        let mut entries = torch_like("archive");
+        entries[4].local_name = Some("archive/data/9".into());
+        let built = Writer::new(entries).build();
+        let at = built.local_offsets[4].to_string();
+        expect(
+            &built.bytes,
+            ErrorKind::Format,
+            &["archive/data/0", "archive/data/9", &at],
+        );
+    }
+
+    #[test]
+    fn local_header_disagreements() {
+        // Local size (written, no descriptor) differs from the central directory's.
+        let mut entries = torch_like("archive");
+        entries[4].cd_size = Some(7);
+        let bytes = Writer::new(entries).build().bytes;
+        expect(&bytes, ErrorKind::Format, &["archive/data/0", "size of 8"]);
+
+        // Local method differs.
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u16(&mut built.bytes, built.local_offsets[3] as usize + 8, 8);
+        expect(
+            &built.bytes,
+            ErrorKind::Format,
+            &["archive/byteorder", "method 8"],
+        );
+
+        // Local CRC differs (non-zero).
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u32(
+            &mut built.bytes,
+            built.local_offsets[3] as usize + 14,
+            0xdead_beef,
+        );
+        expect(
+            &built.bytes,
+            ErrorKind::Format,
+            &["archive/byteorder", "CRC"],
+        );
+
+        // Zero local CRC is fine even without a descriptor.
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u32(&mut built.bytes, built.local_offsets[3] as usize + 14, 0);
+        ok(&built.bytes);
+
+        // Bad local signature.
+        let mut built = Writer::new(torch_like("archive")).build();
+        built.bytes[built.local_offsets[5] as usize] = b'X';
+        let at = built.local_offsets[5].to_string();
+        expect(
+            &built.bytes,
+            ErrorKind::Format,
+            &["archive/data/1", &at, "signature"],
+        );
+    }
+
+    #[test]
+    fn offset_past_end_of_file() {
+        for offset in [1u64 << 20, 0xFFFF_FFFE, 1 << 40, u64::MAX - 10] {
+            let mut w = Writer::new(torch_like("archive"));
+            w.zip64 = true;
+            w.entries[4].cd_offset = Some(offset);
+            let bytes = w.build().bytes;
+            expect(
+                &bytes,
+                ErrorKind::Format,
+                &["archive/data/0", &offset.to_string()],
+            );
+        }
+        // A local header offset inside the central directory.
+        let mut w = Writer::new(torch_like("archive"));
+        let cd = w.build().cd_offset as u64;
+        w.entries[1].cd_offset = Some(cd);
+        expect(
+            &w.build().bytes,
+            ErrorKind::Format,
+            &["archive/.format_version"],
+        );
+    }
+
+    #[test]
+    fn overlapping_records() {
+        // A size that runs into the next local header.
+        let mut w = Writer::new(torch_like("archive"));
+        w.descriptor = true;
+        w.entries[0].cd_size = Some(w.entries[0].data.len() as u64 + 20);
+        expect(
+            &w.build().bytes,
+            ErrorKind::Format,
+            &["overlap", "archive/data.pkl", "archive/.format_version"],
+        );
+
+        // A central directory entry pointing at a local header planted inside another record.
+        let mut entries = torch_like("archive");
+        let mut planted = local_header("archive/hidden");
+        planted.extend_from_slice(b"12345678");
+        entries.push(Entry::new("archive/data/2", &planted));
+        let mut hidden = Entry::new("archive/hidden", b"12345678");
+        hidden.write_local = false;
+        entries.push(hidden);
+        let mut w = Writer::new(entries);
+        w.descriptor = true;
+        let host = w.build().data_offsets[7];
+        w.entries[8].cd_offset = Some(host);
+        expect(
+            &w.build().bytes,
+            ErrorKind::Format,
+            &["overlap", "archive/data/2", "archive/hidden"],
+        );
+
+        // Two entries sharing one local header (and names differing): caught by the name check;
+        // same name twice: caught as a duplicate.
+        let mut w = Writer::new(torch_like("archive"));
+        w.entries
+            .push(Entry::new("archive/data/0", &[1, 2, 3, 4, 5, 6, 7, 8]));
+        let lh = w.build().local_offsets[4];
+        w.entries[7].write_local = false;
+        w.entries[7].cd_offset = Some(lh);
+        expect(&w.build().bytes, ErrorKind::Format, &["duplicate"]);
+    }
+
+    #[test]
+    fn junk_after_end_record() {
+        for junk in [&b"x"[..], b"\0\0\0\0", &[7u8; 100]] {
+            let mut bytes = Writer::new(torch_like("archive")).build().bytes;
+            bytes.extend_from_slice(junk);
+            expect(&bytes, ErrorKind::Format, &["junk"]);
+        }
+        let mut bytes = TINY_TORCH.to_vec();
+        bytes.push(0);
+        expect(&bytes, ErrorKind::Format, &["junk"]);
+        // A comment length that claims more than is there.
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u16(&mut built.bytes, built.eocd + 20, 5);
+        expect(&built.bytes, ErrorKind::Format, &[]);
+    }
+
+    #[test]
+    fn entry_outside_prefix() {
+        let mut entries = torch_like("archive");
+        entries.insert(3, Entry::new("other/byteorder", b"big"));
+        expect(
+            &Writer::new(entries).build().bytes,
+            ErrorKind::Format,
+            &["other/byteorder", "'archive/'"],
+        );
+        // A name that only shares the prefix's characters.
+        let mut entries = torch_like("archive");
+        entries.push(Entry::new("archive2/data/0", b""));
+        expect(
+            &Writer::new(entries).build().bytes,
+            ErrorKind::Format,
+            &["archive2/data/0"],
+        );
+        // First entry with no folder.
+        let entries = vec![Entry::new("data.pkl", b"")];
+        expect(
+            &Writer::new(entries).build().bytes,
+            ErrorKind::Format,
+            &["top-level folder"],
+        );
+    }
+
+    #[test]
+    fn bad_names() {
+        for name in [
+            "archive/../etc/passwd",
+            "archive/data/..",
+            "/archive/data.pkl",
+        ] {
+            let mut entries = torch_like("archive");
+            entries.push(Entry::new(name, b""));
+            expect(
+                &Writer::new(entries).build().bytes,
+                ErrorKind::Format,
+                &[name],
+            );
+        }
+        let mut entries = torch_like("archive");
+        entries.push(Entry::new("archive/a\0b", b""));
+        expect(
+            &Writer::new(entries).build().bytes,
+            ErrorKind::Format,
+            &["NUL"],
+        );
+        // Invalid UTF-8: patch one byte of a central directory name.
+        let mut built = Writer::new(torch_like("archive")).build();
+        let at = built.cd_entries[3] + 46 + "archive/".len();
+        built.bytes[at] = 0xFF;
+        expect(
+            &built.bytes,
+            ErrorKind::Format,
+            &["UTF-8", &built.cd_entries[3].to_string()],
+        );
+    }
+
+    #[test]
+    fn huge_zip64_sizes() {
+        for size in [1u64 << 62, (1 << 62) + 12345, u64::MAX, u64::MAX - 100] {
+            let mut w = Writer::new(torch_like("archive"));
+            w.zip64 = true;
+            w.descriptor = true;
+            w.zip64_extras = true;
+            w.entries[4].cd_size = Some(size);
+            expect(&w.build().bytes, ErrorKind::Format, &["archive/data/0"]);
+        }
+        // A zip64 extra field too short for the fields the sentinels call for.
+        let mut w = Writer::new(torch_like("archive"));
+        w.zip64 = true;
+        w.zip64_extras = true;
+        let mut built = w.build();
+        let cd = built.cd_entries[2];
+        let name_len = "archive/.storage_alignment".len();
+        set_u16(&mut built.bytes, cd + 46 + name_len + 2, 8);
+        expect(
+            &built.bytes,
+            ErrorKind::Format,
+            &["archive/.storage_alignment"],
+        );
+        // Sentinel without any zip64 extra.
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u32(&mut built.bytes, built.cd_entries[1] + 24, 0xFFFF_FFFF);
+        expect(
+            &built.bytes,
+            ErrorKind::Format,
+            &["archive/.format_version", "zip64"],
+        );
+    }
+
+    #[test]
+    fn end_record_checks() {
+        // Multi-disk: classic record.
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u16(&mut built.bytes, built.eocd + 4, 1);
+        expect(&built.bytes, ErrorKind::Unsupported, &["multi-disk"]);
+        // Multi-disk: zip64 locator says 2 disks.
+        let mut w = Writer::new(torch_like("archive"));
+        w.zip64 = true;
+        let mut built = w.build();
+        set_u32(&mut built.bytes, built.eocd - 4, 2);
+        expect(&built.bytes, ErrorKind::Unsupported, &["multi-disk"]);
+        // Classic record disagrees with the zip64 record.
+        let mut built = w.build();
+        set_u32(&mut built.bytes, built.eocd + 16, 3);
+        expect(&built.bytes, ErrorKind::Format, &["disagrees"]);
+        // Sentinels in the classic record are fine.
+        let mut built = w.build();
+        set_u16(&mut built.bytes, built.eocd + 8, 0xFFFF);
+        set_u16(&mut built.bytes, built.eocd + 10, 0xFFFF);
+        set_u32(&mut built.bytes, built.eocd + 12, 0xFFFF_FFFF);
+        set_u32(&mut built.bytes, built.eocd + 16, 0xFFFF_FFFF);
+        ok(&built.bytes);
+        // The zip64 locator pointing nowhere.
+        let mut built = w.build();
+        let at = built.eocd - 12;
+        built.bytes[at..at + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        expect(&built.bytes, ErrorKind::Format, &["zip64"]);
+        // Entry count that does not match the directory.
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u16(&mut built.bytes, built.eocd + 8, 6);
+        set_u16(&mut built.bytes, built.eocd + 10, 6);
+        expect(&built.bytes, ErrorKind::Format, &["unexplained"]);
+        let mut built = Writer::new(torch_like("archive")).build();
+        set_u16(&mut built.bytes, built.eocd + 8, 8);
+        set_u16(&mut built.bytes, built.eocd + 10, 8);
+        expect(&built.bytes, ErrorKind::Format, &[]);
+        // A huge entry count in a tiny directory is not allocated.
+        let mut w = Writer::new(torch_like("archive"));
+        w.zip64 = true;
+        let mut built = w.build();
+        let z64 = built.eocd - 20 - 56;
+        for field in [24, 32] {
+            built.bytes[z64 + field..z64 + field + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        }
+        set_u16(&mut built.bytes, built.eocd + 8, 0xFFFF);
+        set_u16(&mut built.bytes, built.eocd + 10, 0xFFFF);
+        let e = parse(
+            &built.bytes,
+            &ZipLimits {
+                max_records: usize::MAX,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Format, "{e}");
+        assert_eq!(err(&built.bytes).kind, ErrorKind::Limit);
+    }
+
+    #[test]
+    fn ambiguous_end_records() {
+        // A comment that holds a second end record which also reaches the end of the file.
+        let mut w = Writer::new(torch_like("archive"));
+        let mut fake = 0x0605_4b50u32.to_le_bytes().to_vec();
+        fake.extend_from_slice(&[0; 18]);
+        w.comment = fake;
+        expect(&w.build().bytes, ErrorKind::Format, &["ambiguous"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the given slice")]
+    fn data_with_the_wrong_slice_panics() {
+        let a = ok(TINY_TORCH);
+        let r = a.get("data/0").unwrap();
+        let _ = a.data(&TINY_TORCH[..100], r);
+    }
+
+    #[test]
+    fn directory_entries() {
+        let mut entries = torch_like("archive");
+        entries.insert(0, Entry::new("archive/", b""));
+        entries.insert(1, Entry::new("archive/data/", b""));
+        let a = ok(&Writer::new(entries).build().bytes);
+        assert_eq!(a.prefix(), "archive");
+        assert_eq!(a.get("data/").map(|r| r.size), Some(0));
+        let mut entries = torch_like("archive");
+        entries.push(Entry::new("archive/dir/", b"data"));
+        expect(
+            &Writer::new(entries).build().bytes,
+            ErrorKind::Format,
+            &["directory"],
+        );
+    }
 }
