@@ -32,7 +32,11 @@ fn main() -> ExitCode {
             if e.kind == ErrorKind::InvalidArgument {
                 eprintln!("{USAGE}");
             }
-            ExitCode::from(if e.kind == ErrorKind::InvalidArgument { 2 } else { 1 })
+            ExitCode::from(if e.kind == ErrorKind::InvalidArgument {
+                2
+            } else {
+                1
+            })
         }
     }
 }
@@ -116,7 +120,10 @@ fn ls(args: &[String]) -> Result<(), Error> {
             })
             .collect();
         let doc = json!({"format": ckpt.format().name(), "tensors": tensors});
-        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON of plain values"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON of plain values")
+        );
         return Ok(());
     }
     print_table(&ckpt, hash);
@@ -194,13 +201,22 @@ fn print_table(ckpt: &Checkpoint, hash: bool) {
                 }
                 row
             }
-            Err(e) => vec![name.to_string(), format!("<{}: {}>", e.kind.status_name(), e.message)],
+            Err(e) => vec![
+                name.to_string(),
+                format!("<{}: {}>", e.kind.status_name(), e.message),
+            ],
         };
         rows.push(row);
     }
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in &rows {
         let cells: Vec<String> = row
