@@ -736,7 +736,7 @@ mod tests {
             shape: shape.into(),
             strides: strides.into(),
             storage_offset: offset,
-            numel: shape.iter().product::<i64>() as u64,
+            numel: shape.iter().fold(1u64, |a, &s| a.wrapping_mul(s as u64)),
             storage: 0,
             requires_grad: false,
             is_parameter: false,
