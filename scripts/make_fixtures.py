@@ -415,7 +415,9 @@ def build_flat(entries):
 def expected_entries(spec):
     with torch.device("meta"):
         m = build(spec)
-    return [{"name": k, "shape": list(v.shape), "dtype": dtype_name(v.dtype)}
+    params = {k for k, _ in m.named_parameters()}
+    return [{"name": k, "shape": list(v.shape), "dtype": dtype_name(v.dtype),
+             "kind": "parameter" if k in params else "buffer"}
             for k, v in m.state_dict().items()]
 
 
@@ -531,11 +533,11 @@ def spec_cases():
     add("recipe", RECIPE_SPEC)
     # Flat form (entries are given in an order torch's state_dict would also produce)
     add("flat", {"name": "Net", "entries": [
+        {"name": "scale", "shape": [1], "dtype": "bfloat16", "kind": "parameter"},
         {"name": "linears.0.weight", "shape": [4, 3], "dtype": "float32", "kind": "parameter"},
         {"name": "linears.0.bias", "shape": [4], "dtype": "float32", "kind": "parameter"},
         {"name": "bn.running_mean", "shape": [4], "dtype": "float32", "kind": "buffer"},
         {"name": "bn.num_batches_tracked", "shape": [], "dtype": "int64", "kind": "buffer"},
-        {"name": "scale", "shape": [1], "dtype": "bfloat16", "kind": "parameter"},
     ]})
     # Mixed: a flat node as a child of a layer-form container (the spec says the two forms
     # may be mixed; this is this script's reading of that: a node with "entries" and no "type").
@@ -549,7 +551,11 @@ def spec_cases():
 
     cases = []
     for name, spec in c:
-        cases.append({"name": name, "spec": spec, "expected": expected_entries(spec)})
+        expected = expected_entries(spec)
+        if "entries" in spec:  # flat cases are written in torch's own state_dict order
+            assert [{k: e[k] for k in ("name", "shape", "dtype", "kind")}
+                    for e in spec["entries"]] == expected, name
+        cases.append({"name": name, "spec": spec, "expected": expected})
     return cases
 
 
