@@ -242,7 +242,7 @@ impl Checkpoint {
                 pkl.size, options.limits.max_pickle_bytes
             )));
         }
-        let byte_order_big = match archive.text(bytes, "byteorder").as_deref() {
+        let byte_order_big = match archive.text(bytes, "byteorder")?.as_deref() {
             None | Some("little") => false,
             Some("big") => true,
             Some(other) => {
@@ -252,8 +252,12 @@ impl Checkpoint {
             }
         };
         let mut arena = Arena::new();
-        let (top, _) = pickle::load(&mut arena, archive.data(bytes, pkl), &options.limits.pickle)
-            .map_err(|e| e.context("data.pkl"))?;
+        let (top, _) = pickle::load(
+            &mut arena,
+            archive.data(bytes, pkl)?,
+            &options.limits.pickle,
+        )
+        .map_err(|e| e.context("data.pkl"))?;
         if options.strict {
             check_globals(&arena)?;
         }
@@ -433,6 +437,7 @@ impl StorageResolver for ZipStorages<'_> {
                 self.archive.prefix()
             ))
         })?;
+        record.require_stored()?;
         let declared = id.declared_bytes().ok_or_else(|| {
             Error::format(format!("storage '{}': declared size overflows", id.key))
         })?;

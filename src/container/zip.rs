@@ -42,8 +42,27 @@ pub struct ZipRecord {
     pub name: String,
     /// Absolute offset of the first data byte in the file.
     pub data_offset: u64,
-    /// Number of data bytes (stored, so compressed size == uncompressed size).
+    /// Number of data bytes in the file (for a compressed record, its compressed size).
     pub size: u64,
+    /// Compression method: 0 (stored) for every record mmckpt maps. TorchScript archives
+    /// compress their `code/` records, which mmckpt never reads.
+    pub method: u16,
+}
+
+impl ZipRecord {
+    /// Fails with `Unsupported` naming the record when its bytes are compressed.
+    pub fn require_stored(&self) -> Result<()> {
+        if self.method == 0 {
+            return Ok(());
+        }
+        Err(Error::unsupported(format!(
+            "record '{}' uses compression method {} ({}); only stored (uncompressed) records \
+             can be memory-mapped",
+            self.name,
+            self.method,
+            method_name(self.method)
+        )))
+    }
 }
 
 /// Bounds applied while parsing.
@@ -100,27 +119,28 @@ impl ZipArchive {
     /// # Panics
     /// If `bytes` is not (at least as long as) the slice given to [`parse`]: that is a bug in
     /// the caller, not bad input.
-    pub fn data<'a>(&self, bytes: &'a [u8], record: &ZipRecord) -> &'a [u8] {
-        match range(bytes, record.data_offset, record.size) {
-            Some(data) => data,
-            None => panic!(
-                "ZipArchive::data: record '{}' (bytes {}..+{}) is outside the given slice of {} \
-                 bytes; pass the slice the archive was parsed from",
+    pub fn data<'a>(&self, bytes: &'a [u8], record: &ZipRecord) -> Result<&'a [u8]> {
+        record.require_stored()?;
+        range(bytes, record.data_offset, record.size).ok_or_else(|| {
+            Error::format(format!(
+                "record '{}' (bytes {}..+{}) is outside the given slice of {} bytes",
                 record.name,
                 record.data_offset,
                 record.size,
                 bytes.len()
-            ),
-        }
+            ))
+        })
     }
 
     /// A small text record (`byteorder`, `.storage_alignment`, `.format_version`), trimmed of
     /// surrounding whitespace; `None` when the record is absent. Bytes that are not UTF-8 are
     /// replaced (U+FFFD) rather than hidden, so a garbled value is seen, not mistaken for absent.
-    pub fn text(&self, bytes: &[u8], relative: &str) -> Option<String> {
-        let record = self.get(relative)?;
-        let data = range(bytes, record.data_offset, record.size)?;
-        Some(String::from_utf8_lossy(data).trim().to_owned())
+    pub fn text(&self, bytes: &[u8], relative: &str) -> Result<Option<String>> {
+        let Some(record) = self.get(relative) else {
+            return Ok(None);
+        };
+        let data = self.data(bytes, record)?;
+        Ok(Some(String::from_utf8_lossy(data).trim().to_owned()))
     }
 }
 
@@ -425,7 +445,8 @@ struct Central<'a> {
     name: &'a str,
     method: u16,
     crc: u32,
-    size: u64,
+    /// Uncompressed, compressed.
+    sizes: [u64; 2],
     local_offset: u64,
 }
 
@@ -524,12 +545,11 @@ fn check_local(bytes: &[u8], cd_offset: u64, entry: &Central<'_>) -> Result<u64>
             }
         }
     }
-    for (value, _, what) in local_sizes {
-        if value != 0 && value != entry.size {
+    for ((value, _, what), expected) in local_sizes.into_iter().zip(entry.sizes) {
+        if value != 0 && value != expected {
             return Err(Error::format(format!(
                 "record '{name}': the local header at offset {lh} gives a {what} size of {value} \
-                 bytes, the central directory {} bytes",
-                entry.size
+                 bytes, the central directory {expected} bytes"
             )));
         }
     }
@@ -653,13 +673,6 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
                  not supported"
             )));
         }
-        if method != 0 {
-            return Err(Error::unsupported(format!(
-                "record '{name}' uses compression method {method} ({}); only stored \
-                 (uncompressed) records can be memory-mapped",
-                method_name(method)
-            )));
-        }
 
         // zip64: only the fields whose classic value is the sentinel are present, in this order.
         let mut uncompressed = u64::from(uncompressed32);
@@ -706,7 +719,7 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
                 "record '{name}' starts on disk {disk}: multi-disk zip archives are not supported"
             )));
         }
-        if compressed != uncompressed {
+        if method == 0 && compressed != uncompressed {
             return Err(Error::format(format!(
                 "record '{name}' is stored but its compressed size ({compressed}) differs from \
                  its size ({uncompressed})"
@@ -722,19 +735,19 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
             name,
             method,
             crc,
-            size: uncompressed,
+            sizes: [uncompressed, compressed],
             local_offset,
         };
         let data_offset = check_local(bytes, cd_offset, &central)?;
-        let data_end = data_offset.checked_add(uncompressed);
+        let data_end = data_offset.checked_add(compressed);
         if !data_end.is_some_and(|data_end| data_end <= cd_offset) {
             return Err(Error::format(format!(
-                "record '{name}': {uncompressed} bytes of data at offset {data_offset} run past \
+                "record '{name}': {compressed} bytes of data at offset {data_offset} run past \
                  the start of the central directory at offset {cd_offset} (file is {file_len} \
                  bytes)"
             )));
         }
-        let data_end = data_offset + uncompressed;
+        let data_end = data_offset + compressed;
 
         if index.insert(relative.to_owned(), i).is_some() {
             return Err(Error::format(format!(
@@ -745,7 +758,8 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
         records.push(ZipRecord {
             name: name.to_owned(),
             data_offset,
-            size: uncompressed,
+            size: compressed,
+            method,
         });
     }
     if pos != cd.len() {
@@ -1123,12 +1137,18 @@ mod tests {
                     let r = a.get(rel).unwrap();
                     assert_eq!(r, &a.records()[i]);
                     assert_eq!(r.data_offset, built.data_offsets[i]);
-                    assert_eq!(a.data(bytes, r), &e.data[..]);
+                    assert_eq!(a.data(bytes, r).unwrap(), &e.data[..]);
                 }
-                assert_eq!(a.text(bytes, "byteorder").as_deref(), Some("little"));
-                assert_eq!(a.text(bytes, ".storage_alignment").as_deref(), Some("64"));
-                assert_eq!(a.text(bytes, "version").as_deref(), Some("3"));
-                assert_eq!(a.text(bytes, "missing"), None);
+                assert_eq!(
+                    a.text(bytes, "byteorder").unwrap().as_deref(),
+                    Some("little")
+                );
+                assert_eq!(
+                    a.text(bytes, ".storage_alignment").unwrap().as_deref(),
+                    Some("64")
+                );
+                assert_eq!(a.text(bytes, "version").unwrap().as_deref(), Some("3"));
+                assert_eq!(a.text(bytes, "missing").unwrap(), None);
                 assert!(a.get("missing").is_none());
                 assert!(a.get(&format!("{prefix}/data.pkl")).is_none());
                 assert!(a.get("data").is_none());
@@ -1157,7 +1177,7 @@ mod tests {
                 let a = ok(&built.bytes);
                 for (r, e) in a.records().iter().zip(&w.entries) {
                     assert_eq!(r.data_offset % align, 0, "{} at {}", r.name, r.data_offset);
-                    assert_eq!(a.data(&built.bytes, r), &e.data[..]);
+                    assert_eq!(a.data(&built.bytes, r).unwrap(), &e.data[..]);
                 }
             }
         }
@@ -1175,7 +1195,7 @@ mod tests {
             let a = ok(&built.bytes);
             for (i, (r, e)) in a.records().iter().zip(&w.entries).enumerate() {
                 assert_eq!(r.data_offset, built.data_offsets[i]);
-                assert_eq!(a.data(&built.bytes, r), &e.data[..]);
+                assert_eq!(a.data(&built.bytes, r).unwrap(), &e.data[..]);
             }
         }
     }
@@ -1198,7 +1218,7 @@ mod tests {
         assert_eq!(a.prefix(), "big");
         for i in [0usize, 1, 65_534, 65_535, 65_536, n - 1] {
             let r = a.get(&format!("data/{i}")).unwrap();
-            assert_eq!(a.data(&bytes, r), (i as u32).to_le_bytes());
+            assert_eq!(a.data(&bytes, r).unwrap(), (i as u32).to_le_bytes());
         }
         // Generous for a debug build on a shared 2-core machine; release takes milliseconds.
         assert!(elapsed.as_secs_f64() < 5.0, "parse took {elapsed:?}");
@@ -1234,15 +1254,21 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        assert_eq!(a.data(bytes, data0), &expected[..]);
+        assert_eq!(a.data(bytes, data0).unwrap(), &expected[..]);
         for r in a.records() {
             assert_eq!(r.data_offset % 64, 0, "{}", r.name);
         }
-        let pkl = a.data(bytes, a.get("data.pkl").unwrap());
+        let pkl = a.data(bytes, a.get("data.pkl").unwrap()).unwrap();
         assert_eq!(&pkl[..2], b"\x80\x02");
         assert_eq!(pkl.last(), Some(&b'.'));
-        assert_eq!(a.text(bytes, "byteorder").as_deref(), Some("little"));
-        assert_eq!(a.text(bytes, ".storage_alignment").as_deref(), Some("64"));
+        assert_eq!(
+            a.text(bytes, "byteorder").unwrap().as_deref(),
+            Some("little")
+        );
+        assert_eq!(
+            a.text(bytes, ".storage_alignment").unwrap().as_deref(),
+            Some("64")
+        );
     }
 
     #[test]
@@ -1276,15 +1302,20 @@ mod tests {
     }
 
     #[test]
-    fn compressed_entry_is_unsupported() {
+    fn compressed_entry_parses_but_its_data_is_unsupported() {
         let mut entries = torch_like("archive");
         entries[4].method = 8;
         let bytes = Writer::new(entries).build().bytes;
-        expect(
-            &bytes,
-            ErrorKind::Unsupported,
-            &["archive/data/0", "method 8", "deflate"],
-        );
+        let archive = ok(&bytes);
+        let record = archive.get("data/0").unwrap();
+        let err = archive.data(&bytes, record).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unsupported);
+        for needle in ["archive/data/0", "method 8", "deflate"] {
+            assert!(err.message.contains(needle), "{}", err.message);
+        }
+        assert!(archive
+            .data(&bytes, archive.get("data.pkl").unwrap())
+            .is_ok());
     }
 
     #[test]
@@ -1608,11 +1639,15 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "outside the given slice")]
-    fn data_with_the_wrong_slice_panics() {
+    fn data_with_the_wrong_slice_is_an_error() {
         let a = ok(TINY_TORCH);
         let r = a.get("data/0").unwrap();
-        let _ = a.data(&TINY_TORCH[..100], r);
+        let err = a.data(&TINY_TORCH[..100], r).unwrap_err();
+        assert!(
+            err.message.contains("outside the given slice"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Writes hand-made malformed checkpoints into tests/data/bad/ plus expected.tsv.
+
+These are deliberately broken files for bad-input tests, so they are hand-made (plain Python,
+no torch): pickles are written with stand-in `torch` modules that only provide names, and
+archives with zipfile. Valid test data always comes from real torch (make_fixtures.py).
+
+expected.tsv columns: file, open flags (0 or STRICT), expected status name, a substring the
+error message must contain. Run: python3 scripts/make_bad_inputs.py
+"""
+import collections
+import io
+import os
+import pickle
+import random
+import struct
+import sys
+import types
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "data", "bad")
+
+# Stand-ins for the torch globals a checkpoint names: pickle only records module and name.
+torch_mod = types.ModuleType("torch")
+utils_mod = types.ModuleType("torch._utils")
+
+
+def _rebuild_tensor_v2(*args):
+    raise AssertionError("never called")
+
+
+_rebuild_tensor_v2.__module__ = "torch._utils"
+utils_mod._rebuild_tensor_v2 = _rebuild_tensor_v2
+
+
+class FloatStorage:
+    pass
+
+
+FloatStorage.__module__ = "torch"
+torch_mod.FloatStorage = FloatStorage
+torch_mod._utils = utils_mod
+sys.modules["torch"] = torch_mod
+sys.modules["torch._utils"] = utils_mod
+
+
+class Tensor:
+    """Pickles like a torch tensor: _rebuild_tensor_v2(storage, offset, size, stride, ...)."""
+
+    def __init__(self, key, numel, offset, size, stride):
+        self.key, self.numel = key, numel
+        self.args = (offset, tuple(size), tuple(stride), False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return (_rebuild_tensor_v2, (StorageRef(self.key, self.numel),) + self.args)
+
+
+class StorageRef:
+    def __init__(self, key, numel):
+        self.key, self.numel = key, numel
+
+
+class TorchPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, StorageRef):
+            return ("storage", FloatStorage, obj.key, "cpu", obj.numel)
+        return None
+
+
+def torch_pickle(obj):
+    buf = io.BytesIO()
+    TorchPickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def archive(records, prefix="archive", compress=None):
+    """A torch-style zip: data.pkl first, stored entries."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in records:
+            method = compress.get(name, zipfile.ZIP_STORED) if compress else zipfile.ZIP_STORED
+            z.writestr(zipfile.ZipInfo(f"{prefix}/{name}"), data, compress_type=method)
+    return buf.getvalue()
+
+
+def state_dict_archive(tensors, storages):
+    sd = collections.OrderedDict(tensors)
+    records = [("data.pkl", torch_pickle(sd)), ("byteorder", b"little")]
+    records += [(f"data/{k}", v) for k, v in storages.items()]
+    records.append(("version", b"3\n"))
+    return archive(records)
+
+
+FOUR_FLOATS = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
+
+
+def good():
+    return state_dict_archive({"w": Tensor("0", 4, 0, [2, 2], [2, 1])}, {"0": FOUR_FLOATS})
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    cases = []
+
+    def write(name, data, status, needle, flags="0"):
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(data)
+        cases.append((name, flags, status, needle))
+
+    rng = random.Random(1234)
+    write("empty.pt", b"", "MMCKPT_ERR_FORMAT", "empty")
+    write("random.pt", bytes(rng.randrange(256) for _ in range(1024)), "MMCKPT_ERR_FORMAT", "zip")
+    write("no_data_pkl.pt", archive([("version", b"3\n")]), "MMCKPT_ERR_FORMAT", "data.pkl")
+    whole = good()
+    cd_start = struct.unpack_from("<I", whole, len(whole) - 22 + 16)[0]
+    write("truncated_before_cd.pt", whole[:cd_start - 3], "MMCKPT_ERR_FORMAT", "")
+    # The central directory says data/0 lies past the end of the file.
+    past = bytearray(whole)
+    cd = cd_start
+    while past[cd:cd + 4] == b"PK\x01\x02":
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", past, cd + 28)
+        name = bytes(past[cd + 46:cd + 46 + name_len])
+        if name == b"archive/data/0":
+            struct.pack_into("<I", past, cd + 42, len(whole) + 100)
+        cd += 46 + name_len + extra_len + comment_len
+    write("record_past_eof.pt", bytes(past), "MMCKPT_ERR_FORMAT", "archive/data/0")
+    dup = archive([("data.pkl", torch_pickle({})), ("data/0", FOUR_FLOATS), ("data/0", FOUR_FLOATS)])
+    write("duplicate_record.pt", dup, "MMCKPT_ERR_FORMAT", "data/0")
+    write(
+        "compressed_record.pt",
+        archive(
+            [("data.pkl", torch_pickle({"a": 1}) * 1), ("version", b"3\n" * 64)],
+            compress={"version": zipfile.ZIP_DEFLATED},
+        ),
+        "MMCKPT_ERR_UNSUPPORTED",
+        "archive/version",
+    )
+    pkl = torch_pickle(collections.OrderedDict({"w": Tensor("0", 4, 0, [4], [1])}))
+    write("pickle_cut.pt", archive([("data.pkl", pkl[: len(pkl) // 2]), ("data/0", FOUR_FLOATS)]),
+          "MMCKPT_ERR_FORMAT", "data.pkl")
+    write("unknown_opcode.pt", archive([("data.pkl", b"\x80\x02\xff.")]), "MMCKPT_ERR_FORMAT", "0xff")
+    write("stack_underflow.pt", archive([("data.pkl", b"\x80\x02\x85.")]), "MMCKPT_ERR_FORMAT", "TUPLE1")
+    write("missing_storage.pt",
+          state_dict_archive({"w": Tensor("7", 4, 0, [4], [1])}, {"0": FOUR_FLOATS}),
+          "MMCKPT_ERR_FORMAT", "data/7")
+    write("view_past_storage.pt",
+          state_dict_archive({"w": Tensor("0", 4, 1, [4], [1])}, {"0": FOUR_FLOATS}),
+          "MMCKPT_ERR_FORMAT", "past the storage")
+    write("negative_size.pt",
+          state_dict_archive({"w": Tensor("0", 4, 0, [-1], [1])}, {"0": FOUR_FLOATS}),
+          "MMCKPT_ERR_FORMAT", "negative size")
+    write("negative_stride.pt",
+          state_dict_archive({"w": Tensor("0", 4, 0, [2], [-1])}, {"0": FOUR_FLOATS}),
+          "MMCKPT_ERR_FORMAT", "negative stride")
+    write("size_overflow.pt",
+          state_dict_archive({"w": Tensor("0", 4, 0, [2**40, 2**40], [1, 1])}, {"0": FOUR_FLOATS}),
+          "MMCKPT_ERR_FORMAT", "overflow")
+    # 100,000 nested lists: [[[[...]]]] built with MARK/LIST would need marks; EMPTY_LIST + APPEND
+    # keeps the pickle machine flat, so nesting is caught while naming tensors.
+    depth = 100_000
+    deep = b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+    write("deep_nesting.pt", archive([("data.pkl", deep)]), "MMCKPT_ERR_LIMIT", "deeper")
+    # MARK nesting 100,000 deep: caught by the pickle machine's mark limit.
+    marks = b"\x80\x02" + b"(" * depth + b"l" * depth + b"."
+    write("deep_marks.pt", archive([("data.pkl", marks)]), "MMCKPT_ERR_LIMIT", "")
+    huge = b"\x80\x04\x8d" + struct.pack("<Q", 2**62) + b"abc."
+    write("huge_string.pt", archive([("data.pkl", huge)]), "MMCKPT_ERR_FORMAT", "")
+    evil = b"\x80\x02cos\nsystem\nX\x0d\x00\x00\x00touch /tmp/x\x85R."
+    write("global_os_system.pt", archive([("data.pkl", evil)]), "MMCKPT_ERR_UNSAFE", "os.system", "STRICT")
+
+    with open(os.path.join(OUT, "expected.tsv"), "w") as f:
+        f.write("# file\tflags\tstatus\tmessage substring (generated by scripts/make_bad_inputs.py)\n")
+        for row in cases:
+            f.write("\t".join(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
