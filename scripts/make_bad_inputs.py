@@ -5,8 +5,9 @@ These are deliberately broken files for bad-input tests, so they are hand-made (
 no torch): pickles are written with stand-in `torch` modules that only provide names, and
 archives with zipfile. Valid test data always comes from real torch (make_fixtures.py).
 
-expected.tsv columns: file, open flags (0 or STRICT), expected status name, a substring the
-error message must contain. Run: python3 scripts/make_bad_inputs.py
+expected.tsv columns: file; flags (0, or STRICT for a strict open, or TENSOR when the open
+succeeds and reading the first tensor fails); the expected status name; a substring the error
+message must contain. Run: python3 scripts/make_bad_inputs.py
 """
 import collections
 import io
@@ -128,13 +129,23 @@ def main():
     dup = archive([("data.pkl", torch_pickle({})), ("data/0", FOUR_FLOATS), ("data/0", FOUR_FLOATS)])
     write("duplicate_record.pt", dup, "MMCKPT_ERR_FORMAT", "data/0")
     write(
-        "compressed_record.pt",
+        "compressed_pickle.pt",
+        archive([("data.pkl", torch_pickle({"a": 1}))], compress={"data.pkl": zipfile.ZIP_DEFLATED}),
+        "MMCKPT_ERR_UNSUPPORTED",
+        "archive/data.pkl",
+    )
+    # A compressed storage fails that tensor only (when it is asked for), not the open.
+    sd = {"w": Tensor("0", 4, 0, [4], [1]), "v": Tensor("1", 4, 0, [4], [1])}
+    write(
+        "compressed_storage.pt",
         archive(
-            [("data.pkl", torch_pickle({"a": 1}) * 1), ("version", b"3\n" * 64)],
-            compress={"version": zipfile.ZIP_DEFLATED},
+            [("data.pkl", torch_pickle(collections.OrderedDict(sd))), ("data/0", FOUR_FLOATS * 8),
+             ("data/1", FOUR_FLOATS)],
+            compress={"data/0": zipfile.ZIP_DEFLATED},
         ),
         "MMCKPT_ERR_UNSUPPORTED",
-        "archive/version",
+        "archive/data/0",
+        "TENSOR",
     )
     pkl = torch_pickle(collections.OrderedDict({"w": Tensor("0", 4, 0, [4], [1])}))
     write("pickle_cut.pt", archive([("data.pkl", pkl[: len(pkl) // 2]), ("data/0", FOUR_FLOATS)]),
@@ -166,7 +177,8 @@ def main():
     write("deep_marks.pt", archive([("data.pkl", marks)]), "MMCKPT_ERR_LIMIT", "")
     huge = b"\x80\x04\x8d" + struct.pack("<Q", 2**62) + b"abc."
     write("huge_string.pt", archive([("data.pkl", huge)]), "MMCKPT_ERR_FORMAT", "")
-    evil = b"\x80\x02cos\nsystem\nX\x0d\x00\x00\x00touch /tmp/x\x85R."
+    command = b"touch /tmp/mmckpt-pwned-marker"
+    evil = b"\x80\x02cos\nsystem\nX" + struct.pack("<I", len(command)) + command + b"\x85R."
     write("global_os_system.pt", archive([("data.pkl", evil)]), "MMCKPT_ERR_UNSAFE", "os.system", "STRICT")
 
     with open(os.path.join(OUT, "expected.tsv"), "w") as f:

@@ -602,6 +602,21 @@ def save_zip(obj, path, **kw):
     torch.save(obj, path, **kw)
 
 
+def write_manifest_tsv(manifest, path):
+    """The manifest's tensors as tab-separated lines, for the C tests (no JSON parser in C)."""
+    cols = ["file", "name", "dtype", "shape", "stride", "storage_offset", "numel",
+            "is_parameter", "requires_grad", "storage_group", "sha256"]
+    with open(path, "w") as f:
+        f.write("# " + "\t".join(cols) + "  (generated from manifest.json by make_fixtures.py)\n")
+        for fname, entry in manifest.items():
+            for t in entry["tensors"]:
+                row = [fname, t["name"], t["dtype"], ",".join(map(str, t["shape"])),
+                       ",".join(map(str, t["stride"])), str(t["storage_offset"]), str(t["numel"]),
+                       str(int(t["is_parameter"])), str(int(t["requires_grad"])),
+                       str(t["storage_group"]), t["sha256"]]
+                f.write("\t".join(row) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default=DEFAULT_OUT)
@@ -661,6 +676,8 @@ def main():
     with open(p("manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
+
+    write_manifest_tsv(manifest, p("manifest.tsv"))
 
     specs = spec_cases() + invalid_spec_cases()
     with open(p("specs.json"), "w") as f:
