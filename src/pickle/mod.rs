@@ -1,6 +1,8 @@
 //! A restricted pickle machine: it builds a value tree and never calls anything.
 
 mod machine;
+mod opcodes;
+mod text;
 pub mod value;
 
 pub use machine::{load, Limits};

@@ -28,7 +28,10 @@ pub enum Value {
     Set(Vec<NodeId>),
     FrozenSet(Vec<NodeId>),
     /// A reference to a global (`module.name`), never resolved to anything executable.
-    Global { module: Box<str>, name: Box<str> },
+    Global {
+        module: Box<str>,
+        name: Box<str>,
+    },
     /// Something the pickle asked to construct by calling a global that is not a known data
     /// constructor (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ). Nothing was called: the callable,
     /// its arguments, and whatever BUILD / APPENDS / SETITEMS did to the result are kept.
