@@ -931,7 +931,11 @@ impl<'a> Machine<'a> {
             Ok(v) => self.push_integer(v),
             Err(e) if e.contains("over the limit") => Err(self.error(
                 ErrorKind::Limit,
-                format!("{e} (min of max_str_len and {})", text::MAX_DECIMAL_DIGITS),
+                format!(
+                    "{e} (the limit is the smaller of max_str_len = {} and {})",
+                    self.limits.max_str_len,
+                    text::MAX_DECIMAL_DIGITS
+                ),
             )),
             Err(e) => Err(self.format(e)),
         }

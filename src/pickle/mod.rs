@@ -5,5 +5,8 @@ mod opcodes;
 mod text;
 pub mod value;
 
+#[cfg(test)]
+mod tests;
+
 pub use machine::{load, Limits};
 pub use value::{Arena, NodeId, Value};
