@@ -877,3 +877,16 @@ fn interpreted_copies_cannot_amplify_memory() {
     two.extend_from_slice(b"N.");
     assert!(load(&mut Arena::new(), &two, &limits).is_ok());
 }
+
+#[test]
+fn legacy_torch_stream_header() {
+    // torch's legacy format: magic number, protocol version, sys info, ... back to back.
+    let stream = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.\x80\x02}q\x00.";
+    let mut arena = Arena::new();
+    let (magic, used) = load(&mut arena, stream, &Limits::default()).unwrap();
+    assert_eq!(render(&arena, magic), "big:6cfc9c46f9206aa85019");
+    let (version, used2) = load(&mut arena, &stream[used..], &Limits::default()).unwrap();
+    assert_eq!(arena.as_int(version), Some(1001));
+    let (info, _) = load(&mut arena, &stream[used + used2..], &Limits::default()).unwrap();
+    assert_eq!(render(&arena, info), "{}");
+}
