@@ -1,10 +1,1342 @@
-//! (being written)
-use super::value::{Arena, NodeId};
-use crate::error::{Error, Result};
+//! The restricted pickle machine: it reads every data-building opcode of protocols 0–5 into an
+//! [`Arena`], and never imports or calls anything.
+//!
+//! * Iterative: one loop over the opcodes, an explicit stack and mark stack, no recursion.
+//! * Bounded: nodes, stack depth, MARK depth, memo size, string lengths and container lengths
+//!   are limited by [`Limits`]; declared lengths are checked against the input before anything
+//!   is allocated, with overflow-checked arithmetic.
+//! * A few well-known callables are interpreted into plain data (`OrderedDict`, `set`,
+//!   `frozenset`, `bytearray`, `bytes`, `complex`, `list`, `dict`, `tuple`, `_codecs.encode`,
+//!   `copyreg._reconstructor`); every other call becomes an opaque [`Value::Object`].
+//! * Dict (and set) inserts follow Python for `None`/`bool`/`int`/`str`/`bytes` keys: an equal
+//!   key replaces the value in place. A side index makes this O(1) per insert.
 
-#[derive(Clone, Debug, Default)]
-pub struct Limits {}
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 
-pub fn load(_arena: &mut Arena, _data: &[u8], _limits: &Limits) -> Result<(NodeId, usize)> {
-    Err(Error::unsupported("pickle machine not written yet"))
+use super::opcodes as op;
+use super::text::{self, Integer};
+use super::value::{Arena, NodeId, Value};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Bounds on what one [`load`] call may build. Every bound holds in release builds too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Values this call may add to the arena. Items copied by interpreted constructors
+    /// (`list(x)`, `set(x)`, `dict(x)`, …) count against it as well.
+    pub max_nodes: usize,
+    /// Depth of the pickle stack.
+    pub max_stack: usize,
+    /// MARK nesting depth.
+    pub max_marks: usize,
+    /// Memo entries.
+    pub max_memo: usize,
+    /// Bytes of one string, bytes, bytearray or long-integer value.
+    pub max_str_len: usize,
+    /// Items of one list, tuple, dict, set or object.
+    pub max_container_len: usize,
+}
+
+impl Default for Limits {
+    /// Generous bounds that any real checkpoint fits (the largest have < 100,000 tensors of
+    /// ~20 nodes each), while keeping the worst case to about a gigabyte of memory.
+    fn default() -> Self {
+        Limits {
+            max_nodes: 10_000_000,
+            max_stack: 10_000_000,
+            max_marks: 10_000,
+            max_memo: 10_000_000,
+            max_str_len: 1 << 30,
+            max_container_len: 10_000_000,
+        }
+    }
+}
+
+/// Parses one pickle that starts at `data[0]` into `arena`, and returns the root value and the
+/// number of bytes consumed (through the STOP opcode; anything after it is ignored, so a stream
+/// of several pickles can be loaded by calling this repeatedly on the rest of the input).
+///
+/// Nothing is imported or called. Errors: [`ErrorKind::Format`] for malformed or truncated
+/// input, [`ErrorKind::Unsupported`] for extension-registry and out-of-band-buffer opcodes and
+/// protocols above 5, [`ErrorKind::Limit`] when a bound of `limits` is exceeded. Messages name
+/// the opcode and its byte offset. On error the arena may hold partial values of this call.
+pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, usize)> {
+    let mut machine = Machine {
+        start_nodes: arena.len(),
+        arena,
+        data,
+        limits,
+        pos: 0,
+        op_offset: 0,
+        op: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        index: HashMap::new(),
+        hash_cache: HashMap::new(),
+        hasher: RandomState::new(),
+        copied_items: 0,
+        copied_bytes: 0,
+    };
+    machine.run()
+}
+
+/// Strings and bytes at least this long have their key hash cached, so that using one long
+/// memoized key many times costs its length once.
+const HASH_CACHE_MIN_LEN: usize = 64;
+
+/// How an interpreted callable is being invoked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// REDUCE: `callable(*args)`.
+    Reduce,
+    /// INST / OBJ: `cls(*args)` (class instantiation through a call).
+    Instantiate,
+    /// NEWOBJ / NEWOBJ_EX: `cls.__new__(cls, *args)`; mutable builtins come out empty.
+    New,
+}
+
+/// The callables that are interpreted into plain data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    OrderedDict,
+    Dict,
+    List,
+    Tuple,
+    Set,
+    FrozenSet,
+    ByteArray,
+    Bytes,
+    Complex,
+    CodecsEncode,
+    Reconstructor,
+}
+
+fn classify(module: &str, name: &str) -> Option<Known> {
+    match (module, name) {
+        ("collections", "OrderedDict") => Some(Known::OrderedDict),
+        ("_codecs", "encode") => Some(Known::CodecsEncode),
+        ("copyreg" | "copy_reg", "_reconstructor") => Some(Known::Reconstructor),
+        ("builtins" | "__builtin__", _) => match name {
+            "dict" => Some(Known::Dict),
+            "list" => Some(Known::List),
+            "tuple" => Some(Known::Tuple),
+            "set" => Some(Known::Set),
+            "frozenset" => Some(Known::FrozenSet),
+            "bytearray" => Some(Known::ByteArray),
+            "bytes" => Some(Known::Bytes),
+            "complex" => Some(Known::Complex),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `latin1`, `latin-1`, `iso-8859-1` and the other spellings Python's codec lookup accepts.
+fn is_latin1(encoding: &str) -> bool {
+    let e = encoding.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    matches!(e.as_str(), "latin1" | "iso88591" | "l1" | "latin")
+}
+
+fn is_utf8(encoding: &str) -> bool {
+    let e = encoding.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    matches!(e.as_str(), "utf8" | "u8" | "utf")
+}
+
+fn kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::None => "None",
+        Value::Bool(_) => "bool",
+        Value::Int(_) | Value::BigInt(_) => "int",
+        Value::Float(_) => "float",
+        Value::Complex(..) => "complex",
+        Value::Str(_) => "str",
+        Value::Bytes(_) => "bytes",
+        Value::ByteArray(_) => "bytearray",
+        Value::List(_) => "list",
+        Value::Tuple(_) => "tuple",
+        Value::Dict { .. } => "dict",
+        Value::Set(_) => "set",
+        Value::FrozenSet(_) => "frozenset",
+        Value::Global { .. } => "global",
+        Value::Object { .. } => "object",
+        Value::PersistentId(_) => "persistent id",
+    }
+}
+
+/// Python equality for the key kinds the side index handles (`None`, `bool`, `int`, `str`,
+/// `bytes`); `false` for every other pair, so other keys never merge.
+fn keys_equal(arena: &Arena, a: NodeId, b: NodeId) -> bool {
+    if a == b {
+        return matches!(
+            arena.get(a),
+            Value::None
+                | Value::Bool(_)
+                | Value::Int(_)
+                | Value::BigInt(_)
+                | Value::Str(_)
+                | Value::Bytes(_)
+        );
+    }
+    match (arena.get(a), arena.get(b)) {
+        (Value::None, Value::None) => true,
+        (Value::Bool(_) | Value::Int(_), Value::Bool(_) | Value::Int(_)) => {
+            arena.as_int(a) == arena.as_int(b)
+        }
+        (Value::BigInt(x), Value::BigInt(y)) => x == y,
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Bytes(x), Value::Bytes(y)) => x == y,
+        _ => false,
+    }
+}
+
+struct Machine<'a> {
+    arena: &'a mut Arena,
+    data: &'a [u8],
+    limits: &'a Limits,
+    /// Arena length when this call began: nodes beyond it count against `max_nodes`.
+    start_nodes: usize,
+    /// Read position in `data`.
+    pos: usize,
+    /// Offset and byte of the opcode being executed, for messages.
+    op_offset: usize,
+    op: u8,
+    stack: Vec<NodeId>,
+    /// Stack lengths at each MARK; the top one is the fence below which no opcode may pop.
+    marks: Vec<usize>,
+    memo: HashMap<u64, NodeId>,
+    /// (dict or set node, key hash) → position of the item with that key.
+    index: HashMap<(NodeId, u64), usize>,
+    /// Hashes of long string/bytes/int keys, by node.
+    hash_cache: HashMap<NodeId, u64>,
+    hasher: RandomState,
+    /// Items copied by interpreted constructors (charged with the nodes against `max_nodes`).
+    copied_items: usize,
+    /// Bytes copied by interpreted constructors (`bytearray(b)`, `_codecs.encode`).
+    copied_bytes: usize,
+}
+
+impl<'a> Machine<'a> {
+    // ----- errors -------------------------------------------------------------------------
+
+    fn op_name(&self) -> String {
+        match op::name(self.op) {
+            Some(n) => n.to_string(),
+            None => format!("0x{:02x}", self.op),
+        }
+    }
+
+    fn error(&self, kind: ErrorKind, msg: impl std::fmt::Display) -> Error {
+        Error::new(
+            kind,
+            format!(
+                "pickle opcode {} at offset {}: {msg}",
+                self.op_name(),
+                self.op_offset
+            ),
+        )
+    }
+
+    fn format(&self, msg: impl std::fmt::Display) -> Error {
+        self.error(ErrorKind::Format, msg)
+    }
+
+    fn limit(&self, name: &str, value: usize) -> Error {
+        self.error(ErrorKind::Limit, format!("limit {name} = {value} exceeded"))
+    }
+
+    fn truncated(&self, wanted: impl std::fmt::Display) -> Error {
+        self.format(format!(
+            "truncated: needs {wanted} bytes at offset {}, {} left",
+            self.pos,
+            self.data.len() - self.pos
+        ))
+    }
+
+    // ----- input --------------------------------------------------------------------------
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let data: &'a [u8] = self.data;
+        match self.pos.checked_add(n) {
+            Some(end) if end <= data.len() => {
+                let s = &data[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            _ => Err(self.truncated(n)),
+        }
+    }
+
+    fn take_array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn read_u8(&mut self) -> Result<u8> {
+        Ok(self.take_array::<1>()?[0])
+    }
+
+    fn read_u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take_array()?))
+    }
+
+    fn read_u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take_array()?))
+    }
+
+    fn read_i32(&mut self) -> Result<i32> {
+        Ok(i32::from_le_bytes(self.take_array()?))
+    }
+
+    fn read_u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take_array()?))
+    }
+
+    /// A length-prefixed payload: checks the declared length against the input first (Format,
+    /// "truncated"), then against `max_str_len` (Limit), and only then borrows it.
+    fn take_sized(&mut self, declared: u64) -> Result<&'a [u8]> {
+        let left = (self.data.len() - self.pos) as u64;
+        if declared > left {
+            return Err(self.truncated(declared));
+        }
+        let n = declared as usize; // <= left, so it fits
+        self.check_str_len(n)?;
+        self.take(n)
+    }
+
+    /// One protocol 0 text argument, without its terminating newline.
+    fn line(&mut self) -> Result<&'a [u8]> {
+        let data: &'a [u8] = self.data;
+        let rest = &data[self.pos..];
+        match rest.iter().position(|&c| c == b'\n') {
+            Some(n) => {
+                self.pos += n + 1;
+                Ok(&rest[..n])
+            }
+            None => Err(self.format(format!(
+                "truncated: no newline after offset {} ending the text argument",
+                self.pos
+            ))),
+        }
+    }
+
+    fn utf8_line(&mut self, what: &str) -> Result<&'a str> {
+        let line = self.line()?;
+        std::str::from_utf8(line).map_err(|_| self.format(format!("{what} is not valid UTF-8")))
+    }
+
+    // ----- bounds -------------------------------------------------------------------------
+
+    fn check_str_len(&self, n: usize) -> Result<()> {
+        if n > self.limits.max_str_len {
+            return Err(self.limit("max_str_len", self.limits.max_str_len));
+        }
+        Ok(())
+    }
+
+    fn check_container_len(&self, n: usize) -> Result<()> {
+        if n > self.limits.max_container_len {
+            return Err(self.limit("max_container_len", self.limits.max_container_len));
+        }
+        Ok(())
+    }
+
+    fn nodes_used(&self) -> usize {
+        (self.arena.len() - self.start_nodes).saturating_add(self.copied_items)
+    }
+
+    fn new_node(&mut self, value: Value) -> Result<NodeId> {
+        if self.nodes_used() >= self.limits.max_nodes {
+            return Err(self.limit("max_nodes", self.limits.max_nodes));
+        }
+        if self.arena.len() >= NodeId::MAX as usize {
+            return Err(self.error(ErrorKind::Limit, "the arena is full (2^32 - 1 values)"));
+        }
+        Ok(self.arena.push(value))
+    }
+
+    /// Charges `n` items copied out of an existing container against `max_nodes`.
+    fn charge_items(&mut self, n: usize) -> Result<()> {
+        self.check_container_len(n)?;
+        self.copied_items = self.copied_items.saturating_add(n);
+        if self.nodes_used() > self.limits.max_nodes {
+            return Err(self.limit("max_nodes", self.limits.max_nodes));
+        }
+        Ok(())
+    }
+
+    /// Charges `n` bytes copied out of an existing value. One call may copy at most the input
+    /// size plus `max_str_len` bytes in all, so a memoized string reused many times cannot
+    /// multiply memory.
+    fn charge_bytes(&mut self, n: usize) -> Result<()> {
+        self.check_str_len(n)?;
+        self.copied_bytes = self.copied_bytes.saturating_add(n);
+        let budget = self.data.len().saturating_add(self.limits.max_str_len);
+        if self.copied_bytes > budget {
+            return Err(self.error(
+                ErrorKind::Limit,
+                format!(
+                    "interpreted constructors copied more than {budget} bytes \
+                     (pickle size + max_str_len = {})",
+                    self.limits.max_str_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    // ----- stack --------------------------------------------------------------------------
+
+    fn fence(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn push(&mut self, id: NodeId) -> Result<()> {
+        if self.stack.len() >= self.limits.max_stack {
+            return Err(self.limit("max_stack", self.limits.max_stack));
+        }
+        self.stack.push(id);
+        Ok(())
+    }
+
+    fn push_new(&mut self, value: Value) -> Result<NodeId> {
+        let id = self.new_node(value)?;
+        self.push(id)?;
+        Ok(id)
+    }
+
+    fn underflow(&self) -> Error {
+        if self.marks.is_empty() {
+            self.format("stack underflow")
+        } else {
+            self.format("stack underflow (cannot pop below the current MARK)")
+        }
+    }
+
+    fn pop(&mut self) -> Result<NodeId> {
+        if self.stack.len() <= self.fence() {
+            return Err(self.underflow());
+        }
+        Ok(self.stack.pop().expect("checked above"))
+    }
+
+    fn top(&self) -> Result<NodeId> {
+        if self.stack.len() <= self.fence() {
+            return Err(self.underflow());
+        }
+        Ok(self.stack[self.stack.len() - 1])
+    }
+
+    /// Pops the top MARK and the items above it.
+    fn pop_mark(&mut self) -> Result<Vec<NodeId>> {
+        match self.marks.pop() {
+            Some(mark) => Ok(self.stack.split_off(mark)),
+            None => Err(self.format("no MARK on the stack")),
+        }
+    }
+
+    // ----- memo ---------------------------------------------------------------------------
+
+    fn memo_put(&mut self, key: u64) -> Result<()> {
+        let top = self.top()?;
+        if !self.memo.contains_key(&key) && self.memo.len() >= self.limits.max_memo {
+            return Err(self.limit("max_memo", self.limits.max_memo));
+        }
+        self.memo.insert(key, top);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u64) -> Result<()> {
+        match self.memo.get(&key) {
+            Some(&id) => self.push(id),
+            None => Err(self.format(format!("memo key {key} not found"))),
+        }
+    }
+
+    fn text_memo_key(&mut self) -> Result<u64> {
+        let line = self.line()?;
+        match text::parse_decimal(line, 20) {
+            Ok(Integer::Small(k)) if k >= 0 => Ok(k as u64),
+            Ok(_) => Err(self.format("memo key out of range")),
+            Err(e) => Err(self.format(e)),
+        }
+    }
+
+    // ----- dict and set inserts ---------------------------------------------------------
+
+    /// The index hash of a key, or `None` for key kinds that are never merged.
+    fn key_hash(&mut self, key: NodeId) -> Option<u64> {
+        let long = match self.arena.get(key) {
+            Value::None | Value::Bool(_) | Value::Int(_) => false,
+            Value::BigInt(b) | Value::Bytes(b) => b.len() >= HASH_CACHE_MIN_LEN,
+            Value::Str(s) => s.len() >= HASH_CACHE_MIN_LEN,
+            _ => return None,
+        };
+        if long {
+            if let Some(&h) = self.hash_cache.get(&key) {
+                return Some(h);
+            }
+        }
+        let mut h = self.hasher.build_hasher();
+        match self.arena.get(key) {
+            Value::None => 0u8.hash(&mut h),
+            Value::Bool(b) => (1u8, i64::from(*b)).hash(&mut h),
+            Value::Int(i) => (1u8, *i).hash(&mut h),
+            Value::BigInt(b) => (2u8, b).hash(&mut h),
+            Value::Str(s) => (3u8, s.as_bytes()).hash(&mut h),
+            Value::Bytes(b) => (4u8, b).hash(&mut h),
+            _ => return None,
+        }
+        let hash = h.finish();
+        if long {
+            self.hash_cache.insert(key, hash);
+        }
+        Some(hash)
+    }
+
+    /// `target[key] = value` for a Dict (items) or an Object (dict_items).
+    fn dict_insert(&mut self, target: NodeId, key: NodeId, value: NodeId) -> Result<()> {
+        let hash = self.key_hash(key);
+        let arena: &Arena = self.arena;
+        let items: &[(NodeId, NodeId)] = match arena.get(target) {
+            Value::Dict { items, .. } => items,
+            Value::Object { dict_items, .. } => dict_items,
+            other => {
+                return Err(self.format(format!("cannot set an item on a {}", kind_name(other))))
+            }
+        };
+        let mut found = None;
+        let mut index_it = hash.is_some();
+        if let Some(h) = hash {
+            if let Some(&pos) = self.index.get(&(target, h)) {
+                index_it = false;
+                if keys_equal(arena, items[pos].0, key) {
+                    found = Some(pos);
+                } else {
+                    // A 64-bit hash collision between different keys: rare, so scan.
+                    found = items.iter().position(|&(k, _)| keys_equal(arena, k, key));
+                }
+            }
+        }
+        let len = items.len();
+        if found.is_none() {
+            self.check_container_len(len + 1)?;
+        }
+        let items = match self.arena.get_mut(target) {
+            Value::Dict { items, .. } => items,
+            Value::Object { dict_items, .. } => dict_items,
+            _ => unreachable!("checked above"),
+        };
+        match found {
+            Some(pos) => items[pos].1 = value,
+            None => {
+                items.push((key, value));
+                if let (true, Some(h)) = (index_it, hash) {
+                    self.index.insert((target, h), len);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `target.add(item)` for a Set or FrozenSet under construction.
+    fn set_insert(&mut self, target: NodeId, item: NodeId) -> Result<()> {
+        let hash = self.key_hash(item);
+        let arena: &Arena = self.arena;
+        let items: &[NodeId] = match arena.get(target) {
+            Value::Set(items) | Value::FrozenSet(items) => items,
+            other => return Err(self.format(format!("cannot add items to a {}", kind_name(other)))),
+        };
+        let mut index_it = hash.is_some();
+        if let Some(h) = hash {
+            if let Some(&pos) = self.index.get(&(target, h)) {
+                index_it = false;
+                if keys_equal(arena, items[pos], item)
+                    || items.iter().any(|&k| keys_equal(arena, k, item))
+                {
+                    return Ok(());
+                }
+            }
+        }
+        let len = items.len();
+        self.check_container_len(len + 1)?;
+        if let Value::Set(items) | Value::FrozenSet(items) = self.arena.get_mut(target) {
+            items.push(item);
+        }
+        if let (true, Some(h)) = (index_it, hash) {
+            self.index.insert((target, h), len);
+        }
+        Ok(())
+    }
+
+    fn new_dict_from_pairs(&mut self, flat: &[NodeId]) -> Result<NodeId> {
+        if flat.len() % 2 != 0 {
+            return Err(self.format("odd number of items for a dict"));
+        }
+        let id = self.new_node(Value::Dict {
+            items: Vec::new(),
+            state: None,
+        })?;
+        for pair in flat.chunks_exact(2) {
+            self.dict_insert(id, pair[0], pair[1])?;
+        }
+        Ok(id)
+    }
+
+    fn new_set(&mut self, items: &[NodeId], frozen: bool) -> Result<NodeId> {
+        let id = self.new_node(if frozen {
+            Value::FrozenSet(Vec::new())
+        } else {
+            Value::Set(Vec::new())
+        })?;
+        for &item in items {
+            self.set_insert(id, item)?;
+        }
+        Ok(id)
+    }
+
+    fn new_seq(&mut self, items: Vec<NodeId>, tuple: bool) -> Result<NodeId> {
+        self.check_container_len(items.len())?;
+        self.new_node(if tuple {
+            Value::Tuple(items)
+        } else {
+            Value::List(items)
+        })
+    }
+
+    // ----- mutation opcodes ---------------------------------------------------------------
+
+    fn append(&mut self, target: NodeId, items: &[NodeId]) -> Result<()> {
+        let max = self.limits.max_container_len;
+        let (list, kind) = match self.arena.get_mut(target) {
+            Value::List(v) => (Some(v), ""),
+            Value::Object { list_items, .. } => (Some(list_items), ""),
+            other => (None, kind_name(other)),
+        };
+        match list {
+            Some(v) if v.len().saturating_add(items.len()) <= max => {
+                v.extend_from_slice(items);
+                Ok(())
+            }
+            Some(_) => Err(self.limit("max_container_len", max)),
+            None => Err(self.format(format!("cannot append to a {kind}"))),
+        }
+    }
+
+    fn build(&mut self, target: NodeId, state: NodeId) -> Result<()> {
+        match self.arena.get_mut(target) {
+            Value::Dict { state: s, .. } | Value::Object { state: s, .. } => {
+                *s = Some(state);
+                Ok(())
+            }
+            other => {
+                let kind = kind_name(other);
+                Err(self.format(format!("cannot set the state of a {kind}")))
+            }
+        }
+    }
+
+    // ----- calls --------------------------------------------------------------------------
+
+    fn call(
+        &mut self,
+        callable: NodeId,
+        args: NodeId,
+        kwargs: Option<NodeId>,
+        kind: CallKind,
+    ) -> Result<NodeId> {
+        if !matches!(self.arena.get(args), Value::Tuple(_)) {
+            let got = kind_name(self.arena.get(args));
+            return Err(self.format(format!("the arguments must be a tuple, not a {got}")));
+        }
+        let no_kwargs = match kwargs.map(|k| self.arena.get(k)) {
+            None => true,
+            Some(Value::Dict { items, .. }) => items.is_empty(),
+            Some(other) => {
+                let got = kind_name(other);
+                return Err(
+                    self.format(format!("the keyword arguments must be a dict, not a {got}"))
+                );
+            }
+        };
+        let known = match self.arena.global_name(callable) {
+            Some((module, name)) if no_kwargs => classify(module, name),
+            _ => None,
+        };
+        if let Some(known) = known {
+            if let Some(id) = self.interpret(known, args, kind)? {
+                return Ok(id);
+            }
+        }
+        self.new_node(Value::Object {
+            callable,
+            args,
+            kwargs,
+            new_object: kind != CallKind::Reduce,
+            state: None,
+            list_items: Vec::new(),
+            dict_items: Vec::new(),
+        })
+    }
+
+    fn arg(&self, args: NodeId, i: usize) -> NodeId {
+        self.arena.as_seq(args).expect("args is a tuple")[i]
+    }
+
+    /// The items of an iterable argument (`list`, `tuple`, `set`, `frozenset`, or a dict's
+    /// keys), charged as copies; `None` for anything else.
+    fn iterable_items(&mut self, source: NodeId) -> Result<Option<Vec<NodeId>>> {
+        let n = match self.arena.get(source) {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => v.len(),
+            Value::Dict { items, .. } => items.len(),
+            _ => return Ok(None),
+        };
+        self.charge_items(n)?;
+        Ok(Some(match self.arena.get(source) {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => v.clone(),
+            Value::Dict { items, .. } => items.iter().map(|&(k, _)| k).collect(),
+            _ => unreachable!("matched above"),
+        }))
+    }
+
+    /// Flat key/value list of a dict-like argument: a dict, or a list/tuple of 2-item
+    /// lists/tuples. `None` for anything else.
+    fn pair_items(&mut self, source: NodeId) -> Result<Option<Vec<NodeId>>> {
+        let flat: Vec<NodeId> = match self.arena.get(source) {
+            Value::Dict { items, .. } => {
+                let n = items.len();
+                self.charge_items(n.saturating_mul(2))?;
+                let Value::Dict { items, .. } = self.arena.get(source) else {
+                    unreachable!("matched above")
+                };
+                items.iter().flat_map(|&(k, v)| [k, v]).collect()
+            }
+            Value::List(v) | Value::Tuple(v) => {
+                let n = v.len();
+                self.charge_items(n.saturating_mul(2))?;
+                let arena: &Arena = self.arena;
+                let seq = arena.as_seq(source).expect("matched above");
+                let mut flat = Vec::with_capacity(n * 2);
+                for &pair in seq {
+                    match arena.as_seq(pair) {
+                        Some([k, v]) => flat.extend([*k, *v]),
+                        _ => return Ok(None),
+                    }
+                }
+                flat
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(flat))
+    }
+
+    fn bytes_of(&self, id: NodeId) -> Option<&[u8]> {
+        match self.arena.get(id) {
+            Value::Bytes(b) | Value::ByteArray(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn float_of(&self, id: NodeId) -> Option<f64> {
+        match self.arena.get(id) {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            _ => None,
+        }
+    }
+
+    /// `str.encode(encoding)` for the encodings pickle writes; `None` for others.
+    fn encode_str(&mut self, s: NodeId, encoding: Option<NodeId>) -> Result<Option<Vec<u8>>> {
+        let encoding = match encoding {
+            None => "utf-8",
+            Some(e) => match self.arena.as_str(e) {
+                Some(e) => e,
+                None => return Ok(None),
+            },
+        };
+        let latin1 = is_latin1(encoding);
+        if !latin1 && !is_utf8(encoding) {
+            return Ok(None);
+        }
+        let Some(text) = self.arena.as_str(s) else {
+            return Ok(None);
+        };
+        let out = if latin1 {
+            let mut out = Vec::with_capacity(text.len());
+            for c in text.chars() {
+                match u8::try_from(u32::from(c)) {
+                    Ok(b) => out.push(b),
+                    Err(_) => {
+                        let code = u32::from(c);
+                        return Err(self.format(format!(
+                            "character U+{code:04X} cannot be encoded as latin-1"
+                        )));
+                    }
+                }
+            }
+            out
+        } else {
+            text.as_bytes().to_vec()
+        };
+        self.charge_bytes(out.len())?;
+        Ok(Some(out))
+    }
+
+    /// Builds plain data for a known callable; `None` when the arguments have a shape this
+    /// machine does not interpret (the call then stays an opaque Object).
+    fn interpret(&mut self, known: Known, args: NodeId, kind: CallKind) -> Result<Option<NodeId>> {
+        let argc = self.arena.as_seq(args).map_or(0, <[NodeId]>::len);
+        // `cls.__new__(cls, ...)` of a mutable builtin ignores its arguments.
+        if kind == CallKind::New {
+            let empty = match known {
+                Known::OrderedDict | Known::Dict => Some(Value::Dict {
+                    items: Vec::new(),
+                    state: None,
+                }),
+                Known::List => Some(Value::List(Vec::new())),
+                Known::Set => Some(Value::Set(Vec::new())),
+                Known::ByteArray => Some(Value::ByteArray(Box::default())),
+                Known::CodecsEncode | Known::Reconstructor => return Ok(None),
+                Known::Tuple | Known::FrozenSet | Known::Bytes | Known::Complex => None,
+            };
+            if let Some(empty) = empty {
+                return self.new_node(empty).map(Some);
+            }
+        }
+        match known {
+            Known::OrderedDict | Known::Dict => match argc {
+                0 => self.new_dict_from_pairs(&[]).map(Some),
+                1 => match self.pair_items(self.arg(args, 0))? {
+                    Some(flat) => self.new_dict_from_pairs(&flat).map(Some),
+                    None => Ok(None),
+                },
+                _ => Ok(None),
+            },
+            Known::List | Known::Tuple | Known::Set | Known::FrozenSet => {
+                let items = match argc {
+                    0 => Vec::new(),
+                    1 => match self.iterable_items(self.arg(args, 0))? {
+                        Some(items) => items,
+                        None => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                };
+                match known {
+                    Known::List => self.new_seq(items, false).map(Some),
+                    Known::Tuple => self.new_seq(items, true).map(Some),
+                    Known::Set => self.new_set(&items, false).map(Some),
+                    _ => self.new_set(&items, true).map(Some),
+                }
+            }
+            Known::ByteArray | Known::Bytes => {
+                let bytes = match argc {
+                    0 => Vec::new(),
+                    1 => {
+                        let source = self.arg(args, 0);
+                        match self.bytes_of(source) {
+                            Some(b) => {
+                                let b = b.to_vec();
+                                self.charge_bytes(b.len())?;
+                                b
+                            }
+                            None => return Ok(None),
+                        }
+                    }
+                    2 => {
+                        let (s, e) = (self.arg(args, 0), self.arg(args, 1));
+                        match self.encode_str(s, Some(e))? {
+                            Some(b) => b,
+                            None => return Ok(None),
+                        }
+                    }
+                    _ => return Ok(None),
+                };
+                let value = if known == Known::Bytes {
+                    Value::Bytes(bytes.into_boxed_slice())
+                } else {
+                    Value::ByteArray(bytes.into_boxed_slice())
+                };
+                self.new_node(value).map(Some)
+            }
+            Known::Complex => {
+                let parts: Vec<Option<f64>> = (0..argc)
+                    .map(|i| self.float_of(self.arg(args, i)))
+                    .collect();
+                let (re, im) = match parts.as_slice() {
+                    [] => (0.0, 0.0),
+                    [Some(re)] => (*re, 0.0),
+                    [Some(re), Some(im)] => (*re, *im),
+                    _ => return Ok(None),
+                };
+                self.new_node(Value::Complex(re, im)).map(Some)
+            }
+            Known::CodecsEncode => {
+                let (s, e) = match argc {
+                    1 => (self.arg(args, 0), None),
+                    2 => (self.arg(args, 0), Some(self.arg(args, 1))),
+                    _ => return Ok(None),
+                };
+                match self.encode_str(s, e)? {
+                    Some(b) => self.new_node(Value::Bytes(b.into_boxed_slice())).map(Some),
+                    None => Ok(None),
+                }
+            }
+            Known::Reconstructor => {
+                if argc != 3 {
+                    return Ok(None);
+                }
+                // copyreg._reconstructor(cls, base, state): base.__new__(cls[, state]).
+                let cls = self.arg(args, 0);
+                let state = self.arg(args, 2);
+                let new_args = if matches!(self.arena.get(state), Value::None) {
+                    Vec::new()
+                } else {
+                    vec![state]
+                };
+                let new_args = self.new_node(Value::Tuple(new_args))?;
+                self.new_node(Value::Object {
+                    callable: cls,
+                    args: new_args,
+                    kwargs: None,
+                    new_object: true,
+                    state: None,
+                    list_items: Vec::new(),
+                    dict_items: Vec::new(),
+                })
+                .map(Some)
+            }
+        }
+    }
+
+    // ----- values from bytes ----------------------------------------------------------------
+
+    fn push_integer(&mut self, value: Integer) -> Result<()> {
+        let v = match value {
+            Integer::Small(i) => Value::Int(i),
+            Integer::Big(b) => {
+                self.check_str_len(b.len())?;
+                Value::BigInt(b.into_boxed_slice())
+            }
+        };
+        self.push_new(v).map(drop)
+    }
+
+    fn push_text_integer(&mut self, line: &[u8]) -> Result<()> {
+        let max_digits = self.limits.max_str_len.min(text::MAX_DECIMAL_DIGITS);
+        match text::parse_decimal(line, max_digits) {
+            Ok(v) => self.push_integer(v),
+            Err(e) if e.contains("over the limit") => Err(self.error(
+                ErrorKind::Limit,
+                format!(
+                    "{e} (the limit is the smaller of max_str_len = {} and {})",
+                    self.limits.max_str_len,
+                    text::MAX_DECIMAL_DIGITS
+                ),
+            )),
+            Err(e) => Err(self.format(e)),
+        }
+    }
+
+    /// A Python 2 `str`: text when it is valid UTF-8, bytes otherwise.
+    fn push_py2_str(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.check_str_len(bytes.len())?;
+        let v = match String::from_utf8(bytes) {
+            Ok(s) => Value::Str(s.into_boxed_str()),
+            Err(e) => Value::Bytes(e.into_bytes().into_boxed_slice()),
+        };
+        self.push_new(v).map(drop)
+    }
+
+    fn push_utf8(&mut self, bytes: &[u8]) -> Result<()> {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => self.push_new(Value::Str(s.into())).map(drop),
+            Err(e) => Err(self.format(format!("string is not valid UTF-8 ({e})"))),
+        }
+    }
+
+    fn new_global(&mut self, module: &str, name: &str) -> Result<NodeId> {
+        self.new_node(Value::Global {
+            module: module.into(),
+            name: name.into(),
+        })
+    }
+
+    // ----- the loop -----------------------------------------------------------------------
+
+    fn run(&mut self) -> Result<(NodeId, usize)> {
+        loop {
+            self.op_offset = self.pos;
+            let Some(&opcode) = self.data.get(self.pos) else {
+                return Err(Error::format(format!(
+                    "pickle truncated at offset {}: no STOP opcode",
+                    self.pos
+                )));
+            };
+            self.op = opcode;
+            self.pos += 1;
+            if opcode == op::STOP {
+                let root = self.pop()?;
+                return Ok((root, self.pos));
+            }
+            self.step(opcode)?;
+        }
+    }
+
+    fn step(&mut self, opcode: u8) -> Result<()> {
+        match opcode {
+            op::MARK => {
+                if self.marks.len() >= self.limits.max_marks {
+                    return Err(self.limit("max_marks", self.limits.max_marks));
+                }
+                self.marks.push(self.stack.len());
+            }
+            op::POP => {
+                if self.marks.last() == Some(&self.stack.len()) {
+                    self.marks.pop();
+                } else {
+                    self.pop()?;
+                }
+            }
+            op::POP_MARK => {
+                self.pop_mark()?;
+            }
+            op::DUP => {
+                let top = self.top()?;
+                self.push(top)?;
+            }
+
+            // ----- numbers -----
+            op::NONE => {
+                self.push_new(Value::None)?;
+            }
+            op::NEWTRUE | op::NEWFALSE => {
+                self.push_new(Value::Bool(opcode == op::NEWTRUE))?;
+            }
+            op::INT => {
+                let line = self.line()?;
+                match line {
+                    b"00" => self.push_new(Value::Bool(false)).map(drop)?,
+                    b"01" => self.push_new(Value::Bool(true)).map(drop)?,
+                    _ => self.push_text_integer(line)?,
+                }
+            }
+            op::LONG => {
+                let mut line = self.line()?;
+                if let Some(rest) = line.strip_suffix(b"L") {
+                    line = rest;
+                }
+                self.push_text_integer(line)?;
+            }
+            op::BININT => {
+                let v = self.read_i32()?;
+                self.push_new(Value::Int(i64::from(v)))?;
+            }
+            op::BININT1 => {
+                let v = self.read_u8()?;
+                self.push_new(Value::Int(i64::from(v)))?;
+            }
+            op::BININT2 => {
+                let v = self.read_u16()?;
+                self.push_new(Value::Int(i64::from(v)))?;
+            }
+            op::LONG1 | op::LONG4 => {
+                let n = if opcode == op::LONG1 {
+                    u64::from(self.read_u8()?)
+                } else {
+                    let n = self.read_i32()?;
+                    u64::try_from(n).map_err(|_| self.format("negative byte count"))?
+                };
+                let bytes = self.take_sized(n)?;
+                self.push_integer(text::integer_from_le(bytes))?;
+            }
+            op::FLOAT => {
+                let line = self.line()?;
+                let v = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|s| s.trim_ascii().parse::<f64>().ok())
+                    .ok_or_else(|| self.format("invalid float literal"))?;
+                self.push_new(Value::Float(v))?;
+            }
+            op::BINFLOAT => {
+                let v = f64::from_be_bytes(self.take_array()?);
+                self.push_new(Value::Float(v))?;
+            }
+
+            // ----- strings -----
+            op::STRING => {
+                let line = self.line()?;
+                let body = match line {
+                    [q, body @ .., q2] if q == q2 && (*q == b'\'' || *q == b'"') => body,
+                    _ => return Err(self.format("the STRING argument must be quoted")),
+                };
+                let bytes = text::escape_decode(body).map_err(|e| self.format(e))?;
+                self.push_py2_str(bytes)?;
+            }
+            op::BINSTRING | op::SHORT_BINSTRING => {
+                let n = if opcode == op::SHORT_BINSTRING {
+                    u64::from(self.read_u8()?)
+                } else {
+                    let n = self.read_i32()?;
+                    u64::try_from(n).map_err(|_| self.format("negative byte count"))?
+                };
+                let bytes = self.take_sized(n)?;
+                self.push_py2_str(bytes.to_vec())?;
+            }
+            op::UNICODE => {
+                let line = self.line()?;
+                let s = text::raw_unicode_escape_decode(line).map_err(|e| self.format(e))?;
+                self.check_str_len(s.len())?;
+                self.push_new(Value::Str(s.into_boxed_str()))?;
+            }
+            op::BINUNICODE | op::SHORT_BINUNICODE | op::BINUNICODE8 => {
+                let n = match opcode {
+                    op::SHORT_BINUNICODE => u64::from(self.read_u8()?),
+                    op::BINUNICODE => u64::from(self.read_u32()?),
+                    _ => self.read_u64()?,
+                };
+                let bytes = self.take_sized(n)?;
+                self.push_utf8(bytes)?;
+            }
+            op::BINBYTES | op::SHORT_BINBYTES | op::BINBYTES8 | op::BYTEARRAY8 => {
+                let n = match opcode {
+                    op::SHORT_BINBYTES => u64::from(self.read_u8()?),
+                    op::BINBYTES => u64::from(self.read_u32()?),
+                    _ => self.read_u64()?,
+                };
+                let bytes: Box<[u8]> = self.take_sized(n)?.into();
+                self.push_new(if opcode == op::BYTEARRAY8 {
+                    Value::ByteArray(bytes)
+                } else {
+                    Value::Bytes(bytes)
+                })?;
+            }
+
+            // ----- containers -----
+            op::EMPTY_LIST => {
+                self.push_new(Value::List(Vec::new()))?;
+            }
+            op::EMPTY_TUPLE => {
+                self.push_new(Value::Tuple(Vec::new()))?;
+            }
+            op::EMPTY_DICT => {
+                self.push_new(Value::Dict {
+                    items: Vec::new(),
+                    state: None,
+                })?;
+            }
+            op::EMPTY_SET => {
+                self.push_new(Value::Set(Vec::new()))?;
+            }
+            op::LIST | op::TUPLE => {
+                let items = self.pop_mark()?;
+                let id = self.new_seq(items, opcode == op::TUPLE)?;
+                self.push(id)?;
+            }
+            op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                let n = usize::from(opcode - op::TUPLE1 + 1);
+                if self.stack.len() < self.fence() + n {
+                    return Err(self.underflow());
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                let id = self.new_seq(items, true)?;
+                self.push(id)?;
+            }
+            op::DICT => {
+                let items = self.pop_mark()?;
+                let id = self.new_dict_from_pairs(&items)?;
+                self.push(id)?;
+            }
+            op::FROZENSET => {
+                let items = self.pop_mark()?;
+                let id = self.new_set(&items, true)?;
+                self.push(id)?;
+            }
+            op::APPEND => {
+                let item = self.pop()?;
+                let target = self.top()?;
+                self.append(target, &[item])?;
+            }
+            op::APPENDS => {
+                let items = self.pop_mark()?;
+                let target = self.top()?;
+                self.append(target, &items)?;
+            }
+            op::SETITEM => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                let target = self.top()?;
+                self.dict_insert(target, key, value)?;
+            }
+            op::SETITEMS => {
+                let items = self.pop_mark()?;
+                let target = self.top()?;
+                if items.len() % 2 != 0 {
+                    return Err(self.format("odd number of items"));
+                }
+                for pair in items.chunks_exact(2) {
+                    self.dict_insert(target, pair[0], pair[1])?;
+                }
+            }
+            op::ADDITEMS => {
+                let items = self.pop_mark()?;
+                let target = self.top()?;
+                if !matches!(self.arena.get(target), Value::Set(_)) {
+                    let kind = kind_name(self.arena.get(target));
+                    return Err(self.format(format!("cannot add items to a {kind}")));
+                }
+                for item in items {
+                    self.set_insert(target, item)?;
+                }
+            }
+            op::BUILD => {
+                let state = self.pop()?;
+                let target = self.top()?;
+                self.build(target, state)?;
+            }
+
+            // ----- memo -----
+            op::PUT => {
+                let key = self.text_memo_key()?;
+                self.memo_put(key)?;
+            }
+            op::BINPUT => {
+                let key = self.read_u8()?;
+                self.memo_put(u64::from(key))?;
+            }
+            op::LONG_BINPUT => {
+                let key = self.read_u32()?;
+                self.memo_put(u64::from(key))?;
+            }
+            op::MEMOIZE => {
+                let key = self.memo.len() as u64;
+                self.memo_put(key)?;
+            }
+            op::GET => {
+                let key = self.text_memo_key()?;
+                self.memo_get(key)?;
+            }
+            op::BINGET => {
+                let key = self.read_u8()?;
+                self.memo_get(u64::from(key))?;
+            }
+            op::LONG_BINGET => {
+                let key = self.read_u32()?;
+                self.memo_get(u64::from(key))?;
+            }
+
+            // ----- globals and calls (never resolved, never called) -----
+            op::GLOBAL => {
+                let module = self.utf8_line("module name")?;
+                let name = self.utf8_line("global name")?;
+                let id = self.new_global(module, name)?;
+                self.push(id)?;
+            }
+            op::STACK_GLOBAL => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Some(m), Some(n)) = (self.arena.as_str(module), self.arena.as_str(name))
+                else {
+                    return Err(self.format("module and name must be strings"));
+                };
+                let (m, n) = (m.to_owned(), n.to_owned());
+                let id = self.new_global(&m, &n)?;
+                self.push(id)?;
+            }
+            op::REDUCE => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let id = self.call(callable, args, None, CallKind::Reduce)?;
+                self.push(id)?;
+            }
+            op::NEWOBJ => {
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let id = self.call(cls, args, None, CallKind::New)?;
+                self.push(id)?;
+            }
+            op::NEWOBJ_EX => {
+                let kwargs = self.pop()?;
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let id = self.call(cls, args, Some(kwargs), CallKind::New)?;
+                self.push(id)?;
+            }
+            op::INST => {
+                let module = self.utf8_line("module name")?;
+                let name = self.utf8_line("class name")?;
+                let items = self.pop_mark()?;
+                let cls = self.new_global(module, name)?;
+                let args = self.new_seq(items, true)?;
+                let id = self.call(cls, args, None, CallKind::Instantiate)?;
+                self.push(id)?;
+            }
+            op::OBJ => {
+                let mut items = self.pop_mark()?;
+                if items.is_empty() {
+                    return Err(self.format("no class between MARK and OBJ"));
+                }
+                let cls = items.remove(0);
+                let args = self.new_seq(items, true)?;
+                let id = self.call(cls, args, None, CallKind::Instantiate)?;
+                self.push(id)?;
+            }
+            op::PERSID => {
+                let line = self.line()?;
+                if !line.is_ascii() {
+                    return Err(self.format("persistent id is not ASCII"));
+                }
+                self.check_str_len(line.len())?;
+                let s = std::str::from_utf8(line).expect("ASCII");
+                let pid = self.new_node(Value::Str(s.into()))?;
+                self.push_new(Value::PersistentId(pid))?;
+            }
+            op::BINPERSID => {
+                let pid = self.pop()?;
+                self.push_new(Value::PersistentId(pid))?;
+            }
+
+            // ----- framing and protocol -----
+            op::PROTO => {
+                let proto = self.read_u8()?;
+                if proto > op::HIGHEST_PROTOCOL {
+                    return Err(self.error(
+                        ErrorKind::Unsupported,
+                        format!("unsupported pickle protocol {proto}"),
+                    ));
+                }
+            }
+            op::FRAME => {
+                // Frames only group opcodes for buffered readers; the input is contiguous, so
+                // only check that the declared frame is present.
+                let n = self.read_u64()?;
+                if n > (self.data.len() - self.pos) as u64 {
+                    return Err(self.truncated(n));
+                }
+            }
+
+            op::EXT1 | op::EXT2 | op::EXT4 => {
+                return Err(self.error(
+                    ErrorKind::Unsupported,
+                    "the extension registry (copyreg) is not supported",
+                ));
+            }
+            op::NEXT_BUFFER | op::READONLY_BUFFER => {
+                return Err(self.error(
+                    ErrorKind::Unsupported,
+                    "out-of-band buffers (protocol 5) are not supported",
+                ));
+            }
+            other => {
+                return Err(Error::format(format!(
+                    "pickle: unknown opcode byte 0x{other:02x} at offset {}",
+                    self.op_offset
+                )));
+            }
+        }
+        Ok(())
+    }
 }

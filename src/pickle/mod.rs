@@ -1,7 +1,12 @@
 //! A restricted pickle machine: it builds a value tree and never calls anything.
 
 mod machine;
+mod opcodes;
+mod text;
 pub mod value;
+
+#[cfg(test)]
+mod tests;
 
 pub use machine::{load, Limits};
 pub use value::{Arena, NodeId, Value};
