@@ -210,18 +210,12 @@ pub fn interpret(
     node: NodeId,
     storages: &mut dyn StorageResolver,
 ) -> Option<Interpreted> {
-    let Value::Object {
-        callable,
-        args,
-        state,
-        ..
-    } = arena.get(node)
-    else {
+    let Value::Object { callable, args, .. } = arena.get(node) else {
         return None;
     };
     let (module, name) = arena.global_name(*callable)?;
     let kind = TensorCall::classify(module, name)?;
-    let result = kind.rebuild(arena, *args, *state, storages, 0);
+    let result = kind.rebuild(arena, *args, storages, 0);
     Some(match result {
         Ok(desc) => Interpreted::Tensor(desc),
         Err(e) => Interpreted::Unsupported(e),
@@ -273,7 +267,6 @@ impl TensorCall {
         self,
         arena: &Arena,
         args: NodeId,
-        state: Option<NodeId>,
         storages: &mut dyn StorageResolver,
         depth: u32,
     ) -> Result<TensorDesc> {
@@ -292,10 +285,7 @@ impl TensorCall {
                     .first()
                     .ok_or_else(|| Error::format("_rebuild_parameter without arguments"))?;
                 let mut desc = rebuild_nested(arena, inner, storages, depth)?;
-                desc.requires_grad = args
-                    .get(1)
-                    .and_then(|&v| arena.as_int(v))
-                    .map_or(true, |v| v != 0);
+                desc.requires_grad = args.get(1).and_then(|&v| arena.as_int(v)) != Some(0);
                 desc.is_parameter = true;
                 Ok(desc)
             }
@@ -321,7 +311,7 @@ impl TensorCall {
                 let inner = TensorCall::classify(m, n).ok_or_else(|| {
                     Error::unsupported(format!("_rebuild_from_type_v2 with function {m}.{n}"))
                 })?;
-                let mut desc = inner.rebuild(arena, inner_args, state, storages, depth + 1)?;
+                let mut desc = inner.rebuild(arena, inner_args, storages, depth + 1)?;
                 desc.is_parameter |= type_name == "torch.nn.parameter.Parameter";
                 Ok(desc)
             }
@@ -336,16 +326,10 @@ fn rebuild_nested(
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<TensorDesc> {
-    if let Value::Object {
-        callable,
-        args,
-        state,
-        ..
-    } = arena.get(node)
-    {
+    if let Value::Object { callable, args, .. } = arena.get(node) {
         if let Some((m, n)) = arena.global_name(*callable) {
             if let Some(call) = TensorCall::classify(m, n) {
-                return call.rebuild(arena, *args, *state, storages, depth + 1);
+                return call.rebuild(arena, *args, storages, depth + 1);
             }
         }
     }

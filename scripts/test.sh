@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, Rust unit and integration tests, the C/C++ tests with
+# ctest (plain, under ASan+UBSan, and under valgrind memcheck), and the torch oracle suite.
+# Installs missing tools first (scripts/install-deps.sh). Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+jobs=$(nproc)
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --all-targets --release -- -D warnings
+step "cargo test"
+cargo test --release
+step "C and C++ tests (ctest)"
+cmake -S c_tests -B c_tests/build -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build c_tests/build -j "$jobs" >/dev/null
+ctest --test-dir c_tests/build --output-on-failure -j "$jobs"
+step "C and C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (ctest)"
+cmake -S c_tests -B c_tests/build-asan -DCMAKE_BUILD_TYPE=Debug -DMMCKPT_SANITIZE=ON >/dev/null
+cmake --build c_tests/build-asan -j "$jobs" >/dev/null
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir c_tests/build-asan --output-on-failure -j "$jobs"
+step "C and C++ tests under valgrind memcheck (ctest)"
+MMCKPT_TEST_SKIP_LARGE=1 ctest --test-dir c_tests/build --output-on-failure -j "$jobs" \
+  --overwrite MemoryCheckCommand="$(command -v valgrind)" \
+  --overwrite MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
+  -T memcheck >/tmp/mmckpt-memcheck.log 2>&1 || { cat /tmp/mmckpt-memcheck.log; exit 1; }
+# valgrind exits 1 on any error or definite leak, which fails that test and ctest.
+grep -E "tests passed|Memory checking results" -A3 /tmp/mmckpt-memcheck.log
+step "all tests passed"
