@@ -478,7 +478,10 @@ fn build_table(
     let mut tensors = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
     // One interpretation per tensor node: a tensor saved under two names is one tensor.
-    let mut interpreted: HashMap<NodeId, std::result::Result<usize, Error>> = HashMap::new();
+    // `slot_of[node]` indexes `slots` (NO_SLOT: not interpreted yet).
+    const NO_SLOT: u32 = u32::MAX;
+    let mut slot_of = vec![NO_SLOT; arena.len()];
+    let mut slots: Vec<std::result::Result<usize, Error>> = Vec::new();
     let mut on_path = vec![false; arena.len()];
     let mut name = String::new();
     let mut steps = 0usize;
@@ -488,7 +491,7 @@ fn build_table(
                      entries: &mut Vec<Entry>,
                      tensors: &mut Vec<TensorDesc>|
      -> Result<bool> {
-        if let Some(slot) = interpreted.get(&node) {
+        if let Some(slot) = slots.get(slot_of[node as usize] as usize) {
             entries.push(make_entry(name, slot.clone()));
             return Ok(true);
         }
@@ -506,7 +509,8 @@ fn build_table(
             }
         };
         let slot = slot.map_err(|e| e.context(format!("tensor '{name}'")));
-        interpreted.insert(node, slot.clone());
+        slot_of[node as usize] = slots.len() as u32;
+        slots.push(slot.clone());
         entries.push(make_entry(name, slot));
         Ok(true)
     };

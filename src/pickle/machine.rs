@@ -72,7 +72,7 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, 
         op: 0,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
         index: HashMap::new(),
         hash_cache: HashMap::new(),
         hasher: RandomState::new(),
@@ -80,6 +80,58 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, 
         copied_bytes: 0,
     };
     machine.run()
+}
+
+/// The memo: picklers number entries 0, 1, 2, …, so a vector serves them; keys far beyond
+/// the entries seen so far (hand-made pickles) go to a map, keeping memory proportional to
+/// the entries.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<NodeId>,
+    dense_count: usize,
+    sparse: HashMap<u64, NodeId>,
+}
+
+/// Marks an unused slot of `Memo::dense` (the arena never hands out this id).
+const NO_NODE: NodeId = NodeId::MAX;
+
+impl Memo {
+    fn len(&self) -> usize {
+        self.dense_count + self.sparse.len()
+    }
+
+    fn get(&self, key: u64) -> Option<NodeId> {
+        match usize::try_from(key).ok().and_then(|i| self.dense.get(i)) {
+            Some(&id) if id != NO_NODE => Some(id),
+            _ => self.sparse.get(&key).copied(),
+        }
+    }
+
+    /// Stores `id` under `key`; false when that would exceed `max` entries.
+    fn put(&mut self, key: u64, id: NodeId, max: usize) -> bool {
+        let index = usize::try_from(key).unwrap_or(usize::MAX);
+        if let Some(slot) = self.dense.get_mut(index).filter(|slot| **slot != NO_NODE) {
+            *slot = id;
+            return true;
+        }
+        if let Some(slot) = self.sparse.get_mut(&key) {
+            *slot = id;
+            return true;
+        }
+        if self.len() >= max {
+            return false;
+        }
+        if index < self.dense.len().saturating_mul(2).saturating_add(1024) {
+            if index >= self.dense.len() {
+                self.dense.resize(index + 1, NO_NODE);
+            }
+            self.dense[index] = id;
+            self.dense_count += 1;
+        } else {
+            self.sparse.insert(key, id);
+        }
+        true
+    }
 }
 
 /// Strings and bytes at least this long have their key hash cached, so that using one long
@@ -205,7 +257,7 @@ struct Machine<'a> {
     stack: Vec<NodeId>,
     /// Stack lengths at each MARK; the top one is the fence below which no opcode may pop.
     marks: Vec<usize>,
-    memo: HashMap<u64, NodeId>,
+    memo: Memo,
     /// (dict or set node, key hash) → position of the item with that key.
     index: HashMap<(NodeId, u64), usize>,
     /// Hashes of long string/bytes/int keys, by node.
@@ -442,16 +494,15 @@ impl<'a> Machine<'a> {
 
     fn memo_put(&mut self, key: u64) -> Result<()> {
         let top = self.top()?;
-        if !self.memo.contains_key(&key) && self.memo.len() >= self.limits.max_memo {
+        if !self.memo.put(key, top, self.limits.max_memo) {
             return Err(self.limit("max_memo", self.limits.max_memo));
         }
-        self.memo.insert(key, top);
         Ok(())
     }
 
     fn memo_get(&mut self, key: u64) -> Result<()> {
-        match self.memo.get(&key) {
-            Some(&id) => self.push(id),
+        match self.memo.get(key) {
+            Some(id) => self.push(id),
             None => Err(self.format(format!("memo key {key} not found"))),
         }
     }
