@@ -4,11 +4,16 @@
 //! Enum-typed *inputs* arrive as their raw `u32` (the C type is a `uint32_t` typedef), so any
 //! value a C caller passes is handled without undefined behaviour.
 #![allow(non_camel_case_types)]
+// Exported functions take raw pointers from C by design; each dereference is checked and has a
+// SAFETY comment. Marking them `unsafe fn` would change nothing for C callers.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod checkpoint;
 mod guard;
+mod module;
 mod types;
 
 pub use checkpoint::*;
 pub use guard::*;
+pub use module::*;
 pub use types::*;
