@@ -435,3 +435,200 @@ pub extern "C" fn mmckpt_load_report_free(r: *mut mmckpt_load_report) {
         drop(unsafe { Box::from_raw(r) });
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::ffi::guard::mmckpt_status::*;
+    use crate::ffi::types::{
+        MMCKPT_TENSOR_BUFFER, MMCKPT_TENSOR_CONTIGUOUS, MMCKPT_TENSOR_PARAMETER,
+    };
+    use crate::torch::TensorDesc;
+    use std::ffi::CStr;
+
+    fn last_error() -> String {
+        // SAFETY: mmckpt_last_error returns a valid NUL-terminated string.
+        unsafe { CStr::from_ptr(mmckpt_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn checkpoint() -> mmckpt_checkpoint {
+        let bytes: Vec<u8> = [1.5f32, 2.5, 3.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let desc = |shape: &[i64], offset| TensorDesc {
+            dtype: DType::Float32,
+            shape: shape.into(),
+            strides: vec![1; shape.len()].into(),
+            storage_offset: offset,
+            numel: shape.iter().product::<i64>() as u64,
+            storage: 0,
+            requires_grad: false,
+            is_parameter: false,
+            conj: false,
+            neg: false,
+        };
+        mmckpt_checkpoint {
+            inner: Checkpoint::from_parts(
+                &bytes,
+                &[(0, 12)],
+                vec![
+                    ("module.w".into(), desc(&[2], 0)),
+                    ("module.b".into(), desc(&[1], 2)),
+                ],
+            )
+            .unwrap(),
+        }
+    }
+
+    extern "C" fn count_calls(user_data: *mut c_void, entry: *const mmckpt_tensor) -> i32 {
+        // SAFETY: the test passes a pointer to a live u32 and mmckpt a valid entry.
+        unsafe {
+            *(user_data as *mut u32) += 1;
+            assert!(!(*entry).data.is_null());
+        }
+        0
+    }
+
+    #[test]
+    fn c_api_builds_materializes_binds_and_loads() {
+        let mut m: *mut mmckpt_module = std::ptr::null_mut();
+        assert_eq!(mmckpt_module_new(c"Net".as_ptr(), &mut m), MMCKPT_OK);
+        let shape = [2i64];
+        let flags = MMCKPT_ENTRY_BUFFER;
+        assert_eq!(
+            mmckpt_module_add(m, c"w".as_ptr(), 1, shape.as_ptr(), 1, 0),
+            MMCKPT_OK
+        );
+        assert_eq!(
+            mmckpt_module_add(m, c"b".as_ptr(), 1, std::ptr::null(), 0, flags),
+            MMCKPT_OK
+        );
+        assert_eq!(
+            mmckpt_module_add(m, c"w".as_ptr(), 1, shape.as_ptr(), 1, 0),
+            MMCKPT_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("duplicate entry name 'w'"));
+        assert_eq!(
+            mmckpt_module_add(m, c"x".as_ptr(), 99, shape.as_ptr(), 1, 0),
+            MMCKPT_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(mmckpt_module_count(m), 2);
+        let mut slot = std::mem::MaybeUninit::<mmckpt_tensor>::uninit();
+        assert_eq!(mmckpt_module_at(m, 1, slot.as_mut_ptr()), MMCKPT_OK);
+        // SAFETY: mmckpt_module_at returned OK, so it wrote the whole struct.
+        let mut t = unsafe { slot.assume_init() };
+        assert!(t.data.is_null());
+        assert_eq!(t.storage_id, 0);
+        assert_eq!(t.flags, MMCKPT_TENSOR_BUFFER | MMCKPT_TENSOR_CONTIGUOUS);
+        assert_eq!(mmckpt_module_at(m, 2, &mut t), MMCKPT_ERR_NOT_FOUND);
+
+        let ckpt = checkpoint();
+        // NULL options: a strict copy load; the keys carry a prefix, so torch's key error.
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, std::ptr::null(), std::ptr::null_mut()),
+            MMCKPT_ERR_KEY_MISMATCH
+        );
+        let expected = "Error(s) in loading state_dict for Net:\n\tMissing key(s) in state_dict: \"w\", \"b\". ";
+        assert!(last_error().starts_with(expected), "{}", last_error());
+        let mut opts: mmckpt_load_options = mmckpt_load_options {
+            version: 0,
+            flags: 0,
+            prefix: std::ptr::null(),
+            on_tensor: None,
+            user_data: std::ptr::null_mut(),
+        };
+        mmckpt_load_options_init(&mut opts);
+        assert_eq!(opts.flags, MMCKPT_LOAD_STRICT);
+        opts.prefix = c"module".as_ptr();
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, &opts, std::ptr::null_mut()),
+            MMCKPT_ERR_STATE
+        );
+        assert!(last_error().contains("materialize"), "{}", last_error());
+
+        let mut mem = [0f32; 2];
+        assert_eq!(
+            mmckpt_module_bind(m, c"w".as_ptr(), std::ptr::null_mut(), 8),
+            MMCKPT_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            mmckpt_module_bind(m, c"w".as_ptr(), mem.as_mut_ptr().cast(), 7),
+            MMCKPT_ERR_BUFFER_TOO_SMALL
+        );
+        assert_eq!(
+            mmckpt_module_bind(m, c"w".as_ptr(), mem.as_mut_ptr().cast(), 8),
+            MMCKPT_OK
+        );
+        assert_eq!(mmckpt_module_materialize(m), MMCKPT_OK);
+        assert_eq!(mmckpt_module_get(m, c"b".as_ptr(), &mut t), MMCKPT_OK);
+        assert_eq!(t.data as usize % 64, 0);
+
+        let mut calls = 0u32;
+        opts.on_tensor = Some(count_calls);
+        opts.user_data = (&mut calls as *mut u32).cast();
+        let mut report: *mut mmckpt_load_report = std::ptr::null_mut();
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, &opts, &mut report),
+            MMCKPT_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(calls, 2);
+        assert_eq!(mem, [1.5, 2.5]);
+        // SAFETY: the report's strings are valid NUL-terminated text while it lives.
+        let message = unsafe { CStr::from_ptr(mmckpt_load_report_message(report)) };
+        assert_eq!(message.to_str().unwrap(), "<All keys matched successfully>");
+        assert_eq!(mmckpt_load_report_missing_count(report), 0);
+        assert!(mmckpt_load_report_missing(report, 0).is_null());
+        mmckpt_load_report_free(report);
+
+        // Assign load, then close the checkpoint: the views stay valid.
+        opts.flags |= MMCKPT_LOAD_ASSIGN;
+        opts.on_tensor = None;
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, &opts, std::ptr::null_mut()),
+            MMCKPT_OK
+        );
+        drop(ckpt);
+        assert_eq!(mmckpt_module_get(m, c"w".as_ptr(), &mut t), MMCKPT_OK);
+        assert_eq!(t.flags & MMCKPT_TENSOR_PARAMETER, MMCKPT_TENSOR_PARAMETER);
+        // SAFETY: the view points to 2 valid floats kept alive by the module.
+        let values = unsafe { std::slice::from_raw_parts(t.data as *const f32, 2) };
+        assert_eq!(values, [1.5, 2.5]);
+        mmckpt_module_free(m);
+        mmckpt_module_free(std::ptr::null_mut());
+    }
+
+    #[test]
+    fn c_api_specs_and_null_arguments() {
+        let mut m: *mut mmckpt_module = std::ptr::null_mut();
+        let bad = b"{\"type\":\"Module\",\"children\":{\"l\":{\"type\":\"Nope\"}}}";
+        assert_eq!(
+            mmckpt_module_from_spec(bad.as_ptr().cast(), bad.len(), &mut m),
+            MMCKPT_ERR_INVALID_ARGUMENT
+        );
+        assert!(m.is_null());
+        assert!(last_error().contains("'l'"));
+        let good = b"{\"type\":\"Linear\",\"in_features\":2,\"out_features\":3}trailing";
+        assert_eq!(
+            mmckpt_module_from_spec(good.as_ptr().cast(), good.len() - 8, &mut m),
+            MMCKPT_OK
+        );
+        assert_eq!(mmckpt_module_count(m), 2);
+        assert_eq!(
+            mmckpt_module_from_spec(std::ptr::null(), 0, &mut m),
+            MMCKPT_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            mmckpt_module_load(m, std::ptr::null(), std::ptr::null(), std::ptr::null_mut()),
+            MMCKPT_ERR_NULL_ARGUMENT
+        );
+        mmckpt_module_free(m);
+        assert_eq!(mmckpt_module_count(std::ptr::null()), 0);
+        mmckpt_load_report_free(std::ptr::null_mut());
+    }
+}

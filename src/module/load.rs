@@ -151,10 +151,9 @@ impl Module {
             let Some(key) = full.strip_prefix(&*prefix) else {
                 continue;
             };
-            if ckpt.index_of(full) != Some(i) {
-                continue; // a duplicate name: a dict holds the first
-            }
             match self.by_name.get(key) {
+                // A duplicate name in the table: a dict holds the first.
+                Some(&e) if source[e as usize] != NONE => {}
                 Some(&e) if self.entries[e as usize].is_persistent() => source[e as usize] = i,
                 _ => unexpected.push(key),
             }
@@ -185,14 +184,15 @@ impl Module {
         if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
             // torch's order: module traversal (pre-order), then parameters before buffers,
             // then state-dict order.
-            let rank = self.module_ranks();
+            let tree = self.tree();
+            let rank = &tree.rank;
             let entry_key = |e: usize| {
                 let entry = &self.entries[e];
-                (rank[entry.module as usize], entry.is_buffer(), e)
+                (rank[tree.entry_module[e] as usize], entry.is_buffer(), e)
             };
             missing.sort_by_key(|&e| entry_key(e));
             mismatched.sort_by_key(|(e, _)| entry_key(*e));
-            unexpected.sort_by_key(|key| rank[self.owner_of(key) as usize]);
+            unexpected.sort_by_key(|key| rank[tree.owner_of(key) as usize]);
             report.missing = missing
                 .iter()
                 .map(|&e| self.entries[e].name().to_string())
@@ -221,19 +221,6 @@ impl Module {
         Ok((report, pairs))
     }
 
-    /// The module whose `_load_from_state_dict` torch would find `key` unexpected in: the
-    /// deepest submodule reached by following the key's leading segments.
-    fn owner_of(&self, key: &str) -> u32 {
-        let mut owner = 0;
-        for (i, _) in key.match_indices('.') {
-            match self.module_index.get(&key[..i]) {
-                Some(&m) => owner = m,
-                None => break,
-            }
-        }
-        owner
-    }
-
     fn apply_assign(
         &mut self,
         pairs: &[Pair<'_>],
@@ -241,7 +228,9 @@ impl Module {
         strict: bool,
         on_tensor: &mut Option<OnTensor<'_>>,
     ) -> Result<()> {
-        let mut undo: Vec<(usize, Data)> = Vec::with_capacity(if strict { pairs.len() } else { 0 });
+        // Without a callback or conversions nothing can fail mid-way: no undo list needed.
+        let keep = strict && (on_tensor.is_some() || convert);
+        let mut undo: Vec<(usize, Data)> = Vec::new();
         for (e, _, t) in pairs {
             let entry = &self.entries[*e];
             let new = if convert && t.desc.dtype != entry.dtype {
@@ -256,7 +245,7 @@ impl Module {
                 Data::View(view_of(t, entry))
             };
             let old = std::mem::replace(&mut self.entries[*e].data, new);
-            if strict {
+            if keep {
                 undo.push((*e, old));
             }
             if let Some(f) = on_tensor.as_mut() {

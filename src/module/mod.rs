@@ -72,8 +72,6 @@ pub struct Entry {
     numel: u64,
     /// Bytes of the declared dtype × numel.
     nbytes: usize,
-    /// Index of the (sub)module that holds this entry, for torch's report order.
-    module: u32,
     pub(crate) data: Data,
 }
 
@@ -206,20 +204,15 @@ pub(crate) fn is_contiguous(shape: &[i64], strides: &[i64]) -> bool {
     true
 }
 
-/// A (sub)module path, known from entry names and from specs (modules without entries).
-struct ModuleNode {
-    children: Vec<u32>,
-}
-
 /// A module skeleton and, after a load or materialize, its data. `Send` and `Sync`: a shared
 /// checkpoint can be loaded into several modules from several threads.
 pub struct Module {
     name: String,
     entries: Vec<Entry>,
     by_name: HashMap<Box<str>, u32>,
-    /// Module paths ("" is the root, index 0) and their children in first-seen order.
-    modules: Vec<ModuleNode>,
-    module_index: HashMap<Box<str>, u32>,
+    /// Submodule paths declared explicitly (modules without entries), with the number of
+    /// entries that existed when each was declared (to keep first-seen order).
+    declared: Vec<(usize, Box<str>)>,
 }
 
 impl Default for Module {
@@ -232,16 +225,11 @@ impl Module {
     /// An empty module; `name` appears in load messages ("Error(s) in loading state_dict for
     /// <name>"), as the class name does in torch.
     pub fn new(name: &str) -> Module {
-        let mut module_index = HashMap::new();
-        module_index.insert(Box::from(""), 0);
         Module {
             name: name.to_string(),
             entries: Vec::new(),
             by_name: HashMap::new(),
-            modules: vec![ModuleNode {
-                children: Vec::new(),
-            }],
-            module_index,
+            declared: Vec::new(),
         }
     }
 
@@ -317,11 +305,6 @@ impl Module {
                 "duplicate entry name '{name}'"
             )));
         }
-        if self.module_index.contains_key(name) {
-            return Err(Error::invalid_argument(format!(
-                "entry name '{name}' is already a submodule path"
-            )));
-        }
         if shape.len() > MAX_NDIM {
             return Err(Error::invalid_argument(format!(
                 "entry '{name}' has {} dimensions; at most {MAX_NDIM} are supported",
@@ -347,23 +330,14 @@ impl Module {
                 dtype.name()
             )));
         };
-        // Every proper prefix is a submodule path; none of them may be an entry.
-        if let Some(clash) = name
-            .match_indices('.')
-            .map(|(i, _)| &name[..i])
-            .find(|p| self.by_name.contains_key(*p))
-        {
-            return Err(Error::invalid_argument(format!(
-                "entry '{name}' needs '{clash}' to be a submodule, but '{clash}' is an entry"
-            )));
+        let ndim = shape.len();
+        let mut dims = vec![0i64; ndim * 2];
+        dims[..ndim].copy_from_slice(shape);
+        let mut acc: i64 = 1;
+        for d in (0..ndim).rev() {
+            dims[ndim + d] = acc;
+            acc = acc.saturating_mul(shape[d].max(1));
         }
-        let module = match name.rfind('.') {
-            Some(i) => self.declare_submodule_unchecked(&name[..i]),
-            None => 0,
-        };
-        let mut dims = Vec::with_capacity(shape.len() * 2);
-        dims.extend_from_slice(shape);
-        dims.extend_from_slice(&contiguous_strides(shape));
         let index = u32::try_from(self.entries.len())
             .map_err(|_| Error::limit("a module holds at most 2^32 entries"))?;
         self.entries.push(Entry {
@@ -373,7 +347,6 @@ impl Module {
             dims: dims.into_boxed_slice(),
             numel,
             nbytes,
-            module,
             data: Data::Meta,
         });
         self.by_name.insert(Box::from(name), index);
@@ -391,41 +364,8 @@ impl Module {
                 "submodule path '{path}' has an empty segment"
             )));
         }
-        let mut at = 0;
-        for end in path
-            .match_indices('.')
-            .map(|(i, _)| i)
-            .chain(std::iter::once(path.len()))
-        {
-            if self.by_name.contains_key(&path[..end]) {
-                return Err(Error::invalid_argument(format!(
-                    "submodule path '{path}' clashes with the entry '{}'",
-                    &path[..end]
-                )));
-            }
-            at = end;
-        }
-        debug_assert_eq!(at, path.len());
-        self.declare_submodule_unchecked(path);
+        self.declared.push((self.entries.len(), Box::from(path)));
         Ok(())
-    }
-
-    /// Returns the index of module `path`, creating it and its ancestors on first sight.
-    fn declare_submodule_unchecked(&mut self, path: &str) -> u32 {
-        if let Some(&i) = self.module_index.get(path) {
-            return i;
-        }
-        let parent = match path.rfind('.') {
-            Some(i) => self.declare_submodule_unchecked(&path[..i]),
-            None => 0,
-        };
-        let index = self.modules.len() as u32;
-        self.modules.push(ModuleNode {
-            children: Vec::new(),
-        });
-        self.modules[parent as usize].children.push(index);
-        self.module_index.insert(Box::from(path), index);
-        index
     }
 
     /// Sets the declared dtype of every floating entry (the CLI's `--dtype`). Entries must have
@@ -494,26 +434,75 @@ impl Module {
         Ok(())
     }
 
-    /// The pre-order rank of every submodule (torch's traversal order of `load`).
-    fn module_ranks(&self) -> Vec<u32> {
-        let mut rank = vec![0u32; self.modules.len()];
-        let mut next = 0u32;
+    /// The submodule tree, built on demand (only reports with missing, unexpected or
+    /// mismatched keys need it, so building and assign-loading stay cheap).
+    fn tree(&self) -> Tree<'_> {
+        let mut tree = Tree {
+            index: HashMap::new(),
+            children: vec![Vec::new()],
+            entry_module: Vec::with_capacity(self.entries.len()),
+            rank: Vec::new(),
+        };
+        tree.index.insert("", 0);
+        let mut declared = self.declared.iter().peekable();
+        for (i, e) in self.entries.iter().enumerate() {
+            while let Some((_, path)) = declared.next_if(|(at, _)| *at <= i) {
+                tree.module(path);
+            }
+            let name = e.name();
+            let m = name.rfind('.').map_or(0, |d| tree.module(&name[..d]));
+            tree.entry_module.push(m);
+        }
+        for (_, path) in declared {
+            tree.module(path);
+        }
+        // Pre-order ranks: torch's traversal order in `load`.
+        tree.rank = vec![0; tree.children.len()];
+        let mut next = 0;
         let mut stack = vec![0u32];
         while let Some(m) = stack.pop() {
-            rank[m as usize] = next;
+            tree.rank[m as usize] = next;
             next += 1;
-            stack.extend(self.modules[m as usize].children.iter().rev());
+            stack.extend(tree.children[m as usize].iter().rev());
         }
-        rank
+        tree
     }
 }
 
-pub(crate) fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
-    let mut strides = vec![0i64; shape.len()];
-    let mut acc: i64 = 1;
-    for (s, &size) in strides.iter_mut().zip(shape).rev() {
-        *s = acc;
-        acc = acc.saturating_mul(size.max(1));
-    }
-    strides
+/// Submodule paths ("" is the root, 0), their children in first-seen order, pre-order ranks.
+struct Tree<'a> {
+    index: HashMap<&'a str, u32>,
+    children: Vec<Vec<u32>>,
+    entry_module: Vec<u32>,
+    rank: Vec<u32>,
 }
+
+impl<'a> Tree<'a> {
+    fn module(&mut self, path: &'a str) -> u32 {
+        if let Some(&m) = self.index.get(path) {
+            return m;
+        }
+        let parent = path.rfind('.').map_or(0, |d| self.module(&path[..d]));
+        let m = self.children.len() as u32;
+        self.children.push(Vec::new());
+        self.children[parent as usize].push(m);
+        self.index.insert(path, m);
+        m
+    }
+
+    /// The module whose `_load_from_state_dict` torch would find `key` unexpected in: the
+    /// deepest submodule reached by following the key's leading segments.
+    fn owner_of(&self, key: &str) -> u32 {
+        let mut owner = 0;
+        for (i, _) in key.match_indices('.') {
+            match self.index.get(&key[..i]) {
+                Some(&m) => owner = m,
+                None => break,
+            }
+        }
+        owner
+    }
+}
+
+#[cfg(test)]
+mod tests;
