@@ -39,6 +39,38 @@
  */
 #define MMCKPT_OPEN_OPTIONS_VERSION 1
 
+/**
+ * mmckpt_module_add: the entry is a buffer (default: a parameter).
+ */
+#define MMCKPT_ENTRY_BUFFER (1 << 0)
+
+/**
+ * mmckpt_module_add: a non-persistent buffer (not in the state dict; never loaded). Implies
+ * MMCKPT_ENTRY_BUFFER.
+ */
+#define MMCKPT_ENTRY_NON_PERSISTENT (1 << 1)
+
+/**
+ * Bind views into the checkpoint instead of copying (torch's assign=True).
+ */
+#define MMCKPT_LOAD_ASSIGN (1 << 0)
+
+/**
+ * Missing or unexpected keys fail the load (on after mmckpt_load_options_init).
+ */
+#define MMCKPT_LOAD_STRICT (1 << 1)
+
+/**
+ * With ASSIGN: keep the module's dtypes, converting (into owned storage) where the
+ * checkpoint's differ; matching entries stay zero-copy.
+ */
+#define MMCKPT_LOAD_CONVERT (1 << 2)
+
+/**
+ * The value mmckpt_load_options_init writes into `version`.
+ */
+#define MMCKPT_LOAD_OPTIONS_VERSION 1
+
 #define MMCKPT_VERSION_MAJOR 0
 
 #define MMCKPT_VERSION_MINOR 1
@@ -202,6 +234,19 @@ typedef uint32_t mmckpt_dtype;
 typedef struct mmckpt_checkpoint mmckpt_checkpoint;
 
 /**
+ * The outcome of a successful load: missing and unexpected keys and torch's wording. Opaque;
+ * free it with mmckpt_load_report_free. Strings it returns live as long as the report.
+ */
+typedef struct mmckpt_load_report mmckpt_load_report;
+
+/**
+ * A module: entry names, dtypes, shapes and kinds, and (after materialize, bind or load) their
+ * data. Opaque; free it with mmckpt_module_free. One thread at a time may use a module; several
+ * modules may be loaded from one checkpoint on several threads at once.
+ */
+typedef struct mmckpt_module mmckpt_module;
+
+/**
  * Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init.
  */
 typedef struct mmckpt_open_options {
@@ -266,6 +311,40 @@ typedef struct mmckpt_tensor {
    */
   uint32_t flags;
 } mmckpt_tensor;
+
+/**
+ * Per-tensor callback of mmckpt_module_load: called once per loaded entry, after it is bound
+ * or copied, in file-offset order. `entry` is valid during the call only. Return 0 to go on;
+ * non-zero stops the load with MMCKPT_ERR_CALLBACK. It must not unwind (throw) into mmckpt.
+ */
+typedef int32_t (*mmckpt_tensor_fn)(void *user_data, const struct mmckpt_tensor *entry);
+
+/**
+ * Options for mmckpt_module_load. Initialise with mmckpt_load_options_init.
+ */
+typedef struct mmckpt_load_options {
+  /**
+   * Set by mmckpt_load_options_init; do not change.
+   */
+  uint32_t version;
+  /**
+   * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT.
+   */
+  uint32_t flags;
+  /**
+   * Nullable. Only checkpoint keys under this prefix are considered, and it is stripped
+   * ("module." of DataParallel); a missing final '.' is implied. Read during the call only.
+   */
+  const char *prefix;
+  /**
+   * Nullable: called per loaded entry, in file order.
+   */
+  mmckpt_tensor_fn on_tensor;
+  /**
+   * Passed to on_tensor as is.
+   */
+  void *user_data;
+} mmckpt_load_options;
 
 #ifdef __cplusplus
 extern "C" {
@@ -334,6 +413,142 @@ const char *mmckpt_status_str(mmckpt_status status);
  * The pointer stays valid until this thread's next mmckpt call.
  */
 const char *mmckpt_last_error(void);
+
+/**
+ * Creates an empty meta module. `name` (nullable: "Module") is used in load messages, as
+ * torch uses the class name; it is copied. On success `*out` receives a new handle that the
+ * caller frees with mmckpt_module_free.
+ */
+mmckpt_status mmckpt_module_new(const char *name, struct mmckpt_module **out);
+
+/**
+ * Builds a meta module from a JSON spec (`json`, `len` bytes, need not be NUL-terminated; read
+ * during the call only). No tensor memory is allocated. A bad spec is
+ * MMCKPT_ERR_INVALID_ARGUMENT with a message naming the node's path. On success `*out`
+ * receives a new handle (free with mmckpt_module_free).
+ */
+mmckpt_status mmckpt_module_from_spec(const char *json, size_t len, struct mmckpt_module **out);
+
+/**
+ * Builds a meta module mirroring a checkpoint's tensor table (every tensor a parameter with the
+ * checkpoint's name, dtype and shape; no data). The module does not reference the checkpoint.
+ * On success `*out` receives a new handle (free with mmckpt_module_free).
+ */
+mmckpt_status mmckpt_module_from_checkpoint(const struct mmckpt_checkpoint *ckpt,
+                                            struct mmckpt_module **out);
+
+/**
+ * Adds a meta entry: `name` (dotted, copied), `dtype`, `shape` (`ndim` values, read during the
+ * call; may be NULL when ndim == 0), `flags` MMCKPT_ENTRY_*. Fails with
+ * MMCKPT_ERR_INVALID_ARGUMENT for a duplicate or malformed name, an unknown dtype, a negative
+ * size or unknown flags; the module is then unchanged.
+ */
+mmckpt_status mmckpt_module_add(struct mmckpt_module *m,
+                                const char *name,
+                                mmckpt_dtype dtype,
+                                const int64_t *shape,
+                                uint32_t ndim,
+                                uint32_t flags);
+
+/**
+ * Frees a module and the storage it owns (caller-bound memory is not freed). Views it holds
+ * release their checkpoint mapping. NULL is a no-op; freeing twice is undefined behaviour.
+ */
+void mmckpt_module_free(struct mmckpt_module *m);
+
+/**
+ * Number of entries (parameters and buffers, persistent or not); 0 for NULL.
+ */
+size_t mmckpt_module_count(const struct mmckpt_module *m);
+
+/**
+ * Describes entry `index` (in the order entries were added). The description borrows from the
+ * module: valid until the module is freed or the entry is changed by a load, materialize or
+ * bind. `data` is NULL for a meta entry.
+ */
+mmckpt_status mmckpt_module_at(const struct mmckpt_module *m,
+                               size_t index,
+                               struct mmckpt_tensor *out);
+
+/**
+ * Describes the entry with this dotted name (MMCKPT_ERR_NOT_FOUND if none); borrowed as in
+ * mmckpt_module_at.
+ */
+mmckpt_status mmckpt_module_get(const struct mmckpt_module *m,
+                                const char *name,
+                                struct mmckpt_tensor *out);
+
+/**
+ * Like torch's to_empty(): gives every entry without data module-owned, zeroed, 64-byte
+ * aligned, contiguous storage of its declared dtype (freed with the module). Entries with data
+ * keep it. On failure (MMCKPT_ERR_NO_MEMORY) the module is unchanged.
+ */
+mmckpt_status mmckpt_module_materialize(struct mmckpt_module *m);
+
+/**
+ * Binds caller memory as entry `name`'s contiguous storage, replacing any data it had. `data`
+ * must hold at least numel × itemsize bytes of the entry's dtype (MMCKPT_ERR_BUFFER_TOO_SMALL
+ * otherwise, module unchanged). mmckpt writes into it during copy loads and never frees it; it
+ * must stay valid and unused by others until the module is freed or the entry is re-bound or
+ * replaced by an assign load.
+ */
+mmckpt_status mmckpt_module_bind(struct mmckpt_module *m,
+                                 const char *name,
+                                 void *data,
+                                 size_t nbytes);
+
+/**
+ * Fills `opts` with the defaults: a strict copy load, no prefix, no callback. NULL is a no-op.
+ */
+void mmckpt_load_options_init(struct mmckpt_load_options *opts);
+
+/**
+ * Loads a checkpoint into a module, as load_state_dict does. `opts` NULL means the defaults (a
+ * strict copy load). Without ASSIGN every entry the checkpoint fills needs storage (materialize
+ * or bind first, else MMCKPT_ERR_STATE); floating dtypes convert as torch's .to() does, other
+ * dtype pairs are MMCKPT_ERR_DTYPE_MISMATCH. A strict load that fails changes nothing, and
+ * mmckpt_last_error() holds torch's "Error(s) in loading state_dict for <Name>:" text for key
+ * (MMCKPT_ERR_KEY_MISMATCH) and size (MMCKPT_ERR_SHAPE_MISMATCH) mismatches. Views bound by an
+ * assign load keep the checkpoint's memory alive after mmckpt_checkpoint_close. `report`
+ * (nullable) receives, on success only, a new report the caller frees with
+ * mmckpt_load_report_free.
+ */
+mmckpt_status mmckpt_module_load(struct mmckpt_module *m,
+                                 const struct mmckpt_checkpoint *ckpt,
+                                 const struct mmckpt_load_options *opts,
+                                 struct mmckpt_load_report **report);
+
+/**
+ * Number of missing keys (module entries the checkpoint did not provide); 0 for NULL.
+ */
+size_t mmckpt_load_report_missing_count(const struct mmckpt_load_report *r);
+
+/**
+ * Missing key `i` in torch's order, borrowed from the report; NULL if out of range or NULL.
+ */
+const char *mmckpt_load_report_missing(const struct mmckpt_load_report *r, size_t i);
+
+/**
+ * Number of unexpected keys (checkpoint keys under the prefix that match no entry); 0 for NULL.
+ */
+size_t mmckpt_load_report_unexpected_count(const struct mmckpt_load_report *r);
+
+/**
+ * Unexpected key `i` (prefix stripped), borrowed from the report; NULL if out of range or NULL.
+ */
+const char *mmckpt_load_report_unexpected(const struct mmckpt_load_report *r, size_t i);
+
+/**
+ * torch's wording of the result: "<All keys matched successfully>" or
+ * "_IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])". Borrowed from the report;
+ * NULL for NULL.
+ */
+const char *mmckpt_load_report_message(const struct mmckpt_load_report *r);
+
+/**
+ * Frees a report. NULL is a no-op; freeing twice is undefined behaviour.
+ */
+void mmckpt_load_report_free(struct mmckpt_load_report *r);
 
 /**
  * The library's version as MAJOR*10000 + MINOR*100 + PATCH; equals MMCKPT_VERSION_NUMBER of

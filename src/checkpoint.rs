@@ -289,6 +289,63 @@ impl Checkpoint {
         })
     }
 
+    /// Test support (module-layer tests build checkpoints without the zip and pickle code): a
+    /// checkpoint over a copy of `bytes`, treated as the file's bytes (not mapped). Storage `i`
+    /// is the byte range `storages[i]` (offset, length) with file offset = its offset; each
+    /// table row is a name and a description whose `storage` indexes `storages`. Views are
+    /// bounds-checked (FORMAT error).
+    #[doc(hidden)]
+    pub fn from_parts(
+        bytes: &[u8],
+        storages: &[(usize, usize)],
+        tensors: Vec<(String, TensorDesc)>,
+    ) -> Result<Checkpoint> {
+        let source = Arc::new(Source::from_bytes(bytes)?);
+        let mut stores = Vec::new();
+        for (i, &(start, len)) in storages.iter().enumerate() {
+            match start.checked_add(len) {
+                Some(end) if end <= bytes.len() => {}
+                _ => return Err(Error::format(format!("storage {i} is out of bounds"))),
+            }
+            stores.push(Storage {
+                key: i.to_string(),
+                id: new_storage_id(),
+                location: "cpu".to_string(),
+                backing: Backing::File(source.clone()),
+                start,
+                len,
+                file_offset: Some(start as u64),
+            });
+        }
+        let mut descs = Vec::new();
+        let mut entries = Vec::new();
+        let mut by_name = HashMap::new();
+        for (name, desc) in tensors {
+            let storage = stores.get(desc.storage).ok_or_else(|| {
+                Error::format(format!("tensor '{name}': no storage {}", desc.storage))
+            })?;
+            if desc.byte_offset() + desc.span_bytes() > storage.len as u64 {
+                return Err(Error::format(format!("tensor '{name}' is out of bounds")));
+            }
+            by_name
+                .entry(Box::from(name.as_str()))
+                .or_insert(entries.len());
+            entries.push(make_entry(&name, Ok(descs.len())));
+            descs.push(desc);
+        }
+        Ok(Checkpoint {
+            source,
+            format: Format::Zip,
+            arena: Arena::new(),
+            root: 0,
+            storages: stores,
+            tensors: descs,
+            entries,
+            by_name,
+            byte_order_big: false,
+        })
+    }
+
     pub fn format(&self) -> Format {
         self.format
     }

@@ -17,3 +17,4 @@ pub mod torch;
 
 pub use checkpoint::{Checkpoint, OpenOptions, TensorRef};
 pub mod ffi;
+pub mod module;

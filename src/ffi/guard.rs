@@ -175,7 +175,6 @@ pub(crate) fn arg_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> {
     unsafe { ptr.as_ref() }.ok_or_else(|| null_argument(what))
 }
 
-#[allow(dead_code)] // for the module handles
 pub(crate) fn arg_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T> {
     // SAFETY: as arg_ref, and the caller does not use *ptr concurrently during the call.
     unsafe { ptr.as_mut() }.ok_or_else(|| null_argument(what))

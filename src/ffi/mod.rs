@@ -10,8 +10,10 @@
 
 mod checkpoint;
 mod guard;
+mod module;
 mod types;
 
 pub use checkpoint::*;
 pub use guard::*;
+pub use module::*;
 pub use types::*;

@@ -3,6 +3,7 @@
 use super::guard::guard_value;
 use crate::checkpoint::TensorRef;
 use crate::dtype::DType;
+use crate::module::Entry;
 use std::ffi::{c_char, c_void, CStr};
 
 pub const MMCKPT_VERSION_MAJOR: u32 = 0;
@@ -199,6 +200,37 @@ pub(crate) fn dims_ptr(dims: &[i64]) -> *const i64 {
 }
 
 impl mmckpt_tensor {
+    pub(crate) fn from_module_entry(e: &Entry) -> mmckpt_tensor {
+        let mut flags = if e.is_parameter() {
+            MMCKPT_TENSOR_PARAMETER
+        } else {
+            MMCKPT_TENSOR_BUFFER
+        };
+        if e.is_mapped() {
+            flags |= MMCKPT_TENSOR_MAPPED;
+        }
+        if e.is_contiguous() {
+            flags |= MMCKPT_TENSOR_CONTIGUOUS;
+        }
+        mmckpt_tensor {
+            name: e.name_c().as_ptr(),
+            dtype: e.dtype().into(),
+            ndim: e.shape().len() as u32,
+            shape: dims_ptr(e.shape()),
+            strides: dims_ptr(e.strides()),
+            storage_offset: e.storage_offset(),
+            numel: e.numel(),
+            data: e.data_ptr() as *const c_void,
+            nbytes: e.nbytes() as u64,
+            storage_id: e.storage_id(),
+            file_offset: match e.file_offset() {
+                Some(offset) if e.is_mapped() => offset,
+                _ => MMCKPT_NO_OFFSET,
+            },
+            flags,
+        }
+    }
+
     pub(crate) fn from_checkpoint(t: &TensorRef<'_>) -> mmckpt_tensor {
         let d = t.desc;
         let mut flags = 0;

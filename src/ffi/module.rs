@@ -1,0 +1,634 @@
+//! Meta modules and load: build a skeleton, give it storage, load a checkpoint into it.
+
+use super::checkpoint::mmckpt_checkpoint;
+use super::guard::*;
+use super::types::{mmckpt_dtype_value, mmckpt_tensor};
+use crate::container::BorrowedBuf;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::module::{Entry, EntryKind, LoadOptions, LoadReport, Module};
+use std::ffi::{c_char, c_void, CString};
+
+/// A module: entry names, dtypes, shapes and kinds, and (after materialize, bind or load) their
+/// data. Opaque; free it with mmckpt_module_free. One thread at a time may use a module; several
+/// modules may be loaded from one checkpoint on several threads at once.
+pub struct mmckpt_module {
+    pub(crate) inner: Module,
+}
+
+/// mmckpt_module_add: the entry is a buffer (default: a parameter).
+pub const MMCKPT_ENTRY_BUFFER: u32 = 1 << 0;
+/// mmckpt_module_add: a non-persistent buffer (not in the state dict; never loaded). Implies
+/// MMCKPT_ENTRY_BUFFER.
+pub const MMCKPT_ENTRY_NON_PERSISTENT: u32 = 1 << 1;
+const ENTRY_FLAGS: u32 = MMCKPT_ENTRY_BUFFER | MMCKPT_ENTRY_NON_PERSISTENT;
+
+fn write_module(
+    out: *mut *mut mmckpt_module,
+    build: impl FnOnce() -> Result<Module>,
+) -> Result<()> {
+    let out = out_ptr(out, "out")?;
+    let inner = build()?;
+    out.write(Box::into_raw(Box::new(mmckpt_module { inner })));
+    Ok(())
+}
+
+/// Creates an empty meta module. `name` (nullable: "Module") is used in load messages, as
+/// torch uses the class name; it is copied. On success `*out` receives a new handle that the
+/// caller frees with mmckpt_module_free.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_new(
+    name: *const c_char,
+    out: *mut *mut mmckpt_module,
+) -> mmckpt_status {
+    guard(|| {
+        let name = arg_opt_str(name, "name")?.unwrap_or("Module");
+        write_module(out, || Ok(Module::new(name)))
+    })
+}
+
+/// Builds a meta module from a JSON spec (`json`, `len` bytes, need not be NUL-terminated; read
+/// during the call only). No tensor memory is allocated. A bad spec is
+/// MMCKPT_ERR_INVALID_ARGUMENT with a message naming the node's path. On success `*out`
+/// receives a new handle (free with mmckpt_module_free).
+#[no_mangle]
+pub extern "C" fn mmckpt_module_from_spec(
+    json: *const c_char,
+    len: usize,
+    out: *mut *mut mmckpt_module,
+) -> mmckpt_status {
+    guard(|| {
+        if json.is_null() {
+            return Err(null_argument("json"));
+        }
+        // SAFETY: non-null, and the caller guarantees `len` readable bytes at `json` for the
+        // duration of the call.
+        let bytes = unsafe { std::slice::from_raw_parts(json as *const u8, len) };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::invalid_argument(format!("module spec is not UTF-8: {e}")))?;
+        write_module(out, || Module::from_spec(text))
+    })
+}
+
+/// Builds a meta module mirroring a checkpoint's tensor table (every tensor a parameter with the
+/// checkpoint's name, dtype and shape; no data). The module does not reference the checkpoint.
+/// On success `*out` receives a new handle (free with mmckpt_module_free).
+#[no_mangle]
+pub extern "C" fn mmckpt_module_from_checkpoint(
+    ckpt: *const mmckpt_checkpoint,
+    out: *mut *mut mmckpt_module,
+) -> mmckpt_status {
+    guard(|| {
+        let ckpt = arg_ref(ckpt, "ckpt")?;
+        write_module(out, || Module::from_checkpoint(&ckpt.inner))
+    })
+}
+
+/// Adds a meta entry: `name` (dotted, copied), `dtype`, `shape` (`ndim` values, read during the
+/// call; may be NULL when ndim == 0), `flags` MMCKPT_ENTRY_*. Fails with
+/// MMCKPT_ERR_INVALID_ARGUMENT for a duplicate or malformed name, an unknown dtype, a negative
+/// size or unknown flags; the module is then unchanged.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_add(
+    m: *mut mmckpt_module,
+    name: *const c_char,
+    dtype: mmckpt_dtype_value,
+    shape: *const i64,
+    ndim: u32,
+    flags: u32,
+) -> mmckpt_status {
+    guard(|| {
+        let m = arg_mut(m, "m")?;
+        let name = arg_str(name, "name")?;
+        let dtype = DType::from_code(dtype).ok_or_else(|| {
+            Error::invalid_argument(format!("dtype {dtype} is not an mmckpt_dtype"))
+        })?;
+        if flags & !ENTRY_FLAGS != 0 {
+            return Err(Error::invalid_argument(format!(
+                "flags has unknown bits 0x{:x}",
+                flags & !ENTRY_FLAGS
+            )));
+        }
+        let shape: &[i64] = if ndim == 0 {
+            &[]
+        } else {
+            if shape.is_null() {
+                return Err(null_argument("shape"));
+            }
+            if ndim as usize > crate::torch::MAX_NDIM {
+                return Err(Error::invalid_argument(format!(
+                    "ndim {ndim} is more than {}",
+                    crate::torch::MAX_NDIM
+                )));
+            }
+            // SAFETY: non-null, and the caller guarantees `ndim` readable values for the call.
+            unsafe { std::slice::from_raw_parts(shape, ndim as usize) }
+        };
+        let kind = if flags & MMCKPT_ENTRY_NON_PERSISTENT != 0 {
+            EntryKind::Buffer { persistent: false }
+        } else if flags & MMCKPT_ENTRY_BUFFER != 0 {
+            EntryKind::Buffer { persistent: true }
+        } else {
+            EntryKind::Parameter
+        };
+        m.inner.add(name, dtype, shape, kind)
+    })
+}
+
+/// Frees a module and the storage it owns (caller-bound memory is not freed). Views it holds
+/// release their checkpoint mapping. NULL is a no-op; freeing twice is undefined behaviour.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_free(m: *mut mmckpt_module) {
+    if m.is_null() {
+        return;
+    }
+    guard_value((), || {
+        // SAFETY: a non-null handle was created by Box::into_raw in a module constructor and,
+        // by the documented contract, is freed once.
+        drop(unsafe { Box::from_raw(m) });
+    });
+}
+
+/// Number of entries (parameters and buffers, persistent or not); 0 for NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_count(m: *const mmckpt_module) -> usize {
+    guard_value(0, || arg_ref(m, "m").map_or(0, |m| m.inner.len()))
+}
+
+/// Describes entry `index` (in the order entries were added). The description borrows from the
+/// module: valid until the module is freed or the entry is changed by a load, materialize or
+/// bind. `data` is NULL for a meta entry.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_at(
+    m: *const mmckpt_module,
+    index: usize,
+    out: *mut mmckpt_tensor,
+) -> mmckpt_status {
+    guard(|| {
+        let m = arg_ref(m, "m")?;
+        let out = out_ptr(out, "out")?;
+        let entry = m.inner.entry_at(index).ok_or_else(|| {
+            Error::not_found(format!(
+                "entry index {index} is out of range (the module has {} entries)",
+                m.inner.len()
+            ))
+        })?;
+        out.write(mmckpt_tensor::from_module_entry(entry));
+        Ok(())
+    })
+}
+
+/// Describes the entry with this dotted name (MMCKPT_ERR_NOT_FOUND if none); borrowed as in
+/// mmckpt_module_at.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_get(
+    m: *const mmckpt_module,
+    name: *const c_char,
+    out: *mut mmckpt_tensor,
+) -> mmckpt_status {
+    guard(|| {
+        let m = arg_ref(m, "m")?;
+        let name = arg_str(name, "name")?;
+        let out = out_ptr(out, "out")?;
+        let entry = m
+            .inner
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("module has no entry named '{name}'")))?;
+        out.write(mmckpt_tensor::from_module_entry(entry));
+        Ok(())
+    })
+}
+
+/// Like torch's to_empty(): gives every entry without data module-owned, zeroed, 64-byte
+/// aligned, contiguous storage of its declared dtype (freed with the module). Entries with data
+/// keep it. On failure (MMCKPT_ERR_NO_MEMORY) the module is unchanged.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_materialize(m: *mut mmckpt_module) -> mmckpt_status {
+    guard(|| arg_mut(m, "m")?.inner.materialize())
+}
+
+/// Binds caller memory as entry `name`'s contiguous storage, replacing any data it had. `data`
+/// must hold at least numel × itemsize bytes of the entry's dtype (MMCKPT_ERR_BUFFER_TOO_SMALL
+/// otherwise, module unchanged). mmckpt writes into it during copy loads and never frees it; it
+/// must stay valid and unused by others until the module is freed or the entry is re-bound or
+/// replaced by an assign load.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_bind(
+    m: *mut mmckpt_module,
+    name: *const c_char,
+    data: *mut c_void,
+    nbytes: usize,
+) -> mmckpt_status {
+    guard(|| {
+        let m = arg_mut(m, "m")?;
+        let name = arg_str(name, "name")?;
+        if data.is_null() {
+            return Err(null_argument("data"));
+        }
+        // SAFETY: non-null; the caller guarantees `nbytes` writable bytes that only this module
+        // uses for as long as it holds them (documented above).
+        let buf = unsafe { BorrowedBuf::from_raw(data as *mut u8, nbytes) };
+        m.inner.bind(name, buf)
+    })
+}
+
+/// Per-tensor callback of mmckpt_module_load: called once per loaded entry, after it is bound
+/// or copied, in file-offset order. `entry` is valid during the call only. Return 0 to go on;
+/// non-zero stops the load with MMCKPT_ERR_CALLBACK. It must not unwind (throw) into mmckpt.
+pub type mmckpt_tensor_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, entry: *const mmckpt_tensor) -> i32>;
+
+/// Bind views into the checkpoint instead of copying (torch's assign=True).
+pub const MMCKPT_LOAD_ASSIGN: u32 = 1 << 0;
+/// Missing or unexpected keys fail the load (on after mmckpt_load_options_init).
+pub const MMCKPT_LOAD_STRICT: u32 = 1 << 1;
+/// With ASSIGN: keep the module's dtypes, converting (into owned storage) where the
+/// checkpoint's differ; matching entries stay zero-copy.
+pub const MMCKPT_LOAD_CONVERT: u32 = 1 << 2;
+const LOAD_FLAGS: u32 = MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_STRICT | MMCKPT_LOAD_CONVERT;
+
+/// The value mmckpt_load_options_init writes into `version`.
+pub const MMCKPT_LOAD_OPTIONS_VERSION: u32 = 1;
+
+/// Options for mmckpt_module_load. Initialise with mmckpt_load_options_init.
+#[repr(C)]
+pub struct mmckpt_load_options {
+    /// Set by mmckpt_load_options_init; do not change.
+    pub version: u32,
+    /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT.
+    pub flags: u32,
+    /// Nullable. Only checkpoint keys under this prefix are considered, and it is stripped
+    /// ("module." of DataParallel); a missing final '.' is implied. Read during the call only.
+    pub prefix: *const c_char,
+    /// Nullable: called per loaded entry, in file order.
+    pub on_tensor: mmckpt_tensor_fn,
+    /// Passed to on_tensor as is.
+    pub user_data: *mut c_void,
+}
+
+/// Fills `opts` with the defaults: a strict copy load, no prefix, no callback. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_options_init(opts: *mut mmckpt_load_options) {
+    if let Ok(out) = out_ptr(opts, "opts") {
+        out.write(mmckpt_load_options {
+            version: MMCKPT_LOAD_OPTIONS_VERSION,
+            flags: MMCKPT_LOAD_STRICT,
+            prefix: std::ptr::null(),
+            on_tensor: None,
+            user_data: std::ptr::null_mut(),
+        });
+    }
+}
+
+/// The outcome of a successful load: missing and unexpected keys and torch's wording. Opaque;
+/// free it with mmckpt_load_report_free. Strings it returns live as long as the report.
+pub struct mmckpt_load_report {
+    missing: Vec<CString>,
+    unexpected: Vec<CString>,
+    message: CString,
+}
+
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+}
+
+impl mmckpt_load_report {
+    fn new(r: &LoadReport) -> mmckpt_load_report {
+        mmckpt_load_report {
+            missing: r.missing_keys().iter().map(|k| c_string(k)).collect(),
+            unexpected: r.unexpected_keys().iter().map(|k| c_string(k)).collect(),
+            message: c_string(&r.message()),
+        }
+    }
+}
+
+/// Loads a checkpoint into a module, as load_state_dict does. `opts` NULL means the defaults (a
+/// strict copy load). Without ASSIGN every entry the checkpoint fills needs storage (materialize
+/// or bind first, else MMCKPT_ERR_STATE); floating dtypes convert as torch's .to() does, other
+/// dtype pairs are MMCKPT_ERR_DTYPE_MISMATCH. A strict load that fails changes nothing, and
+/// mmckpt_last_error() holds torch's "Error(s) in loading state_dict for <Name>:" text for key
+/// (MMCKPT_ERR_KEY_MISMATCH) and size (MMCKPT_ERR_SHAPE_MISMATCH) mismatches. Views bound by an
+/// assign load keep the checkpoint's memory alive after mmckpt_checkpoint_close. `report`
+/// (nullable) receives, on success only, a new report the caller frees with
+/// mmckpt_load_report_free.
+#[no_mangle]
+pub extern "C" fn mmckpt_module_load(
+    m: *mut mmckpt_module,
+    ckpt: *const mmckpt_checkpoint,
+    opts: *const mmckpt_load_options,
+    report: *mut *mut mmckpt_load_report,
+) -> mmckpt_status {
+    guard(|| {
+        let m = arg_mut(m, "m")?;
+        let ckpt = arg_ref(ckpt, "ckpt")?;
+        let mut options = LoadOptions::default();
+        let mut callback = None;
+        if !opts.is_null() {
+            let opts = arg_ref(opts, "opts")?;
+            if opts.version != MMCKPT_LOAD_OPTIONS_VERSION {
+                return Err(Error::invalid_argument(format!(
+                    "opts.version is {}; initialise options with mmckpt_load_options_init",
+                    opts.version
+                )));
+            }
+            if opts.flags & !LOAD_FLAGS != 0 {
+                return Err(Error::invalid_argument(format!(
+                    "opts.flags has unknown bits 0x{:x}",
+                    opts.flags & !LOAD_FLAGS
+                )));
+            }
+            options.assign = opts.flags & MMCKPT_LOAD_ASSIGN != 0;
+            options.strict = opts.flags & MMCKPT_LOAD_STRICT != 0;
+            options.convert = opts.flags & MMCKPT_LOAD_CONVERT != 0;
+            if options.convert && !options.assign {
+                return Err(Error::invalid_argument(
+                    "MMCKPT_LOAD_CONVERT needs MMCKPT_LOAD_ASSIGN (copy loads always convert)",
+                ));
+            }
+            options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
+                .unwrap_or("")
+                .to_string();
+            callback = opts.on_tensor.map(|f| (f, opts.user_data));
+        }
+        let mut call = |entry: &Entry| -> bool {
+            let Some((f, user_data)) = callback else {
+                return true;
+            };
+            let t = mmckpt_tensor::from_module_entry(entry);
+            // SAFETY: the caller supplied a function of this signature; `t` and everything it
+            // points to stay valid for the duration of the call.
+            unsafe { f(user_data, &t) == 0 }
+        };
+        let on_tensor: Option<&mut dyn FnMut(&Entry) -> bool> = if callback.is_some() {
+            Some(&mut call)
+        } else {
+            None
+        };
+        let outcome = m.inner.load_with(&ckpt.inner, &options, on_tensor)?;
+        if !report.is_null() {
+            out_ptr(report, "report")?
+                .write(Box::into_raw(Box::new(mmckpt_load_report::new(&outcome))));
+        }
+        Ok(())
+    })
+}
+
+/// Number of missing keys (module entries the checkpoint did not provide); 0 for NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_missing_count(r: *const mmckpt_load_report) -> usize {
+    guard_value(0, || arg_ref(r, "r").map_or(0, |r| r.missing.len()))
+}
+
+/// Missing key `i` in torch's order, borrowed from the report; NULL if out of range or NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_missing(
+    r: *const mmckpt_load_report,
+    i: usize,
+) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        arg_ref(r, "r")
+            .ok()
+            .and_then(|r| r.missing.get(i))
+            .map_or(std::ptr::null(), |s| s.as_ptr())
+    })
+}
+
+/// Number of unexpected keys (checkpoint keys under the prefix that match no entry); 0 for NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_unexpected_count(r: *const mmckpt_load_report) -> usize {
+    guard_value(0, || arg_ref(r, "r").map_or(0, |r| r.unexpected.len()))
+}
+
+/// Unexpected key `i` (prefix stripped), borrowed from the report; NULL if out of range or NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_unexpected(
+    r: *const mmckpt_load_report,
+    i: usize,
+) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        arg_ref(r, "r")
+            .ok()
+            .and_then(|r| r.unexpected.get(i))
+            .map_or(std::ptr::null(), |s| s.as_ptr())
+    })
+}
+
+/// torch's wording of the result: "<All keys matched successfully>" or
+/// "_IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])". Borrowed from the report;
+/// NULL for NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_message(r: *const mmckpt_load_report) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        arg_ref(r, "r").map_or(std::ptr::null(), |r| r.message.as_ptr())
+    })
+}
+
+/// Frees a report. NULL is a no-op; freeing twice is undefined behaviour.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_free(r: *mut mmckpt_load_report) {
+    if r.is_null() {
+        return;
+    }
+    guard_value((), || {
+        // SAFETY: a non-null report was created by Box::into_raw in mmckpt_module_load and, by
+        // the documented contract, is freed once.
+        drop(unsafe { Box::from_raw(r) });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::ffi::guard::mmckpt_status::*;
+    use crate::ffi::types::{
+        MMCKPT_TENSOR_BUFFER, MMCKPT_TENSOR_CONTIGUOUS, MMCKPT_TENSOR_PARAMETER,
+    };
+    use crate::torch::TensorDesc;
+    use std::ffi::CStr;
+
+    fn last_error() -> String {
+        // SAFETY: mmckpt_last_error returns a valid NUL-terminated string.
+        unsafe { CStr::from_ptr(mmckpt_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn checkpoint() -> mmckpt_checkpoint {
+        let bytes: Vec<u8> = [1.5f32, 2.5, 3.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let desc = |shape: &[i64], offset| TensorDesc {
+            dtype: DType::Float32,
+            shape: shape.into(),
+            strides: vec![1; shape.len()].into(),
+            storage_offset: offset,
+            numel: shape.iter().product::<i64>() as u64,
+            storage: 0,
+            requires_grad: false,
+            is_parameter: false,
+            conj: false,
+            neg: false,
+        };
+        mmckpt_checkpoint {
+            inner: Checkpoint::from_parts(
+                &bytes,
+                &[(0, 12)],
+                vec![
+                    ("module.w".into(), desc(&[2], 0)),
+                    ("module.b".into(), desc(&[1], 2)),
+                ],
+            )
+            .unwrap(),
+        }
+    }
+
+    extern "C" fn count_calls(user_data: *mut c_void, entry: *const mmckpt_tensor) -> i32 {
+        // SAFETY: the test passes a pointer to a live u32 and mmckpt a valid entry.
+        unsafe {
+            *(user_data as *mut u32) += 1;
+            assert!(!(*entry).data.is_null());
+        }
+        0
+    }
+
+    #[test]
+    fn c_api_builds_materializes_binds_and_loads() {
+        let mut m: *mut mmckpt_module = std::ptr::null_mut();
+        assert_eq!(mmckpt_module_new(c"Net".as_ptr(), &mut m), MMCKPT_OK);
+        let shape = [2i64];
+        let flags = MMCKPT_ENTRY_BUFFER;
+        assert_eq!(
+            mmckpt_module_add(m, c"w".as_ptr(), 1, shape.as_ptr(), 1, 0),
+            MMCKPT_OK
+        );
+        assert_eq!(
+            mmckpt_module_add(m, c"b".as_ptr(), 1, std::ptr::null(), 0, flags),
+            MMCKPT_OK
+        );
+        assert_eq!(
+            mmckpt_module_add(m, c"w".as_ptr(), 1, shape.as_ptr(), 1, 0),
+            MMCKPT_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("duplicate entry name 'w'"));
+        assert_eq!(
+            mmckpt_module_add(m, c"x".as_ptr(), 99, shape.as_ptr(), 1, 0),
+            MMCKPT_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(mmckpt_module_count(m), 2);
+        let mut slot = std::mem::MaybeUninit::<mmckpt_tensor>::uninit();
+        assert_eq!(mmckpt_module_at(m, 1, slot.as_mut_ptr()), MMCKPT_OK);
+        // SAFETY: mmckpt_module_at returned OK, so it wrote the whole struct.
+        let mut t = unsafe { slot.assume_init() };
+        assert!(t.data.is_null());
+        assert_eq!(t.storage_id, 0);
+        assert_eq!(t.flags, MMCKPT_TENSOR_BUFFER | MMCKPT_TENSOR_CONTIGUOUS);
+        assert_eq!(mmckpt_module_at(m, 2, &mut t), MMCKPT_ERR_NOT_FOUND);
+
+        let ckpt = checkpoint();
+        // NULL options: a strict copy load; the keys carry a prefix, so torch's key error.
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, std::ptr::null(), std::ptr::null_mut()),
+            MMCKPT_ERR_KEY_MISMATCH
+        );
+        let expected = "Error(s) in loading state_dict for Net:\n\tMissing key(s) in state_dict: \"w\", \"b\". ";
+        assert!(last_error().starts_with(expected), "{}", last_error());
+        let mut opts: mmckpt_load_options = mmckpt_load_options {
+            version: 0,
+            flags: 0,
+            prefix: std::ptr::null(),
+            on_tensor: None,
+            user_data: std::ptr::null_mut(),
+        };
+        mmckpt_load_options_init(&mut opts);
+        assert_eq!(opts.flags, MMCKPT_LOAD_STRICT);
+        opts.prefix = c"module".as_ptr();
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, &opts, std::ptr::null_mut()),
+            MMCKPT_ERR_STATE
+        );
+        assert!(last_error().contains("materialize"), "{}", last_error());
+
+        let mut mem = [0f32; 2];
+        assert_eq!(
+            mmckpt_module_bind(m, c"w".as_ptr(), std::ptr::null_mut(), 8),
+            MMCKPT_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            mmckpt_module_bind(m, c"w".as_ptr(), mem.as_mut_ptr().cast(), 7),
+            MMCKPT_ERR_BUFFER_TOO_SMALL
+        );
+        assert_eq!(
+            mmckpt_module_bind(m, c"w".as_ptr(), mem.as_mut_ptr().cast(), 8),
+            MMCKPT_OK
+        );
+        assert_eq!(mmckpt_module_materialize(m), MMCKPT_OK);
+        assert_eq!(mmckpt_module_get(m, c"b".as_ptr(), &mut t), MMCKPT_OK);
+        assert_eq!(t.data as usize % 64, 0);
+
+        let mut calls = 0u32;
+        opts.on_tensor = Some(count_calls);
+        opts.user_data = (&mut calls as *mut u32).cast();
+        let mut report: *mut mmckpt_load_report = std::ptr::null_mut();
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, &opts, &mut report),
+            MMCKPT_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(calls, 2);
+        assert_eq!(mem, [1.5, 2.5]);
+        // SAFETY: the report's strings are valid NUL-terminated text while it lives.
+        let message = unsafe { CStr::from_ptr(mmckpt_load_report_message(report)) };
+        assert_eq!(message.to_str().unwrap(), "<All keys matched successfully>");
+        assert_eq!(mmckpt_load_report_missing_count(report), 0);
+        assert!(mmckpt_load_report_missing(report, 0).is_null());
+        mmckpt_load_report_free(report);
+
+        // Assign load, then close the checkpoint: the views stay valid.
+        opts.flags |= MMCKPT_LOAD_ASSIGN;
+        opts.on_tensor = None;
+        assert_eq!(
+            mmckpt_module_load(m, &ckpt, &opts, std::ptr::null_mut()),
+            MMCKPT_OK
+        );
+        drop(ckpt);
+        assert_eq!(mmckpt_module_get(m, c"w".as_ptr(), &mut t), MMCKPT_OK);
+        assert_eq!(t.flags & MMCKPT_TENSOR_PARAMETER, MMCKPT_TENSOR_PARAMETER);
+        // SAFETY: the view points to 2 valid floats kept alive by the module.
+        let values = unsafe { std::slice::from_raw_parts(t.data as *const f32, 2) };
+        assert_eq!(values, [1.5, 2.5]);
+        mmckpt_module_free(m);
+        mmckpt_module_free(std::ptr::null_mut());
+    }
+
+    #[test]
+    fn c_api_specs_and_null_arguments() {
+        let mut m: *mut mmckpt_module = std::ptr::null_mut();
+        let bad = b"{\"type\":\"Module\",\"children\":{\"l\":{\"type\":\"Nope\"}}}";
+        assert_eq!(
+            mmckpt_module_from_spec(bad.as_ptr().cast(), bad.len(), &mut m),
+            MMCKPT_ERR_INVALID_ARGUMENT
+        );
+        assert!(m.is_null());
+        assert!(last_error().contains("'l'"));
+        let good = b"{\"type\":\"Linear\",\"in_features\":2,\"out_features\":3}trailing";
+        assert_eq!(
+            mmckpt_module_from_spec(good.as_ptr().cast(), good.len() - 8, &mut m),
+            MMCKPT_OK
+        );
+        assert_eq!(mmckpt_module_count(m), 2);
+        assert_eq!(
+            mmckpt_module_from_spec(std::ptr::null(), 0, &mut m),
+            MMCKPT_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            mmckpt_module_load(m, std::ptr::null(), std::ptr::null(), std::ptr::null_mut()),
+            MMCKPT_ERR_NULL_ARGUMENT
+        );
+        mmckpt_module_free(m);
+        assert_eq!(mmckpt_module_count(std::ptr::null()), 0);
+        mmckpt_load_report_free(std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,356 @@
+//! `load_state_dict` for meta modules: key matching (prefix, strictness, non-persistent
+//! buffers), shape checks, then assign (views into the checkpoint), assign + convert, or copy
+//! (with dtype conversion) into owned or bound storage, with a per-tensor callback in file order.
+//!
+//! All or nothing. A load is planned completely before anything changes: keys, shapes, dtypes,
+//! conversions and the state of every destination are checked first, so a load that fails for
+//! any of those reasons has not touched the module. The only failures left after planning are a
+//! callback asking to stop and running out of memory while converting. For those, a strict load
+//! undoes what it did:
+//! - assign loads swap each entry's data and keep the old value, so undoing swaps them back;
+//! - copy loads write into existing storage, so — only when a callback is given to a strict
+//!   load, the one case where a stop can happen mid-way — the bytes an entry held are saved
+//!   just before it is overwritten and written back on a stop. This costs one extra copy of
+//!   what was loaded before the stop, and nothing when there is no callback.
+//!
+//! A non-strict load that is stopped keeps the entries loaded before the stop.
+
+use super::convert;
+use super::report::{size_mismatch, LoadReport};
+use super::{Data, Entry, Module, View};
+use crate::checkpoint::new_storage_id;
+use crate::checkpoint::{Checkpoint, TensorRef};
+use crate::container::AlignedBuf;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to load (the C `mmckpt_load_options` and the CLI's switches).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Bind views into the checkpoint instead of copying (torch's `assign=True`): the
+    /// checkpoint's dtype and strides win, no tensor byte is read.
+    pub assign: bool,
+    /// Missing or unexpected keys fail the load (torch's `strict=True`, the default).
+    pub strict: bool,
+    /// With `assign`: keep the module's declared dtypes, converting where the checkpoint's
+    /// differs (into owned storage); matching dtypes stay zero-copy.
+    pub convert: bool,
+    /// Only checkpoint keys under this prefix are considered, and it is stripped. A prefix that
+    /// does not end in `.` gets one (`module` and `module.` are the same).
+    pub prefix: String,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            assign: false,
+            strict: true,
+            convert: false,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// The per-tensor callback: `false` stops the load with `Callback`.
+pub type OnTensor<'a> = &'a mut dyn FnMut(&Entry) -> bool;
+
+const NONE: usize = usize::MAX;
+
+/// A planned load step: (entry index, checkpoint table index, checkpoint tensor).
+type Pair<'c> = (usize, usize, TensorRef<'c>);
+
+impl Module {
+    /// Loads `ckpt` into this module. See [`LoadOptions`]; the returned report (or, on a key or
+    /// size mismatch, the error message) is worded as torch words it.
+    pub fn load(&mut self, ckpt: &Checkpoint, options: &LoadOptions) -> Result<LoadReport> {
+        self.load_with(ckpt, options, None)
+    }
+
+    /// [`Module::load`] with a callback that is called once per loaded entry, after it is bound
+    /// or copied, in file-offset order (non-file-backed tensors last, in table order).
+    pub fn load_with(
+        &mut self,
+        ckpt: &Checkpoint,
+        options: &LoadOptions,
+        mut on_tensor: Option<OnTensor<'_>>,
+    ) -> Result<LoadReport> {
+        let (report, mut pairs) = self.plan(ckpt, options)?;
+        // Destinations and dtypes, checked before anything changes.
+        for (e, _, t) in &pairs {
+            let entry = &self.entries[*e];
+            if t.desc.conj || t.desc.neg {
+                return Err(Error::unsupported(format!(
+                    "entry '{}': the checkpoint tensor has torch's lazy {} bit set",
+                    entry.name(),
+                    if t.desc.conj { "conjugate" } else { "negation" }
+                )));
+            }
+            let from = t.desc.dtype;
+            let to = entry.dtype;
+            let converts = !options.assign || options.convert;
+            if converts && !convert::is_convertible(from, to) {
+                return Err(Error::dtype_mismatch(format!(
+                    "entry '{}': the checkpoint holds {} and the module declares {}; only \
+                     float64, float32, float16 and bfloat16 convert into each other",
+                    entry.name(),
+                    from.name(),
+                    to.name()
+                )));
+            }
+            if !options.assign {
+                match entry.data {
+                    Data::Owned { .. } | Data::Bound { .. } => {}
+                    Data::Meta => {
+                        return Err(Error::state(format!(
+                            "entry '{}' has no data: materialize or bind before a copy load \
+                             (or load with ASSIGN)",
+                            entry.name()
+                        )))
+                    }
+                    Data::View(_) => {
+                        return Err(Error::state(format!(
+                            "entry '{}' is a read-only view into a checkpoint (an assign load); \
+                             bind memory to it before a copy load",
+                            entry.name()
+                        )))
+                    }
+                }
+            }
+        }
+        // File order: ascending file offset, then table order; non-file-backed last.
+        pairs.sort_by_key(|(_, src, t)| (t.file_offset().unwrap_or(u64::MAX), *src));
+        let strict = options.strict;
+        let outcome = if options.assign {
+            self.apply_assign(&pairs, options.convert, strict, &mut on_tensor)
+        } else {
+            self.apply_copy(&pairs, strict, &mut on_tensor)
+        };
+        outcome.map(|()| LoadReport {
+            loaded: pairs.len(),
+            ..report
+        })
+    }
+
+    /// Matches keys and checks shapes. Returns the report and the (entry, tensor) pairs in
+    /// checkpoint table order, or torch's error when torch would raise.
+    fn plan<'c>(
+        &self,
+        ckpt: &'c Checkpoint,
+        options: &LoadOptions,
+    ) -> Result<(LoadReport, Vec<Pair<'c>>)> {
+        let prefix = if options.prefix.is_empty() || options.prefix.ends_with('.') {
+            std::borrow::Cow::Borrowed(options.prefix.as_str())
+        } else {
+            std::borrow::Cow::Owned(format!("{}.", options.prefix))
+        };
+        let mut source = vec![NONE; self.entries.len()];
+        let mut unexpected: Vec<&str> = Vec::new();
+        for i in 0..ckpt.len() {
+            let Some(full) = ckpt.name_at(i) else {
+                continue;
+            };
+            let Some(key) = full.strip_prefix(&*prefix) else {
+                continue;
+            };
+            match self.by_name.get(key) {
+                // A duplicate name in the table: a dict holds the first.
+                Some(&e) if source[e as usize] != NONE => {}
+                Some(&e) if self.entries[e as usize].is_persistent() => source[e as usize] = i,
+                _ => unexpected.push(key),
+            }
+        }
+        let mut pairs = Vec::with_capacity(ckpt.len().min(self.entries.len()));
+        let mut missing = Vec::new();
+        let mut mismatched = Vec::new();
+        for (e, &src) in source.iter().enumerate() {
+            let entry = &self.entries[e];
+            if src == NONE {
+                if entry.is_persistent() {
+                    missing.push(e);
+                }
+                continue;
+            }
+            let t = ckpt.tensor_at(src)?;
+            if !shape_fits(&t.desc.shape, entry.shape()) {
+                mismatched.push((e, t));
+                continue;
+            }
+            pairs.push((e, src, t));
+        }
+        let mut report = LoadReport {
+            module_name: self.name.clone(),
+            strict: options.strict,
+            ..LoadReport::default()
+        };
+        if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
+            // torch's order: module traversal (pre-order), then parameters before buffers,
+            // then state-dict order.
+            let tree = self.tree();
+            let rank = &tree.rank;
+            let entry_key = |e: usize| {
+                let entry = &self.entries[e];
+                (rank[tree.entry_module[e] as usize], entry.is_buffer(), e)
+            };
+            missing.sort_by_key(|&e| entry_key(e));
+            mismatched.sort_by_key(|(e, _)| entry_key(*e));
+            unexpected.sort_by_key(|key| rank[tree.owner_of(key) as usize]);
+            report.missing = missing
+                .iter()
+                .map(|&e| self.entries[e].name().to_string())
+                .collect();
+            report.unexpected = unexpected.iter().map(|k| k.to_string()).collect();
+            report.errors = mismatched
+                .iter()
+                .map(|(e, t)| {
+                    size_mismatch(
+                        self.entries[*e].name(),
+                        &t.desc.shape,
+                        self.entries[*e].shape(),
+                    )
+                })
+                .collect();
+        }
+        if report.is_failure() {
+            let kind =
+                if report.strict && (!report.missing.is_empty() || !report.unexpected.is_empty()) {
+                    ErrorKind::KeyMismatch
+                } else {
+                    ErrorKind::ShapeMismatch
+                };
+            return Err(Error::new(kind, report.error_message()));
+        }
+        Ok((report, pairs))
+    }
+
+    fn apply_assign(
+        &mut self,
+        pairs: &[Pair<'_>],
+        convert: bool,
+        strict: bool,
+        on_tensor: &mut Option<OnTensor<'_>>,
+    ) -> Result<()> {
+        // Without a callback or conversions nothing can fail mid-way: no undo list needed.
+        let keep = strict && (on_tensor.is_some() || convert);
+        let mut undo: Vec<(usize, Data)> = Vec::new();
+        for (e, _, t) in pairs {
+            let entry = &self.entries[*e];
+            let new = if convert && t.desc.dtype != entry.dtype {
+                match converted(t, entry) {
+                    Ok(data) => data,
+                    Err(err) => {
+                        self.undo(undo);
+                        return Err(err);
+                    }
+                }
+            } else {
+                Data::View(view_of(t, entry))
+            };
+            let old = std::mem::replace(&mut self.entries[*e].data, new);
+            if keep {
+                undo.push((*e, old));
+            }
+            if let Some(f) = on_tensor.as_mut() {
+                if !f(&self.entries[*e]) {
+                    let name = self.entries[*e].name().to_string();
+                    self.undo(undo);
+                    return Err(stopped(&name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(&mut self, undo: Vec<(usize, Data)>) {
+        for (e, data) in undo.into_iter().rev() {
+            self.entries[e].data = data;
+        }
+    }
+
+    fn apply_copy(
+        &mut self,
+        pairs: &[Pair<'_>],
+        strict: bool,
+        on_tensor: &mut Option<OnTensor<'_>>,
+    ) -> Result<()> {
+        let save = strict && on_tensor.is_some();
+        let mut saved: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (e, _, t) in pairs {
+            let src = t.contiguous_bytes();
+            let from = t.desc.dtype;
+            let entry = &mut self.entries[*e];
+            let to = entry.dtype;
+            let dst = entry.writable().expect("checked in planning");
+            if save {
+                saved.push((*e, dst.to_vec()));
+            }
+            convert::convert(from, &src, to, dst);
+            if let Some(f) = on_tensor.as_mut() {
+                if !f(&self.entries[*e]) {
+                    let name = self.entries[*e].name().to_string();
+                    for (e, bytes) in saved.into_iter().rev() {
+                        if let Some(dst) = self.entries[e].writable() {
+                            dst.copy_from_slice(&bytes);
+                        }
+                    }
+                    return Err(stopped(&name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stopped(name: &str) -> Error {
+    Error::callback(format!(
+        "the per-tensor callback stopped the load at '{name}'"
+    ))
+}
+
+/// torch accepts a checkpoint shape equal to the model's, and a 1-element 1-d tensor for a 0-d
+/// one (backward compatibility with old checkpoints).
+fn shape_fits(checkpoint: &[i64], model: &[i64]) -> bool {
+    checkpoint == model || (model.is_empty() && checkpoint == [1])
+}
+
+/// A view of the checkpoint tensor with the entry's shape (they differ only for the [1] → []
+/// case, where the view is element 0).
+fn view_of(t: &TensorRef<'_>, entry: &Entry) -> View {
+    let same_rank = t.desc.shape.len() == entry.shape().len();
+    let contiguous = &entry.dims[entry.dims.len() / 2..];
+    let strides = if !same_rank || *t.desc.strides == *contiguous {
+        None
+    } else {
+        Some(t.desc.strides.clone())
+    };
+    let nbytes = if same_rank {
+        t.desc.span_bytes() as usize
+    } else {
+        t.desc.dtype.itemsize()
+    };
+    View {
+        backing: t.storage.backing().clone(),
+        offset: t.storage.start() + t.desc.byte_offset() as usize,
+        dtype: t.desc.dtype,
+        strides,
+        storage_offset: t.desc.storage_offset,
+        nbytes,
+        storage_id: t.storage.id,
+        file_offset: t.file_offset(),
+        mapped: t.storage.is_mapped(),
+    }
+}
+
+/// The checkpoint tensor converted to the entry's declared dtype, in new owned storage.
+fn converted(t: &TensorRef<'_>, entry: &Entry) -> Result<Data> {
+    let mut buf = AlignedBuf::zeroed(entry.nbytes)
+        .map_err(|err| err.context(format!("converting '{}'", entry.name())))?;
+    convert::convert(
+        t.desc.dtype,
+        &t.contiguous_bytes(),
+        entry.dtype,
+        buf.as_mut_slice(),
+    );
+    Ok(Data::Owned {
+        buf,
+        storage_id: new_storage_id(),
+    })
+}

@@ -1,0 +1,508 @@
+//! Meta modules: the parameter skeleton of a model (names, dtypes, shapes, parameter or buffer)
+//! without data, as `with torch.device('meta'): Model()` builds it, and loading a checkpoint into
+//! one (assign / copy / convert) with torch's key matching and torch's report wording.
+//!
+//! An entry's data is in one of four states ([`Data`]): none (meta), a view into a checkpoint's
+//! storage (assign: shares the checkpoint's `Backing`, so the module keeps the mapping alive after
+//! the checkpoint is closed), module-owned aligned memory (materialize, conversion), or memory the
+//! caller lent (bind). This layer is safe Rust; memory comes from [`crate::container`].
+
+pub mod convert;
+mod load;
+mod report;
+mod spec;
+
+pub use load::LoadOptions;
+pub use report::LoadReport;
+
+use crate::checkpoint::{new_storage_id, Backing, Checkpoint};
+use crate::container::{AlignedBuf, BorrowedBuf};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::torch::MAX_NDIM;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+
+/// Parameter or buffer, as `nn.Module` registers it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Parameter,
+    /// A buffer; a non-persistent one is not part of the state dict (never expected in a
+    /// checkpoint, never loaded).
+    Buffer {
+        persistent: bool,
+    },
+}
+
+/// A read-only view into a checkpoint storage's memory, as an assign load binds it.
+pub struct View {
+    backing: Backing,
+    /// Offset of element [0, …, 0] within `backing.bytes()`.
+    offset: usize,
+    dtype: DType,
+    /// The checkpoint tensor's strides when they differ from the contiguous ones.
+    strides: Option<Box<[i64]>>,
+    storage_offset: i64,
+    nbytes: usize,
+    storage_id: u64,
+    file_offset: Option<u64>,
+    mapped: bool,
+}
+
+/// Where an entry's elements are.
+pub enum Data {
+    /// No data (a meta entry).
+    Meta,
+    /// A view into a checkpoint storage (assign load).
+    View(View),
+    /// Module-owned, zero-initialised, 64-byte aligned, contiguous (materialize, conversion).
+    Owned { buf: AlignedBuf, storage_id: u64 },
+    /// The caller's memory (bind), contiguous; at least `nbytes` long.
+    Bound { buf: BorrowedBuf, storage_id: u64 },
+}
+
+/// One entry of a module: a parameter or buffer.
+pub struct Entry {
+    name: CString,
+    kind: EntryKind,
+    /// The declared dtype (what owned and bound storage holds).
+    dtype: DType,
+    /// Shape, then the contiguous strides of that shape (2 × ndim values).
+    dims: Box<[i64]>,
+    numel: u64,
+    /// Bytes of the declared dtype × numel.
+    nbytes: usize,
+    pub(crate) data: Data,
+}
+
+impl Entry {
+    pub fn name(&self) -> &str {
+        self.name.to_str().unwrap_or("")
+    }
+    pub fn name_c(&self) -> &CStr {
+        &self.name
+    }
+    pub fn kind(&self) -> EntryKind {
+        self.kind
+    }
+    pub fn is_parameter(&self) -> bool {
+        self.kind == EntryKind::Parameter
+    }
+    pub fn is_buffer(&self) -> bool {
+        matches!(self.kind, EntryKind::Buffer { .. })
+    }
+    /// Part of the state dict (parameters and persistent buffers).
+    pub fn is_persistent(&self) -> bool {
+        !matches!(self.kind, EntryKind::Buffer { persistent: false })
+    }
+    /// The dtype the module declares (kept by copy loads and converting assign loads).
+    pub fn declared_dtype(&self) -> DType {
+        self.dtype
+    }
+    /// The dtype of the current data: the checkpoint's after a plain assign load.
+    pub fn dtype(&self) -> DType {
+        match &self.data {
+            Data::View(v) => v.dtype,
+            _ => self.dtype,
+        }
+    }
+    pub fn shape(&self) -> &[i64] {
+        &self.dims[..self.dims.len() / 2]
+    }
+    /// Strides in elements: the checkpoint's for views, contiguous otherwise.
+    pub fn strides(&self) -> &[i64] {
+        match &self.data {
+            Data::View(View {
+                strides: Some(s), ..
+            }) => s,
+            _ => &self.dims[self.dims.len() / 2..],
+        }
+    }
+    /// In elements; non-zero only for views.
+    pub fn storage_offset(&self) -> i64 {
+        match &self.data {
+            Data::View(v) => v.storage_offset,
+            _ => 0,
+        }
+    }
+    pub fn numel(&self) -> u64 {
+        self.numel
+    }
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+    pub fn has_data(&self) -> bool {
+        !matches!(self.data, Data::Meta)
+    }
+    /// Bytes from element [0, …, 0] to the end of the last reachable element (`None` when meta).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.data {
+            Data::Meta => None,
+            Data::View(v) => Some(&v.backing.bytes()[v.offset..v.offset + v.nbytes]),
+            Data::Owned { buf, .. } => Some(&buf.as_slice()[..self.nbytes]),
+            Data::Bound { buf, .. } => Some(&buf.as_slice()[..self.nbytes]),
+        }
+    }
+    /// Address of element [0, …, 0]; null when meta.
+    pub fn data_ptr(&self) -> *const u8 {
+        self.bytes().map_or(std::ptr::null(), <[u8]>::as_ptr)
+    }
+    /// Length of [`Entry::bytes`] (0 when meta).
+    pub fn nbytes(&self) -> usize {
+        match &self.data {
+            Data::Meta => 0,
+            Data::View(v) => v.nbytes,
+            _ => self.nbytes,
+        }
+    }
+    /// Equal non-zero ids ⇔ same storage; 0 when meta.
+    pub fn storage_id(&self) -> u64 {
+        match &self.data {
+            Data::Meta => 0,
+            Data::View(v) => v.storage_id,
+            Data::Owned { storage_id, .. } | Data::Bound { storage_id, .. } => *storage_id,
+        }
+    }
+    /// Absolute file offset of element [0, …, 0] when the data is the checkpoint file's bytes.
+    pub fn file_offset(&self) -> Option<u64> {
+        match &self.data {
+            Data::View(v) => v.file_offset,
+            _ => None,
+        }
+    }
+    /// True when the data are pages of a checkpoint's file mapping.
+    pub fn is_mapped(&self) -> bool {
+        matches!(&self.data, Data::View(v) if v.mapped)
+    }
+    pub fn is_contiguous(&self) -> bool {
+        match &self.data {
+            Data::View(View {
+                strides: Some(s), ..
+            }) => is_contiguous(self.shape(), s),
+            _ => true,
+        }
+    }
+    /// The writable bytes of owned or bound storage.
+    fn writable(&mut self) -> Option<&mut [u8]> {
+        let n = self.nbytes;
+        match &mut self.data {
+            Data::Owned { buf, .. } => Some(&mut buf.as_mut_slice()[..n]),
+            Data::Bound { buf, .. } => Some(&mut buf.as_mut_slice()[..n]),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn is_contiguous(shape: &[i64], strides: &[i64]) -> bool {
+    let mut expected: i64 = 1;
+    for (&size, &stride) in shape.iter().zip(strides).rev() {
+        if size != 1 && stride != expected {
+            return false;
+        }
+        expected = expected.saturating_mul(size);
+    }
+    true
+}
+
+/// A module skeleton and, after a load or materialize, its data. `Send` and `Sync`: a shared
+/// checkpoint can be loaded into several modules from several threads.
+pub struct Module {
+    name: String,
+    entries: Vec<Entry>,
+    by_name: HashMap<Box<str>, u32>,
+    /// Submodule paths declared explicitly (modules without entries), with the number of
+    /// entries that existed when each was declared (to keep first-seen order).
+    declared: Vec<(usize, Box<str>)>,
+}
+
+impl Default for Module {
+    fn default() -> Self {
+        Module::new("Module")
+    }
+}
+
+impl Module {
+    /// An empty module; `name` appears in load messages ("Error(s) in loading state_dict for
+    /// <name>"), as the class name does in torch.
+    pub fn new(name: &str) -> Module {
+        Module {
+            name: name.to_string(),
+            entries: Vec::new(),
+            by_name: HashMap::new(),
+            declared: Vec::new(),
+        }
+    }
+
+    pub fn with_capacity(name: &str, entries: usize) -> Module {
+        let mut m = Module::new(name);
+        m.entries.reserve(entries);
+        m.by_name.reserve(entries);
+        m
+    }
+
+    /// A skeleton mirroring a checkpoint's table: every tensor becomes a parameter with the
+    /// checkpoint's name, dtype and shape (state dicts do not record which tensors were buffers).
+    /// A tensor mmckpt cannot represent fails the call, naming it.
+    pub fn from_checkpoint(ckpt: &Checkpoint) -> Result<Module> {
+        let mut m = Module::with_capacity("Module", ckpt.len());
+        for index in 0..ckpt.len() {
+            let name = ckpt.name_at(index).unwrap_or("");
+            if ckpt.index_of(name) != Some(index) {
+                continue; // a duplicate name: the first one is the state dict's
+            }
+            let t = ckpt.tensor_at(index)?;
+            m.add(name, t.desc.dtype, &t.desc.shape, EntryKind::Parameter)?;
+        }
+        Ok(m)
+    }
+
+    /// Builds a meta module from a JSON spec (both forms of module-spec.md).
+    pub fn from_spec(json: &str) -> Result<Module> {
+        spec::parse(json)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+    pub fn entry_at(&self, index: usize) -> Option<&Entry> {
+        self.entries.get(index)
+    }
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).map(|&i| i as usize)
+    }
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.index_of(name).map(|i| &self.entries[i])
+    }
+    fn entry_or_not_found(&self, name: &str) -> Result<usize> {
+        self.index_of(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "module '{}' has no entry named '{name}'",
+                self.name
+            ))
+        })
+    }
+
+    /// Adds a meta entry (no data). Fails with InvalidArgument for a bad name (empty, empty
+    /// segments, a duplicate, or clashing with a submodule path), a negative size, too many
+    /// dimensions, or a size whose bytes overflow.
+    pub fn add(&mut self, name: &str, dtype: DType, shape: &[i64], kind: EntryKind) -> Result<()> {
+        if name.is_empty() || name.split('.').any(str::is_empty) || name.contains('\0') {
+            return Err(Error::invalid_argument(format!(
+                "entry name '{name}' is not a dotted name (empty segment or NUL)"
+            )));
+        }
+        if self.by_name.contains_key(name) {
+            return Err(Error::invalid_argument(format!(
+                "duplicate entry name '{name}'"
+            )));
+        }
+        if shape.len() > MAX_NDIM {
+            return Err(Error::invalid_argument(format!(
+                "entry '{name}' has {} dimensions; at most {MAX_NDIM} are supported",
+                shape.len()
+            )));
+        }
+        if let Some(&bad) = shape.iter().find(|&&s| s < 0) {
+            return Err(Error::invalid_argument(format!(
+                "entry '{name}' has a negative size {bad} in shape {shape:?}"
+            )));
+        }
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |acc, &s| acc.checked_mul(s as u64))
+            .filter(|&n| n <= i64::MAX as u64);
+        let nbytes = numel
+            .and_then(|n| n.checked_mul(dtype.itemsize() as u64))
+            .and_then(|b| usize::try_from(b).ok())
+            .filter(|&b| b <= isize::MAX as usize);
+        let (Some(numel), Some(nbytes)) = (numel, nbytes) else {
+            return Err(Error::invalid_argument(format!(
+                "entry '{name}': shape {shape:?} of {} is too large",
+                dtype.name()
+            )));
+        };
+        let ndim = shape.len();
+        let mut dims = vec![0i64; ndim * 2];
+        dims[..ndim].copy_from_slice(shape);
+        let mut acc: i64 = 1;
+        for d in (0..ndim).rev() {
+            dims[ndim + d] = acc;
+            acc = acc.saturating_mul(shape[d].max(1));
+        }
+        let index = u32::try_from(self.entries.len())
+            .map_err(|_| Error::limit("a module holds at most 2^32 entries"))?;
+        self.entries.push(Entry {
+            name: CString::new(name).map_err(|_| Error::invalid_argument("NUL in name"))?,
+            kind,
+            dtype,
+            dims: dims.into_boxed_slice(),
+            numel,
+            nbytes,
+            data: Data::Meta,
+        });
+        self.by_name.insert(Box::from(name), index);
+        Ok(())
+    }
+
+    /// Declares a submodule path that may hold no entries (a `ReLU`, a LayerNorm without
+    /// affine parameters), so that unexpected keys under it are grouped as torch groups them.
+    pub fn declare_submodule(&mut self, path: &str) -> Result<()> {
+        if path.is_empty() {
+            return Ok(());
+        }
+        if path.split('.').any(str::is_empty) {
+            return Err(Error::invalid_argument(format!(
+                "submodule path '{path}' has an empty segment"
+            )));
+        }
+        self.declared.push((self.entries.len(), Box::from(path)));
+        Ok(())
+    }
+
+    /// Sets the declared dtype of every floating entry (the CLI's `--dtype`). Entries must have
+    /// no data yet (State otherwise); `dtype` must be floating.
+    pub fn set_floating_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !dtype.is_floating() {
+            return Err(Error::invalid_argument(format!(
+                "{} is not a floating dtype",
+                dtype.name()
+            )));
+        }
+        if let Some(e) = self.entries.iter().find(|e| e.has_data()) {
+            return Err(Error::state(format!(
+                "entry '{}' already has data; change dtypes before materialize, bind or load",
+                e.name()
+            )));
+        }
+        for e in &mut self.entries {
+            if e.dtype.is_floating() {
+                e.dtype = dtype;
+                e.nbytes = e.numel as usize * dtype.itemsize();
+            }
+        }
+        Ok(())
+    }
+
+    /// Like `to_empty()`: gives every entry without data owned, zeroed, 64-byte aligned storage
+    /// of its declared dtype. Entries that have data keep it. All or nothing: on NoMemory the
+    /// module is unchanged.
+    pub fn materialize(&mut self) -> Result<()> {
+        let mut bufs = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if !e.has_data() {
+                let buf = AlignedBuf::zeroed(e.nbytes)
+                    .map_err(|err| err.context(format!("materializing '{}'", e.name())))?;
+                bufs.push((i, buf));
+            }
+        }
+        for (i, buf) in bufs {
+            self.entries[i].data = Data::Owned {
+                buf,
+                storage_id: new_storage_id(),
+            };
+        }
+        Ok(())
+    }
+
+    /// Binds caller memory to entry `name` as its (contiguous) storage, replacing any data it
+    /// had. `buf` must hold at least numel × itemsize of the declared dtype (BufferTooSmall).
+    pub fn bind(&mut self, name: &str, buf: BorrowedBuf) -> Result<()> {
+        let i = self.entry_or_not_found(name)?;
+        let e = &mut self.entries[i];
+        if buf.len() < e.nbytes {
+            return Err(Error::buffer_too_small(format!(
+                "entry '{name}' needs {} bytes ({} elements of {}); the buffer has {}",
+                e.nbytes,
+                e.numel,
+                e.dtype.name(),
+                buf.len()
+            )));
+        }
+        e.data = Data::Bound {
+            buf,
+            storage_id: new_storage_id(),
+        };
+        Ok(())
+    }
+
+    /// The submodule tree, built on demand (only reports with missing, unexpected or
+    /// mismatched keys need it, so building and assign-loading stay cheap).
+    fn tree(&self) -> Tree<'_> {
+        let mut tree = Tree {
+            index: HashMap::new(),
+            children: vec![Vec::new()],
+            entry_module: Vec::with_capacity(self.entries.len()),
+            rank: Vec::new(),
+        };
+        tree.index.insert("", 0);
+        let mut declared = self.declared.iter().peekable();
+        for (i, e) in self.entries.iter().enumerate() {
+            while let Some((_, path)) = declared.next_if(|(at, _)| *at <= i) {
+                tree.module(path);
+            }
+            let name = e.name();
+            let m = name.rfind('.').map_or(0, |d| tree.module(&name[..d]));
+            tree.entry_module.push(m);
+        }
+        for (_, path) in declared {
+            tree.module(path);
+        }
+        // Pre-order ranks: torch's traversal order in `load`.
+        tree.rank = vec![0; tree.children.len()];
+        let mut next = 0;
+        let mut stack = vec![0u32];
+        while let Some(m) = stack.pop() {
+            tree.rank[m as usize] = next;
+            next += 1;
+            stack.extend(tree.children[m as usize].iter().rev());
+        }
+        tree
+    }
+}
+
+/// Submodule paths ("" is the root, 0), their children in first-seen order, pre-order ranks.
+struct Tree<'a> {
+    index: HashMap<&'a str, u32>,
+    children: Vec<Vec<u32>>,
+    entry_module: Vec<u32>,
+    rank: Vec<u32>,
+}
+
+impl<'a> Tree<'a> {
+    fn module(&mut self, path: &'a str) -> u32 {
+        if let Some(&m) = self.index.get(path) {
+            return m;
+        }
+        let parent = path.rfind('.').map_or(0, |d| self.module(&path[..d]));
+        let m = self.children.len() as u32;
+        self.children.push(Vec::new());
+        self.children[parent as usize].push(m);
+        self.index.insert(path, m);
+        m
+    }
+
+    /// The module whose `_load_from_state_dict` torch would find `key` unexpected in: the
+    /// deepest submodule reached by following the key's leading segments.
+    fn owner_of(&self, key: &str) -> u32 {
+        let mut owner = 0;
+        for (i, _) in key.match_indices('.') {
+            match self.index.get(&key[..i]) {
+                Some(&m) => owner = m,
+                None => break,
+            }
+        }
+        owner
+    }
+}
+
+#[cfg(test)]
+mod tests;
