@@ -562,32 +562,32 @@ def spec_cases():
 def invalid_spec_cases():
     lin = {"type": "Linear", "in_features": 4, "out_features": 4}
     return [
-        {"name": "unknown_type", "error_contains": "children.linears.items.0",
+        {"name": "unknown_type", "error_contains": "node 'linears.0'",
          "spec": {"type": "Module", "children": {"linears": {"type": "ModuleList", "items": [
              {"type": "Linaer", "in_features": 4, "out_features": 4}, lin]}}}},
-        {"name": "unknown_type_in_repeat", "error_contains": "children.blocks.item",
+        {"name": "unknown_type_in_repeat", "error_contains": "node 'blocks.0'",
          "spec": {"type": "Module", "children": {"blocks": {"type": "ModuleList", "repeat": 2,
                                                             "item": {"type": "Transformer"}}}}},
-        {"name": "missing_argument", "error_contains": "children.fc",
+        {"name": "missing_argument", "error_contains": "node 'fc'",
          "spec": {"type": "Module", "children": {"fc": {"type": "Linear", "in_features": 4}}}},
-        {"name": "mistyped_argument_string", "error_contains": "children.fc",
+        {"name": "mistyped_argument_string", "error_contains": "node 'fc'",
          "spec": {"type": "Module", "children": {"fc": {"type": "Linear", "in_features": "4",
                                                         "out_features": 4}}}},
-        {"name": "mistyped_argument_bool", "error_contains": "items.1",
+        {"name": "mistyped_argument_bool", "error_contains": "node '1'",
          "spec": {"type": "Sequential", "items": [lin, {"type": "Linear", "in_features": 4,
                                                        "out_features": 4, "bias": 1}]}},
-        {"name": "mistyped_kernel_size", "error_contains": "children.conv",
+        {"name": "mistyped_kernel_size", "error_contains": "node 'conv'",
          "spec": {"type": "Module", "children": {"conv": {
              "type": "Conv2d", "in_channels": 3, "out_channels": 3, "kernel_size": [3, 3, 3]}}}},
-        {"name": "negative_size", "error_contains": "children.layers.items.1",
+        {"name": "negative_size", "error_contains": "node 'layers.1'",
          "spec": {"type": "Module", "children": {"layers": {"type": "ModuleList", "items": [
              lin, {"type": "Linear", "in_features": 4, "out_features": -1}]}}}},
-        {"name": "negative_param_shape", "error_contains": "params.w",
+        {"name": "negative_param_shape", "error_contains": "parameter 'w'",
          "spec": {"type": "Module", "params": {"w": {"shape": [2, -3]}}}},
-        {"name": "unknown_dtype", "error_contains": "children.emb",
+        {"name": "unknown_dtype", "error_contains": "node 'emb'",
          "spec": {"type": "Module", "children": {"emb": {
              "type": "Embedding", "num_embeddings": 3, "embedding_dim": 2, "dtype": "float12"}}}},
-        {"name": "duplicate_flat_entry", "error_contains": "a.weight",
+        {"name": "duplicate_flat_entry", "error_contains": "duplicate entry name 'a.weight'",
          "spec": {"name": "Net", "entries": [
              {"name": "a.weight", "shape": [2], "dtype": "float32", "kind": "parameter"},
              {"name": "a.bias", "shape": [2], "dtype": "float32", "kind": "parameter"},
@@ -680,6 +680,10 @@ def main():
     write_manifest_tsv(manifest, p("manifest.tsv"))
 
     specs = spec_cases() + invalid_spec_cases()
+    for case in specs:
+        # The spec as text, in document order (JSON readers that sort object keys would lose
+        # the order that decides torch's registration order).
+        case["spec_text"] = json.dumps(case["spec"])
     with open(p("specs.json"), "w") as f:
         json.dump(specs, f, indent=1)
         f.write("\n")
