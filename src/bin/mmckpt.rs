@@ -3,21 +3,29 @@
 
 use mmckpt::checkpoint::{Checkpoint, OpenOptions, TensorRef};
 use mmckpt::container::LoadMode;
-use mmckpt::{Error, ErrorKind};
+use mmckpt::module::{LoadOptions, Module};
+use mmckpt::{DType, Error, ErrorKind};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::process::ExitCode;
+use std::time::Instant;
 
 const USAGE: &str = "\
 usage:
   mmckpt ls FILE [--root PATH] [--json] [--hash] [--strict] [--read]
       list the tensor table (--hash adds the SHA-256 of each tensor's row-major bytes)
+  mmckpt load FILE [--spec SPEC.json] [--copy] [--dtype DTYPE] [--prefix P] [--non-strict]
+                   [--root PATH] [--read] [--quiet]
+      build a meta module (from SPEC, else from the checkpoint's own table) and load the
+      checkpoint into it: assign (zero-copy views, the default) or --copy into owned memory;
+      --dtype converts floating entries (e.g. bfloat16) while loading
   mmckpt help";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ls") => ls(&args[1..]),
+        Some("load") => load(&args[1..]),
         Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -238,4 +246,120 @@ fn print_table(ckpt: &Checkpoint, hash: bool) {
         ckpt.storages().len(),
         ckpt.format().name()
     );
+}
+
+fn load(args: &[String]) -> Result<(), Error> {
+    let args = Args::parse(
+        args,
+        &["spec", "dtype", "prefix", "root"],
+        &["copy", "non-strict", "read", "quiet"],
+    )?;
+    let file = args.file()?;
+    let dtype = match args.value("dtype") {
+        Some(name) => Some(DType::from_name(name).ok_or_else(|| {
+            usage(format!(
+                "--dtype {name}: not a torch dtype name (e.g. bfloat16)"
+            ))
+        })?),
+        None => None,
+    };
+    let spec = match args.value("spec") {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("cannot read spec '{path}': {e}")))?,
+        ),
+        None => None,
+    };
+    let copy = args.flag("copy");
+
+    let started = Instant::now();
+    let ckpt = Checkpoint::open(file, &args.open_options())?;
+    let opened = Instant::now();
+    let mut module = match &spec {
+        Some(json) => Module::from_spec(json)?,
+        None => Module::from_checkpoint_under(&ckpt, args.value("prefix").unwrap_or(""))?,
+    };
+    if let Some(dtype) = dtype {
+        module.set_floating_dtype(dtype)?;
+    }
+    if copy {
+        module.materialize()?;
+    }
+    let built = Instant::now();
+    let options = LoadOptions {
+        assign: !copy,
+        strict: !args.flag("non-strict"),
+        convert: !copy && dtype.is_some(),
+        prefix: args.value("prefix").unwrap_or("").to_string(),
+    };
+    let report = module.load(&ckpt, &options)?;
+    let loaded = Instant::now();
+
+    let mode = match (copy, options.convert) {
+        (true, _) => "copy",
+        (false, true) => "assign+convert",
+        (false, false) => "assign",
+    };
+    println!(
+        "{} -> {} ({} entries, {mode} load, {} checkpoint)",
+        file,
+        module.name(),
+        module.len(),
+        ckpt.format().name()
+    );
+    let (mut zero_copy_bytes, mut copied_bytes) = (0usize, 0usize);
+    let mut rows = Vec::new();
+    for entry in module.entries() {
+        let zero_copy = entry.is_mapped();
+        if entry.has_data() {
+            if zero_copy {
+                zero_copy_bytes += entry.nbytes();
+            } else {
+                copied_bytes += entry.nbytes();
+            }
+        }
+        rows.push([
+            entry.name().to_string(),
+            entry.dtype().name().to_string(),
+            format!("{:?}", entry.shape()),
+            if !entry.has_data() {
+                "no data".to_string()
+            } else if zero_copy {
+                match entry.file_offset() {
+                    Some(offset) => format!("zero-copy @ file offset {offset}"),
+                    None => "zero-copy".to_string(),
+                }
+            } else {
+                "copied".to_string()
+            },
+        ]);
+    }
+    if !args.flag("quiet") {
+        let widths: Vec<usize> = (0..3)
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        for r in &rows {
+            println!(
+                "  {:<w0$}  {:<w1$}  {:<w2$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2]
+            );
+        }
+    }
+    println!("{}", report.message());
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    println!(
+        "open {:.3} ms, build {:.3} ms, load {:.3} ms; {} bytes zero-copy, {} bytes copied",
+        ms(started, opened),
+        ms(opened, built),
+        ms(built, loaded),
+        zero_copy_bytes,
+        copied_bytes
+    );
+    Ok(())
 }

@@ -244,10 +244,24 @@ impl Module {
     /// checkpoint's name, dtype and shape (state dicts do not record which tensors were buffers).
     /// A tensor mmckpt cannot represent fails the call, naming it.
     pub fn from_checkpoint(ckpt: &Checkpoint) -> Result<Module> {
+        Module::from_checkpoint_under(ckpt, "")
+    }
+
+    /// A skeleton of the checkpoint's tensors under `prefix` (with the prefix stripped, as a
+    /// load with that prefix sees them; a missing final '.' is implied; "" = all).
+    pub fn from_checkpoint_under(ckpt: &Checkpoint, prefix: &str) -> Result<Module> {
+        let prefix = match prefix {
+            "" => String::new(),
+            p if p.ends_with('.') => p.to_string(),
+            p => format!("{p}."),
+        };
         let mut m = Module::with_capacity("Module", ckpt.len());
         for index in 0..ckpt.len() {
-            let name = ckpt.name_at(index).unwrap_or("");
-            if ckpt.index_of(name) != Some(index) {
+            let full = ckpt.name_at(index).unwrap_or("");
+            let Some(name) = full.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            if ckpt.index_of(full) != Some(index) {
                 continue; // a duplicate name: the first one is the state dict's
             }
             let t = ckpt.tensor_at(index)?;
