@@ -11,7 +11,9 @@
 mod checkpoint;
 mod guard;
 mod types;
+mod values;
 
 pub use checkpoint::*;
 pub use guard::*;
 pub use types::*;
+pub use values::*;
