@@ -228,6 +228,63 @@ typedef uint32_t mmckpt_dtype;
 #endif // __cplusplus
 
 /**
+ * What a value is. Values are never renumbered. Python's bytes and bytearray are both
+ * MMCKPT_VALUE_BYTES, set and frozenset both MMCKPT_VALUE_SET, dict and OrderedDict both
+ * MMCKPT_VALUE_DICT.
+ */
+enum mmckpt_value_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  MMCKPT_VALUE_NONE = 0,
+  MMCKPT_VALUE_BOOL = 1,
+  /**
+   * an int that fits in int64_t
+   */
+  MMCKPT_VALUE_INT = 2,
+  /**
+   * an int outside int64_t: read its decimal text with mmckpt_checkpoint_value_string
+   */
+  MMCKPT_VALUE_BIGINT = 3,
+  MMCKPT_VALUE_FLOAT = 4,
+  MMCKPT_VALUE_COMPLEX = 5,
+  /**
+   * a Python str (UTF-8)
+   */
+  MMCKPT_VALUE_STRING = 6,
+  MMCKPT_VALUE_BYTES = 7,
+  MMCKPT_VALUE_LIST = 8,
+  MMCKPT_VALUE_TUPLE = 9,
+  MMCKPT_VALUE_DICT = 10,
+  MMCKPT_VALUE_SET = 11,
+  /**
+   * an instance of a class mmckpt does not interpret (argparse.Namespace); its children are
+   * the attributes its pickled state set; mmckpt_checkpoint_value_class names the class
+   */
+  MMCKPT_VALUE_OBJECT = 12,
+  /**
+   * a tensor or Parameter: a leaf; mmckpt_checkpoint_tensor with the same path describes it
+   */
+  MMCKPT_VALUE_TENSOR = 13,
+  /**
+   * a reference to a class or function (torch.float32), never resolved
+   */
+  MMCKPT_VALUE_GLOBAL = 14,
+  /**
+   * anything else
+   */
+  MMCKPT_VALUE_OTHER = 15,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mmckpt_value_kind mmckpt_value_kind;
+#else
+typedef uint32_t mmckpt_value_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An open checkpoint: opaque, immutable after open, safe to read from any number of threads
  * at once. Free it with mmckpt_checkpoint_close.
  */
@@ -570,6 +627,117 @@ size_t mmckpt_dtype_itemsize(mmckpt_dtype dtype);
  * torch's name of a dtype ("bfloat16"): static text, never freed; NULL if unknown.
  */
 const char *mmckpt_dtype_name(mmckpt_dtype dtype);
+
+/**
+ * Python's name of a value kind ("int", "str", "bigint", …): static text, never freed; NULL if
+ * `kind` is not a mmckpt_value_kind value.
+ */
+const char *mmckpt_value_kind_name(uint32_t kind);
+
+/**
+ * The kind of the value at `path`, a dotted name relative to the checkpoint's root, named as
+ * the tensor table names tensors (dict keys as written, int keys and list/tuple indices in
+ * decimal, object attributes); "" is the root itself. A path that names nothing gives
+ * MMCKPT_ERR_NOT_FOUND, and the last error says which part of the path is missing.
+ *
+ * Every mmckpt_checkpoint_value_* function reads `path` during the call only, finds the value
+ * the same way, never changes the checkpoint, and may run on any number of threads at once.
+ * When a value has the wrong kind for the call they fail with MMCKPT_ERR_INVALID_ARGUMENT and
+ * a message naming the path and the value's kind.
+ */
+mmckpt_status mmckpt_checkpoint_value_kind(const struct mmckpt_checkpoint *ckpt,
+                                           const char *path,
+                                           mmckpt_value_kind *out);
+
+/**
+ * A bool as 0 or 1. Only MMCKPT_VALUE_BOOL values (an int is not a bool).
+ */
+mmckpt_status mmckpt_checkpoint_value_bool(const struct mmckpt_checkpoint *ckpt,
+                                           const char *path,
+                                           int32_t *out);
+
+/**
+ * An int (MMCKPT_VALUE_INT), or a bool as 0 / 1 (Python's bool is an int). A
+ * MMCKPT_VALUE_BIGINT does not fit: MMCKPT_ERR_LIMIT (read its decimal text with
+ * mmckpt_checkpoint_value_string). Floats are not converted (MMCKPT_ERR_INVALID_ARGUMENT).
+ */
+mmckpt_status mmckpt_checkpoint_value_int(const struct mmckpt_checkpoint *ckpt,
+                                          const char *path,
+                                          int64_t *out);
+
+/**
+ * A float, or an int / bigint / bool converted as Python's float() does (rounded to nearest,
+ * ties to even); an int too large for a double gives MMCKPT_ERR_LIMIT (Python raises
+ * OverflowError). NaN and infinities are returned as they are.
+ */
+mmckpt_status mmckpt_checkpoint_value_float(const struct mmckpt_checkpoint *ckpt,
+                                            const char *path,
+                                            double *out);
+
+/**
+ * A complex as its real and imaginary parts; a real number (as mmckpt_checkpoint_value_float
+ * accepts) gives imag 0.
+ */
+mmckpt_status mmckpt_checkpoint_value_complex(const struct mmckpt_checkpoint *ckpt,
+                                              const char *path,
+                                              double *real,
+                                              double *imag);
+
+/**
+ * Copies the text of a value into the caller's buffer `buf` of `cap` bytes, followed by a NUL:
+ * the UTF-8 bytes of a str (MMCKPT_VALUE_STRING), the raw bytes of bytes / bytearray
+ * (MMCKPT_VALUE_BYTES: may contain NUL bytes, so use `*len`), or the decimal digits of an int
+ * of any size (MMCKPT_VALUE_INT, MMCKPT_VALUE_BIGINT, e.g. "1180591620717411303424"; at most
+ * about 4300 digits, as Python, else MMCKPT_ERR_LIMIT). Other kinds: MMCKPT_ERR_INVALID_ARGUMENT.
+ *
+ * On success `*len` is the length without the NUL. When `cap < length + 1` nothing is copied,
+ * `*len` still receives the length, and the call returns MMCKPT_ERR_BUFFER_TOO_SMALL: call
+ * with `buf = NULL, cap = 0` to ask for the size. `buf` may be NULL only when `cap` is 0.
+ * The caller owns the buffer; nothing is retained.
+ */
+mmckpt_status mmckpt_checkpoint_value_string(const struct mmckpt_checkpoint *ckpt,
+                                             const char *path,
+                                             char *buf,
+                                             size_t cap,
+                                             size_t *len);
+
+/**
+ * The dotted class name of a MMCKPT_VALUE_OBJECT ("argparse.Namespace"), or the name a
+ * MMCKPT_VALUE_GLOBAL refers to ("torch.float32"), copied into `buf` as
+ * mmckpt_checkpoint_value_string does (same buffer rules). Other kinds:
+ * MMCKPT_ERR_INVALID_ARGUMENT.
+ */
+mmckpt_status mmckpt_checkpoint_value_class(const struct mmckpt_checkpoint *ckpt,
+                                            const char *path,
+                                            char *buf,
+                                            size_t cap,
+                                            size_t *len);
+
+/**
+ * Number of children of a container (list, tuple, dict, set, object); 0 for every other kind,
+ * tensors included. Dict children are its items (not an OrderedDict's attributes); an object's
+ * children are the attributes of its pickled state, then any list / dict items.
+ */
+mmckpt_status mmckpt_checkpoint_value_child_count(const struct mmckpt_checkpoint *ckpt,
+                                                  const char *path,
+                                                  size_t *out);
+
+/**
+ * The name segment of child `index` (0-based, in walk order) of the value at `path`, as it
+ * appears in paths: a dict key as written (int keys in decimal), a list / tuple / set index in
+ * decimal, an attribute name. The child's own path is `path + "." + key` ("key" alone when
+ * `path` is ""). Copied into `buf` as mmckpt_checkpoint_value_string does (same buffer rules).
+ * An index past the last child: MMCKPT_ERR_NOT_FOUND.
+ *
+ * Keys may contain dots. A path then resolves to the first value, in walk order, whose full
+ * name equals it, exactly as the tensor table keeps the first tensor of a name.
+ */
+mmckpt_status mmckpt_checkpoint_value_child_key(const struct mmckpt_checkpoint *ckpt,
+                                                const char *path,
+                                                size_t index,
+                                                char *buf,
+                                                size_t cap,
+                                                size_t *len);
 
 #ifdef __cplusplus
 }  // extern "C"

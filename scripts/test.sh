@@ -30,4 +30,8 @@ MMCKPT_TEST_SKIP_LARGE=1 ctest --test-dir c_tests/build --output-on-failure -j "
   -T memcheck >/tmp/mmckpt-memcheck.log 2>&1 || { cat /tmp/mmckpt-memcheck.log; exit 1; }
 # valgrind exits 1 on any error or definite leak, which fails that test and ctest.
 grep -E "tests passed|Memory checking results" -A3 /tmp/mmckpt-memcheck.log
+step "torch oracle suite (pytest tests/oracle: random checkpoints, torch.load vs mmckpt ls)"
+cargo build --release
+venv=$(bash scripts/setup-venv.sh)
+"$venv/bin/python" -m pytest tests/oracle -q -rs -p no:cacheprovider
 step "all tests passed"

@@ -14,6 +14,7 @@ pub use error::{Error, ErrorKind, Result};
 pub mod checkpoint;
 pub mod strided;
 pub mod torch;
+pub mod values;
 
 pub use checkpoint::{Checkpoint, OpenOptions, TensorRef};
 pub mod ffi;

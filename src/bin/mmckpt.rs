@@ -4,6 +4,7 @@
 use mmckpt::checkpoint::{Checkpoint, OpenOptions, TensorRef};
 use mmckpt::container::LoadMode;
 use mmckpt::module::{LoadOptions, Module};
+use mmckpt::values::{self, ValueKind, ValueRef, WalkLimits};
 use mmckpt::{DType, Error, ErrorKind};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -13,7 +14,8 @@ use std::time::Instant;
 const USAGE: &str = "\
 usage:
   mmckpt ls FILE [--root PATH] [--json] [--hash] [--strict] [--read]
-      list the tensor table (--hash adds the SHA-256 of each tensor's row-major bytes)
+      list the tensor table (--hash adds the SHA-256 of each tensor's row-major bytes;
+       --json also lists every non-tensor value, under \"values\")
   mmckpt load FILE [--spec SPEC.json] [--copy] [--dtype DTYPE] [--prefix P] [--non-strict]
                    [--root PATH] [--read] [--quiet]
       build a meta module (from SPEC, else from the checkpoint's own table) and load the
@@ -127,7 +129,12 @@ fn ls(args: &[String]) -> Result<(), Error> {
                 Err(e) => json!({"name": name, "error": {"status": e.kind.status_name(), "message": e.message}}),
             })
             .collect();
-        let doc = json!({"format": ckpt.format().name(), "tensors": tensors});
+        let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
+        let values: Vec<Value> = leaves.values.iter().map(value_json).collect();
+        let mut doc = json!({"format": ckpt.format().name(), "tensors": tensors, "values": values});
+        if leaves.truncated {
+            doc["values_truncated"] = json!(true);
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON of plain values")
@@ -164,6 +171,51 @@ fn tensor_json(t: &TensorRef<'_>, hash: bool) -> Value {
         v["sha256"] = json!(sha256_hex(&t.contiguous_bytes()));
     }
     v
+}
+
+/// A JSON number, or for NaN and the infinities the strings "nan", "inf", "-inf".
+fn float_json(f: f64) -> Value {
+    if f.is_finite() {
+        json!(f)
+    } else if f.is_nan() {
+        json!("nan")
+    } else if f > 0.0 {
+        json!("inf")
+    } else {
+        json!("-inf")
+    }
+}
+
+/// `{"name", "kind", "value"}` of a non-tensor leaf. Kinds: none, bool, int (a JSON number
+/// within i64, else a decimal string), float, complex (`[real, imag]`), str, bytes (hex),
+/// global (the dotted name), other (null).
+fn value_json(v: &ValueRef<'_>) -> Value {
+    let (kind, value) = match v.kind() {
+        ValueKind::None => ("none", Value::Null),
+        ValueKind::Bool => ("bool", json!(v.as_bool().unwrap_or(false))),
+        ValueKind::Int => ("int", json!(v.as_i64().unwrap_or(0))),
+        ValueKind::BigInt => match v.decimal() {
+            Ok(text) => ("int", json!(text)),
+            Err(e) => {
+                return json!({"name": v.path(), "kind": "int", "value": null,
+                              "error": {"status": e.kind.status_name(), "message": e.message}})
+            }
+        },
+        ValueKind::Float => ("float", float_json(v.as_f64().unwrap_or(f64::NAN))),
+        ValueKind::Complex => {
+            let (re, im) = v.as_complex().unwrap_or((f64::NAN, f64::NAN));
+            ("complex", json!([float_json(re), float_json(im)]))
+        }
+        ValueKind::Str => ("str", json!(v.as_str().unwrap_or(""))),
+        ValueKind::Bytes => ("bytes", json!(hex(v.as_bytes().unwrap_or(&[])))),
+        ValueKind::Global => ("global", json!(v.class_name().unwrap_or_default())),
+        other => (other.name(), Value::Null),
+    };
+    json!({"name": v.path(), "kind": kind, "value": value})
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

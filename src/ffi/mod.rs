@@ -12,8 +12,10 @@ mod checkpoint;
 mod guard;
 mod module;
 mod types;
+mod values;
 
 pub use checkpoint::*;
 pub use guard::*;
 pub use module::*;
 pub use types::*;
+pub use values::*;
