@@ -446,26 +446,13 @@ fn check_globals(arena: &Arena) -> Result<()> {
 }
 
 fn select_root(arena: &Arena, top: NodeId, root: Option<&str>) -> Result<NodeId> {
-    let Some(path) = root.filter(|p| !p.is_empty()) else {
-        return Ok(top);
-    };
-    let mut node = top;
-    let mut walked = String::new();
-    for segment in path.split('.') {
-        node = torch::child_by_segment(arena, node, segment).ok_or_else(|| {
-            let at = if walked.is_empty() {
-                "the top-level object".to_string()
-            } else {
-                format!("'{walked}'")
-            };
-            Error::not_found(format!("root '{path}': {at} has no member '{segment}'"))
-        })?;
-        if !walked.is_empty() {
-            walked.push('.');
-        }
-        walked.push_str(segment);
+    match root.filter(|p| !p.is_empty()) {
+        // Paths are matched against the tree, so dict keys that contain dots work too.
+        Some(path) => crate::values::lookup(arena, top, path)
+            .map(|v| v.node())
+            .map_err(|e| e.context(format!("root '{path}'"))),
+        None => Ok(top),
     }
-    Ok(node)
 }
 
 struct ZipStorages<'a> {

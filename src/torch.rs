@@ -3,9 +3,8 @@
 //! is bounds-checked with overflow-checked arithmetic.
 
 use crate::dtype::DType;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::pickle::{Arena, NodeId, Value};
-use std::collections::HashMap;
 
 /// Most dimensions a tensor may have (torch itself caps at 64).
 pub const MAX_NDIM: usize = 64;
@@ -581,11 +580,6 @@ pub fn is_allowed_global(module: &str, name: &str) -> bool {
     }
 }
 
-/// Whether a failed interpretation should be recorded on the entry (true) or fail the open.
-pub fn is_per_tensor_error(kind: ErrorKind) -> bool {
-    kind == ErrorKind::Unsupported
-}
-
 /// Children of a data node, named as the tensor table names them. Returns `None` for leaves.
 pub fn children(arena: &Arena, node: NodeId) -> Option<Vec<(ChildName, NodeId)>> {
     let mut out = Vec::new();
@@ -667,46 +661,6 @@ pub fn key_segment(arena: &Arena, key: NodeId) -> String {
             format!("({})", parts.join(", "))
         }
         _ => "?".to_string(),
-    }
-}
-
-/// Lookups by name segment that need no table: used to resolve `root`.
-pub fn child_by_segment(arena: &Arena, node: NodeId, segment: &str) -> Option<NodeId> {
-    children(arena, node)?
-        .into_iter()
-        .find(|(name, _)| name.segment(arena) == segment)
-        .map(|(_, v)| v)
-}
-
-/// Parsing of legacy dtype-to-storage maps for bounds: exposed for the container layer.
-pub fn storage_keys_in_order(arena: &Arena, node: NodeId) -> Vec<String> {
-    arena
-        .as_seq(node)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|&i| match arena.get(i) {
-                    Value::Str(s) => Some(s.to_string()),
-                    Value::Int(v) => Some(v.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Maps storage keys to indices, deduplicating; used by resolvers.
-#[derive(Default)]
-pub struct StorageIndex {
-    by_key: HashMap<String, usize>,
-}
-
-impl StorageIndex {
-    pub fn get(&self, key: &str) -> Option<usize> {
-        self.by_key.get(key).copied()
-    }
-    pub fn insert(&mut self, key: String, index: usize) {
-        self.by_key.insert(key, index);
     }
 }
 
