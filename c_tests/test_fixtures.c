@@ -9,7 +9,7 @@ static void check_file(const manifest_row *rows, size_t count, const char *file,
   unsigned char *bytes;
   size_t len = 0, i, k = 0;
   uint64_t group_ids[256];
-  int torchscript = strcmp(file, "script.pt") == 0;
+  int torchscript = strncmp(file, "script", 6) == 0;
   char path[512];
 
   snprintf(path, sizeof path, "%s", data_path("fixtures/"));
@@ -141,8 +141,11 @@ static void test_root(void) {
 }
 
 int main(int argc, char **argv) {
-  static const char *files[] = {"dtypes.pt", "forms.pt", "nested.pt", "proto4.pt",
-                                "align4096.pt", "script.pt", "recipe.pt"};
+  static const char *files[] = {"dtypes.pt",        "forms.pt",         "nested.pt",
+                                "proto4.pt",        "align4096.pt",     "script.pt",
+                                "recipe.pt",        "legacy.pt",        "legacy_proto4.pt",
+                                "legacy_odd.pt",    "script_nested.pt", "script_traced.pt",
+                                "bigendian.pt",     "location.pt"};
   size_t count = 0, i;
   manifest_row *rows;
   test_init(argc, argv);
