@@ -361,3 +361,86 @@ fn shard_index_errors_name_the_shard_and_the_tensor() {
     assert!(err.message.contains("self.index.json"), "{}", err.message);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A torch-style zip archive (hand-made: stored entries, zero CRCs as torch may write them,
+/// zip64 end records) whose data.pkl is a dict of `count` one-element float32 tensors
+/// `t<i>` = i, each with its own `data/<i>` record.
+fn many_record_archive(count: usize) -> Vec<u8> {
+    let mut pkl = vec![0x80, 2, b'}', b'('];
+    for i in 0..count {
+        pkl.extend(unicode(&format!("t{i}")));
+        pkl.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        pkl.extend(unicode("storage"));
+        pkl.extend_from_slice(b"ctorch\nFloatStorage\n");
+        pkl.extend(unicode(&i.to_string()));
+        pkl.extend(unicode("cpu"));
+        pkl.extend_from_slice(&[b'K', 1, b't', b'Q', b'K', 0, b'K', 1, 0x85, b'K', 1, 0x85]);
+        pkl.extend_from_slice(&[0x89, b'}', b't', b'R']);
+    }
+    pkl.extend_from_slice(b"u.");
+    let mut records: Vec<(String, Vec<u8>)> = vec![("archive/data.pkl".into(), pkl)];
+    for i in 0..count {
+        records.push((
+            format!("archive/data/{i}"),
+            (i as f32).to_le_bytes().to_vec(),
+        ));
+    }
+    records.push(("archive/byteorder".into(), b"little".to_vec()));
+
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in &records {
+        let offset = out.len() as u32;
+        let fixed = |buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version, flags, method, time, date
+            buf.extend_from_slice(&0u32.to_le_bytes()); // crc
+            buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            buf.extend_from_slice(&0u16.to_le_bytes()); // extra
+        };
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        fixed(&mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 0]); // version made by
+        fixed(&mut central);
+        central.extend_from_slice(&[0; 8]); // comment len, disk, internal, external attrs
+        central.extend_from_slice(&0u32.to_le_bytes()[..2]);
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let (cd_offset, cd_size, n) = (out.len() as u64, central.len() as u64, records.len() as u64);
+    out.extend_from_slice(&central);
+    let z64 = out.len() as u64;
+    out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for v in [n, n, cd_size, cd_offset] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&z64.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    out.extend_from_slice(&(cd_size as u32).to_le_bytes());
+    out.extend_from_slice(&(cd_offset as u32).to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+#[test]
+fn an_archive_with_more_than_65535_records_opens_whole() {
+    let count = 70_000;
+    let ckpt =
+        Checkpoint::from_bytes(&many_record_archive(count), &OpenOptions::default()).unwrap();
+    assert_eq!(ckpt.len(), count);
+    assert_eq!(ckpt.storages().len(), count);
+    for i in [0usize, 1, 65_534, 65_535, 65_536, count - 1] {
+        let t = ckpt.tensor(&format!("t{i}")).unwrap();
+        assert_eq!(f32s(t.bytes()), [i as f32], "t{i}");
+        assert_eq!(t.data_ptr() as usize % 4, 0, "t{i}: misaligned");
+    }
+}
