@@ -9,7 +9,7 @@ static void check_file(const manifest_row *rows, size_t count, const char *file,
   unsigned char *bytes;
   size_t len = 0, i, k = 0;
   uint64_t group_ids[256];
-  int torchscript = strcmp(file, "script.pt") == 0;
+  int torchscript = strncmp(file, "script", 6) == 0;
   char path[512];
 
   snprintf(path, sizeof path, "%s", data_path("fixtures/"));
@@ -140,9 +140,54 @@ static void test_root(void) {
   CHECK(ckpt == NULL);
 }
 
+/* exotic.pt: quantized, sparse, nested and subclass tensors fail alone (UNSUPPORTED, naming the
+   tensor and its kind); the plain tensors load; lazy conj/neg bits are flags. */
+static void test_unsupported_kinds(void) {
+  static const struct { const char *name, *kind; } bad[] = {
+      {"quantized", "quantized"}, {"sparse", "sparse"}, {"nested", "nested"}, {"subclass", "subclass"}};
+  mmckpt_checkpoint *ckpt = NULL;
+  mmckpt_tensor t;
+  size_t i;
+  CHECK_OK(mmckpt_checkpoint_open(data_path("fixtures/exotic.pt"), NULL, &ckpt));
+  if (!ckpt) return;
+  CHECK(mmckpt_checkpoint_tensor_count(ckpt) == 8);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CHECK_STATUS(mmckpt_checkpoint_tensor(ckpt, bad[i].name, &t), MMCKPT_ERR_UNSUPPORTED);
+    CHECK_ERROR_MENTIONS(bad[i].name);
+    CHECK_ERROR_MENTIONS(bad[i].kind);
+  }
+  CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "plain", &t));
+  CHECK(t.data != NULL && t.numel == 6 && (t.flags & MMCKPT_TENSOR_MAPPED));
+  CHECK(!(t.flags & (MMCKPT_TENSOR_CONJ | MMCKPT_TENSOR_NEG)));
+  CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "plain_int", &t));
+  CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "conj", &t));
+  CHECK((t.flags & MMCKPT_TENSOR_CONJ) && !(t.flags & MMCKPT_TENSOR_NEG));
+  CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "neg", &t));
+  CHECK((t.flags & MMCKPT_TENSOR_NEG) && !(t.flags & MMCKPT_TENSOR_CONJ));
+  mmckpt_checkpoint_close(ckpt);
+}
+
+/* A shard index opens as one checkpoint; its tensors point into the shard files. */
+static void test_sharded(void) {
+  mmckpt_checkpoint *ckpt = NULL;
+  mmckpt_tensor t;
+  CHECK_OK(mmckpt_checkpoint_open(data_path("fixtures/shards/pytorch_model.bin.index.json"), NULL, &ckpt));
+  if (!ckpt) return;
+  CHECK(strcmp(mmckpt_checkpoint_format(ckpt), "sharded") == 0);
+  CHECK(mmckpt_checkpoint_tensor_count(ckpt) == 5);
+  CHECK_OK(mmckpt_checkpoint_tensor_at(ckpt, 0, &t));
+  CHECK(strcmp(t.name, "model.embed.weight") == 0 && (t.flags & MMCKPT_TENSOR_MAPPED));
+  CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "lm_head.weight", &t));
+  CHECK(t.numel == 24 && t.data != NULL);
+  mmckpt_checkpoint_close(ckpt);
+}
+
 int main(int argc, char **argv) {
-  static const char *files[] = {"dtypes.pt", "forms.pt", "nested.pt", "proto4.pt",
-                                "align4096.pt", "script.pt", "recipe.pt"};
+  static const char *files[] = {"dtypes.pt",        "forms.pt",         "nested.pt",
+                                "proto4.pt",        "align4096.pt",     "script.pt",
+                                "recipe.pt",        "legacy.pt",        "legacy_proto4.pt",
+                                "legacy_odd.pt",    "script_nested.pt", "script_traced.pt",
+                                "bigendian.pt",     "location.pt"};
   size_t count = 0, i;
   manifest_row *rows;
   test_init(argc, argv);
@@ -158,5 +203,7 @@ int main(int argc, char **argv) {
   free(rows);
   test_views_and_ties();
   test_root();
+  test_unsupported_kinds();
+  test_sharded();
   return test_finish("test_fixtures");
 }

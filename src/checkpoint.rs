@@ -2,6 +2,7 @@
 //! the value tree, and the flat tensor table in a stable order. Immutable after open, so any
 //! number of threads may read one at once.
 
+use crate::container::legacy::{self, LegacyRecord};
 use crate::container::zip::{self, ZipArchive, ZipLimits};
 use crate::container::{AlignedBuf, LoadMode, Source};
 use crate::dtype::DType;
@@ -21,6 +22,11 @@ pub enum Format {
     Zip,
     /// `torch.jit.save`: a zip archive with `code/` and `constants.pkl`.
     TorchScript,
+    /// `_use_new_zipfile_serialization=False` (and everything before torch 1.6): a run of
+    /// pickles followed by the storages' bytes.
+    Legacy,
+    /// A Hugging Face shard index (`*.index.json`) over several checkpoint files.
+    Sharded,
 }
 
 impl Format {
@@ -31,6 +37,8 @@ impl Format {
         match self {
             Format::Zip => c"zip",
             Format::TorchScript => c"torchscript",
+            Format::Legacy => c"legacy",
+            Format::Sharded => c"sharded",
         }
     }
 }
@@ -209,10 +217,16 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Opens a checkpoint file, or a Hugging Face shard index (a path ending in `.index.json`,
+    /// or a file starting with `{`) as one checkpoint over all its shards.
     pub fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Checkpoint> {
-        let source = Arc::new(Source::open(path.as_ref(), options.mode)?);
+        let path = path.as_ref();
+        let source = Arc::new(Source::open(path, options.mode)?);
+        if crate::shards::is_index(path, source.bytes()) {
+            return crate::shards::open_index(path, source, options);
+        }
         Checkpoint::from_source(source, options)
-            .map_err(|e| e.context(format!("'{}'", path.as_ref().display())))
+            .map_err(|e| e.context(format!("'{}'", path.display())))
     }
 
     pub fn from_bytes(bytes: &[u8], options: &OpenOptions) -> Result<Checkpoint> {
@@ -221,9 +235,46 @@ impl Checkpoint {
 
     pub fn from_source(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
         let bytes = source.bytes();
-        if !zip::looks_like_zip(bytes) {
-            return Err(Error::format(describe_unknown_format(bytes)));
+        if zip::looks_like_zip(bytes) {
+            Checkpoint::from_zip(source, options)
+        } else if legacy::looks_like_pickle(bytes) {
+            Checkpoint::from_legacy(source, options)
+        } else {
+            Err(Error::format(describe_unknown_format(bytes)))
         }
+    }
+
+    fn from_legacy(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+        let bytes = source.bytes();
+        let mut arena = Arena::new();
+        let header = legacy::parse(
+            &mut arena,
+            bytes,
+            &options.limits.pickle,
+            options.limits.max_pickle_bytes,
+        )?;
+        let records = legacy::locate_storages(bytes, &header)?;
+        let resolver = LegacyStorages {
+            source: &source,
+            records: &records,
+            storages: Vec::new(),
+            by_key: HashMap::new(),
+        };
+        let top = header.object;
+        finish(
+            source.clone(),
+            Format::Legacy,
+            arena,
+            top,
+            options,
+            false,
+            resolver,
+            |r| r.storages,
+        )
+    }
+
+    fn from_zip(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+        let bytes = source.bytes();
         let archive = zip::parse(bytes, &options.limits.zip)?;
         let format = if archive.get("constants.pkl").is_some() {
             Format::TorchScript
@@ -231,10 +282,17 @@ impl Checkpoint {
             Format::Zip
         };
         let pkl = archive.get("data.pkl").ok_or_else(|| {
-            Error::format(format!(
-                "zip archive has no '{}/data.pkl' record: not a torch.save checkpoint",
-                archive.prefix()
-            ))
+            Error::format(if format == Format::TorchScript {
+                format!(
+                    "TorchScript archive has no '{}/data.pkl' record (the module's state)",
+                    archive.prefix()
+                )
+            } else {
+                format!(
+                    "zip archive has no '{}/data.pkl' record: not a torch.save checkpoint",
+                    archive.prefix()
+                )
+            })
         })?;
         if pkl.size > options.limits.max_pickle_bytes {
             return Err(Error::limit(format!(
@@ -258,25 +316,57 @@ impl Checkpoint {
             &options.limits.pickle,
         )
         .map_err(|e| e.context("data.pkl"))?;
-        if options.strict {
-            check_globals(&arena)?;
-        }
-        let root = select_root(&arena, top, options.root.as_deref())?;
-        let mut resolver = ZipStorages {
+        let resolver = ZipStorages {
             source: &source,
             archive: &archive,
             storages: Vec::new(),
             by_key: HashMap::new(),
         };
-        let (tensors, entries) = build_table(&arena, root, &mut resolver, &options.limits)?;
-        let mut storages = resolver.storages;
-        fix_storages(&mut storages, &tensors, byte_order_big)?;
-        let mut by_name = HashMap::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
-            let name: Box<str> = entry.name.to_str().unwrap_or("").into();
-            by_name.entry(name).or_insert(i);
+        finish(
+            source.clone(),
+            format,
+            arena,
+            top,
+            options,
+            byte_order_big,
+            resolver,
+            |r| r.storages,
+        )
+    }
+
+    /// One checkpoint over the tables of several (the shards of an index): `parts` are the
+    /// opened shards, each with the indices of the entries to keep, in the order to keep them.
+    /// Storages keep their backings (each shard's mapping stays shared, never copied).
+    pub(crate) fn concat(
+        source: Arc<Source>,
+        format: Format,
+        parts: Vec<(Checkpoint, Vec<usize>)>,
+    ) -> Checkpoint {
+        let mut arena = Arena::new();
+        let root = arena.push(Value::Dict {
+            items: Vec::new(),
+            state: None,
+        });
+        let (mut storages, mut tensors, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+        let mut byte_order_big = false;
+        for (part, keep) in parts {
+            byte_order_big |= part.byte_order_big;
+            let (storage_base, tensor_base) = (storages.len(), tensors.len());
+            storages.extend(part.storages);
+            tensors.extend(part.tensors.into_iter().map(|mut t| {
+                t.storage += storage_base;
+                t
+            }));
+            let mut part_entries: Vec<Option<Entry>> = part.entries.into_iter().map(Some).collect();
+            for index in keep {
+                if let Some(mut entry) = part_entries.get_mut(index).and_then(Option::take) {
+                    entry.tensor = entry.tensor.map(|t| t + tensor_base);
+                    entries.push(entry);
+                }
+            }
         }
-        Ok(Checkpoint {
+        let by_name = index_names(&entries);
+        Checkpoint {
             source,
             format,
             arena,
@@ -286,7 +376,7 @@ impl Checkpoint {
             entries,
             by_name,
             byte_order_big,
-        })
+        }
     }
 
     /// Test support (module-layer tests build checkpoints without the zip and pickle code): a
@@ -416,11 +506,54 @@ impl Checkpoint {
     }
 }
 
+/// select_root, the table, the storage fix-ups: the part of opening shared by every format.
+#[allow(clippy::too_many_arguments)]
+fn finish<R: StorageResolver>(
+    source: Arc<Source>,
+    format: Format,
+    arena: Arena,
+    top: NodeId,
+    options: &OpenOptions,
+    byte_order_big: bool,
+    mut resolver: R,
+    into_storages: fn(R) -> Vec<Storage>,
+) -> Result<Checkpoint> {
+    if options.strict {
+        check_globals(&arena)?;
+    }
+    let root = select_root(&arena, top, options.root.as_deref())?;
+    let (tensors, entries) = build_table(&arena, root, &mut resolver, &options.limits)?;
+    let mut storages = into_storages(resolver);
+    fix_storages(&mut storages, &tensors, byte_order_big)?;
+    let by_name = index_names(&entries);
+    Ok(Checkpoint {
+        source,
+        format,
+        arena,
+        root,
+        storages,
+        tensors,
+        entries,
+        by_name,
+        byte_order_big,
+    })
+}
+
+fn index_names(entries: &[Entry]) -> HashMap<Box<str>, usize> {
+    let mut by_name = HashMap::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let name: Box<str> = entry.name.to_str().unwrap_or("").into();
+        by_name.entry(name).or_insert(i);
+    }
+    by_name
+}
+
 fn describe_unknown_format(bytes: &[u8]) -> String {
     if bytes.len() >= 2 && bytes[0] == 0x80 && bytes[1] <= 5 {
-        "file is a bare pickle stream (the legacy torch.save format), which this version \
-         does not read yet"
-            .to_string()
+        format!(
+            "file is a pickle of protocol {}; torch.save files use protocol 2 or higher",
+            bytes[1]
+        )
     } else if bytes.len() >= 262 && &bytes[257..262] == b"ustar" {
         "file is a tar archive (the pre-1.0 torch.save format), which is not supported".to_string()
     } else {
@@ -503,6 +636,70 @@ impl StorageResolver for ZipStorages<'_> {
         });
         self.by_key.insert(id.key.clone(), index);
         Ok((index, declared))
+    }
+}
+
+/// Storages of a legacy file: slices of the file (or, for old torch's storage views, slices
+/// of a root storage), located by [`legacy::locate_storages`].
+struct LegacyStorages<'a> {
+    source: &'a Arc<Source>,
+    records: &'a HashMap<String, LegacyRecord>,
+    storages: Vec<Storage>,
+    by_key: HashMap<String, usize>,
+}
+
+impl StorageResolver for LegacyStorages<'_> {
+    fn resolve(&mut self, id: &StorageId) -> Result<(usize, u64)> {
+        let own_key = id.legacy_view.as_ref().map_or(&id.key, |(view, _, _)| view);
+        if let Some(&index) = self.by_key.get(own_key) {
+            return Ok((index, self.storages[index].len as u64));
+        }
+        let record = self.records.get(&id.key).ok_or_else(|| {
+            Error::format(format!(
+                "storage '{}' is not in the legacy file's storage key list",
+                id.key
+            ))
+        })?;
+        let itemsize = id.dtype.map_or(1, |d| d.itemsize() as u64);
+        let overflow = || Error::format(format!("storage '{}': size overflows", id.key));
+        let (start, len) = match &id.legacy_view {
+            None => {
+                let declared = id.declared_bytes().ok_or_else(overflow)?;
+                if declared > record.nbytes {
+                    return Err(Error::format(format!(
+                        "storage '{}' declares {} elements of {} ({declared} bytes) but the \
+                         file holds {} bytes for it at byte {}",
+                        id.key, id.numel, id.class_name, record.nbytes, record.data_offset
+                    )));
+                }
+                (record.data_offset, declared)
+            }
+            Some((view, offset, size)) => {
+                let start = offset.checked_mul(itemsize).ok_or_else(overflow)?;
+                let len = size.checked_mul(itemsize).ok_or_else(overflow)?;
+                let end = start.checked_add(len).ok_or_else(overflow)?;
+                if end > record.nbytes {
+                    return Err(Error::format(format!(
+                        "storage view '{view}' (elements {offset}..{offset}+{size} of {}) ends at \
+                         byte {end} of storage '{}', past its {} bytes",
+                        id.class_name, id.key, record.nbytes
+                    )));
+                }
+                (record.data_offset + start, len)
+            }
+        };
+        let index = self.storages.len();
+        self.storages.push(Storage {
+            key: own_key.clone(),
+            id: new_storage_id(),
+            location: id.location.clone(),
+            backing: Backing::File(self.source.clone()),
+            start: start as usize,
+            len: len as usize,
+            file_offset: Some(start),
+        });
+        self.by_key.insert(own_key.clone(), index);
+        Ok((index, len))
     }
 }
 

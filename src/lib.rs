@@ -12,6 +12,7 @@ pub mod pickle;
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub mod checkpoint;
+pub mod shards;
 pub mod strided;
 pub mod torch;
 pub mod values;

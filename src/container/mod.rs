@@ -1,5 +1,7 @@
-//! Finds the bytes: which format a file is in, where each record's data starts.
+//! Finds the bytes: which format a file is in, where each record's data starts (zip archives,
+//! the legacy pickle-stream format).
 
+pub mod legacy;
 pub mod source;
 pub mod zip;
 

@@ -1,0 +1,356 @@
+//! The legacy `torch.save` format (`_use_new_zipfile_serialization=False`, and every file saved
+//! before torch 1.6): a run of pickles — the magic number, the protocol version 1001, the sys
+//! info dict, the object, the list of storage keys — then, for each key in that list's order,
+//! an 8-byte little-endian element count and the storage's raw bytes. No alignment anywhere.
+//!
+//! The byte count of a storage is its element count times the element size of the storage
+//! class the object pickle names for that key (`torch.FloatStorage` …; untyped storages count
+//! bytes), so the storages can only be located after the object pickle has been read.
+//!
+//! Byte order: since torch 0.4 the writer (`THPStorage_writeFileRaw`) converts the counts and
+//! the data to little-endian on big-endian hosts, and the reader (`_legacy_load`) never looks
+//! at the sys info's `little_endian`; mmckpt does the same. The sys info's `type_sizes` must be
+//! the sizes every torch build has (`short` 2, `int` 4, `long` 4 or 8).
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::pickle::{self, Arena, NodeId, Value};
+use std::collections::HashMap;
+
+/// `0x1950a86a20f9469cfc6c` as pickle's LONG1 payload (little-endian two's complement).
+const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+/// The legacy format's protocol version.
+pub const PROTOCOL_VERSION: i64 = 1001;
+
+/// True when the file starts like a pickle of protocol 2–5 (the legacy format, or some other
+/// pickle: [`parse`] tells them apart by the magic number).
+pub fn looks_like_pickle(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1])
+}
+
+/// What the pickles at the start of a legacy file say.
+#[derive(Debug)]
+pub struct LegacyHeader {
+    /// The saved object.
+    pub object: NodeId,
+    /// The storage keys, in the order their bytes follow.
+    pub storage_keys: Vec<String>,
+    /// Element size of each key's storage class, from the object's persistent ids (the first
+    /// use of a key decides, as in torch); `None` when the class is unknown.
+    pub itemsizes: HashMap<String, Option<usize>>,
+    /// Absolute offset of the first storage's element count.
+    pub data_start: usize,
+    /// The sys info's `little_endian` (informational: the data is little-endian either way).
+    pub little_endian: bool,
+}
+
+/// Where one storage's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegacyRecord {
+    /// Elements, as the 8-byte count says.
+    pub numel: u64,
+    pub itemsize: usize,
+    /// Absolute offset of the first data byte.
+    pub data_offset: u64,
+    pub nbytes: u64,
+}
+
+fn load_next(
+    arena: &mut Arena,
+    bytes: &[u8],
+    pos: &mut usize,
+    limits: &pickle::Limits,
+    max_pickle_bytes: u64,
+    what: &str,
+) -> Result<NodeId> {
+    let start = *pos;
+    if start >= bytes.len() {
+        return Err(Error::format(format!(
+            "legacy file ends at byte {start} before its {what} pickle"
+        )));
+    }
+    let (node, used) = pickle::load(arena, &bytes[start..], limits)
+        .map_err(|e| e.context(format!("legacy {what} pickle at byte {start}")))?;
+    *pos = start + used;
+    if *pos as u64 > max_pickle_bytes {
+        return Err(Error::limit(format!(
+            "the legacy file's pickles take more than {max_pickle_bytes} bytes"
+        )));
+    }
+    Ok(node)
+}
+
+fn key_of(arena: &Arena, node: NodeId) -> Option<String> {
+    match arena.get(node) {
+        Value::Str(s) => Some(s.to_string()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Element size of a storage class global, including the quantized classes (whose tensors
+/// mmckpt does not represent, but whose bytes must be stepped over).
+pub fn storage_class_itemsize(module: &str, name: &str) -> Option<usize> {
+    match (module, name) {
+        ("torch", "UntypedStorage") | ("torch.storage", "UntypedStorage") => Some(1),
+        ("torch", "QInt8Storage" | "QUInt8Storage" | "QUInt4x2Storage" | "QUInt2x4Storage") => {
+            Some(1)
+        }
+        ("torch", "QInt32Storage") => Some(4),
+        ("torch", n) => DType::from_storage_class(n).map(|d| d.itemsize()),
+        _ => None,
+    }
+}
+
+fn check_sys_info(arena: &Arena, node: NodeId) -> Result<bool> {
+    let Value::Dict { items, .. } = arena.get(node) else {
+        return Err(Error::format("legacy sys info pickle is not a dict"));
+    };
+    let get = |key: &str| {
+        items
+            .iter()
+            .find(|&&(k, _)| arena.as_str(k) == Some(key))
+            .map(|&(_, v)| v)
+    };
+    let little_endian = match get("little_endian").map(|v| arena.get(v)) {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(Error::format(
+                "legacy sys info: little_endian is not a bool",
+            ))
+        }
+    };
+    if let Some(sizes) = get("type_sizes") {
+        let Value::Dict { items: sizes, .. } = arena.get(sizes) else {
+            return Err(Error::format("legacy sys info: type_sizes is not a dict"));
+        };
+        for &(k, v) in sizes {
+            let name = arena.as_str(k).unwrap_or("?");
+            let allowed: &[i64] = match name {
+                "short" => &[2],
+                "int" => &[4],
+                "long" => &[4, 8],
+                _ => continue,
+            };
+            let size = arena.as_int(v);
+            if !size.is_some_and(|s| allowed.contains(&s)) {
+                return Err(Error::format(format!(
+                    "legacy sys info: type_sizes says '{name}' is {} bytes; expected {}",
+                    size.map_or("not an int".to_string(), |s| s.to_string()),
+                    allowed
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )));
+            }
+        }
+    }
+    Ok(little_endian)
+}
+
+/// Reads the five pickles at the start of a legacy file into `arena`.
+pub fn parse(
+    arena: &mut Arena,
+    bytes: &[u8],
+    limits: &pickle::Limits,
+    max_pickle_bytes: u64,
+) -> Result<LegacyHeader> {
+    let mut pos = 0usize;
+    let magic = load_next(
+        arena,
+        bytes,
+        &mut pos,
+        limits,
+        max_pickle_bytes,
+        "magic number",
+    )?;
+    match arena.get(magic) {
+        Value::BigInt(b) if b[..] == MAGIC => {}
+        _ => {
+            return Err(Error::format(
+                "file is a pickle that does not start with torch's magic number \
+                 0x1950a86a20f9469cfc6c: not a torch.save file",
+            ))
+        }
+    }
+    let version = load_next(arena, bytes, &mut pos, limits, max_pickle_bytes, "protocol")?;
+    match arena.as_int(version) {
+        Some(PROTOCOL_VERSION) => {}
+        other => {
+            return Err(Error::format(format!(
+                "legacy protocol version is {}; expected {PROTOCOL_VERSION}",
+                other.map_or("not an int".to_string(), |v| v.to_string())
+            )))
+        }
+    }
+    let sys_info = load_next(arena, bytes, &mut pos, limits, max_pickle_bytes, "sys info")?;
+    let little_endian = check_sys_info(arena, sys_info)?;
+    let first_object_node = arena.len();
+    let object = load_next(arena, bytes, &mut pos, limits, max_pickle_bytes, "object")?;
+    let object_nodes = first_object_node..arena.len();
+    let keys_node = load_next(
+        arena,
+        bytes,
+        &mut pos,
+        limits,
+        max_pickle_bytes,
+        "storage keys",
+    )?;
+    let items = match arena.get(keys_node) {
+        Value::List(items) | Value::Tuple(items) => items,
+        _ => return Err(Error::format("legacy storage key list is not a list")),
+    };
+    let storage_keys = items
+        .iter()
+        .map(|&k| {
+            key_of(arena, k).ok_or_else(|| {
+                Error::format("legacy storage key list holds a value that is not a string")
+            })
+        })
+        .collect::<Result<Vec<String>>>()?;
+
+    // Each key's element size: the storage class of its first persistent id.
+    let mut itemsizes: HashMap<String, Option<usize>> = HashMap::new();
+    for id in object_nodes {
+        let Value::PersistentId(pid) = arena.get(id as NodeId) else {
+            continue;
+        };
+        let Some(items) = arena.as_seq(*pid) else {
+            continue;
+        };
+        if items.len() < 5 || arena.as_str(items[0]) != Some("storage") {
+            continue; // malformed ids are reported when the tensor is interpreted
+        }
+        let Some(key) = key_of(arena, items[2]) else {
+            continue;
+        };
+        let itemsize = arena
+            .global_name(items[1])
+            .and_then(|(m, n)| storage_class_itemsize(m, n));
+        itemsizes.entry(key).or_insert(itemsize);
+    }
+    Ok(LegacyHeader {
+        object,
+        storage_keys,
+        itemsizes,
+        data_start: pos,
+        little_endian,
+    })
+}
+
+/// Walks the storage sections after the pickles: for each key, its count and bytes.
+pub fn locate_storages(
+    bytes: &[u8],
+    header: &LegacyHeader,
+) -> Result<HashMap<String, LegacyRecord>> {
+    let len = bytes.len() as u64;
+    let mut pos = header.data_start as u64;
+    let mut records = HashMap::with_capacity(header.storage_keys.len());
+    for key in &header.storage_keys {
+        let itemsize = match header.itemsizes.get(key) {
+            Some(Some(size)) => *size as u64,
+            Some(None) => {
+                return Err(Error::unsupported(format!(
+                    "legacy storage '{key}' has a storage class of unknown element size, so \
+                     its bytes (at byte {pos}) and those of every later storage cannot be found"
+                )))
+            }
+            None => {
+                return Err(Error::format(format!(
+                    "legacy storage key list names '{key}', which no tensor in the object uses"
+                )))
+            }
+        };
+        if len.saturating_sub(pos) < 8 {
+            return Err(Error::format(format!(
+                "legacy storage '{key}': the file ends at byte {len}, inside the 8-byte element \
+                 count at byte {pos}"
+            )));
+        }
+        let at = pos as usize;
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&bytes[at..at + 8]);
+        let numel = u64::from_le_bytes(count);
+        let data_offset = pos + 8;
+        let nbytes = numel.checked_mul(itemsize).ok_or_else(|| {
+            Error::format(format!(
+                "legacy storage '{key}': element count {numel} (at byte {pos}) overflows"
+            ))
+        })?;
+        let end = data_offset
+            .checked_add(nbytes)
+            .filter(|&end| end <= len)
+            .ok_or_else(|| {
+                Error::format(format!(
+                    "legacy storage '{key}' declares {numel} elements of {itemsize} bytes \
+                     ({nbytes} bytes from byte {data_offset}), but the file ends at byte {len}"
+                ))
+            })?;
+        let record = LegacyRecord {
+            numel,
+            itemsize: itemsize as usize,
+            data_offset,
+            nbytes,
+        };
+        if records.insert(key.clone(), record).is_some() {
+            return Err(Error::format(format!(
+                "legacy storage key list names '{key}' twice"
+            )));
+        }
+        pos = end;
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(keys: &[&str], sizes: &[(&str, Option<usize>)], start: usize) -> LegacyHeader {
+        LegacyHeader {
+            object: 0,
+            storage_keys: keys.iter().map(|k| k.to_string()).collect(),
+            itemsizes: sizes.iter().map(|(k, s)| (k.to_string(), *s)).collect(),
+            data_start: start,
+            little_endian: true,
+        }
+    }
+
+    #[test]
+    fn storages_follow_each_other_without_alignment() {
+        let mut bytes = vec![0xAAu8; 3];
+        bytes.extend_from_slice(&2u64.to_le_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        bytes.extend_from_slice(&3u64.to_le_bytes());
+        bytes.extend_from_slice(&[9, 9, 9]);
+        let h = header(&["b", "a"], &[("a", Some(1)), ("b", Some(4))], 3);
+        let r = locate_storages(&bytes, &h).unwrap();
+        assert_eq!(r["b"].data_offset, 11);
+        assert_eq!(r["b"].nbytes, 8);
+        assert_eq!(r["a"].data_offset, 27);
+        assert_eq!(r["a"].nbytes, 3);
+    }
+
+    #[test]
+    fn cut_and_oversized_storages_are_format_errors() {
+        let mut bytes = 5u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 19]);
+        let h = header(&["k"], &[("k", Some(4))], 0);
+        let e = locate_storages(&bytes, &h).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Format);
+        assert!(e.message.contains("'k'") && e.message.contains("ends at byte 27"));
+        let e = locate_storages(&bytes[..5], &h).unwrap_err();
+        assert!(e.message.contains("8-byte element count"), "{}", e.message);
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(&[0; 8]);
+        let e = locate_storages(&huge, &h).unwrap_err();
+        assert!(e.message.contains("overflows"), "{}", e.message);
+        let h = header(&["k"], &[("k", None)], 0);
+        let e = locate_storages(&bytes, &h).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Unsupported);
+        let h = header(&["x"], &[], 0);
+        assert!(locate_storages(&bytes, &h).is_err());
+    }
+}
