@@ -21,6 +21,12 @@ DTYPE_NAMES = [
 ]
 DTYPES = [getattr(torch, n) for n in DTYPE_NAMES if hasattr(torch, n)]
 PARAM_DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16}
+# The legacy format writes the newer dtypes with untyped storages, which torch 2.15 itself
+# cannot load back ("UntypedStorage has no attribute 'dtype'"): legacy cases use the dtypes
+# that have typed storage classes.
+LEGACY_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8,
+                 torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool,
+                 torch.complex64, torch.complex128]
 
 
 def base_tensor(rng, dtype, numel):
@@ -93,8 +99,9 @@ def rand_view(rng, base, shape):
 class TensorMaker:
     """Makes tensors; some share a storage with earlier ones, some are the same object."""
 
-    def __init__(self, rng, large_ok):
+    def __init__(self, rng, large_ok, dtypes=DTYPES):
         self.rng = rng
+        self.dtypes = dtypes
         self.bases = []  # (dtype, 1-D base)
         self.made = []
         self.large_ok = large_ok
@@ -110,7 +117,7 @@ class TensorMaker:
         if reuse and rng.random() < 0.3:
             base = rng.choice(reuse)  # another view of an existing storage
         else:
-            dtype = rng.choice(DTYPES)
+            dtype = rng.choice(self.dtypes)
             base = base_tensor(rng, dtype, 4 * max(n, 1) + rng.randint(0, 9) + 8)
             self.bases.append((dtype, base))
         t = rand_view(rng, base, shape)
@@ -189,12 +196,12 @@ def rand_obj(rng, make_tensor, depth, shared):
 
 def make_case(rng, large_ok=True):
     """The object to save and how to save it."""
-    make_tensor = TensorMaker(rng, large_ok)
+    fmt = "legacy" if rng.random() < 0.25 else "zip"
+    make_tensor = TensorMaker(rng, large_ok, LEGACY_DTYPES if fmt == "legacy" else DTYPES)
     shared = []
     top = collections.OrderedDict()
     for i in range(rng.randint(1, 8)):
         top[rand_key(rng, i)] = rand_obj(rng, make_tensor, 1, shared)
-    fmt = "legacy" if rng.random() < 0.25 else "zip"
     return {
         "obj": top,
         "format": fmt,
