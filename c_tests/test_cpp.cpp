@@ -2,6 +2,7 @@
 #include "support.h"
 
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +48,35 @@ int main(int argc, char **argv) {
   }
   for (auto &t : threads) t.join();
   CHECK(mismatches.load() == 0);
+  // Several threads load the one checkpoint into modules of their own, assign and copy.
+  std::atomic<int> load_failures{0};
+  std::vector<std::thread> loaders;
+  for (int k = 0; k < 4; k++) {
+    loaders.emplace_back([&, k] {
+      mmckpt_module *m = nullptr;
+      if (mmckpt_module_from_checkpoint(ckpt, &m) != MMCKPT_OK) { load_failures++; return; }
+      mmckpt_load_options opts;
+      mmckpt_load_options_init(&opts);
+      if (k % 2 == 0) opts.flags |= MMCKPT_LOAD_ASSIGN;
+      else if (mmckpt_module_materialize(m) != MMCKPT_OK) load_failures++;
+      if (mmckpt_module_load(m, ckpt, &opts, nullptr) != MMCKPT_OK) load_failures++;
+      for (size_t i = 0; i < mmckpt_module_count(m); i++) {
+        mmckpt_tensor e, c;
+        if (mmckpt_module_at(m, i, &e) != MMCKPT_OK || mmckpt_checkpoint_tensor(ckpt, e.name, &c) != MMCKPT_OK) {
+          load_failures++;
+          continue;
+        }
+        bool same_pointer = e.data == c.data;
+        if (same_pointer != (k % 2 == 0)) load_failures++;
+        if (c.flags & MMCKPT_TENSOR_CONTIGUOUS) {
+          if (e.nbytes != c.nbytes || std::memcmp(e.data, c.data, static_cast<size_t>(c.nbytes)) != 0) load_failures++;
+        }
+      }
+      mmckpt_module_free(m);
+    });
+  }
+  for (auto &t : loaders) t.join();
+  CHECK(load_failures.load() == 0);
   mmckpt_checkpoint_close(ckpt);
   mmckpt_dtype d = MMCKPT_DTYPE_BFLOAT16;
   CHECK(mmckpt_dtype_itemsize(d) == 2);
