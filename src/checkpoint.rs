@@ -49,6 +49,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Nodes visited while naming tensors (shared sub-trees are visited once per path).
     pub max_walk_steps: usize,
+    /// Bytes of names made while naming tensors: every name segment walked plus every table
+    /// entry's full name (a long key shared by many paths would otherwise cost its length each
+    /// time). One segment is at most `torch::MAX_SEGMENT_LEN` bytes.
+    pub max_name_bytes: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +64,7 @@ impl Default for Limits {
             max_tensors: 1 << 22,
             max_depth: 1000,
             max_walk_steps: 1 << 26,
+            max_name_bytes: 1 << 28,
         }
     }
 }
@@ -482,6 +487,7 @@ fn build_table(
     let mut on_path = vec![false; arena.len()];
     let mut name = String::new();
     let mut steps = 0usize;
+    let mut name_bytes = 0usize;
 
     let mut visit = |node: NodeId,
                      name: &str,
@@ -549,9 +555,28 @@ fn build_table(
         if !name.is_empty() {
             name.push('.');
         }
-        name.push_str(&sanitize(&child_name.segment(arena)));
+        let segment = child_name.segment(arena);
+        if segment.len() > torch::MAX_SEGMENT_LEN {
+            return Err(Error::limit(format!(
+                "a name segment under '{name}' is longer than {} bytes",
+                torch::MAX_SEGMENT_LEN
+            )));
+        }
+        name.push_str(&sanitize(&segment));
+        name_bytes = name_bytes.saturating_add(segment.len());
         debug_assert!(parent_len >= base_len);
-        if visit(child, &name, &mut entries, &mut tensors)? {
+        let entries_before = entries.len();
+        let is_tensor = visit(child, &name, &mut entries, &mut tensors)?;
+        if entries.len() > entries_before {
+            name_bytes = name_bytes.saturating_add(name.len());
+        }
+        if name_bytes > limits.max_name_bytes {
+            return Err(Error::limit(format!(
+                "naming tensors made more than {} bytes of names (long keys repeated too often)",
+                limits.max_name_bytes
+            )));
+        }
+        if is_tensor {
             if entries.len() > limits.max_tensors {
                 return Err(Error::limit(format!(
                     "more than {} tensors in the table",

@@ -654,20 +654,70 @@ impl ChildName {
     }
 }
 
+/// Longest name segment [`key_segment`] produces: a longer key is cut at this many bytes (plus
+/// one more, so that callers can tell), which the tensor walk reports as a `Limit` error.
+pub const MAX_SEGMENT_LEN: usize = 1 << 16;
+
+/// The name segment of a dict key. Iterative (a tuple key may nest as deep as the pickle
+/// allows) and bounded: at most `MAX_SEGMENT_LEN + 1` bytes are produced.
 pub fn key_segment(arena: &Arena, key: NodeId) -> String {
-    match arena.get(key) {
-        Value::Str(s) => s.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-        Value::None => "None".to_string(),
-        Value::Float(f) => format!("{f:?}"),
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Tuple(items) => {
-            let parts: Vec<String> = items.iter().map(|&i| key_segment(arena, i)).collect();
-            format!("({})", parts.join(", "))
-        }
-        _ => "?".to_string(),
+    enum Step {
+        Node(NodeId),
+        Text(&'static str),
     }
+    let mut out = String::new();
+    let mut todo = vec![Step::Node(key)];
+    while let Some(step) = todo.pop() {
+        if out.len() > MAX_SEGMENT_LEN {
+            break;
+        }
+        let node = match step {
+            Step::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Step::Node(node) => node,
+        };
+        match arena.get(node) {
+            Value::Str(s) => push_bounded(&mut out, s),
+            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+            Value::None => out.push_str("None"),
+            Value::Float(f) => out.push_str(&format!("{f:?}")),
+            Value::Bytes(b) => {
+                let cut = &b[..b.len().min(MAX_SEGMENT_LEN + 1)];
+                push_bounded(&mut out, &String::from_utf8_lossy(cut));
+            }
+            Value::Tuple(items) => {
+                out.push('(');
+                todo.push(Step::Text(")"));
+                for (i, &item) in items.iter().enumerate().rev() {
+                    todo.push(Step::Node(item));
+                    if i > 0 {
+                        todo.push(Step::Text(", "));
+                    }
+                }
+            }
+            _ => out.push('?'),
+        }
+    }
+    if out.len() > MAX_SEGMENT_LEN + 1 {
+        let mut cut = MAX_SEGMENT_LEN + 1;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+fn push_bounded(out: &mut String, s: &str) {
+    let room = (MAX_SEGMENT_LEN + 1).saturating_sub(out.len());
+    let mut cut = s.len().min(room);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.push_str(&s[..cut]);
 }
 
 /// Lookups by name segment that need no table: used to resolve `root`.
