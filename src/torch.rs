@@ -440,6 +440,14 @@ fn rebuild_tensor(
         .iter()
         .try_fold(1u64, |acc, &s| acc.checked_mul(s as u64))
         .ok_or_else(|| Error::format(format!("size {shape:?} overflows 64 bits")))?;
+    // Like torch, the logical size in bytes must fit in an int64: then numel × itemsize never
+    // wraps in any caller (a stride-0 view can declare far more elements than its storage).
+    if !matches!(numel.checked_mul(dtype.itemsize() as u64), Some(b) if b <= i64::MAX as u64) {
+        return Err(Error::format(format!(
+            "size {shape:?} of {} is more than 2^63 bytes",
+            dtype.name()
+        )));
+    }
     let requires_grad = match call {
         TensorCall::V1 => false,
         _ => arena.as_int(args[4]).is_some_and(|v| v != 0),
