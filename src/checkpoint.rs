@@ -382,12 +382,24 @@ fn describe_unknown_format(bytes: &[u8]) -> String {
 
 fn check_globals(arena: &Arena) -> Result<()> {
     for id in 0..arena.len() as NodeId {
-        if let Value::Global { module, name } = arena.get(id) {
-            if !torch::is_allowed_global(module, name) {
+        match arena.get(id) {
+            Value::Global { module, name } if !torch::is_allowed_global(module, name) => {
                 return Err(Error::unsafe_global(format!(
                     "global '{module}.{name}' is not on the allowlist of a strict open"
                 )));
             }
+            // torch.load rejects every persistent id that is not a ('storage', …) tuple; a
+            // strict open does too, rather than keep an unknown reference in the tree.
+            Value::PersistentId(pid) => {
+                let tag = arena.as_seq(*pid).and_then(|t| t.first().copied());
+                if tag.and_then(|t| arena.as_str(t)) != Some("storage") {
+                    return Err(Error::unsafe_global(
+                        "a persistent id is not a ('storage', …) tuple; a strict open allows \
+                         only storage references",
+                    ));
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
