@@ -237,3 +237,57 @@ fn attacks_never_execute_and_strict_names_the_global() {
     }
     assert!(count >= 25, "only {count} attacks");
 }
+
+/// tests/data/differential (scripts/make_differentials.py): zip tricks on which two readers
+/// could disagree. mmckpt gives the listed status, and where it opens the file it reads
+/// exactly the values torch.load read from the same file.
+#[test]
+fn zip_tricks_are_rejected_or_read_exactly_as_torch_reads_them() {
+    let dir = repo_path("tests/data/differential");
+    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut count = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, status, torch_read) = (cols[0], cols[1], cols[2]);
+        count += 1;
+        for mode in [
+            mmckpt::container::LoadMode::Map,
+            mmckpt::container::LoadMode::Read,
+        ] {
+            let options = OpenOptions {
+                mode,
+                ..OpenOptions::default()
+            };
+            let opened = Checkpoint::open(dir.join(file), &options);
+            let ckpt = match (opened, kind_of(status)) {
+                (Ok(ckpt), None) => ckpt,
+                (Err(e), Some(kind)) => {
+                    assert_eq!(e.kind, kind, "{file}: {e}");
+                    continue;
+                }
+                (Ok(_), Some(kind)) => panic!("{file}: opened, expected {kind:?}"),
+                (Err(e), None) => panic!("{file}: expected to open: {e}"),
+            };
+            assert!(!torch_read.starts_with("error"), "{file}: torch refused it");
+            let mut seen = Vec::new();
+            for (name, t) in ckpt.iter() {
+                let t = t.unwrap();
+                let values: Vec<String> = t
+                    .contiguous_bytes()
+                    .chunks_exact(4)
+                    .map(|c| format!("{:?}", f32::from_le_bytes(c.try_into().unwrap()) as f64))
+                    .collect();
+                seen.push(format!("{name}={}", values.join(",")));
+            }
+            assert_eq!(
+                seen.join(";"),
+                torch_read,
+                "{file}: mmckpt and torch read different tensors"
+            );
+        }
+    }
+    assert!(count >= 10, "only {count} differential cases");
+}
