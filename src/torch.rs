@@ -667,50 +667,60 @@ impl ChildName {
 pub const MAX_SEGMENT_LEN: usize = 1 << 16;
 
 /// The name segment of a dict key. Iterative (a tuple key may nest as deep as the pickle
-/// allows) and bounded: at most `MAX_SEGMENT_LEN + 1` bytes are produced.
+/// allows) and bounded: at most `MAX_SEGMENT_LEN + 1` bytes are produced, and a tuple's items
+/// are visited one at a time, so the work is bounded by the output too.
 pub fn key_segment(arena: &Arena, key: NodeId) -> String {
-    enum Step {
+    key_segment_upto(arena, key, MAX_SEGMENT_LEN)
+}
+
+/// [`key_segment`] cut after `max + 1` bytes (so that a longer key is seen to be longer).
+fn key_segment_upto(arena: &Arena, key: NodeId, max: usize) -> String {
+    enum Step<'a> {
         Node(NodeId),
-        Text(&'static str),
+        /// The items of a tuple, from the given index on.
+        Items(&'a [NodeId], usize),
     }
     let mut out = String::new();
     let mut todo = vec![Step::Node(key)];
     while let Some(step) = todo.pop() {
-        if out.len() > MAX_SEGMENT_LEN {
+        if out.len() > max {
             break;
         }
         let node = match step {
-            Step::Text(t) => {
-                out.push_str(t);
+            Step::Items(items, i) => {
+                match items.get(i) {
+                    None => out.push(')'),
+                    Some(&item) => {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        todo.push(Step::Items(items, i + 1));
+                        todo.push(Step::Node(item));
+                    }
+                }
                 continue;
             }
             Step::Node(node) => node,
         };
         match arena.get(node) {
-            Value::Str(s) => push_bounded(&mut out, s),
+            Value::Str(s) => push_bounded(&mut out, s, max),
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
             Value::None => out.push_str("None"),
             Value::Float(f) => out.push_str(&format!("{f:?}")),
             Value::Bytes(b) => {
-                let cut = &b[..b.len().min(MAX_SEGMENT_LEN + 1)];
-                push_bounded(&mut out, &String::from_utf8_lossy(cut));
+                let cut = &b[..b.len().min(max + 1)];
+                push_bounded(&mut out, &String::from_utf8_lossy(cut), max);
             }
             Value::Tuple(items) => {
                 out.push('(');
-                todo.push(Step::Text(")"));
-                for (i, &item) in items.iter().enumerate().rev() {
-                    todo.push(Step::Node(item));
-                    if i > 0 {
-                        todo.push(Step::Text(", "));
-                    }
-                }
+                todo.push(Step::Items(items, 0));
             }
             _ => out.push('?'),
         }
     }
-    if out.len() > MAX_SEGMENT_LEN + 1 {
-        let mut cut = MAX_SEGMENT_LEN + 1;
+    if out.len() > max + 1 {
+        let mut cut = max + 1;
         while !out.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -719,8 +729,8 @@ pub fn key_segment(arena: &Arena, key: NodeId) -> String {
     out
 }
 
-fn push_bounded(out: &mut String, s: &str) {
-    let room = (MAX_SEGMENT_LEN + 1).saturating_sub(out.len());
+fn push_bounded(out: &mut String, s: &str, max: usize) {
+    let room = (max + 1).saturating_sub(out.len());
     let mut cut = s.len().min(room);
     while !s.is_char_boundary(cut) {
         cut -= 1;
@@ -730,9 +740,13 @@ fn push_bounded(out: &mut String, s: &str) {
 
 /// Lookups by name segment that need no table: used to resolve `root`.
 pub fn child_by_segment(arena: &Arena, node: NodeId, segment: &str) -> Option<NodeId> {
+    // Keys are named only as far as `segment` is long: a huge key costs no more than a short one.
     children(arena, node)?
         .into_iter()
-        .find(|(name, _)| name.segment(arena) == segment)
+        .find(|&(name, _)| match name {
+            ChildName::Index(i) => i.to_string() == segment,
+            ChildName::Key(k) => key_segment_upto(arena, k, segment.len()) == segment,
+        })
         .map(|(_, v)| v)
 }
 

@@ -291,3 +291,39 @@ fn zip_tricks_are_rejected_or_read_exactly_as_torch_reads_them() {
     }
     assert!(count >= 10, "only {count} differential cases");
 }
+
+/// A dict whose 20,000 keys each hold one 1,000,000-item tuple: naming a key once cost the
+/// whole tuple (and selecting a root named every key), so 2 MB of pickle took minutes.
+fn wide_tuple_keys_pickle() -> Vec<u8> {
+    let mut p = b"\x80\x02Nq\x00(".to_vec();
+    p.extend(std::iter::repeat(*b"h\x00").take(1_000_000).flatten());
+    p.extend(b"tq\x01}(");
+    for i in 0..20_000 {
+        p.extend(b"h\x01");
+        p.extend(pk::int(i));
+        p.extend(b"\x86N");
+    }
+    p.extend(pk::unicode("x"));
+    p.extend(pk::tensor("0", 4, 0, &[4], &[1]));
+    p.extend(b"u.");
+    p
+}
+
+#[test]
+fn keys_that_are_huge_tuples_cost_no_more_than_their_name_bound() {
+    let bytes = support_zip::checkpoint(&wide_tuple_keys_pickle(), &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("a key longer than 64 KiB");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+    let rooted = OpenOptions {
+        root: Some("x".into()),
+        ..OpenOptions::default()
+    };
+    let ckpt = Checkpoint::from_bytes(&bytes, &rooted).expect("root 'x' is found");
+    assert_eq!(ckpt.len(), 1);
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
