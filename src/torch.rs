@@ -457,7 +457,10 @@ fn rebuild_tensor(
         TensorCall::V3 => args.get(7).copied(),
         _ => None,
     };
-    let (conj, neg) = metadata.map_or((false, false), |m| metadata_bits(arena, m));
+    let (conj, neg) = match metadata {
+        Some(m) => metadata_bits(arena, m)?,
+        None => (false, false),
+    };
 
     let (storage, storage_bytes) = storages.resolve(&storage_id)?;
     let desc = TensorDesc {
@@ -476,16 +479,27 @@ fn rebuild_tensor(
     Ok(desc)
 }
 
-fn metadata_bits(arena: &Arena, metadata: NodeId) -> (bool, bool) {
+/// Most items a tensor's metadata dict may have: torch writes at most a few (`conj`, `neg`, …).
+/// One dict can be shared by every tensor of a pickle, so scanning it must stay cheap.
+pub const MAX_METADATA_ITEMS: usize = 64;
+
+fn metadata_bits(arena: &Arena, metadata: NodeId) -> Result<(bool, bool)> {
     let Value::Dict { items, .. } = arena.get(metadata) else {
-        return (false, false);
+        return Ok((false, false));
     };
+    if items.len() > MAX_METADATA_ITEMS {
+        return Err(Error::format(format!(
+            "tensor metadata has {} items; torch writes at most a few (the limit is \
+             {MAX_METADATA_ITEMS})",
+            items.len()
+        )));
+    }
     let flag = |key: &str| {
         items
             .iter()
             .any(|&(k, v)| arena.as_str(k) == Some(key) && arena.as_int(v).is_some_and(|b| b != 0))
     };
-    (flag("conj"), flag("neg"))
+    Ok((flag("conj"), flag("neg")))
 }
 
 /// `(storage_offset + Σ (size_i − 1)·stride_i + 1) · itemsize ≤ storage bytes`, overflow-checked.

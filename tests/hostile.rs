@@ -327,3 +327,33 @@ fn keys_that_are_huge_tuples_cost_no_more_than_their_name_bound() {
         started.elapsed()
     );
 }
+
+/// 200,000 tensors (REDUCE of one memoized call, 3 bytes each) sharing one metadata dict of
+/// 1,000,000 items: every tensor scanned the whole dict.
+#[test]
+fn a_huge_metadata_dict_shared_by_many_tensors_is_rejected_at_once() {
+    let mut p = b"\x80\x02}q\x00)q\x010(".to_vec();
+    p.extend(std::iter::repeat(*b"h\x01h\x01").take(1_000_000).flatten());
+    p.extend(b"u0(");
+    p.extend(b"(");
+    p.extend(pk::unicode("storage"));
+    p.extend(pk::global("torch", "FloatStorage"));
+    p.extend(pk::unicode("0"));
+    p.extend(pk::unicode("cpu"));
+    p.extend(pk::int(4));
+    p.extend(b"tQK\x00K\x04\x85K\x01\x85\x89Nh\x00tq\x020");
+    p.extend(pk::global("torch._utils", "_rebuild_tensor_v2"));
+    p.extend(b"q\x030](");
+    p.extend(std::iter::repeat(*b"h\x03h\x02R").take(200_000).flatten());
+    p.extend(b"e.");
+    let bytes = support_zip::checkpoint(&p, &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("metadata of a million items");
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+    assert!(err.message.contains("metadata"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
