@@ -115,6 +115,9 @@ pub trait StorageResolver {
 
 const TORCH_UTILS: &str = "torch._utils";
 
+/// Longest storage key or location string (torch writes `"0"`, `"cuda:0"`).
+pub const MAX_STORAGE_FIELD_LEN: usize = 1024;
+
 /// Parses a persistent id: `('storage', storage_class, key, location, numel[, view_metadata])`.
 pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     let items = arena
@@ -148,6 +151,18 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     if dtype.is_none() && !untyped {
         return Err(Error::unsupported(format!(
             "storage class {class_name} is not one mmckpt can represent"
+        )));
+    }
+    // One persistent id can be shared by any number of tensors, each of which copies its key
+    // and location: check their lengths before copying.
+    let too_long = |node: NodeId| {
+        arena
+            .as_str(node)
+            .is_some_and(|s| s.len() > MAX_STORAGE_FIELD_LEN)
+    };
+    if too_long(items[2]) || too_long(items[3]) {
+        return Err(Error::format(format!(
+            "a storage key or location is longer than {MAX_STORAGE_FIELD_LEN} bytes"
         )));
     }
     let key = match arena.get(items[2]) {
