@@ -579,8 +579,13 @@ fn build_table(
         debug_assert!(parent_len >= base_len);
         let entries_before = entries.len();
         let is_tensor = visit(child, &name, &mut entries, &mut tensors)?;
-        if entries.len() > entries_before {
-            name_bytes = name_bytes.saturating_add(name.len());
+        if let Some(entry) = entries.get(entries_before..).and_then(|new| new.first()) {
+            // An entry keeps its name and, for a tensor that cannot be represented, a copy of
+            // the error (which names the first path to it): both count.
+            let message = entry.tensor.as_ref().err().map_or(0, |e| e.message.len());
+            name_bytes = name_bytes
+                .saturating_add(name.len())
+                .saturating_add(message);
         }
         if name_bytes > limits.max_name_bytes {
             return Err(Error::limit(format!(
