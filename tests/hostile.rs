@@ -357,3 +357,78 @@ fn a_huge_metadata_dict_shared_by_many_tensors_is_rejected_at_once() {
         started.elapsed()
     );
 }
+
+/// 200,000 tensor calls (3-byte REDUCEs of memoized arguments) sharing one persistent id:
+/// `pid` is the persistent id tuple's bytes, `tail` goes between the stride and the REDUCE.
+fn many_tensors_sharing(pid: &[u8]) -> Vec<u8> {
+    let mut p = b"\x80\x02(".to_vec();
+    p.extend_from_slice(pid);
+    p.extend(b"QK\x00K\x04\x85K\x01\x85\x89Ntq\x020");
+    p.extend(pk::global("torch._utils", "_rebuild_tensor_v2"));
+    p.extend(b"q\x030](");
+    p.extend(std::iter::repeat(*b"h\x03h\x02R").take(200_000).flatten());
+    p.extend(b"e.");
+    p
+}
+
+#[test]
+fn a_huge_storage_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
+    let mut pid = b"(".to_vec();
+    pid.extend(pk::unicode("storage"));
+    pid.extend(pk::global("torch", "FloatStorage"));
+    pid.extend(pk::unicode(&"7".repeat(10 << 20)));
+    pid.extend(pk::unicode("cpu"));
+    pid.extend(pk::int(4));
+    pid.push(b't');
+    let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("a 10 MB storage key");
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+    assert!(err.message.contains("storage key"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_huge_global_name_is_a_limit_error() {
+    // A 10 MB storage class name would be formatted into a message once per tensor.
+    let mut pid = b"(".to_vec();
+    pid.extend(pk::unicode("storage"));
+    pid.extend(pk::global("torch", &"F".repeat(10 << 20)));
+    pid.extend(pk::unicode("0"));
+    pid.extend(pk::unicode("cpu"));
+    pid.extend(pk::int(4));
+    pid.push(b't');
+    let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
+    let err = open(&bytes).err().expect("a 10 MB global name");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+    assert!(err.message.contains("global name"), "{err}");
+}
+
+#[test]
+fn errors_copied_to_many_entries_count_against_the_name_budget() {
+    // An unsupported tensor first reached under a ~54 MB path (900 nested dicts keyed by one
+    // memoized 60 KiB string) carries that name in its error; 3,000,000 more references to it
+    // copied the error into every entry (160 TB).
+    let mut p = b"\x80\x02".to_vec();
+    p.extend(pk::unicode(&"k".repeat(60 << 10)));
+    p.extend(b"q\x000");
+    p.extend(pk::global("torch._utils", "_rebuild_qtensor"));
+    p.extend(b")Rq\x010](");
+    for _ in 0..900 {
+        p.extend(b"}h\x00");
+    }
+    p.extend(b"h\x01");
+    p.extend(std::iter::repeat(b's').take(900));
+    p.extend(b"](");
+    p.extend(std::iter::repeat(*b"h\x01").take(3_000_000).flatten());
+    p.extend(b"ee.");
+    let bytes = support_zip::checkpoint(&p, &[]);
+    let err = open(&bytes)
+        .err()
+        .expect("the names and errors would not fit in memory");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+}
