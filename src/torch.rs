@@ -160,9 +160,13 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
             .as_str(node)
             .is_some_and(|s| s.len() > MAX_STORAGE_FIELD_LEN)
     };
-    if too_long(items[2]) || too_long(items[3]) {
+    let view_key = items
+        .get(5)
+        .and_then(|&v| arena.as_seq(v))
+        .and_then(|view| view.first().copied());
+    if too_long(items[2]) || too_long(items[3]) || view_key.is_some_and(too_long) {
         return Err(Error::format(format!(
-            "a storage key or location is longer than {MAX_STORAGE_FIELD_LEN} bytes"
+            "a storage key, view key or location is longer than {MAX_STORAGE_FIELD_LEN} bytes"
         )));
     }
     let key = match arena.get(items[2]) {

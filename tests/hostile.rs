@@ -432,3 +432,25 @@ fn errors_copied_to_many_entries_count_against_the_name_budget() {
         .expect("the names and errors would not fit in memory");
     assert_eq!(err.kind, ErrorKind::Limit, "{err}");
 }
+
+#[test]
+fn a_huge_legacy_view_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
+    let mut pid = b"(".to_vec();
+    pid.extend(pk::unicode("storage"));
+    pid.extend(pk::global("torch", "FloatStorage"));
+    pid.extend(pk::unicode("0"));
+    pid.extend(pk::unicode("cpu"));
+    pid.extend(pk::int(4));
+    pid.extend(pk::unicode(&"7".repeat(10 << 20)));
+    pid.extend(b"K\x00K\x04\x87t");
+    let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("a 10 MB view key");
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+    assert!(err.message.contains("view key"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
