@@ -8,6 +8,11 @@
  *  - Every pointer argument is checked (MMCKPT_ERR_NULL_ARGUMENT) unless documented nullable.
  *  - Strings passed in are NUL-terminated UTF-8 and are only read during the call.
  *  - Enum-typed arguments are uint32_t, so any value is safe to pass.
+ *  - Handles are like malloc'd pointers: using a handle after it was freed or closed (or a
+ *    description or name borrowed from it), or freeing it twice, is undefined behaviour, as
+ *    with free(). A non-NULL pointer that is not a live handle cannot be detected.
+ *  - Mapped checkpoints (the default) fault with SIGBUS if another process truncates the file
+ *    while it is open; see LIMITS.md, and MMCKPT_OPEN_READ.
  */
 
 #ifndef MMCKPT_H
@@ -451,7 +456,7 @@ mmckpt_status mmckpt_checkpoint_tensor(const struct mmckpt_checkpoint *ckpt,
 
 /**
  * Name of entry `index`, also for entries whose tensor cannot be represented; NULL if out of
- * range. Borrowed from the checkpoint.
+ * range. Borrowed from the checkpoint: valid until mmckpt_checkpoint_close.
  */
 const char *mmckpt_checkpoint_name_at(const struct mmckpt_checkpoint *ckpt, size_t index);
 

@@ -57,6 +57,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Nodes visited while naming tensors (shared sub-trees are visited once per path).
     pub max_walk_steps: usize,
+    /// Bytes of names made while naming tensors: every name segment walked plus every table
+    /// entry's full name (a long key shared by many paths would otherwise cost its length each
+    /// time). One segment is at most `torch::MAX_SEGMENT_LEN` bytes.
+    pub max_name_bytes: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +72,7 @@ impl Default for Limits {
             max_tensors: 1 << 22,
             max_depth: 1000,
             max_walk_steps: 1 << 26,
+            max_name_bytes: 1 << 28,
         }
     }
 }
@@ -567,12 +572,24 @@ fn describe_unknown_format(bytes: &[u8]) -> String {
 
 fn check_globals(arena: &Arena) -> Result<()> {
     for id in 0..arena.len() as NodeId {
-        if let Value::Global { module, name } = arena.get(id) {
-            if !torch::is_allowed_global(module, name) {
+        match arena.get(id) {
+            Value::Global { module, name } if !torch::is_allowed_global(module, name) => {
                 return Err(Error::unsafe_global(format!(
                     "global '{module}.{name}' is not on the allowlist of a strict open"
                 )));
             }
+            // torch.load rejects every persistent id that is not a ('storage', …) tuple; a
+            // strict open does too, rather than keep an unknown reference in the tree.
+            Value::PersistentId(pid) => {
+                let tag = arena.as_seq(*pid).and_then(|t| t.first().copied());
+                if tag.and_then(|t| arena.as_str(t)) != Some("storage") {
+                    return Err(Error::unsafe_global(
+                        "a persistent id is not a ('storage', …) tuple; a strict open allows \
+                         only storage references",
+                    ));
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -726,6 +743,7 @@ fn build_table(
     let mut on_path = vec![false; arena.len()];
     let mut name = String::new();
     let mut steps = 0usize;
+    let mut name_bytes = 0usize;
 
     let mut visit = |node: NodeId,
                      name: &str,
@@ -794,9 +812,33 @@ fn build_table(
         if !name.is_empty() {
             name.push('.');
         }
-        name.push_str(&sanitize(&child_name.segment(arena)));
+        let segment = child_name.segment(arena);
+        if segment.len() > torch::MAX_SEGMENT_LEN {
+            return Err(Error::limit(format!(
+                "a name segment under '{name}' is longer than {} bytes",
+                torch::MAX_SEGMENT_LEN
+            )));
+        }
+        name.push_str(&sanitize(&segment));
+        name_bytes = name_bytes.saturating_add(segment.len());
         debug_assert!(parent_len >= base_len);
-        if visit(child, &name, &mut entries, &mut tensors)? {
+        let entries_before = entries.len();
+        let is_tensor = visit(child, &name, &mut entries, &mut tensors)?;
+        if let Some(entry) = entries.get(entries_before..).and_then(|new| new.first()) {
+            // An entry keeps its name and, for a tensor that cannot be represented, a copy of
+            // the error (which names the first path to it): both count.
+            let message = entry.tensor.as_ref().err().map_or(0, |e| e.message.len());
+            name_bytes = name_bytes
+                .saturating_add(name.len())
+                .saturating_add(message);
+        }
+        if name_bytes > limits.max_name_bytes {
+            return Err(Error::limit(format!(
+                "naming tensors made more than {} bytes of names (long keys repeated too often)",
+                limits.max_name_bytes
+            )));
+        }
+        if is_tensor {
             if entries.len() > limits.max_tensors {
                 return Err(Error::limit(format!(
                     "more than {} tensors in the table",

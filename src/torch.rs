@@ -114,6 +114,9 @@ pub trait StorageResolver {
 
 const TORCH_UTILS: &str = "torch._utils";
 
+/// Longest storage key or location string (torch writes `"0"`, `"cuda:0"`).
+pub const MAX_STORAGE_FIELD_LEN: usize = 1024;
+
 /// Parses a persistent id: `('storage', storage_class, key, location, numel[, view_metadata])`.
 pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     let items = arena
@@ -147,6 +150,22 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     if dtype.is_none() && !untyped {
         return Err(Error::unsupported(format!(
             "storage class {class_name} is not one mmckpt can represent"
+        )));
+    }
+    // One persistent id can be shared by any number of tensors, each of which copies its key
+    // and location: check their lengths before copying.
+    let too_long = |node: NodeId| {
+        arena
+            .as_str(node)
+            .is_some_and(|s| s.len() > MAX_STORAGE_FIELD_LEN)
+    };
+    let view_key = items
+        .get(5)
+        .and_then(|&v| arena.as_seq(v))
+        .and_then(|view| view.first().copied());
+    if too_long(items[2]) || too_long(items[3]) || view_key.is_some_and(too_long) {
+        return Err(Error::format(format!(
+            "a storage key, view key or location is longer than {MAX_STORAGE_FIELD_LEN} bytes"
         )));
     }
     let key = match arena.get(items[2]) {
@@ -439,6 +458,14 @@ fn rebuild_tensor(
         .iter()
         .try_fold(1u64, |acc, &s| acc.checked_mul(s as u64))
         .ok_or_else(|| Error::format(format!("size {shape:?} overflows 64 bits")))?;
+    // Like torch, the logical size in bytes must fit in an int64: then numel × itemsize never
+    // wraps in any caller (a stride-0 view can declare far more elements than its storage).
+    if !matches!(numel.checked_mul(dtype.itemsize() as u64), Some(b) if b <= i64::MAX as u64) {
+        return Err(Error::format(format!(
+            "size {shape:?} of {} is more than 2^63 bytes",
+            dtype.name()
+        )));
+    }
     let requires_grad = match call {
         TensorCall::V1 => false,
         _ => arena.as_int(args[4]).is_some_and(|v| v != 0),
@@ -448,7 +475,10 @@ fn rebuild_tensor(
         TensorCall::V3 => args.get(7).copied(),
         _ => None,
     };
-    let (conj, neg) = metadata.map_or((false, false), |m| metadata_bits(arena, m));
+    let (conj, neg) = match metadata {
+        Some(m) => metadata_bits(arena, m)?,
+        None => (false, false),
+    };
 
     let (storage, storage_bytes) = storages.resolve(&storage_id)?;
     let desc = TensorDesc {
@@ -467,16 +497,27 @@ fn rebuild_tensor(
     Ok(desc)
 }
 
-fn metadata_bits(arena: &Arena, metadata: NodeId) -> (bool, bool) {
+/// Most items a tensor's metadata dict may have: torch writes at most a few (`conj`, `neg`, …).
+/// One dict can be shared by every tensor of a pickle, so scanning it must stay cheap.
+pub const MAX_METADATA_ITEMS: usize = 64;
+
+fn metadata_bits(arena: &Arena, metadata: NodeId) -> Result<(bool, bool)> {
     let Value::Dict { items, .. } = arena.get(metadata) else {
-        return (false, false);
+        return Ok((false, false));
     };
+    if items.len() > MAX_METADATA_ITEMS {
+        return Err(Error::format(format!(
+            "tensor metadata has {} items; torch writes at most a few (the limit is \
+             {MAX_METADATA_ITEMS})",
+            items.len()
+        )));
+    }
     let flag = |key: &str| {
         items
             .iter()
             .any(|&(k, v)| arena.as_str(k) == Some(key) && arena.as_int(v).is_some_and(|b| b != 0))
     };
-    (flag("conj"), flag("neg"))
+    Ok((flag("conj"), flag("neg")))
 }
 
 /// `(storage_offset + Σ (size_i − 1)·stride_i + 1) · itemsize ≤ storage bytes`, overflow-checked.
@@ -648,20 +689,80 @@ impl ChildName {
     }
 }
 
+/// Longest name segment [`key_segment`] produces: a longer key is cut at this many bytes (plus
+/// one more, so that callers can tell), which the tensor walk reports as a `Limit` error.
+pub const MAX_SEGMENT_LEN: usize = 1 << 16;
+
+/// The name segment of a dict key. Iterative (a tuple key may nest as deep as the pickle
+/// allows) and bounded: at most `MAX_SEGMENT_LEN + 1` bytes are produced, and a tuple's items
+/// are visited one at a time, so the work is bounded by the output too.
 pub fn key_segment(arena: &Arena, key: NodeId) -> String {
-    match arena.get(key) {
-        Value::Str(s) => s.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-        Value::None => "None".to_string(),
-        Value::Float(f) => format!("{f:?}"),
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Tuple(items) => {
-            let parts: Vec<String> = items.iter().map(|&i| key_segment(arena, i)).collect();
-            format!("({})", parts.join(", "))
-        }
-        _ => "?".to_string(),
+    key_segment_upto(arena, key, MAX_SEGMENT_LEN)
+}
+
+/// [`key_segment`] cut after `max + 1` bytes (so that a longer key is seen to be longer).
+fn key_segment_upto(arena: &Arena, key: NodeId, max: usize) -> String {
+    enum Step<'a> {
+        Node(NodeId),
+        /// The items of a tuple, from the given index on.
+        Items(&'a [NodeId], usize),
     }
+    let mut out = String::new();
+    let mut todo = vec![Step::Node(key)];
+    while let Some(step) = todo.pop() {
+        if out.len() > max {
+            break;
+        }
+        let node = match step {
+            Step::Items(items, i) => {
+                match items.get(i) {
+                    None => out.push(')'),
+                    Some(&item) => {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        todo.push(Step::Items(items, i + 1));
+                        todo.push(Step::Node(item));
+                    }
+                }
+                continue;
+            }
+            Step::Node(node) => node,
+        };
+        match arena.get(node) {
+            Value::Str(s) => push_bounded(&mut out, s, max),
+            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+            Value::None => out.push_str("None"),
+            Value::Float(f) => out.push_str(&format!("{f:?}")),
+            Value::Bytes(b) => {
+                let cut = &b[..b.len().min(max + 1)];
+                push_bounded(&mut out, &String::from_utf8_lossy(cut), max);
+            }
+            Value::Tuple(items) => {
+                out.push('(');
+                todo.push(Step::Items(items, 0));
+            }
+            _ => out.push('?'),
+        }
+    }
+    if out.len() > max + 1 {
+        let mut cut = max + 1;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+fn push_bounded(out: &mut String, s: &str, max: usize) {
+    let room = (max + 1).saturating_sub(out.len());
+    let mut cut = s.len().min(room);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.push_str(&s[..cut]);
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ pub extern "C" fn mmckpt_checkpoint_tensor(
 }
 
 /// Name of entry `index`, also for entries whose tensor cannot be represented; NULL if out of
-/// range. Borrowed from the checkpoint.
+/// range. Borrowed from the checkpoint: valid until mmckpt_checkpoint_close.
 #[no_mangle]
 pub extern "C" fn mmckpt_checkpoint_name_at(
     ckpt: *const mmckpt_checkpoint,

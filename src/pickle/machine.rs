@@ -134,6 +134,9 @@ impl Memo {
     }
 }
 
+/// Most bytes of a global's module and name together.
+pub const MAX_GLOBAL_NAME_LEN: usize = 1024;
+
 /// Strings and bytes at least this long have their key hash cached, so that using one long
 /// memoized key many times costs its length once.
 const HASH_CACHE_MIN_LEN: usize = 64;
@@ -1010,6 +1013,17 @@ impl<'a> Machine<'a> {
     }
 
     fn new_global(&mut self, module: &str, name: &str) -> Result<NodeId> {
+        // Globals are named in messages and compared once per tensor that uses them, so a
+        // shared one must be short; real module paths and qualified names are < 200 bytes.
+        if module.len().saturating_add(name.len()) > MAX_GLOBAL_NAME_LEN {
+            return Err(self.error(
+                ErrorKind::Limit,
+                format!(
+                    "global name of {} bytes; the limit is {MAX_GLOBAL_NAME_LEN}",
+                    module.len().saturating_add(name.len())
+                ),
+            ));
+        }
         self.new_node(Value::Global {
             module: module.into(),
             name: name.into(),

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Fills fuzz/corpus/<target>/ with seeds: torch-written fixtures (not the 40 MB recipe.pt), the
+# hand-made bad, attack and differential inputs, and (for the pickle target) their .pkl records.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p corpus/zip corpus/open corpus/walk corpus/pickle
+for f in ../tests/fixtures/*.pt ../tests/data/bad/*.pt ../tests/data/attacks/*.pt \
+         ../tests/data/differential/*.pt ../tests/data/zip/*.pt; do
+  b=$(basename "$f")
+  [ "$b" = recipe.pt ] && continue
+  for t in zip open walk; do cp "$f" "corpus/$t/$(basename "$(dirname "$f")")-$b"; done
+done
+python3 - <<'PY'
+import glob, os, zipfile
+for f in glob.glob('../tests/fixtures/*.pt') + glob.glob('../tests/data/*/*.pt'):
+    if f.endswith('recipe.pt'):
+        continue
+    stem = os.path.basename(os.path.dirname(f)) + '-' + os.path.basename(f)
+    try:
+        z = zipfile.ZipFile(f)
+        for n in z.namelist():
+            if n.endswith('.pkl'):
+                with open(f'corpus/pickle/{stem}.{n.replace("/", "_")}', 'wb') as out:
+                    out.write(z.read(n))
+    except (zipfile.BadZipFile, OSError, NotImplementedError):
+        with open(f'corpus/pickle/{stem}', 'wb') as out:
+            out.write(open(f, 'rb').read())
+PY
+ls corpus/*/ | wc -l

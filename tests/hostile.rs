@@ -1,0 +1,456 @@
+//! Hostile inputs: every file under tests/data/regressions/<target>/ (inputs that once crashed,
+//! hung or exhausted memory in a fuzz target, see fuzz/README.md) goes through the same code
+//! path as its fuzz target and must end in a clean error or success; plus hand-made inputs for
+//! the bounds that protect the tensor walk.
+
+mod common;
+mod support_zip;
+
+use common::repo_path;
+use mmckpt::container::zip::{self, ZipLimits};
+use mmckpt::pickle::{self, Arena};
+use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
+use support_zip::pk;
+
+/// Everything the `walk` fuzz target does with an open checkpoint: every name looked up, every
+/// tensor's bytes read and checked to lie inside the file. Returns the byte sum.
+pub fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
+    let mut sum = 0u64;
+    for i in 0..ckpt.len() {
+        let name = ckpt.name_at(i).expect("index in range").to_owned();
+        let first = ckpt.index_of(&name).expect("every name is found");
+        assert!(first <= i);
+        let Ok(t) = ckpt.tensor_at(i) else { continue };
+        if let Some(off) = t.file_offset() {
+            assert!(
+                off + t.desc.span_bytes() <= file_len,
+                "tensor '{name}' ends past the file"
+            );
+        }
+        assert_eq!(t.bytes().len() as u64, t.desc.span_bytes());
+        let logical = t.desc.numel.saturating_mul(t.desc.dtype.itemsize() as u64);
+        if logical <= 1 << 24 {
+            let c = t.contiguous_bytes();
+            assert_eq!(c.len() as u64, logical);
+            sum = c.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+        }
+    }
+    sum
+}
+
+fn run_target(target: &str, data: &[u8]) {
+    match target {
+        "zip" => {
+            if let Ok(archive) = zip::parse(data, &ZipLimits::default()) {
+                for record in archive.records() {
+                    let _ = archive.data(data, record);
+                }
+            }
+        }
+        "pickle" => {
+            let mut arena = Arena::new();
+            let _ = pickle::load(&mut arena, data, &pickle::Limits::default());
+        }
+        "open" => {
+            let _ = Checkpoint::from_bytes(data, &OpenOptions::default());
+            let strict = OpenOptions {
+                strict: true,
+                ..OpenOptions::default()
+            };
+            let _ = Checkpoint::from_bytes(data, &strict);
+        }
+        "walk" => {
+            if let Ok(ckpt) = Checkpoint::from_bytes(data, &OpenOptions::default()) {
+                walk(&ckpt, data.len() as u64);
+            }
+        }
+        other => panic!("tests/data/regressions/{other}: no such fuzz target"),
+    }
+}
+
+#[test]
+fn every_regression_input_ends_cleanly() {
+    let root = repo_path("tests/data/regressions");
+    let mut count = 0usize;
+    for dir in std::fs::read_dir(&root).expect("tests/data/regressions") {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let target = dir.file_name().unwrap().to_str().unwrap().to_owned();
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            // Every input also goes through the full walk: a bug one layer found must not hide
+            // in another.
+            run_target(&target, &data);
+            run_target("walk", &data);
+            count += 1;
+        }
+    }
+    eprintln!("{count} regression inputs");
+}
+
+fn open(bytes: &[u8]) -> mmckpt::Result<Checkpoint> {
+    Checkpoint::from_bytes(bytes, &OpenOptions::default())
+}
+
+const FOUR_FLOATS: [u8; 16] = [0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64];
+
+/// `{key: value}` as a protocol-2 pickle.
+fn dict_pickle(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut p = b"\x80\x02}".to_vec();
+    p.extend_from_slice(key);
+    p.extend_from_slice(value);
+    p.extend_from_slice(b"s.");
+    p
+}
+
+#[test]
+fn a_deeply_nested_tuple_key_does_not_overflow_the_stack() {
+    // (((…(None,),…),),) 200,000 deep: flat for the pickle machine (TUPLE1), but naming the
+    // dict entry must not recurse once per level.
+    let mut key = b"N".to_vec();
+    key.extend(std::iter::repeat(0x85u8).take(200_000));
+    let value = pk::tensor("0", 4, 0, &[4], &[1]);
+    let bytes = support_zip::checkpoint(&dict_pickle(&key, &value), &[("0", &FOUR_FLOATS)]);
+    match open(&bytes) {
+        Ok(ckpt) => {
+            walk(&ckpt, bytes.len() as u64);
+        }
+        Err(e) => assert_eq!(e.kind, ErrorKind::Limit, "{e}"),
+    }
+}
+
+#[test]
+fn names_built_from_huge_repeated_keys_are_bounded() {
+    // A 60 KiB key used for 100,000 references to one tensor would make 6 GB of names.
+    let big = "k".repeat(60 << 10);
+    let mut p = b"\x80\x02}".to_vec();
+    p.extend(pk::unicode(&big));
+    p.extend(b"]q\x00(");
+    p.extend(pk::tensor("0", 4, 0, &[4], &[1]));
+    p.extend(b"q\x01");
+    for _ in 0..100_000 {
+        p.extend(b"h\x01");
+    }
+    p.extend(b"es.");
+    let bytes = support_zip::checkpoint(&p, &[("0", &FOUR_FLOATS)]);
+    let err = open(&bytes)
+        .err()
+        .expect("the names would not fit in memory");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+}
+
+#[test]
+fn an_overlong_key_is_a_limit_error() {
+    let big = "k".repeat(1 << 20);
+    let value = pk::tensor("0", 4, 0, &[4], &[1]);
+    let bytes = support_zip::checkpoint(
+        &dict_pickle(&pk::unicode(&big), &value),
+        &[("0", &FOUR_FLOATS)],
+    );
+    let err = open(&bytes).err().expect("a 1 MiB name");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+}
+
+#[test]
+fn a_stride_zero_view_of_astronomic_numel_is_an_error_not_an_allocation() {
+    // numel × itemsize does not fit in 64 bits: torch itself refuses such a tensor.
+    let value = pk::tensor("0", 1, 0, &[1 << 30, 1 << 30, 4], &[0, 0, 0]);
+    let bytes = support_zip::checkpoint(
+        &dict_pickle(&pk::unicode("w"), &value),
+        &[("0", &FOUR_FLOATS)],
+    );
+    let err = open(&bytes).err().expect("numel overflows");
+    assert!(
+        matches!(err.kind, ErrorKind::Format | ErrorKind::Limit),
+        "{err}"
+    );
+}
+
+fn kind_of(status: &str) -> Option<ErrorKind> {
+    use ErrorKind::*;
+    if status == "MMCKPT_OK" {
+        return None;
+    }
+    Some(
+        [Format, Unsupported, Unsafe, Limit, Io, NotFound]
+            .into_iter()
+            .find(|k| k.status_name() == status)
+            .unwrap_or_else(|| panic!("unexpected status {status} in expected.tsv")),
+    )
+}
+
+/// tests/data/attacks (scripts/make_attacks.py): nothing is ever executed; a default open
+/// gives the listed result; a strict open fails with Unsafe naming the global.
+#[test]
+fn attacks_never_execute_and_strict_names_the_global() {
+    let dir = repo_path("tests/data/attacks");
+    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut count = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, default, strict, needle, marker) = (cols[0], cols[1], cols[2], cols[3], cols[4]);
+        let _ = std::fs::remove_file(marker);
+        let path = dir.join(file);
+        match (
+            Checkpoint::open(&path, &OpenOptions::default()),
+            kind_of(default),
+        ) {
+            (Ok(ckpt), None) => {
+                let len = std::fs::metadata(&path).unwrap().len();
+                walk(&ckpt, len);
+                assert!(
+                    ckpt.tensor("w").is_ok(),
+                    "{file}: the honest tensor 'w' is readable"
+                );
+            }
+            (Err(e), Some(kind)) => assert_eq!(e.kind, kind, "{file}: {e}"),
+            (Ok(_), Some(kind)) => panic!("{file}: opened, expected {kind:?}"),
+            (Err(e), None) => panic!("{file}: expected to open: {e}"),
+        }
+        let strict_options = OpenOptions {
+            strict: true,
+            ..OpenOptions::default()
+        };
+        let err = Checkpoint::open(&path, &strict_options)
+            .err()
+            .unwrap_or_else(|| panic!("{file}: a strict open succeeded"));
+        assert_eq!(Some(err.kind), kind_of(strict), "{file}: {err}");
+        assert!(
+            err.message.contains(needle),
+            "{file}: {:?} does not name {needle}",
+            err.message
+        );
+        assert!(
+            !std::path::Path::new(marker).exists(),
+            "{file}: its payload ran"
+        );
+        count += 1;
+    }
+    assert!(count >= 25, "only {count} attacks");
+}
+
+/// tests/data/differential (scripts/make_differentials.py): zip tricks on which two readers
+/// could disagree. mmckpt gives the listed status, and where it opens the file it reads
+/// exactly the values torch.load read from the same file.
+#[test]
+fn zip_tricks_are_rejected_or_read_exactly_as_torch_reads_them() {
+    let dir = repo_path("tests/data/differential");
+    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut count = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, status, torch_read) = (cols[0], cols[1], cols[2]);
+        count += 1;
+        for mode in [
+            mmckpt::container::LoadMode::Map,
+            mmckpt::container::LoadMode::Read,
+        ] {
+            let options = OpenOptions {
+                mode,
+                ..OpenOptions::default()
+            };
+            let opened = Checkpoint::open(dir.join(file), &options);
+            let ckpt = match (opened, kind_of(status)) {
+                (Ok(ckpt), None) => ckpt,
+                (Err(e), Some(kind)) => {
+                    assert_eq!(e.kind, kind, "{file}: {e}");
+                    continue;
+                }
+                (Ok(_), Some(kind)) => panic!("{file}: opened, expected {kind:?}"),
+                (Err(e), None) => panic!("{file}: expected to open: {e}"),
+            };
+            assert!(!torch_read.starts_with("error"), "{file}: torch refused it");
+            let mut seen = Vec::new();
+            for (name, t) in ckpt.iter() {
+                let t = t.unwrap();
+                let values: Vec<String> = t
+                    .contiguous_bytes()
+                    .chunks_exact(4)
+                    .map(|c| format!("{:?}", f32::from_le_bytes(c.try_into().unwrap()) as f64))
+                    .collect();
+                seen.push(format!("{name}={}", values.join(",")));
+            }
+            assert_eq!(
+                seen.join(";"),
+                torch_read,
+                "{file}: mmckpt and torch read different tensors"
+            );
+        }
+    }
+    assert!(count >= 10, "only {count} differential cases");
+}
+
+/// A dict whose 20,000 keys each hold one 1,000,000-item tuple: naming a key once cost the
+/// whole tuple (and selecting a root named every key), so 2 MB of pickle took minutes.
+fn wide_tuple_keys_pickle() -> Vec<u8> {
+    let mut p = b"\x80\x02Nq\x00(".to_vec();
+    p.extend(std::iter::repeat(*b"h\x00").take(1_000_000).flatten());
+    p.extend(b"tq\x01}(");
+    for i in 0..20_000 {
+        p.extend(b"h\x01");
+        p.extend(pk::int(i));
+        p.extend(b"\x86N");
+    }
+    p.extend(pk::unicode("x"));
+    p.extend(pk::tensor("0", 4, 0, &[4], &[1]));
+    p.extend(b"u.");
+    p
+}
+
+#[test]
+fn keys_that_are_huge_tuples_cost_no_more_than_their_name_bound() {
+    let bytes = support_zip::checkpoint(&wide_tuple_keys_pickle(), &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("a key longer than 64 KiB");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+    let rooted = OpenOptions {
+        root: Some("x".into()),
+        ..OpenOptions::default()
+    };
+    let ckpt = Checkpoint::from_bytes(&bytes, &rooted).expect("root 'x' is found");
+    assert_eq!(ckpt.len(), 1);
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// 200,000 tensors (REDUCE of one memoized call, 3 bytes each) sharing one metadata dict of
+/// 1,000,000 items: every tensor scanned the whole dict.
+#[test]
+fn a_huge_metadata_dict_shared_by_many_tensors_is_rejected_at_once() {
+    let mut p = b"\x80\x02}q\x00)q\x010(".to_vec();
+    p.extend(std::iter::repeat(*b"h\x01h\x01").take(1_000_000).flatten());
+    p.extend(b"u0(");
+    p.extend(b"(");
+    p.extend(pk::unicode("storage"));
+    p.extend(pk::global("torch", "FloatStorage"));
+    p.extend(pk::unicode("0"));
+    p.extend(pk::unicode("cpu"));
+    p.extend(pk::int(4));
+    p.extend(b"tQK\x00K\x04\x85K\x01\x85\x89Nh\x00tq\x020");
+    p.extend(pk::global("torch._utils", "_rebuild_tensor_v2"));
+    p.extend(b"q\x030](");
+    p.extend(std::iter::repeat(*b"h\x03h\x02R").take(200_000).flatten());
+    p.extend(b"e.");
+    let bytes = support_zip::checkpoint(&p, &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("metadata of a million items");
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+    assert!(err.message.contains("metadata"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// 200,000 tensor calls (3-byte REDUCEs of memoized arguments) sharing one persistent id:
+/// `pid` is the persistent id tuple's bytes, `tail` goes between the stride and the REDUCE.
+fn many_tensors_sharing(pid: &[u8]) -> Vec<u8> {
+    let mut p = b"\x80\x02(".to_vec();
+    p.extend_from_slice(pid);
+    p.extend(b"QK\x00K\x04\x85K\x01\x85\x89Ntq\x020");
+    p.extend(pk::global("torch._utils", "_rebuild_tensor_v2"));
+    p.extend(b"q\x030](");
+    p.extend(std::iter::repeat(*b"h\x03h\x02R").take(200_000).flatten());
+    p.extend(b"e.");
+    p
+}
+
+#[test]
+fn a_huge_storage_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
+    let mut pid = b"(".to_vec();
+    pid.extend(pk::unicode("storage"));
+    pid.extend(pk::global("torch", "FloatStorage"));
+    pid.extend(pk::unicode(&"7".repeat(10 << 20)));
+    pid.extend(pk::unicode("cpu"));
+    pid.extend(pk::int(4));
+    pid.push(b't');
+    let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("a 10 MB storage key");
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+    assert!(err.message.contains("storage key"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_huge_global_name_is_a_limit_error() {
+    // A 10 MB storage class name would be formatted into a message once per tensor.
+    let mut pid = b"(".to_vec();
+    pid.extend(pk::unicode("storage"));
+    pid.extend(pk::global("torch", &"F".repeat(10 << 20)));
+    pid.extend(pk::unicode("0"));
+    pid.extend(pk::unicode("cpu"));
+    pid.extend(pk::int(4));
+    pid.push(b't');
+    let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
+    let err = open(&bytes).err().expect("a 10 MB global name");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+    assert!(err.message.contains("global name"), "{err}");
+}
+
+#[test]
+fn errors_copied_to_many_entries_count_against_the_name_budget() {
+    // An unsupported tensor first reached under a ~54 MB path (900 nested dicts keyed by one
+    // memoized 60 KiB string) carries that name in its error; 3,000,000 more references to it
+    // copied the error into every entry (160 TB).
+    let mut p = b"\x80\x02".to_vec();
+    p.extend(pk::unicode(&"k".repeat(60 << 10)));
+    p.extend(b"q\x000");
+    p.extend(pk::global("torch._utils", "_rebuild_qtensor"));
+    p.extend(b")Rq\x010](");
+    for _ in 0..900 {
+        p.extend(b"}h\x00");
+    }
+    p.extend(b"h\x01");
+    p.extend(std::iter::repeat(b's').take(900));
+    p.extend(b"](");
+    p.extend(std::iter::repeat(*b"h\x01").take(3_000_000).flatten());
+    p.extend(b"ee.");
+    let bytes = support_zip::checkpoint(&p, &[]);
+    let err = open(&bytes)
+        .err()
+        .expect("the names and errors would not fit in memory");
+    assert_eq!(err.kind, ErrorKind::Limit, "{err}");
+}
+
+#[test]
+fn a_huge_legacy_view_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
+    let mut pid = b"(".to_vec();
+    pid.extend(pk::unicode("storage"));
+    pid.extend(pk::global("torch", "FloatStorage"));
+    pid.extend(pk::unicode("0"));
+    pid.extend(pk::unicode("cpu"));
+    pid.extend(pk::int(4));
+    pid.extend(pk::unicode(&"7".repeat(10 << 20)));
+    pid.extend(b"K\x00K\x04\x87t");
+    let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let err = open(&bytes).err().expect("a 10 MB view key");
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+    assert!(err.message.contains("view key"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
