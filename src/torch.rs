@@ -687,6 +687,15 @@ impl ChildName {
             ChildName::Key(k) => key_segment(arena, k),
         }
     }
+
+    /// Like [`ChildName::segment`], but a key longer than `max` bytes is cut after `max + 1`:
+    /// enough to tell it differs from any name of `max` bytes, at a cost bounded by `max`.
+    pub fn segment_upto(self, arena: &Arena, max: usize) -> String {
+        match self {
+            ChildName::Index(i) => i.to_string(),
+            ChildName::Key(k) => key_segment_upto(arena, k, max.min(MAX_SEGMENT_LEN)),
+        }
+    }
 }
 
 /// Longest name segment [`key_segment`] produces: a longer key is cut at this many bytes (plus

@@ -151,6 +151,13 @@ pub fn kind_of(arena: &Arena, node: NodeId) -> ValueKind {
 /// Children of a node with their name segments as the tensor table writes them; `None` for
 /// leaves (tensors included).
 fn named_children(arena: &Arena, node: NodeId) -> Option<Vec<(String, NodeId)>> {
+    named_children_upto(arena, node, torch::MAX_SEGMENT_LEN)
+}
+
+/// The children with their names cut after `max + 1` bytes (see `ChildName::segment_upto`):
+/// a lookup only needs to know whether a key equals, or starts, the rest of its path, so huge
+/// keys cost no more than the path is long.
+fn named_children_upto(arena: &Arena, node: NodeId, max: usize) -> Option<Vec<(String, NodeId)>> {
     if !kind_of(arena, node).is_container() {
         return None;
     }
@@ -158,7 +165,7 @@ fn named_children(arena: &Arena, node: NodeId) -> Option<Vec<(String, NodeId)>> 
     Some(
         children
             .into_iter()
-            .map(|(name, child)| (sanitize(name.segment(arena)), child))
+            .map(|(name, child)| (sanitize(name.segment_upto(arena, max)), child))
             .collect(),
     )
 }
@@ -196,7 +203,7 @@ pub fn lookup<'a>(arena: &'a Arena, root: NodeId, path: &str) -> Result<ValueRef
         /// Where the rest of the path starts for this node's children.
         offset: usize,
     }
-    let Some(children) = named_children(arena, root) else {
+    let Some(children) = named_children_upto(arena, root, path.len()) else {
         return Err(no_value(arena, path, root, 0));
     };
     let mut steps = children.len();
@@ -228,7 +235,7 @@ pub fn lookup<'a>(arena: &'a Arena, root: NodeId, path: &str) -> Result<ValueRef
         if offset > deepest.1 {
             deepest = (child, offset);
         }
-        if let Some(grandchildren) = named_children(arena, child) {
+        if let Some(grandchildren) = named_children_upto(arena, child, path.len() - offset) {
             steps = steps.saturating_add(grandchildren.len());
             if steps > MAX_LOOKUP_STEPS {
                 return Err(Error::limit(format!(
