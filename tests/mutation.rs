@@ -12,6 +12,7 @@ mod common;
 mod mutants;
 
 use common::repo_path;
+use mmckpt::values::{self, WalkLimits};
 use mmckpt::{Checkpoint, OpenOptions};
 
 fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
@@ -35,6 +36,32 @@ fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
         let logical = t.desc.numel.saturating_mul(t.desc.dtype.itemsize() as u64);
         if logical <= 1 << 24 {
             assert_eq!(t.contiguous_bytes().len() as u64, logical);
+        }
+    }
+    sum.wrapping_add(visit_values(ckpt))
+}
+
+/// Every non-tensor value: read through its kind's accessor and found again by its path.
+fn visit_values(ckpt: &Checkpoint) -> u64 {
+    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
+    let mut sum = 0u64;
+    for (i, leaf) in leaves.values.iter().enumerate() {
+        let _ = leaf.as_bool();
+        let _ = leaf.as_i64();
+        let _ = leaf.as_f64();
+        let _ = leaf.as_complex();
+        let _ = leaf.class_name();
+        if let Ok(text) = leaf.text() {
+            sum = sum.wrapping_add(text.len() as u64);
+        }
+        // Looking a value up by its name walks the tree again: do it for the first few.
+        if i < 64 {
+            let again = values::value(ckpt, leaf.path());
+            assert!(
+                again.is_ok(),
+                "value '{}' is listed but not found",
+                leaf.path()
+            );
         }
     }
     sum
