@@ -3,12 +3,12 @@
 # hand-made bad, attack and differential inputs, and (for the pickle target) their .pkl records.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/zip corpus/open corpus/walk corpus/pickle
+mkdir -p corpus/zip corpus/open corpus/walk corpus/pickle corpus/legacy corpus/load corpus/spec
 for f in ../tests/fixtures/*.pt ../tests/data/bad/*.pt ../tests/data/attacks/*.pt \
          ../tests/data/differential/*.pt ../tests/data/zip/*.pt; do
   b=$(basename "$f")
   [ "$b" = recipe.pt ] && continue
-  for t in zip open walk; do cp "$f" "corpus/$t/$(basename "$(dirname "$f")")-$b"; done
+  for t in zip open walk load legacy; do cp "$f" "corpus/$t/$(basename "$(dirname "$f")")-$b"; done
 done
 python3 - <<'PY'
 import glob, os, zipfile
@@ -27,3 +27,11 @@ for f in glob.glob('../tests/fixtures/*.pt') + glob.glob('../tests/data/*/*.pt')
             out.write(open(f, 'rb').read())
 PY
 ls corpus/*/ | wc -l
+# Module specs: every committed spec-fidelity case, and the recipe's spec.
+python3 - <<'PY'
+import json
+for i, case in enumerate(json.load(open('../tests/fixtures/specs.json'))):
+    with open(f'corpus/spec/case{i}.json', 'w') as out:
+        out.write(case['spec_text'])
+PY
+cp ../tests/fixtures/recipe.spec.json corpus/spec/

@@ -64,6 +64,11 @@ fn run_target(target: &str, data: &[u8]) {
                 walk(&ckpt, data.len() as u64);
             }
         }
+        "spec" => {
+            if let Ok(text) = std::str::from_utf8(data) {
+                let _ = mmckpt::module::Module::from_spec(text);
+            }
+        }
         other => panic!("tests/data/regressions/{other}: no such fuzz target"),
     }
 }
@@ -453,4 +458,17 @@ fn a_huge_legacy_view_key_shared_by_many_tensors_is_rejected_before_it_is_copied
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Found by the `spec` fuzz target: `"repeat": 2222222222222` expanded its item for hours.
+#[test]
+fn a_spec_that_repeats_a_module_trillions_of_times_is_a_limit_error() {
+    let spec = r#"{"type": "Sequential", "repeat": 2222222222222, "item": {"type": "Linear", "in_features": 2, "out_features": 2}}"#;
+    let started = std::time::Instant::now();
+    let err = mmckpt::module::Module::from_spec(spec)
+        .err()
+        .expect("refused");
+    assert_eq!(err.kind, ErrorKind::Limit);
+    assert!(err.message.contains("repeat"), "{}", err.message);
+    assert!(started.elapsed().as_secs() < 30);
 }

@@ -283,13 +283,21 @@ pub(super) fn parse(text: &str) -> Result<Module> {
     let name = root.string("name")?.unwrap_or("Module");
     let mut builder = Builder {
         module: Module::new(name),
+        nodes: 0,
     };
     builder.node(&json, "", DType::Float32)?;
     Ok(builder.module)
 }
 
+/// Most spec nodes one build expands (`repeat` multiplies its item): the largest real models
+/// have fewer than 100,000 entries, so this leaves a wide margin while a spec such as
+/// `"repeat": 2222222222222` fails at once instead of running for hours.
+pub const MAX_SPEC_NODES: usize = 1 << 20;
+
 struct Builder {
     module: Module,
+    /// Nodes expanded so far, bounded by MAX_SPEC_NODES.
+    nodes: usize,
 }
 
 impl Builder {
@@ -322,6 +330,13 @@ impl Builder {
     }
 
     fn node(&mut self, json: &Json, path: &str, inherited: DType) -> Result<()> {
+        self.nodes += 1;
+        if self.nodes > MAX_SPEC_NODES {
+            return Err(Error::limit(format!(
+                "module spec: node '{path}': the spec expands to more than {MAX_SPEC_NODES} \
+                 modules (check 'repeat')"
+            )));
+        }
         let node = Node::new(json, path, "node")?;
         let dtype = node.dtype(inherited)?;
         let ty = match node.get("type") {
