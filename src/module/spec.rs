@@ -294,6 +294,35 @@ pub(super) fn parse(text: &str) -> Result<Module> {
 /// `"repeat": 2222222222222` fails at once instead of running for hours.
 pub const MAX_SPEC_NODES: usize = 1 << 20;
 
+/// How many nodes a spec node expands to (`repeat` multiplies its item), saturating. Recursion
+/// is bounded by the JSON reader's nesting limit.
+fn expanded_nodes(json: &Json) -> u128 {
+    let Json::Object(members) = json else {
+        return 0;
+    };
+    let get = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let mut total: u128 = 1;
+    for (key, value) in members {
+        total = total.saturating_add(match (key.as_str(), value) {
+            ("children", Json::Object(children)) => children
+                .iter()
+                .fold(0u128, |acc, (_, c)| acc.saturating_add(expanded_nodes(c))),
+            ("items", Json::Array(items)) => items
+                .iter()
+                .fold(0u128, |acc, c| acc.saturating_add(expanded_nodes(c))),
+            ("item", item) => {
+                let count = match get("repeat") {
+                    Some(Json::Int(n)) if *n > 0 => *n as u128,
+                    _ => 1,
+                };
+                count.saturating_mul(expanded_nodes(item))
+            }
+            _ => 0,
+        });
+    }
+    total
+}
+
 struct Builder {
     module: Module,
     /// Nodes expanded so far, bounded by MAX_SPEC_NODES.
@@ -368,6 +397,13 @@ impl Builder {
                 } else if n.get("repeat").is_some() || n.get("item").is_some() {
                     let count = n.size("repeat")?;
                     let item = n.required("item")?;
+                    let expands_to = (count as u128).saturating_mul(expanded_nodes(item));
+                    if expands_to > (MAX_SPEC_NODES - self.nodes) as u128 {
+                        return Err(Error::limit(format!(
+                            "module spec: node '{path}': 'repeat' {count} expands to more than \
+                             {MAX_SPEC_NODES} modules"
+                        )));
+                    }
                     for i in 0..count {
                         self.node(item, &join(path, &i.to_string()), dtype)?;
                     }
