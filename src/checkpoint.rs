@@ -321,6 +321,7 @@ impl Checkpoint {
             archive: &archive,
             storages: Vec::new(),
             by_key: HashMap::new(),
+            record_name: String::new(),
         };
         finish(
             source.clone(),
@@ -593,11 +594,13 @@ struct ZipStorages<'a> {
     archive: &'a ZipArchive,
     storages: Vec<Storage>,
     by_key: HashMap<String, usize>,
+    /// Scratch buffer for record names.
+    record_name: String,
 }
 
 impl StorageResolver for ZipStorages<'_> {
-    fn resolve(&mut self, id: &StorageId) -> Result<(usize, u64)> {
-        if let Some(&index) = self.by_key.get(&id.key) {
+    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
+        if let Some(&index) = self.by_key.get(&*id.key) {
             return Ok((index, self.storages[index].len as u64));
         }
         if id.legacy_view.is_some() {
@@ -606,8 +609,12 @@ impl StorageResolver for ZipStorages<'_> {
                 id.key
             )));
         }
-        let record_name = format!("data/{}", id.key);
-        let record = self.archive.get(&record_name).ok_or_else(|| {
+        // `data/<key>`, built in a reused buffer (no allocation per storage).
+        self.record_name.clear();
+        self.record_name.push_str("data/");
+        self.record_name.push_str(&id.key);
+        let record_name = &self.record_name;
+        let record = self.archive.get(record_name).ok_or_else(|| {
             Error::format(format!(
                 "storage '{}' has no record '{}/{record_name}'",
                 id.key,
@@ -621,20 +628,21 @@ impl StorageResolver for ZipStorages<'_> {
         if declared > record.size {
             return Err(Error::format(format!(
                 "storage '{}' declares {} elements of {} ({declared} bytes) but its record holds {} bytes",
-                id.key, id.numel, id.class_name, record.size
+                id.key, id.numel, id.class_name(), record.size
             )));
         }
         let index = self.storages.len();
+        let key = id.key.to_string();
+        self.by_key.insert(key.clone(), index);
         self.storages.push(Storage {
-            key: id.key.clone(),
+            key,
             id: new_storage_id(),
-            location: id.location.clone(),
+            location: id.location.to_string(),
             backing: Backing::File(self.source.clone()),
             start: record.data_offset as usize,
             len: declared as usize,
             file_offset: Some(record.data_offset),
         });
-        self.by_key.insert(id.key.clone(), index);
         Ok((index, declared))
     }
 }
@@ -649,12 +657,12 @@ struct LegacyStorages<'a> {
 }
 
 impl StorageResolver for LegacyStorages<'_> {
-    fn resolve(&mut self, id: &StorageId) -> Result<(usize, u64)> {
-        let own_key = id.legacy_view.as_ref().map_or(&id.key, |(view, _, _)| view);
+    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
+        let own_key: &str = id.legacy_view.as_ref().map_or(&id.key, |(view, _, _)| view);
         if let Some(&index) = self.by_key.get(own_key) {
             return Ok((index, self.storages[index].len as u64));
         }
-        let record = self.records.get(&id.key).ok_or_else(|| {
+        let record = self.records.get(&*id.key).ok_or_else(|| {
             Error::format(format!(
                 "storage '{}' is not in the legacy file's storage key list",
                 id.key
@@ -662,43 +670,48 @@ impl StorageResolver for LegacyStorages<'_> {
         })?;
         let itemsize = id.dtype.map_or(1, |d| d.itemsize() as u64);
         let overflow = || Error::format(format!("storage '{}': size overflows", id.key));
-        let (start, len) = match &id.legacy_view {
-            None => {
-                let declared = id.declared_bytes().ok_or_else(overflow)?;
-                if declared > record.nbytes {
-                    return Err(Error::format(format!(
-                        "storage '{}' declares {} elements of {} ({declared} bytes) but the \
+        let (start, len) =
+            match &id.legacy_view {
+                None => {
+                    let declared = id.declared_bytes().ok_or_else(overflow)?;
+                    if declared > record.nbytes {
+                        return Err(Error::format(format!(
+                            "storage '{}' declares {} elements of {} ({declared} bytes) but the \
                          file holds {} bytes for it at byte {}",
-                        id.key, id.numel, id.class_name, record.nbytes, record.data_offset
-                    )));
+                            id.key,
+                            id.numel,
+                            id.class_name(),
+                            record.nbytes,
+                            record.data_offset
+                        )));
+                    }
+                    (record.data_offset, declared)
                 }
-                (record.data_offset, declared)
-            }
-            Some((view, offset, size)) => {
-                let start = offset.checked_mul(itemsize).ok_or_else(overflow)?;
-                let len = size.checked_mul(itemsize).ok_or_else(overflow)?;
-                let end = start.checked_add(len).ok_or_else(overflow)?;
-                if end > record.nbytes {
-                    return Err(Error::format(format!(
+                Some((view, offset, size)) => {
+                    let start = offset.checked_mul(itemsize).ok_or_else(overflow)?;
+                    let len = size.checked_mul(itemsize).ok_or_else(overflow)?;
+                    let end = start.checked_add(len).ok_or_else(overflow)?;
+                    if end > record.nbytes {
+                        return Err(Error::format(format!(
                         "storage view '{view}' (elements {offset}..{offset}+{size} of {}) ends at \
                          byte {end} of storage '{}', past its {} bytes",
-                        id.class_name, id.key, record.nbytes
+                        id.class_name(), id.key, record.nbytes
                     )));
+                    }
+                    (record.data_offset + start, len)
                 }
-                (record.data_offset + start, len)
-            }
-        };
+            };
         let index = self.storages.len();
         self.storages.push(Storage {
-            key: own_key.clone(),
+            key: own_key.to_string(),
             id: new_storage_id(),
-            location: id.location.clone(),
+            location: id.location.to_string(),
             backing: Backing::File(self.source.clone()),
             start: start as usize,
             len: len as usize,
             file_offset: Some(start),
         });
-        self.by_key.insert(own_key.clone(), index);
+        self.by_key.insert(own_key.to_string(), index);
         Ok((index, len))
     }
 }

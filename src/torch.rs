@@ -5,33 +5,40 @@
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::{Arena, NodeId, Value};
+use std::borrow::Cow;
 
 /// Most dimensions a tensor may have (torch itself caps at 64).
 pub const MAX_NDIM: usize = 64;
 
-/// What a persistent id says about a storage, before its bytes are looked up.
+/// What a persistent id says about a storage, before its bytes are looked up. Borrows its
+/// strings from the arena: parsing one costs no allocation (string keys).
 #[derive(Clone, Debug, PartialEq)]
-pub struct StorageId {
+pub struct StorageId<'a> {
     /// The record key (`data/<key>` in zip archives; the legacy format's root key).
-    pub key: String,
+    pub key: Cow<'a, str>,
     /// Element type of a typed storage class (`torch.FloatStorage`); `None` for
     /// `torch.storage.UntypedStorage` (bytes) or classes mmckpt cannot represent.
     pub dtype: Option<DType>,
-    /// Dotted name of the storage class global, for messages.
-    pub class_name: String,
+    /// Module and name of the storage class global (see [`StorageId::class_name`]).
+    pub class: (&'a str, &'a str),
     /// Elements of the storage class's dtype (bytes for untyped storages).
     pub numel: u64,
-    pub location: String,
+    pub location: &'a str,
     /// Legacy view metadata `(view_key, offset, size)`: the tensor's storage is a slice of the
     /// root storage, counted in elements.
-    pub legacy_view: Option<(String, u64, u64)>,
+    pub legacy_view: Option<(Cow<'a, str>, u64, u64)>,
 }
 
-impl StorageId {
+impl StorageId<'_> {
     /// Bytes the storage declares: numel × itemsize (1 for untyped storages).
     pub fn declared_bytes(&self) -> Option<u64> {
         let itemsize = self.dtype.map_or(1, |d| d.itemsize() as u64);
         self.numel.checked_mul(itemsize)
+    }
+
+    /// Dotted name of the storage class global (`torch.FloatStorage`), for messages.
+    pub fn class_name(&self) -> String {
+        format!("{}.{}", self.class.0, self.class.1)
     }
 }
 
@@ -109,13 +116,13 @@ pub enum Interpreted {
 pub trait StorageResolver {
     /// Returns the index of the storage, creating it on first use. `nbytes_needed` is the
     /// declared size the tensor relies on.
-    fn resolve(&mut self, id: &StorageId) -> Result<(usize, u64)>;
+    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)>;
 }
 
 const TORCH_UTILS: &str = "torch._utils";
 
 /// Parses a persistent id: `('storage', storage_class, key, location, numel[, view_metadata])`.
-pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
+pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
     let items = arena
         .as_seq(pid)
         .ok_or_else(|| Error::format("a persistent id is not a tuple"))?;
@@ -135,7 +142,6 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     let (module, name) = arena.global_name(items[1]).ok_or_else(|| {
         Error::format("a storage persistent id does not name its storage class as a global")
     })?;
-    let class_name = format!("{module}.{name}");
     let dtype = match (module, name) {
         ("torch", n) => DType::from_storage_class(n),
         _ => None,
@@ -146,12 +152,12 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     );
     if dtype.is_none() && !untyped {
         return Err(Error::unsupported(format!(
-            "storage class {class_name} is not one mmckpt can represent"
+            "storage class {module}.{name} is not one mmckpt can represent"
         )));
     }
-    let key = match arena.get(items[2]) {
-        Value::Str(s) => s.to_string(),
-        Value::Int(i) => i.to_string(),
+    let key: Cow<'_, str> = match arena.get(items[2]) {
+        Value::Str(s) => Cow::Borrowed(s),
+        Value::Int(i) => Cow::Owned(i.to_string()),
         _ => {
             return Err(Error::format(
                 "a storage key is neither a string nor an int",
@@ -160,8 +166,7 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     };
     let location = arena
         .as_str(items[3])
-        .ok_or_else(|| Error::format(format!("storage '{key}': location is not a string")))?
-        .to_string();
+        .ok_or_else(|| Error::format(format!("storage '{key}': location is not a string")))?;
     let numel = arena.as_int(items[4]).filter(|&n| n >= 0).ok_or_else(|| {
         Error::format(format!(
             "storage '{key}': element count is not a non-negative int"
@@ -170,9 +175,9 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     let legacy_view = match items.get(5).map(|&v| arena.get(v)) {
         None | Some(Value::None) => None,
         Some(Value::Tuple(view)) if view.len() == 3 => {
-            let view_key = match arena.get(view[0]) {
-                Value::Str(s) => s.to_string(),
-                Value::Int(i) => i.to_string(),
+            let view_key: Cow<'_, str> = match arena.get(view[0]) {
+                Value::Str(s) => Cow::Borrowed(s),
+                Value::Int(i) => Cow::Owned(i.to_string()),
                 _ => return Err(Error::format(format!("storage '{key}': bad view key"))),
             };
             let offset = arena.as_int(view[1]).filter(|&v| v >= 0);
@@ -195,7 +200,7 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     Ok(StorageId {
         key,
         dtype: if untyped { None } else { dtype },
-        class_name,
+        class: (module, name),
         numel,
         location,
         legacy_view,
@@ -408,7 +413,7 @@ fn rebuild_tensor(
         _ => storage_id.dtype.ok_or_else(|| {
             Error::unsupported(format!(
                 "storage class {} carries no dtype mmckpt can represent",
-                storage_id.class_name
+                storage_id.class_name()
             ))
         })?,
     };
