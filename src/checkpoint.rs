@@ -7,9 +7,9 @@ use crate::container::zip::{self, ZipArchive, ZipLimits};
 use crate::container::{AlignedBuf, LoadMode, Source};
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result};
+use crate::hash::HashMap;
 use crate::pickle::{self, Arena, NodeId, Value};
 use crate::torch::{self, Interpreted, StorageId, StorageResolver, TensorDesc};
-use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -258,7 +258,7 @@ impl Checkpoint {
             source: &source,
             records: &records,
             storages: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
         };
         let top = header.object;
         finish(
@@ -320,7 +320,7 @@ impl Checkpoint {
             source: &source,
             archive: &archive,
             storages: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             record_name: String::new(),
         };
         finish(
@@ -410,7 +410,7 @@ impl Checkpoint {
         }
         let mut descs = Vec::new();
         let mut entries = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::default();
         for (name, desc) in tensors {
             let storage = stores.get(desc.storage).ok_or_else(|| {
                 Error::format(format!("tensor '{name}': no storage {}", desc.storage))
@@ -541,7 +541,7 @@ fn finish<R: StorageResolver>(
 }
 
 fn index_names(entries: &[Entry]) -> HashMap<Box<str>, usize> {
-    let mut by_name = HashMap::with_capacity(entries.len());
+    let mut by_name = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
     for (i, entry) in entries.iter().enumerate() {
         let name: Box<str> = entry.name.to_str().unwrap_or("").into();
         by_name.entry(name).or_insert(i);
@@ -651,7 +651,7 @@ impl StorageResolver for ZipStorages<'_> {
 /// of a root storage), located by [`legacy::locate_storages`].
 struct LegacyStorages<'a> {
     source: &'a Arc<Source>,
-    records: &'a HashMap<String, LegacyRecord>,
+    records: &'a std::collections::HashMap<String, LegacyRecord>,
     storages: Vec<Storage>,
     by_key: HashMap<String, usize>,
 }

@@ -11,8 +11,7 @@
 //! * Dict (and set) inserts follow Python for `None`/`bool`/`int`/`str`/`bytes` keys: an equal
 //!   key replaces the value in place. A side index makes this O(1) per insert.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use crate::hash::{HashMap, RandomState};
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::opcodes as op;
@@ -73,9 +72,9 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, 
         stack: Vec::new(),
         marks: Vec::new(),
         memo: Memo::default(),
-        index: HashMap::new(),
-        hash_cache: HashMap::new(),
-        hasher: RandomState::new(),
+        index: HashMap::default(),
+        hash_cache: HashMap::default(),
+        hasher: RandomState::default(),
         copied_items: 0,
         copied_bytes: 0,
     };
