@@ -310,12 +310,11 @@ impl Checkpoint {
             }
         };
         let mut arena = Arena::new();
-        let (top, _) = pickle::load(
-            &mut arena,
-            archive.data(bytes, pkl)?,
-            &options.limits.pickle,
-        )
-        .map_err(|e| e.context("data.pkl"))?;
+        let pickle_bytes = archive.data(bytes, pkl)?;
+        // torch's state dicts take about one value per 5 pickle bytes.
+        arena.reserve((pickle_bytes.len() / 5).min(options.limits.pickle.max_nodes));
+        let (top, _) = pickle::load(&mut arena, pickle_bytes, &options.limits.pickle)
+            .map_err(|e| e.context("data.pkl"))?;
         let resolver = ZipStorages {
             source: &source,
             archive: &archive,
@@ -807,7 +806,13 @@ fn build_table(
         if !name.is_empty() {
             name.push('.');
         }
-        name.push_str(&sanitize(&child_name.segment(arena)));
+        let segment_start = name.len();
+        child_name.push_segment(arena, &mut name);
+        if name[segment_start..].contains('\0') {
+            let segment = sanitize(&name[segment_start..]).into_owned();
+            name.truncate(segment_start);
+            name.push_str(&segment);
+        }
         debug_assert!(parent_len >= base_len);
         if visit(child, &name, &mut entries, &mut tensors)? {
             if entries.len() > limits.max_tensors {

@@ -362,14 +362,15 @@ fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Box<[i64]>> {
             items.len()
         )));
     }
-    items
-        .iter()
-        .map(|&i| {
-            arena
-                .as_int(i)
-                .ok_or_else(|| Error::format(format!("{what} holds a value that is not an int")))
-        })
-        .collect()
+    // Exact capacity: the boxed slice needs no reallocation.
+    let mut out = Vec::with_capacity(items.len());
+    for &i in items {
+        let v = arena
+            .as_int(i)
+            .ok_or_else(|| Error::format(format!("{what} holds a value that is not an int")))?;
+        out.push(v);
+    }
+    Ok(out.into_boxed_slice())
 }
 
 fn rebuild_tensor(
@@ -600,15 +601,11 @@ pub fn children(arena: &Arena, node: NodeId) -> Option<Vec<(ChildName, NodeId)>>
         Value::Dict { items, .. } => {
             out.extend(items.iter().map(|&(k, v)| (ChildName::Key(k), v)));
         }
-        Value::Object {
-            state,
-            list_items,
-            dict_items,
-            ..
-        } => {
+        object @ Value::Object { state, .. } => {
             if let Some(state) = *state {
                 push_state_attrs(arena, state, &mut out);
             }
+            let (list_items, dict_items) = (object.list_items(), object.dict_items());
             out.extend(
                 list_items
                     .iter()
@@ -649,6 +646,21 @@ impl ChildName {
         match self {
             ChildName::Index(i) => i.to_string(),
             ChildName::Key(k) => key_segment(arena, k),
+        }
+    }
+
+    /// Appends [`ChildName::segment`] to `out`; string keys, the common case, are borrowed from
+    /// the arena (no allocation).
+    pub fn push_segment(self, arena: &Arena, out: &mut String) {
+        match self {
+            ChildName::Key(k) => match arena.get(k) {
+                Value::Str(s) => out.push_str(s),
+                _ => out.push_str(&key_segment(arena, k)),
+            },
+            ChildName::Index(i) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{i}");
+            }
         }
     }
 }

@@ -102,6 +102,7 @@ impl Memo {
     fn get(&self, key: u64) -> Option<NodeId> {
         match usize::try_from(key).ok().and_then(|i| self.dense.get(i)) {
             Some(&id) if id != NO_NODE => Some(id),
+            _ if self.sparse.is_empty() => None,
             _ => self.sparse.get(&key).copied(),
         }
     }
@@ -113,9 +114,11 @@ impl Memo {
             *slot = id;
             return true;
         }
-        if let Some(slot) = self.sparse.get_mut(&key) {
-            *slot = id;
-            return true;
+        if !self.sparse.is_empty() {
+            if let Some(slot) = self.sparse.get_mut(&key) {
+                *slot = id;
+                return true;
+            }
         }
         if self.len() >= max {
             return false;
@@ -553,7 +556,7 @@ impl<'a> Machine<'a> {
         let arena: &Arena = self.arena;
         let items: &[(NodeId, NodeId)] = match arena.get(target) {
             Value::Dict { items, .. } => items,
-            Value::Object { dict_items, .. } => dict_items,
+            Value::Object { items, .. } => items.as_deref().map_or(&[][..], |i| &i.dict),
             other => {
                 return Err(self.format(format!("cannot set an item on a {}", kind_name(other))))
             }
@@ -577,7 +580,7 @@ impl<'a> Machine<'a> {
         }
         let items = match self.arena.get_mut(target) {
             Value::Dict { items, .. } => items,
-            Value::Object { dict_items, .. } => dict_items,
+            Value::Object { items, .. } => &mut items.get_or_insert_with(Default::default).dict,
             _ => unreachable!("checked above"),
         };
         match found {
@@ -663,7 +666,10 @@ impl<'a> Machine<'a> {
         let max = self.limits.max_container_len;
         let (list, kind) = match self.arena.get_mut(target) {
             Value::List(v) => (Some(v), ""),
-            Value::Object { list_items, .. } => (Some(list_items), ""),
+            Value::Object { items, .. } => (
+                Some(&mut items.get_or_insert_with(Default::default).list),
+                "",
+            ),
             other => (None, kind_name(other)),
         };
         match list {
@@ -727,8 +733,7 @@ impl<'a> Machine<'a> {
             kwargs,
             new_object: kind != CallKind::Reduce,
             state: None,
-            list_items: Vec::new(),
-            dict_items: Vec::new(),
+            items: None,
         })
     }
 
@@ -954,8 +959,7 @@ impl<'a> Machine<'a> {
                     kwargs: None,
                     new_object: true,
                     state: None,
-                    list_items: Vec::new(),
-                    dict_items: Vec::new(),
+                    items: None,
                 })
                 .map(Some)
             }
