@@ -266,6 +266,10 @@ fn find_eocd(bytes: &[u8]) -> Result<usize> {
     let mut found: Option<usize> = None;
     let mut nearest_misfit: Option<(usize, usize)> = None;
     for pos in (first..=last).rev() {
+        // Most of the up to 64 KiB scanned are not a signature: one byte compare rejects them.
+        if bytes[pos] != sig[0] {
+            continue;
+        }
         let Some(head) = fixed::<EOCD_LEN>(bytes, pos as u64) else {
             continue;
         };
