@@ -599,7 +599,7 @@ struct ZipStorages<'a> {
 
 impl StorageResolver for ZipStorages<'_> {
     fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
-        if let Some(&index) = self.by_key.get(&*id.key) {
+        if let Some(index) = self.lookup(&id.key) {
             return Ok((index, self.storages[index].len as u64));
         }
         if id.legacy_view.is_some() {
@@ -632,7 +632,9 @@ impl StorageResolver for ZipStorages<'_> {
         }
         let index = self.storages.len();
         let key = id.key.to_string();
-        self.by_key.insert(key.clone(), index);
+        if dense_key(&key) != Some(index) {
+            self.by_key.insert(key.clone(), index);
+        }
         self.storages.push(Storage {
             key,
             id: new_storage_id(),
@@ -644,6 +646,25 @@ impl StorageResolver for ZipStorages<'_> {
         });
         Ok((index, declared))
     }
+}
+
+impl ZipStorages<'_> {
+    /// The storage with this key. torch numbers storages "0", "1", … in first-use order, so a
+    /// key that is its own index is found without hashing (and never enters `by_key`).
+    fn lookup(&self, key: &str) -> Option<usize> {
+        match dense_key(key) {
+            Some(i) if self.storages.get(i).is_some_and(|s| s.key == key) => Some(i),
+            _ => self.by_key.get(key).copied(),
+        }
+    }
+}
+
+/// The index a storage key names when it is a plain decimal number.
+fn dense_key(key: &str) -> Option<usize> {
+    if key.is_empty() || key.len() > 9 || !key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    key.parse().ok()
 }
 
 /// Storages of a legacy file: slices of the file (or, for old torch's storage views, slices
@@ -905,5 +926,66 @@ fn swap_unit(dtype: DType) -> usize {
     match dtype {
         DType::Complex32 | DType::Complex64 | DType::Complex128 => dtype.itemsize() / 2,
         _ => dtype.itemsize(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::zip::writer::{Entry as ZipEntry, Writer};
+
+    /// A protocol-2 pickle of `{name: float32 tensor of 1 element in storage key}` items.
+    fn state_dict_pickle(items: &[(&str, &str)]) -> Vec<u8> {
+        fn unicode(out: &mut Vec<u8>, s: &str) {
+            out.push(b'X');
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        let mut p = b"\x80\x02}(".to_vec();
+        for (name, key) in items {
+            unicode(&mut p, name);
+            p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+            unicode(&mut p, "storage");
+            p.extend_from_slice(b"ctorch\nFloatStorage\n");
+            unicode(&mut p, key);
+            unicode(&mut p, "cpu");
+            p.extend_from_slice(b"K\x01tQ"); // numel 1, TUPLE, BINPERSID
+            p.extend_from_slice(b"K\x00K\x01\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR");
+        }
+        p.extend_from_slice(b"u.");
+        p
+    }
+
+    #[test]
+    fn storage_keys_resolve_by_exact_key_dense_or_not() {
+        // Keys out of first-use order, a non-canonical "01", and a key used twice.
+        let items = [("a", "1"), ("b", "0"), ("c", "01"), ("d", "1"), ("e", "x")];
+        let mut entries = vec![ZipEntry::new(
+            "archive/data.pkl",
+            &state_dict_pickle(&items),
+        )];
+        for (key, value) in [("0", 0.0f32), ("1", 1.0), ("01", 2.0), ("x", 3.0)] {
+            entries.push(ZipEntry::new(
+                &format!("archive/data/{key}"),
+                &value.to_le_bytes(),
+            ));
+        }
+        let mut writer = Writer::new(entries);
+        writer.align = 64;
+        let built = writer.build();
+        let ckpt = Checkpoint::from_bytes(&built.bytes, &OpenOptions::default()).unwrap();
+        let value = |name: &str| {
+            let t = ckpt.tensor(name).unwrap();
+            (
+                f32::from_le_bytes(t.bytes().try_into().unwrap()),
+                t.storage.id,
+                t.storage.key.clone(),
+            )
+        };
+        let (a, b, c, d, e) = (value("a"), value("b"), value("c"), value("d"), value("e"));
+        assert_eq!((a.0, b.0, c.0, d.0, e.0), (1.0, 0.0, 2.0, 1.0, 3.0));
+        assert_eq!((&*a.2, &*b.2, &*c.2, &*e.2), ("1", "0", "01", "x"));
+        assert_eq!(a.1, d.1, "the same key is one storage");
+        assert_eq!(ckpt.storages().len(), 4);
     }
 }
