@@ -11,6 +11,7 @@ use crate::hash::HashMap;
 use crate::pickle::{self, Arena, NodeId, Value};
 use crate::torch::{self, Interpreted, StorageId, StorageResolver, TensorDesc};
 use std::ffi::{CStr, CString};
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -212,7 +213,7 @@ pub struct Checkpoint {
     storages: Vec<Storage>,
     tensors: Vec<TensorDesc>,
     entries: Vec<Entry>,
-    by_name: HashMap<Box<str>, usize>,
+    by_name: NameIndex,
     byte_order_big: bool,
 }
 
@@ -365,7 +366,7 @@ impl Checkpoint {
                 }
             }
         }
-        let by_name = index_names(&entries);
+        let by_name = NameIndex::build(&entries);
         Checkpoint {
             source,
             format,
@@ -409,7 +410,6 @@ impl Checkpoint {
         }
         let mut descs = Vec::new();
         let mut entries = Vec::new();
-        let mut by_name = HashMap::default();
         for (name, desc) in tensors {
             let storage = stores.get(desc.storage).ok_or_else(|| {
                 Error::format(format!("tensor '{name}': no storage {}", desc.storage))
@@ -417,12 +417,10 @@ impl Checkpoint {
             if desc.byte_offset() + desc.span_bytes() > storage.len as u64 {
                 return Err(Error::format(format!("tensor '{name}' is out of bounds")));
             }
-            by_name
-                .entry(Box::from(name.as_str()))
-                .or_insert(entries.len());
             entries.push(make_entry(&name, Ok(descs.len())));
             descs.push(desc);
         }
+        let by_name = NameIndex::build(&entries);
         Ok(Checkpoint {
             source,
             format: Format::Zip,
@@ -490,7 +488,7 @@ impl Checkpoint {
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.by_name.get(&self.entries, name)
     }
 
     pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
@@ -525,7 +523,7 @@ fn finish<R: StorageResolver>(
     let (tensors, entries) = build_table(&arena, root, &mut resolver, &options.limits)?;
     let mut storages = into_storages(resolver);
     fix_storages(&mut storages, &tensors, byte_order_big)?;
-    let by_name = index_names(&entries);
+    let by_name = NameIndex::build(&entries);
     Ok(Checkpoint {
         source,
         format,
@@ -539,13 +537,47 @@ fn finish<R: StorageResolver>(
     })
 }
 
-fn index_names(entries: &[Entry]) -> HashMap<Box<str>, usize> {
-    let mut by_name = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
-    for (i, entry) in entries.iter().enumerate() {
-        let name: Box<str> = entry.name.to_str().unwrap_or("").into();
-        by_name.entry(name).or_insert(i);
+/// Tensor name → first table index with that name, without copying the names: a map from
+/// each name's keyed hash to its index (the name is compared on lookup), and a map by name
+/// for the rare name whose hash an earlier, different name already holds.
+#[derive(Default)]
+struct NameIndex {
+    hasher: crate::hash::RandomState,
+    by_hash: HashMap<u64, usize>,
+    collided: HashMap<Box<str>, usize>,
+}
+
+impl NameIndex {
+    fn build(entries: &[Entry]) -> NameIndex {
+        let mut index = NameIndex {
+            by_hash: HashMap::with_capacity_and_hasher(entries.len(), Default::default()),
+            ..NameIndex::default()
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let name = entry.name.to_bytes();
+            let hash = index.hasher.hash_one(name);
+            match index.by_hash.get(&hash) {
+                None => {
+                    index.by_hash.insert(hash, i);
+                }
+                Some(&j) if entries[j].name.to_bytes() == name => {} // a duplicate: first wins
+                Some(_) => {
+                    let name = entry.name.to_str().unwrap_or("");
+                    index.collided.entry(name.into()).or_insert(i);
+                }
+            }
+        }
+        index
     }
-    by_name
+
+    fn get(&self, entries: &[Entry], name: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(name.as_bytes());
+        match self.by_hash.get(&hash) {
+            Some(&i) if entries[i].name.to_bytes() == name.as_bytes() => Some(i),
+            _ if self.collided.is_empty() => None,
+            _ => self.collided.get(name).copied(),
+        }
+    }
 }
 
 fn describe_unknown_format(bytes: &[u8]) -> String {
@@ -954,6 +986,35 @@ mod tests {
         }
         p.extend_from_slice(b"u.");
         p
+    }
+
+    #[test]
+    fn name_index_finds_first_names_and_falls_back_on_collisions() {
+        let entries: Vec<Entry> = ["a", "b", "a", ""]
+            .iter()
+            .map(|n| make_entry(n, Err(Error::format("x"))))
+            .collect();
+        let index = NameIndex::build(&entries);
+        assert_eq!(
+            index.get(&entries, "a"),
+            Some(0),
+            "a duplicate: the first wins"
+        );
+        assert_eq!(index.get(&entries, "b"), Some(1));
+        assert_eq!(index.get(&entries, ""), Some(3));
+        assert_eq!(index.get(&entries, "c"), None);
+        // A 64-bit hash collision (forced): "b"'s hash names entry 0 ("a").
+        let mut index = NameIndex::default();
+        index
+            .by_hash
+            .insert(index.hasher.hash_one(b"a".as_slice()), 0);
+        index
+            .by_hash
+            .insert(index.hasher.hash_one(b"b".as_slice()), 0);
+        index.collided.insert("b".into(), 1);
+        assert_eq!(index.get(&entries, "a"), Some(0));
+        assert_eq!(index.get(&entries, "b"), Some(1));
+        assert_eq!(index.get(&entries, "c"), None);
     }
 
     #[test]
