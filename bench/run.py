@@ -296,6 +296,7 @@ def main():
         c = s["copy_bytes"]
         label = f"{c // 2**30}g" if c >= 2**30 else f"{c // 2**20}m"
         p = paths[f"f32_{label}.pt"]
+        note("[6] cold cache")
         modes = ["map", "sequential", "willneed", "populate", "read"]
         cold = {m: [] for m in modes}
         evicted = []
