@@ -906,7 +906,13 @@ fn sanitize(segment: &str) -> std::borrow::Cow<'_, str> {
 
 fn make_entry(name: &str, tensor: std::result::Result<usize, Error>) -> Entry {
     Entry {
-        name: CString::new(sanitize(name).into_owned()).unwrap_or_default(),
+        // Room for the terminating NUL up front: CString::new then needs no reallocation.
+        name: {
+            let name = sanitize(name);
+            let mut bytes = Vec::with_capacity(name.len() + 1);
+            bytes.extend_from_slice(name.as_bytes());
+            CString::new(bytes).unwrap_or_default()
+        },
         tensor,
     }
 }
