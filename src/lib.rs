@@ -7,6 +7,7 @@
 pub mod container;
 pub mod dtype;
 pub mod error;
+mod hash;
 pub mod pickle;
 
 pub use dtype::DType;

@@ -5,33 +5,40 @@
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::{Arena, NodeId, Value};
+use std::borrow::Cow;
 
 /// Most dimensions a tensor may have (torch itself caps at 64).
 pub const MAX_NDIM: usize = 64;
 
-/// What a persistent id says about a storage, before its bytes are looked up.
+/// What a persistent id says about a storage, before its bytes are looked up. Borrows its
+/// strings from the arena: parsing one costs no allocation (string keys).
 #[derive(Clone, Debug, PartialEq)]
-pub struct StorageId {
+pub struct StorageId<'a> {
     /// The record key (`data/<key>` in zip archives; the legacy format's root key).
-    pub key: String,
+    pub key: Cow<'a, str>,
     /// Element type of a typed storage class (`torch.FloatStorage`); `None` for
     /// `torch.storage.UntypedStorage` (bytes) or classes mmckpt cannot represent.
     pub dtype: Option<DType>,
-    /// Dotted name of the storage class global, for messages.
-    pub class_name: String,
+    /// Module and name of the storage class global (see [`StorageId::class_name`]).
+    pub class: (&'a str, &'a str),
     /// Elements of the storage class's dtype (bytes for untyped storages).
     pub numel: u64,
-    pub location: String,
+    pub location: &'a str,
     /// Legacy view metadata `(view_key, offset, size)`: the tensor's storage is a slice of the
     /// root storage, counted in elements.
-    pub legacy_view: Option<(String, u64, u64)>,
+    pub legacy_view: Option<(Cow<'a, str>, u64, u64)>,
 }
 
-impl StorageId {
+impl StorageId<'_> {
     /// Bytes the storage declares: numel × itemsize (1 for untyped storages).
     pub fn declared_bytes(&self) -> Option<u64> {
         let itemsize = self.dtype.map_or(1, |d| d.itemsize() as u64);
         self.numel.checked_mul(itemsize)
+    }
+
+    /// Dotted name of the storage class global (`torch.FloatStorage`), for messages.
+    pub fn class_name(&self) -> String {
+        format!("{}.{}", self.class.0, self.class.1)
     }
 }
 
@@ -109,7 +116,7 @@ pub enum Interpreted {
 pub trait StorageResolver {
     /// Returns the index of the storage, creating it on first use. `nbytes_needed` is the
     /// declared size the tensor relies on.
-    fn resolve(&mut self, id: &StorageId) -> Result<(usize, u64)>;
+    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)>;
 }
 
 const TORCH_UTILS: &str = "torch._utils";
@@ -118,7 +125,7 @@ const TORCH_UTILS: &str = "torch._utils";
 pub const MAX_STORAGE_FIELD_LEN: usize = 1024;
 
 /// Parses a persistent id: `('storage', storage_class, key, location, numel[, view_metadata])`.
-pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
+pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
     let items = arena
         .as_seq(pid)
         .ok_or_else(|| Error::format("a persistent id is not a tuple"))?;
@@ -138,7 +145,6 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     let (module, name) = arena.global_name(items[1]).ok_or_else(|| {
         Error::format("a storage persistent id does not name its storage class as a global")
     })?;
-    let class_name = format!("{module}.{name}");
     let dtype = match (module, name) {
         ("torch", n) => DType::from_storage_class(n),
         _ => None,
@@ -149,7 +155,7 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     );
     if dtype.is_none() && !untyped {
         return Err(Error::unsupported(format!(
-            "storage class {class_name} is not one mmckpt can represent"
+            "storage class {module}.{name} is not one mmckpt can represent"
         )));
     }
     // One persistent id can be shared by any number of tensors, each of which copies its key
@@ -168,9 +174,9 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
             "a storage key, view key or location is longer than {MAX_STORAGE_FIELD_LEN} bytes"
         )));
     }
-    let key = match arena.get(items[2]) {
-        Value::Str(s) => s.to_string(),
-        Value::Int(i) => i.to_string(),
+    let key: Cow<'_, str> = match arena.get(items[2]) {
+        Value::Str(s) => Cow::Borrowed(s),
+        Value::Int(i) => Cow::Owned(i.to_string()),
         _ => {
             return Err(Error::format(
                 "a storage key is neither a string nor an int",
@@ -179,8 +185,7 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     };
     let location = arena
         .as_str(items[3])
-        .ok_or_else(|| Error::format(format!("storage '{key}': location is not a string")))?
-        .to_string();
+        .ok_or_else(|| Error::format(format!("storage '{key}': location is not a string")))?;
     let numel = arena.as_int(items[4]).filter(|&n| n >= 0).ok_or_else(|| {
         Error::format(format!(
             "storage '{key}': element count is not a non-negative int"
@@ -189,9 +194,9 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     let legacy_view = match items.get(5).map(|&v| arena.get(v)) {
         None | Some(Value::None) => None,
         Some(Value::Tuple(view)) if view.len() == 3 => {
-            let view_key = match arena.get(view[0]) {
-                Value::Str(s) => s.to_string(),
-                Value::Int(i) => i.to_string(),
+            let view_key: Cow<'_, str> = match arena.get(view[0]) {
+                Value::Str(s) => Cow::Borrowed(s),
+                Value::Int(i) => Cow::Owned(i.to_string()),
                 _ => return Err(Error::format(format!("storage '{key}': bad view key"))),
             };
             let offset = arena.as_int(view[1]).filter(|&v| v >= 0);
@@ -214,7 +219,7 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId> {
     Ok(StorageId {
         key,
         dtype: if untyped { None } else { dtype },
-        class_name,
+        class: (module, name),
         numel,
         location,
         legacy_view,
@@ -376,14 +381,15 @@ fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Box<[i64]>> {
             items.len()
         )));
     }
-    items
-        .iter()
-        .map(|&i| {
-            arena
-                .as_int(i)
-                .ok_or_else(|| Error::format(format!("{what} holds a value that is not an int")))
-        })
-        .collect()
+    // Exact capacity: the boxed slice needs no reallocation.
+    let mut out = Vec::with_capacity(items.len());
+    for &i in items {
+        let v = arena
+            .as_int(i)
+            .ok_or_else(|| Error::format(format!("{what} holds a value that is not an int")))?;
+        out.push(v);
+    }
+    Ok(out.into_boxed_slice())
 }
 
 fn rebuild_tensor(
@@ -427,7 +433,7 @@ fn rebuild_tensor(
         _ => storage_id.dtype.ok_or_else(|| {
             Error::unsupported(format!(
                 "storage class {} carries no dtype mmckpt can represent",
-                storage_id.class_name
+                storage_id.class_name()
             ))
         })?,
     };
@@ -636,15 +642,11 @@ pub fn children(arena: &Arena, node: NodeId) -> Option<Vec<(ChildName, NodeId)>>
         Value::Dict { items, .. } => {
             out.extend(items.iter().map(|&(k, v)| (ChildName::Key(k), v)));
         }
-        Value::Object {
-            state,
-            list_items,
-            dict_items,
-            ..
-        } => {
+        object @ Value::Object { state, .. } => {
             if let Some(state) = *state {
                 push_state_attrs(arena, state, &mut out);
             }
+            let (list_items, dict_items) = (object.list_items(), object.dict_items());
             out.extend(
                 list_items
                     .iter()
@@ -696,6 +698,35 @@ impl ChildName {
             ChildName::Key(k) => key_segment_upto(arena, k, max.min(MAX_SEGMENT_LEN)),
         }
     }
+
+    /// Appends [`ChildName::segment`] to `out`; string keys, the common case, are borrowed from
+    /// the arena (no allocation).
+    pub fn push_segment(self, arena: &Arena, out: &mut String) {
+        match self {
+            ChildName::Key(k) => match arena.get(k) {
+                // A key longer than MAX_SEGMENT_LEN is cut just past it (the caller reports it).
+                Value::Str(s) => out.push_str(cut_past(s, MAX_SEGMENT_LEN)),
+                _ => out.push_str(&key_segment(arena, k)),
+            },
+            ChildName::Index(i) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{i}");
+            }
+        }
+    }
+}
+
+/// `s` cut to its first `max + 1` bytes (or a little more, to end on a char boundary), so that a
+/// longer string is still seen to be longer than `max`.
+fn cut_past(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max + 1;
+    while !s.is_char_boundary(end) {
+        end += 1;
+    }
+    &s[..end]
 }
 
 /// Longest name segment [`key_segment`] produces: a longer key is cut at this many bytes (plus

@@ -113,7 +113,7 @@ impl ValueKind {
 struct NoStorages;
 
 impl StorageResolver for NoStorages {
-    fn resolve(&mut self, id: &StorageId) -> Result<(usize, u64)> {
+    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
         Err(Error::unsupported(format!(
             "storage '{}' is not resolved while reading values",
             id.key

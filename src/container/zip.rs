@@ -11,7 +11,7 @@
 //! never a panic. CRCs are never checked (torch can write all-zero CRCs).
 
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use crate::hash::HashMap;
 
 const LOCAL_SIG: u32 = 0x0403_4b50;
 const CENTRAL_SIG: u32 = 0x0201_4b50;
@@ -266,6 +266,10 @@ fn find_eocd(bytes: &[u8]) -> Result<usize> {
     let mut found: Option<usize> = None;
     let mut nearest_misfit: Option<(usize, usize)> = None;
     for pos in (first..=last).rev() {
+        // Most of the up to 64 KiB scanned are not a signature: one byte compare rejects them.
+        if bytes[pos] != sig[0] {
+            continue;
+        }
         let Some(head) = fixed::<EOCD_LEN>(bytes, pos as u64) else {
             continue;
         };
@@ -592,7 +596,8 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
 
     let mut prefix: Option<String> = None;
     let mut records = Vec::with_capacity(count);
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(count);
+    let mut index: HashMap<String, usize> =
+        HashMap::with_capacity_and_hasher(count, Default::default());
     // (start of local header, end of data, record index)
     let mut spans: Vec<(u64, u64, usize)> = Vec::with_capacity(count);
     let mut pos = 0usize;

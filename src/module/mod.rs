@@ -19,8 +19,8 @@ use crate::checkpoint::{new_storage_id, Backing, Checkpoint};
 use crate::container::{AlignedBuf, BorrowedBuf};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::hash::HashMap;
 use crate::torch::MAX_NDIM;
-use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 /// Parameter or buffer, as `nn.Module` registers it.
@@ -228,7 +228,7 @@ impl Module {
         Module {
             name: name.to_string(),
             entries: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
             declared: Vec::new(),
         }
     }
@@ -452,7 +452,7 @@ impl Module {
     /// mismatched keys need it, so building and assign-loading stay cheap).
     fn tree(&self) -> Tree<'_> {
         let mut tree = Tree {
-            index: HashMap::new(),
+            index: HashMap::default(),
             children: vec![Vec::new()],
             entry_module: Vec::with_capacity(self.entries.len()),
             rank: Vec::new(),

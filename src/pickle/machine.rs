@@ -11,8 +11,7 @@
 //! * Dict (and set) inserts follow Python for `None`/`bool`/`int`/`str`/`bytes` keys: an equal
 //!   key replaces the value in place. A side index makes this O(1) per insert.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use crate::hash::{HashMap, RandomState};
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::opcodes as op;
@@ -73,9 +72,9 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, 
         stack: Vec::new(),
         marks: Vec::new(),
         memo: Memo::default(),
-        index: HashMap::new(),
-        hash_cache: HashMap::new(),
-        hasher: RandomState::new(),
+        index: HashMap::default(),
+        hash_cache: HashMap::default(),
+        hasher: RandomState::default(),
         copied_items: 0,
         copied_bytes: 0,
     };
@@ -103,6 +102,7 @@ impl Memo {
     fn get(&self, key: u64) -> Option<NodeId> {
         match usize::try_from(key).ok().and_then(|i| self.dense.get(i)) {
             Some(&id) if id != NO_NODE => Some(id),
+            _ if self.sparse.is_empty() => None,
             _ => self.sparse.get(&key).copied(),
         }
     }
@@ -114,9 +114,11 @@ impl Memo {
             *slot = id;
             return true;
         }
-        if let Some(slot) = self.sparse.get_mut(&key) {
-            *slot = id;
-            return true;
+        if !self.sparse.is_empty() {
+            if let Some(slot) = self.sparse.get_mut(&key) {
+                *slot = id;
+                return true;
+            }
         }
         if self.len() >= max {
             return false;
@@ -557,7 +559,7 @@ impl<'a> Machine<'a> {
         let arena: &Arena = self.arena;
         let items: &[(NodeId, NodeId)] = match arena.get(target) {
             Value::Dict { items, .. } => items,
-            Value::Object { dict_items, .. } => dict_items,
+            Value::Object { items, .. } => items.as_deref().map_or(&[][..], |i| &i.dict),
             other => {
                 return Err(self.format(format!("cannot set an item on a {}", kind_name(other))))
             }
@@ -581,7 +583,7 @@ impl<'a> Machine<'a> {
         }
         let items = match self.arena.get_mut(target) {
             Value::Dict { items, .. } => items,
-            Value::Object { dict_items, .. } => dict_items,
+            Value::Object { items, .. } => &mut items.get_or_insert_with(Default::default).dict,
             _ => unreachable!("checked above"),
         };
         match found {
@@ -667,7 +669,10 @@ impl<'a> Machine<'a> {
         let max = self.limits.max_container_len;
         let (list, kind) = match self.arena.get_mut(target) {
             Value::List(v) => (Some(v), ""),
-            Value::Object { list_items, .. } => (Some(list_items), ""),
+            Value::Object { items, .. } => (
+                Some(&mut items.get_or_insert_with(Default::default).list),
+                "",
+            ),
             other => (None, kind_name(other)),
         };
         match list {
@@ -731,8 +736,7 @@ impl<'a> Machine<'a> {
             kwargs,
             new_object: kind != CallKind::Reduce,
             state: None,
-            list_items: Vec::new(),
-            dict_items: Vec::new(),
+            items: None,
         })
     }
 
@@ -958,8 +962,7 @@ impl<'a> Machine<'a> {
                     kwargs: None,
                     new_object: true,
                     state: None,
-                    list_items: Vec::new(),
-                    dict_items: Vec::new(),
+                    items: None,
                 })
                 .map(Some)
             }

@@ -103,9 +103,12 @@ fn render_into(arena: &Arena, id: NodeId, path: &mut Vec<NodeId>, out: &mut Stri
             kwargs,
             new_object,
             state,
-            list_items,
-            dict_items,
+            items,
         } => {
+            let (list_items, dict_items) = match items {
+                Some(i) => (&i.list[..], &i.dict[..]),
+                None => (&[][..], &[][..]),
+            };
             out.push_str("obj(");
             render_into(arena, *callable, path, out);
             out.push_str(", ");

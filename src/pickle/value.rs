@@ -47,14 +47,42 @@ pub enum Value {
         new_object: bool,
         /// BUILD's argument (an attribute dict, or a `(dict, slots)` tuple, or anything).
         state: Option<NodeId>,
-        /// Items that APPEND/APPENDS added (a list subclass).
-        list_items: Vec<NodeId>,
-        /// Items that SETITEM/SETITEMS added (a dict subclass).
-        dict_items: Vec<(NodeId, NodeId)>,
+        /// Items that APPEND(S) / SETITEM(S) added (a list or dict subclass); `None` when
+        /// there are none, as for nearly every object (out of line, to keep `Value` small).
+        items: Option<Box<ObjectItems>>,
     },
     /// A persistent id (BINPERSID / PERSID): the pickled id object, not yet resolved.
     PersistentId(NodeId),
 }
+
+/// What APPEND(S) and SETITEM(S) added to an [`Value::Object`].
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ObjectItems {
+    /// Items that APPEND/APPENDS added (a list subclass).
+    pub list: Vec<NodeId>,
+    /// Items that SETITEM/SETITEMS added (a dict subclass).
+    pub dict: Vec<(NodeId, NodeId)>,
+}
+
+impl Value {
+    /// Items APPEND(S) added to an `Object` (empty for anything else).
+    pub fn list_items(&self) -> &[NodeId] {
+        match self {
+            Value::Object { items: Some(i), .. } => &i.list,
+            _ => &[],
+        }
+    }
+    /// Items SETITEM(S) added to an `Object` (empty for anything else).
+    pub fn dict_items(&self) -> &[(NodeId, NodeId)] {
+        match self {
+            Value::Object { items: Some(i), .. } => &i.dict,
+            _ => &[],
+        }
+    }
+}
+
+// Values are stored by the million: keep them at 40 bytes.
+const _: () = assert!(std::mem::size_of::<Value>() <= 40);
 
 /// Owns every value of one or more pickles (the legacy format loads several into one arena).
 #[derive(Default, Debug)]
@@ -65,6 +93,12 @@ pub struct Arena {
 impl Arena {
     pub fn new() -> Self {
         Arena::default()
+    }
+    /// Room for `additional` more values without reallocating.
+    /// Room for about `additional` more values, so that a large pickle does not copy the
+    /// arena as it grows; a hint only (nothing happens when the memory is not available).
+    pub fn reserve(&mut self, additional: usize) {
+        let _ = self.nodes.try_reserve(additional);
     }
     pub fn len(&self) -> usize {
         self.nodes.len()
