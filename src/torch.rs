@@ -631,7 +631,8 @@ pub fn is_allowed_global(module: &str, name: &str) -> bool {
 pub fn children(arena: &Arena, node: NodeId) -> Option<Vec<(ChildName, NodeId)>> {
     let mut out = Vec::new();
     match arena.get(node) {
-        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items) => {
+        Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) => {
+            let items = arena.as_items(node).expect("a sequence");
             out.extend(
                 items
                     .iter()
@@ -665,7 +666,7 @@ fn push_state_attrs(arena: &Arena, state: NodeId, out: &mut Vec<(ChildName, Node
     match arena.get(state) {
         Value::Dict { items, .. } => out.extend(items.iter().map(|&(k, v)| (ChildName::Key(k), v))),
         Value::Tuple(parts) if parts.len() == 2 => {
-            for &part in parts {
+            for &part in parts.iter() {
                 if let Value::Dict { items, .. } = arena.get(part) {
                     out.extend(items.iter().map(|&(k, v)| (ChildName::Key(k), v)));
                 }

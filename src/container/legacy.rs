@@ -198,10 +198,9 @@ pub fn parse(
         max_pickle_bytes,
         "storage keys",
     )?;
-    let items = match arena.get(keys_node) {
-        Value::List(items) | Value::Tuple(items) => items,
-        _ => return Err(Error::format("legacy storage key list is not a list")),
-    };
+    let items = arena
+        .as_seq(keys_node)
+        .ok_or_else(|| Error::format("legacy storage key list is not a list"))?;
     let storage_keys = items
         .iter()
         .map(|&k| {

@@ -16,7 +16,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::opcodes as op;
 use super::text::{self, Integer};
-use super::value::{Arena, NodeId, Value};
+use super::value::{Arena, NodeId, TupleItems, Value};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Bounds on what one [`load`] call may build. Every bound holds in release builds too.
@@ -657,10 +657,24 @@ impl<'a> Machine<'a> {
     fn new_seq(&mut self, items: Vec<NodeId>, tuple: bool) -> Result<NodeId> {
         self.check_container_len(items.len())?;
         self.new_node(if tuple {
-            Value::Tuple(items)
+            Value::Tuple(items.into())
         } else {
             Value::List(items)
         })
+    }
+
+    /// A tuple or list of the stack's items from `start` on, which are popped. Short tuples
+    /// (nearly all of them) are built without allocating.
+    fn seq_from_stack(&mut self, start: usize, tuple: bool) -> Result<NodeId> {
+        let items = &self.stack[start..];
+        self.check_container_len(items.len())?;
+        let value = if tuple {
+            Value::Tuple(TupleItems::from_slice(items))
+        } else {
+            Value::List(items.to_vec())
+        };
+        self.stack.truncate(start);
+        self.new_node(value)
     }
 
     // ----- mutation opcodes ---------------------------------------------------------------
@@ -748,15 +762,16 @@ impl<'a> Machine<'a> {
     /// keys), charged as copies; `None` for anything else.
     fn iterable_items(&mut self, source: NodeId) -> Result<Option<Vec<NodeId>>> {
         let n = match self.arena.get(source) {
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => v.len(),
             Value::Dict { items, .. } => items.len(),
-            _ => return Ok(None),
+            _ => match self.arena.as_items(source) {
+                Some(v) => v.len(),
+                None => return Ok(None),
+            },
         };
         self.charge_items(n)?;
         Ok(Some(match self.arena.get(source) {
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => v.clone(),
             Value::Dict { items, .. } => items.iter().map(|&(k, _)| k).collect(),
-            _ => unreachable!("matched above"),
+            _ => self.arena.as_items(source).expect("matched above").to_vec(),
         }))
     }
 
@@ -772,8 +787,8 @@ impl<'a> Machine<'a> {
                 };
                 items.iter().flat_map(|&(k, v)| [k, v]).collect()
             }
-            Value::List(v) | Value::Tuple(v) => {
-                let n = v.len();
+            Value::List(_) | Value::Tuple(_) => {
+                let n = self.arena.as_seq(source).map_or(0, <[NodeId]>::len);
                 self.charge_items(n.saturating_mul(2))?;
                 let arena: &Arena = self.arena;
                 let seq = arena.as_seq(source).expect("matched above");
@@ -955,7 +970,7 @@ impl<'a> Machine<'a> {
                 } else {
                     vec![state]
                 };
-                let new_args = self.new_node(Value::Tuple(new_args))?;
+                let new_args = self.new_node(Value::Tuple(new_args.into()))?;
                 self.new_node(Value::Object {
                     callable: cls,
                     args: new_args,
@@ -1188,7 +1203,7 @@ impl<'a> Machine<'a> {
                 self.push_new(Value::List(Vec::new()))?;
             }
             op::EMPTY_TUPLE => {
-                self.push_new(Value::Tuple(Vec::new()))?;
+                self.push_new(Value::Tuple(TupleItems::from_slice(&[])))?;
             }
             op::EMPTY_DICT => {
                 self.push_new(Value::Dict {
@@ -1200,8 +1215,11 @@ impl<'a> Machine<'a> {
                 self.push_new(Value::Set(Vec::new()))?;
             }
             op::LIST | op::TUPLE => {
-                let items = self.pop_mark()?;
-                let id = self.new_seq(items, opcode == op::TUPLE)?;
+                let mark = self
+                    .marks
+                    .pop()
+                    .ok_or_else(|| self.format("no MARK on the stack"))?;
+                let id = self.seq_from_stack(mark, opcode == op::TUPLE)?;
                 self.push(id)?;
             }
             op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
@@ -1209,8 +1227,7 @@ impl<'a> Machine<'a> {
                 if self.stack.len() < self.fence() + n {
                     return Err(self.underflow());
                 }
-                let items = self.stack.split_off(self.stack.len() - n);
-                let id = self.new_seq(items, true)?;
+                let id = self.seq_from_stack(self.stack.len() - n, true)?;
                 self.push(id)?;
             }
             op::DICT => {

@@ -18,7 +18,7 @@ pub enum Value {
     Bytes(Box<[u8]>),
     ByteArray(Box<[u8]>),
     List(Vec<NodeId>),
-    Tuple(Vec<NodeId>),
+    Tuple(TupleItems),
     /// A dict or `collections.OrderedDict`, in insertion order. `state` is what BUILD set on it
     /// (a state dict's `_metadata` lives there).
     Dict {
@@ -53,6 +53,61 @@ pub enum Value {
     },
     /// A persistent id (BINPERSID / PERSID): the pickled id object, not yet resolved.
     PersistentId(NodeId),
+}
+
+/// The items of a tuple. Tuples are immutable and nearly always short (torch's rebuild
+/// arguments have 6 to 8 items, a storage id 5, a size 1 to 4), so up to
+/// [`TupleItems::INLINE`] items live inline: building one allocates nothing.
+#[derive(Clone, PartialEq)]
+pub enum TupleItems {
+    Inline {
+        len: u8,
+        items: [NodeId; TupleItems::INLINE],
+    },
+    Heap(Box<[NodeId]>),
+}
+
+impl TupleItems {
+    pub const INLINE: usize = 7;
+
+    pub fn from_slice(items: &[NodeId]) -> TupleItems {
+        if items.len() <= Self::INLINE {
+            let mut inline = [0; Self::INLINE];
+            inline[..items.len()].copy_from_slice(items);
+            TupleItems::Inline {
+                len: items.len() as u8,
+                items: inline,
+            }
+        } else {
+            TupleItems::Heap(items.into())
+        }
+    }
+}
+
+impl std::ops::Deref for TupleItems {
+    type Target = [NodeId];
+    fn deref(&self) -> &[NodeId] {
+        match self {
+            TupleItems::Inline { len, items } => &items[..usize::from(*len)],
+            TupleItems::Heap(items) => items,
+        }
+    }
+}
+
+impl From<Vec<NodeId>> for TupleItems {
+    fn from(items: Vec<NodeId>) -> TupleItems {
+        if items.len() <= Self::INLINE {
+            TupleItems::from_slice(&items)
+        } else {
+            TupleItems::Heap(items.into_boxed_slice())
+        }
+    }
+}
+
+impl std::fmt::Debug for TupleItems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// What APPEND(S) and SETITEM(S) added to an [`Value::Object`].
@@ -132,10 +187,19 @@ impl Arena {
             _ => None,
         }
     }
+    /// The items of a `Tuple`, `List`, `Set` or `FrozenSet` node.
+    pub fn as_items(&self, id: NodeId) -> Option<&[NodeId]> {
+        match self.get(id) {
+            Value::Tuple(items) => Some(items),
+            Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => Some(items),
+            _ => None,
+        }
+    }
     /// The items of a `Tuple` or `List` node.
     pub fn as_seq(&self, id: NodeId) -> Option<&[NodeId]> {
         match self.get(id) {
-            Value::Tuple(items) | Value::List(items) => Some(items),
+            Value::Tuple(items) => Some(items),
+            Value::List(items) => Some(items),
             _ => None,
         }
     }
@@ -144,6 +208,25 @@ impl Arena {
         match self.get(id) {
             Value::Global { module, name } => Some((module, name)),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TupleItems;
+
+    #[test]
+    fn tuples_up_to_inline_are_inline_and_all_read_back() {
+        for n in 0..=TupleItems::INLINE + 2 {
+            let items: Vec<u32> = (0..n as u32).collect();
+            let tuple = TupleItems::from_slice(&items);
+            assert_eq!(&*tuple, items.as_slice());
+            assert_eq!(tuple, TupleItems::from(items.clone()));
+            assert_eq!(
+                matches!(tuple, TupleItems::Inline { .. }),
+                n <= TupleItems::INLINE
+            );
         }
     }
 }
