@@ -48,6 +48,44 @@ static size_t u32_at(const unsigned char *b, size_t len, size_t at, int *ok) {
   return (size_t)b[at] | (size_t)b[at + 1] << 8 | (size_t)b[at + 2] << 16 | (size_t)b[at + 3] << 24;
 }
 
+/* ---- modules: a skeleton of the checkpoint, assign-loaded; copy-loaded when small ---- */
+static size_t modules_loaded;
+
+static void check_no_panic(mmckpt_status st, const char *what, const char *step) {
+  if (st == MMCKPT_ERR_PANIC) {
+    fprintf(stderr, "%s: %s: panic: %s\n", what, step, mmckpt_last_error());
+    test_failures++;
+  }
+}
+
+static void load_into_modules(mmckpt_checkpoint *ckpt, const char *what) {
+  mmckpt_module *m = NULL;
+  mmckpt_load_options opts;
+  size_t i, total = 0;
+  mmckpt_status st = mmckpt_module_from_checkpoint(ckpt, &m);
+  check_no_panic(st, what, "module_from_checkpoint");
+  if (st != MMCKPT_OK) return;
+  mmckpt_load_options_init(&opts);
+  opts.flags = MMCKPT_LOAD_ASSIGN; /* non-strict */
+  check_no_panic(mmckpt_module_load(m, ckpt, &opts, NULL), what, "assign load");
+  for (i = 0; i < mmckpt_module_count(m); i++) {
+    mmckpt_tensor e;
+    if (mmckpt_module_at(m, i, &e) != MMCKPT_OK) continue;
+    if (e.data && e.nbytes > 0) byte_sum += ((const volatile unsigned char *)e.data)[e.nbytes - 1];
+    total += (size_t)e.numel * mmckpt_dtype_itemsize(e.dtype);
+  }
+  mmckpt_module_free(m);
+  if (total > (8u << 20)) return; /* copy loads allocate; keep the test small */
+  m = NULL;
+  if (mmckpt_module_from_checkpoint(ckpt, &m) != MMCKPT_OK) return;
+  check_no_panic(mmckpt_module_materialize(m), what, "materialize");
+  mmckpt_load_options_init(&opts);
+  opts.flags = 0; /* non-strict copy */
+  check_no_panic(mmckpt_module_load(m, ckpt, &opts, NULL), what, "copy load");
+  mmckpt_module_free(m);
+  modules_loaded++;
+}
+
 /* ---- the walk ---- */
 static void walk(mmckpt_checkpoint *ckpt, size_t file_len, const char *what) {
   size_t i, n = mmckpt_checkpoint_tensor_count(ckpt);
@@ -81,6 +119,7 @@ static void walk(mmckpt_checkpoint *ckpt, size_t file_len, const char *what) {
     }
     tensors_read++;
   }
+  load_into_modules(ckpt, what);
 }
 
 static void try_mutant(const unsigned char *bytes, size_t len, const char *file, const char *kind) {
@@ -349,6 +388,7 @@ int main(int argc, char **argv) {
   }
   snprintf(tmp_path, sizeof tmp_path, "%s/mutant.pt", dir);
   for (i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) mutate(fixtures[i]);
+  fprintf(stderr, "%zu modules copy-loaded from mutants\n", modules_loaded);
   fprintf(stderr, "%zu mutants, %zu opened and walked, %zu tensors read (byte sum %llu)\n",
           mutants, opened, tensors_read, byte_sum);
   CHECK(mutants >= (scale >= 1.0 ? 10000u : 1000u));

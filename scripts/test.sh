@@ -16,6 +16,7 @@ cargo clippy --all-targets --release -- -D warnings
 step "cargo test"
 cargo test --release
 step "C and C++ tests (ctest)"
+cargo build --release # libmmckpt.so and the CLI (cargo test does not build the cdylib)
 cmake -S c_tests -B c_tests/build -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build c_tests/build -j "$jobs" >/dev/null
 ctest --test-dir c_tests/build --output-on-failure -j "$jobs"

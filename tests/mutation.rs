@@ -1,7 +1,8 @@
 //! Deterministic mutation test: thousands of mutants of every torch-written fixture (bit flips,
 //! truncations at every structural boundary, byte-range duplications, swapped zip entries,
 //! substituted pickle opcodes), each opened and, when it opens, walked fully: every name looked
-//! up, every tensor's bytes read and checked to lie inside the file. Each mutant must succeed or
+//! up, every tensor's bytes read and checked to lie inside the file, every value visited, and
+//! a module built from it and loaded (assign; copy and bfloat16 conversion when small). Each mutant must succeed or
 //! fail with an error; a panic, hang or out-of-range byte fails the test.
 //!
 //! The same generator, in C, runs through the C ABI under ASan+UBSan and valgrind
@@ -12,8 +13,9 @@ mod common;
 mod mutants;
 
 use common::repo_path;
+use mmckpt::module::{LoadOptions, Module};
 use mmckpt::values::{self, WalkLimits};
-use mmckpt::{Checkpoint, OpenOptions};
+use mmckpt::{Checkpoint, DType, OpenOptions};
 
 fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
     let mut sum = 0u64;
@@ -39,6 +41,49 @@ fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
         }
     }
     sum.wrapping_add(visit_values(ckpt))
+        .wrapping_add(load_into_modules(ckpt))
+}
+
+/// A skeleton of the checkpoint, assign-loaded; copy-loaded (and converted) when small.
+fn load_into_modules(ckpt: &Checkpoint) -> u64 {
+    let Ok(mut module) = Module::from_checkpoint(ckpt) else {
+        return 0;
+    };
+    let non_strict = LoadOptions {
+        strict: false,
+        ..LoadOptions::default()
+    };
+    let assign = LoadOptions {
+        assign: true,
+        ..non_strict.clone()
+    };
+    let _ = module.load(ckpt, &assign);
+    let mut sum = 0u64;
+    let mut total = 0u64;
+    for e in module.entries() {
+        if let Some(bytes) = e.bytes() {
+            sum = bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+        }
+        total = total.saturating_add(
+            e.numel()
+                .saturating_mul(e.declared_dtype().itemsize() as u64),
+        );
+    }
+    if total > 8 << 20 {
+        return sum;
+    }
+    for dtype in [None, Some(DType::BFloat16)] {
+        let Ok(mut copy) = Module::from_checkpoint(ckpt) else {
+            return sum;
+        };
+        if let Some(d) = dtype {
+            copy.set_floating_dtype(d)
+                .expect("a fresh module has no data");
+        }
+        copy.materialize().expect("small modules materialize");
+        let _ = copy.load(ckpt, &non_strict);
+    }
+    sum
 }
 
 /// Every non-tensor value: read through its kind's accessor and found again by its path.
