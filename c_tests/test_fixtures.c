@@ -187,7 +187,7 @@ int main(int argc, char **argv) {
                                 "proto4.pt",        "align4096.pt",     "script.pt",
                                 "recipe.pt",        "legacy.pt",        "legacy_proto4.pt",
                                 "legacy_odd.pt",    "script_nested.pt", "script_traced.pt",
-                                "bigendian.pt",     "location.pt"};
+                                "bigendian.pt",     "location.pt",      "script_attr.pt"};
   size_t count = 0, i;
   manifest_row *rows;
   test_init(argc, argv);

@@ -360,6 +360,20 @@ class ScriptTop(nn.Module):
 TRACE_CONST = torch.tensor([1.5, 2.5])
 
 
+class ScriptAttr(nn.Module):
+    """A scripted module with a plain tensor attribute: not a parameter or buffer, so
+    state_dict() leaves it out (mmckpt must too; only code/ says which attributes are state)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.arange(6.0).reshape(2, 3))
+        self.register_buffer("stat", torch.full((3,), 2.0))
+        self.table = torch.arange(4.0)  # plain attribute
+
+    def forward(self, x):
+        return x @ self.weight.t() + self.stat.sum() + self.table.sum()
+
+
 class Traced(nn.Module):
     def __init__(self):
         super().__init__()
@@ -928,6 +942,9 @@ def main():
     torch.manual_seed(13)
     torch.jit.save(torch.jit.script(ScriptTop()), p("script_nested.pt"))
     record("script_nested.pt", "torchscript", torch.jit.load(p("script_nested.pt")).state_dict())
+
+    torch.jit.save(torch.jit.script(ScriptAttr()), p("script_attr.pt"))
+    record("script_attr.pt", "torchscript", torch.jit.load(p("script_attr.pt")).state_dict())
 
     torch.jit.save(torch.jit.trace(Traced(), torch.ones(2)), p("script_traced.pt"))
     record("script_traced.pt", "torchscript", torch.jit.load(p("script_traced.pt")).state_dict())

@@ -321,6 +321,10 @@ impl Checkpoint {
         arena.reserve((pickle_bytes.len() / 5).min(options.limits.pickle.max_nodes));
         let (top, _) = pickle::load(&mut arena, pickle_bytes, &options.limits.pickle)
             .map_err(|e| e.context("data.pkl"))?;
+        if format == Format::TorchScript {
+            crate::container::torchscript::ScriptClasses::read(&archive, bytes)?
+                .prune_plain_tensor_attributes(&mut arena);
+        }
         let resolver = ZipStorages {
             source: &source,
             archive: &archive,

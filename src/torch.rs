@@ -245,6 +245,16 @@ pub fn interpret(
     })
 }
 
+/// True when `node` is a call of a tensor rebuild function (supported or not).
+pub fn is_tensor_call(arena: &Arena, node: NodeId) -> bool {
+    let Value::Object { callable, .. } = arena.get(node) else {
+        return false;
+    };
+    arena
+        .global_name(*callable)
+        .is_some_and(|(m, n)| TensorCall::classify(m, n).is_some())
+}
+
 #[derive(Copy, Clone, Debug)]
 enum TensorCall {
     V1,

@@ -444,3 +444,19 @@ fn an_archive_with_more_than_65535_records_opens_whole() {
         assert_eq!(t.data_ptr() as usize % 4, 0, "t{i}: misaligned");
     }
 }
+
+/// A scripted module's plain tensor attribute (neither parameter nor buffer) is in its pickled
+/// state but not in `state_dict()`: only the compressed code/ records say so, and mmckpt reads
+/// them to leave it out.
+#[test]
+fn a_plain_tensor_attribute_of_a_scripted_module_is_not_in_the_table() {
+    let path = common::fixture("script_attr.pt");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        bytes.windows(5).any(|w| w == b"table"),
+        "the attribute is in the file"
+    );
+    let ckpt = mmckpt::Checkpoint::open(&path, &mmckpt::OpenOptions::default()).unwrap();
+    let names: Vec<&str> = ckpt.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["weight", "stat"]);
+}

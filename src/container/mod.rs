@@ -3,6 +3,7 @@
 
 pub mod legacy;
 pub mod source;
+pub mod torchscript;
 pub mod zip;
 
 pub use source::{AlignedBuf, BorrowedBuf, LoadMode, Source, BUFFER_ALIGN};

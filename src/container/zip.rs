@@ -135,6 +135,19 @@ impl ZipArchive {
     /// A small text record (`byteorder`, `.storage_alignment`, `.format_version`), trimmed of
     /// surrounding whitespace; `None` when the record is absent. Bytes that are not UTF-8 are
     /// replaced (U+FFFD) rather than hidden, so a garbled value is seen, not mistaken for absent.
+    /// A record's bytes as stored, compressed or not (for records mmckpt inflates itself).
+    pub fn raw_data<'a>(&self, bytes: &'a [u8], record: &ZipRecord) -> Result<&'a [u8]> {
+        range(bytes, record.data_offset, record.size).ok_or_else(|| {
+            Error::format(format!(
+                "record '{}' (bytes {}..+{}) is outside the given slice of {} bytes",
+                record.name,
+                record.data_offset,
+                record.size,
+                bytes.len()
+            ))
+        })
+    }
+
     pub fn text(&self, bytes: &[u8], relative: &str) -> Result<Option<String>> {
         let Some(record) = self.get(relative) else {
             return Ok(None);

@@ -1,0 +1,144 @@
+//! TorchScript archives keep which attributes of a scripted module are parameters and buffers
+//! only in their (deflate-compressed) `code/` records: `__parameters__ = ["weight", ]` and
+//! `__buffers__ = [...]` lines of each class. mmckpt reads just those lines, so that a plain
+//! tensor attribute, which `torch.jit.load(f).state_dict()` leaves out, stays out of the table.
+
+use super::zip::ZipArchive;
+use crate::error::{Error, Result};
+use crate::pickle::{Arena, NodeId, Value};
+use std::collections::{HashMap, HashSet};
+
+/// Bytes of `code/` mmckpt inflates at most, over all records of one archive.
+pub const MAX_CODE_BYTES: usize = 64 << 20;
+
+/// Parameter and buffer names of each scripted class, by qualified name
+/// (`__torch__.torch.nn.modules.linear.Linear`).
+#[derive(Default, Debug)]
+pub struct ScriptClasses {
+    state: HashMap<String, HashSet<String>>,
+}
+
+impl ScriptClasses {
+    /// Reads every `code/**.py` record of the archive.
+    pub fn read(archive: &ZipArchive, bytes: &[u8]) -> Result<ScriptClasses> {
+        let mut classes = ScriptClasses::default();
+        let mut budget = MAX_CODE_BYTES;
+        let prefix_len = archive.prefix().len() + 1;
+        for record in archive.records() {
+            let Some(relative) = record.name.get(prefix_len..) else {
+                continue;
+            };
+            let Some(path) = relative
+                .strip_prefix("code/")
+                .and_then(|p| p.strip_suffix(".py"))
+            else {
+                continue;
+            };
+            let raw = archive.raw_data(bytes, record)?;
+            let text = match record.method {
+                0 => raw.to_vec(),
+                8 => miniz_oxide::inflate::decompress_to_vec_with_limit(raw, budget).map_err(
+                    |e| Error::format(format!("record '{}': cannot inflate: {e:?}", record.name)),
+                )?,
+                m => {
+                    return Err(Error::unsupported(format!(
+                        "record '{}' uses compression method {m}",
+                        record.name
+                    )))
+                }
+            };
+            budget = budget.checked_sub(text.len()).ok_or_else(|| {
+                Error::limit(format!(
+                    "the code/ records inflate to more than {MAX_CODE_BYTES} bytes"
+                ))
+            })?;
+            classes.parse(&path.replace('/', "."), &String::from_utf8_lossy(&text));
+        }
+        Ok(classes)
+    }
+
+    fn parse(&mut self, module: &str, code: &str) {
+        let mut current: Option<String> = None;
+        for line in code.lines() {
+            if let Some(rest) = line.strip_prefix("class ") {
+                let name = rest.split(['(', ':']).next().unwrap_or("").trim();
+                let qualified = format!("{module}.{name}");
+                self.state.entry(qualified.clone()).or_default();
+                current = Some(qualified);
+                continue;
+            }
+            if !line.starts_with(' ') {
+                current = None;
+                continue;
+            }
+            let Some(class) = &current else { continue };
+            let trimmed = line.trim_start();
+            let list = trimmed
+                .strip_prefix("__parameters__ = ")
+                .or_else(|| trimmed.strip_prefix("__buffers__ = "));
+            if let Some(list) = list {
+                let names = self.state.entry(class.clone()).or_default();
+                // ["weight", "bias", ]: every double-quoted name.
+                names.extend(list.split('"').skip(1).step_by(2).map(str::to_owned));
+            }
+        }
+    }
+
+    /// Removes, from each scripted object whose class is known, the tensor attributes that are
+    /// neither parameters nor buffers (they are not part of its state dict).
+    pub fn prune_plain_tensor_attributes(&self, arena: &mut Arena) {
+        for id in 0..arena.len() as NodeId {
+            let Value::Object {
+                callable, state, ..
+            } = arena.get(id)
+            else {
+                continue;
+            };
+            let Some((module, name)) = arena.global_name(*callable) else {
+                continue;
+            };
+            if !module.starts_with("__torch__") {
+                continue;
+            }
+            let Some(state_names) = self.state.get(&format!("{module}.{name}")) else {
+                continue;
+            };
+            let Some(state) = *state else { continue };
+            let Value::Dict { items, .. } = arena.get(state) else {
+                continue;
+            };
+            let keep: Vec<(NodeId, NodeId)> = items
+                .iter()
+                .copied()
+                .filter(|&(k, v)| {
+                    !crate::torch::is_tensor_call(arena, v)
+                        || arena.as_str(k).is_some_and(|k| state_names.contains(k))
+                })
+                .collect();
+            if keep.len() == items.len() {
+                continue;
+            }
+            if let Value::Dict { items, .. } = arena.get_mut(state) {
+                *items = keep;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_state_lists_are_read() {
+        let mut c = ScriptClasses::default();
+        c.parse(
+            "__torch__.torch.nn.modules.linear",
+            "class Linear(Module):\n  __parameters__ = [\"weight\", \"bias\", ]\n  __buffers__ = []\n  weight : Tensor\n  def forward(self):\n    return 1\nclass Other(Module):\n  __parameters__ = []\n  __buffers__ = [\"stat\", ]\n",
+        );
+        let linear = &c.state["__torch__.torch.nn.modules.linear.Linear"];
+        assert!(linear.contains("weight") && linear.contains("bias") && linear.len() == 2);
+        let other = &c.state["__torch__.torch.nn.modules.linear.Other"];
+        assert!(other.contains("stat") && other.len() == 1);
+    }
+}
