@@ -117,7 +117,8 @@ pub fn new_storage_id() -> u64 {
 pub struct Storage {
     pub key: String,
     pub id: u64,
-    pub location: String,
+    /// Where torch saved it from (`cpu`, `cuda:0`): shared by the storages that name it.
+    pub location: Arc<str>,
     backing: Backing,
     start: usize,
     len: usize,
@@ -265,6 +266,7 @@ impl Checkpoint {
             records: &records,
             storages: Vec::new(),
             by_key: HashMap::default(),
+            locations: Locations::default(),
         };
         let top = header.object;
         finish(
@@ -331,6 +333,7 @@ impl Checkpoint {
             storages: Vec::new(),
             by_key: HashMap::default(),
             record_name: String::new(),
+            locations: Locations::default(),
         };
         finish(
             source.clone(),
@@ -410,7 +413,7 @@ impl Checkpoint {
             stores.push(Storage {
                 key: i.to_string(),
                 id: new_storage_id(),
-                location: "cpu".to_string(),
+                location: "cpu".into(),
                 backing: Backing::File(source.clone()),
                 start,
                 len,
@@ -648,6 +651,26 @@ struct ZipStorages<'a> {
     by_key: HashMap<String, usize>,
     /// Scratch buffer for record names.
     record_name: String,
+    locations: Locations,
+}
+
+/// The distinct location strings of a checkpoint (nearly always one or two): each storage
+/// shares its location instead of copying it.
+#[derive(Default)]
+struct Locations(Vec<Arc<str>>);
+
+impl Locations {
+    fn intern(&mut self, location: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|l| &***l == location) {
+            return known.clone();
+        }
+        let new: Arc<str> = location.into();
+        // A file may name many locations; only the first few are worth searching.
+        if self.0.len() < 8 {
+            self.0.push(new.clone());
+        }
+        new
+    }
 }
 
 impl StorageResolver for ZipStorages<'_> {
@@ -691,7 +714,7 @@ impl StorageResolver for ZipStorages<'_> {
         self.storages.push(Storage {
             key,
             id: new_storage_id(),
-            location: id.location.to_string(),
+            location: self.locations.intern(&id.location),
             backing: Backing::File(self.source.clone()),
             start: record.data_offset as usize,
             len: declared as usize,
@@ -727,6 +750,7 @@ struct LegacyStorages<'a> {
     records: &'a std::collections::HashMap<String, LegacyRecord>,
     storages: Vec<Storage>,
     by_key: HashMap<String, usize>,
+    locations: Locations,
 }
 
 impl StorageResolver for LegacyStorages<'_> {
@@ -778,7 +802,7 @@ impl StorageResolver for LegacyStorages<'_> {
         self.storages.push(Storage {
             key: own_key.to_string(),
             id: new_storage_id(),
-            location: id.location.to_string(),
+            location: self.locations.intern(&id.location),
             backing: Backing::File(self.source.clone()),
             start: start as usize,
             len: len as usize,

@@ -72,6 +72,7 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, 
         stack: Vec::new(),
         marks: Vec::new(),
         memo: Memo::default(),
+        shared: [NO_NODE; 259],
         index: HashMap::default(),
         hash_cache: HashMap::default(),
         hasher: RandomState::default(),
@@ -263,6 +264,8 @@ struct Machine<'a> {
     /// Stack lengths at each MARK; the top one is the fence below which no opcode may pop.
     marks: Vec<usize>,
     memo: Memo,
+    /// Nodes of None, False, True and the ints 0..=255 made by this call (see `push_shared`).
+    shared: [NodeId; 259],
     /// (dict or set node, key hash) → position of the item with that key.
     index: HashMap<(NodeId, u64), usize>,
     /// Hashes of long string/bytes/int keys, by node.
@@ -457,6 +460,29 @@ impl<'a> Machine<'a> {
         }
         self.stack.push(id);
         Ok(())
+    }
+
+    /// Pushes None, a bool or a small int (0..=255), sharing one node per value within this
+    /// call: they are immutable, so sharing is unobservable, and torch's pickles hold several
+    /// per tensor (offsets, sizes, strides, requires_grad).
+    fn push_shared(&mut self, value: Value) -> Result<NodeId> {
+        let slot = match value {
+            Value::Int(i @ 0..=255) => i as usize,
+            Value::None => 256,
+            Value::Bool(b) => 257 + usize::from(b),
+            _ => return self.push_new(value),
+        };
+        match self.shared[slot] {
+            NO_NODE => {
+                let id = self.push_new(value)?;
+                self.shared[slot] = id;
+                Ok(id)
+            }
+            id => {
+                self.push(id)?;
+                Ok(id)
+            }
+        }
     }
 
     fn push_new(&mut self, value: Value) -> Result<NodeId> {
@@ -1094,10 +1120,10 @@ impl<'a> Machine<'a> {
 
             // ----- numbers -----
             op::NONE => {
-                self.push_new(Value::None)?;
+                self.push_shared(Value::None)?;
             }
             op::NEWTRUE | op::NEWFALSE => {
-                self.push_new(Value::Bool(opcode == op::NEWTRUE))?;
+                self.push_shared(Value::Bool(opcode == op::NEWTRUE))?;
             }
             op::INT => {
                 let line = self.line()?;
@@ -1116,15 +1142,15 @@ impl<'a> Machine<'a> {
             }
             op::BININT => {
                 let v = self.read_i32()?;
-                self.push_new(Value::Int(i64::from(v)))?;
+                self.push_shared(Value::Int(i64::from(v)))?;
             }
             op::BININT1 => {
                 let v = self.read_u8()?;
-                self.push_new(Value::Int(i64::from(v)))?;
+                self.push_shared(Value::Int(i64::from(v)))?;
             }
             op::BININT2 => {
                 let v = self.read_u16()?;
-                self.push_new(Value::Int(i64::from(v)))?;
+                self.push_shared(Value::Int(i64::from(v)))?;
             }
             op::LONG1 | op::LONG4 => {
                 let n = if opcode == op::LONG1 {
