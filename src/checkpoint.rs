@@ -714,7 +714,7 @@ impl StorageResolver for ZipStorages<'_> {
         self.storages.push(Storage {
             key,
             id: new_storage_id(),
-            location: self.locations.intern(&id.location),
+            location: self.locations.intern(id.location),
             backing: Backing::File(self.source.clone()),
             start: record.data_offset as usize,
             len: declared as usize,
@@ -802,7 +802,7 @@ impl StorageResolver for LegacyStorages<'_> {
         self.storages.push(Storage {
             key: own_key.to_string(),
             id: new_storage_id(),
-            location: self.locations.intern(&id.location),
+            location: self.locations.intern(id.location),
             backing: Backing::File(self.source.clone()),
             start: start as usize,
             len: len as usize,

@@ -42,12 +42,63 @@ impl StorageId<'_> {
     }
 }
 
+/// A tensor's sizes or strides. Up to four dimensions (nearly every tensor) live inline, so
+/// describing a tensor allocates nothing for them.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Dims {
+    Inline { len: u8, dims: [i64; 4] },
+    Heap(Box<[i64]>),
+}
+
+impl Dims {
+    pub fn from_slice(dims: &[i64]) -> Dims {
+        if dims.len() <= 4 {
+            let mut inline = [0; 4];
+            inline[..dims.len()].copy_from_slice(dims);
+            Dims::Inline {
+                len: dims.len() as u8,
+                dims: inline,
+            }
+        } else {
+            Dims::Heap(dims.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [i64];
+    fn deref(&self) -> &[i64] {
+        match self {
+            Dims::Inline { len, dims } => &dims[..usize::from(*len)],
+            Dims::Heap(dims) => dims,
+        }
+    }
+}
+
+impl From<&[i64]> for Dims {
+    fn from(dims: &[i64]) -> Dims {
+        Dims::from_slice(dims)
+    }
+}
+
+impl From<Vec<i64>> for Dims {
+    fn from(dims: Vec<i64>) -> Dims {
+        Dims::from_slice(&dims)
+    }
+}
+
+impl std::fmt::Debug for Dims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A tensor as the pickle describes it; offsets and strides count elements.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorDesc {
     pub dtype: DType,
-    pub shape: Box<[i64]>,
-    pub strides: Box<[i64]>,
+    pub shape: Dims,
+    pub strides: Dims,
     pub storage_offset: i64,
     pub numel: u64,
     /// Index into the storage list returned alongside.
@@ -369,7 +420,7 @@ fn rebuild_nested(
     Err(Error::format("parameter data is not a tensor"))
 }
 
-fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Box<[i64]>> {
+fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
     // torch.Size((…)) pickles as a plain tuple, but accept a REDUCE of torch.Size too.
     let node = match arena.get(node) {
         Value::Object { callable, args, .. }
@@ -391,15 +442,13 @@ fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Box<[i64]>> {
             items.len()
         )));
     }
-    // Exact capacity: the boxed slice needs no reallocation.
-    let mut out = Vec::with_capacity(items.len());
-    for &i in items {
-        let v = arena
+    let mut out = [0i64; MAX_NDIM];
+    for (slot, &i) in out.iter_mut().zip(items) {
+        *slot = arena
             .as_int(i)
             .ok_or_else(|| Error::format(format!("{what} holds a value that is not an int")))?;
-        out.push(v);
     }
-    Ok(out.into_boxed_slice())
+    Ok(Dims::from_slice(&out[..items.len()]))
 }
 
 fn rebuild_tensor(
@@ -846,6 +895,17 @@ mod tests {
         assert!(check_bounds(&desc(&[4, 3], &[0, 1], 0), 12, "0").is_ok());
         let huge = desc(&[i64::MAX, 2], &[i64::MAX, 1], 0);
         assert!(check_bounds(&huge, u64::MAX, "0").is_err());
+    }
+
+    #[test]
+    fn dims_up_to_four_are_inline_and_all_read_back() {
+        for n in 0..=6usize {
+            let v: Vec<i64> = (0..n as i64).map(|d| d * 7 - 3).collect();
+            let dims = Dims::from_slice(&v);
+            assert_eq!(&*dims, v.as_slice());
+            assert_eq!(matches!(dims, Dims::Inline { .. }), n <= 4);
+            assert_eq!(format!("{dims:?}"), format!("{v:?}"));
+        }
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn storage_locations_are_kept_and_do_not_matter() {
     let ckpt = open(fixture("location.pt"));
     for (name, location) in want {
         let t = ckpt.tensor(name).unwrap();
-        assert_eq!(t.storage.location, location.as_str().unwrap(), "{name}");
+        assert_eq!(&*t.storage.location, location.as_str().unwrap(), "{name}");
         assert!(t.storage.is_mapped(), "{name}");
     }
 }

@@ -150,8 +150,8 @@ fn tensor_json(t: &TensorRef<'_>, hash: bool) -> Value {
     let mut v = json!({
         "name": t.name(),
         "dtype": d.dtype.name(),
-        "shape": d.shape,
-        "stride": d.strides,
+        "shape": &*d.shape,
+        "stride": &*d.strides,
         "storage_offset": d.storage_offset,
         "numel": d.numel,
         "nbytes": d.span_bytes(),

@@ -319,7 +319,7 @@ fn view_of(t: &TensorRef<'_>, entry: &Entry) -> View {
     let strides = if !same_rank || *t.desc.strides == *contiguous {
         None
     } else {
-        Some(t.desc.strides.clone())
+        Some(Box::from(&*t.desc.strides))
     };
     let nbytes = if same_rank {
         t.desc.span_bytes() as usize
