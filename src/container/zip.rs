@@ -1238,8 +1238,8 @@ mod tests {
             let r = a.get(&format!("data/{i}")).unwrap();
             assert_eq!(a.data(&bytes, r).unwrap(), (i as u32).to_le_bytes());
         }
-        // Generous for a debug build on a shared 2-core machine; release takes milliseconds.
-        assert!(elapsed.as_secs_f64() < 5.0, "parse took {elapsed:?}");
+        // Timing belongs to the benchmarks (shared, noisy machines); here it is only shown.
+        eprintln!("parsed {} records in {elapsed:?}", n + 1);
 
         let limits = ZipLimits { max_records: n };
         let e = parse(&bytes, &limits).unwrap_err();

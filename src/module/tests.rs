@@ -921,8 +921,8 @@ fn building_and_assigning_ten_thousand_entries_is_fast() {
     let built = start.elapsed();
     let report = m.load(&ckpt, &assign()).unwrap();
     let took = start.elapsed();
+    // Timing is measured by bench/run.py (scenario 3), not asserted here: the machines are
+    // shared and noisy.
     eprintln!("build {built:?} total {took:?}");
     assert_eq!(report.loaded(), n);
-    // Generous for unoptimised test builds on a shared machine; release is far below 10 ms.
-    assert!(took.as_millis() < 200, "{took:?}");
 }
