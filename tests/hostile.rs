@@ -376,15 +376,25 @@ fn many_tensors_sharing(pid: &[u8]) -> Vec<u8> {
     p
 }
 
-#[test]
-fn a_huge_storage_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
+/// `('storage', torch.<class>, key, 'cpu', 4[, (view_key, 0, 4)])` as a pickled persistent id.
+fn storage_pid(class: &str, key: &str, view_key: Option<&str>) -> Vec<u8> {
     let mut pid = b"(".to_vec();
     pid.extend(pk::unicode("storage"));
-    pid.extend(pk::global("torch", "FloatStorage"));
-    pid.extend(pk::unicode(&"7".repeat(10 << 20)));
+    pid.extend(pk::global("torch", class));
+    pid.extend(pk::unicode(key));
     pid.extend(pk::unicode("cpu"));
     pid.extend(pk::int(4));
+    if let Some(view_key) = view_key {
+        pid.extend(pk::unicode(view_key));
+        pid.extend(b"K\x00K\x04\x87");
+    }
     pid.push(b't');
+    pid
+}
+
+#[test]
+fn a_huge_storage_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
+    let pid = storage_pid("FloatStorage", &"7".repeat(10 << 20), None);
     let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
     let started = std::time::Instant::now();
     let err = open(&bytes).err().expect("a 10 MB storage key");
@@ -400,13 +410,7 @@ fn a_huge_storage_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
 #[test]
 fn a_huge_global_name_is_a_limit_error() {
     // A 10 MB storage class name would be formatted into a message once per tensor.
-    let mut pid = b"(".to_vec();
-    pid.extend(pk::unicode("storage"));
-    pid.extend(pk::global("torch", &"F".repeat(10 << 20)));
-    pid.extend(pk::unicode("0"));
-    pid.extend(pk::unicode("cpu"));
-    pid.extend(pk::int(4));
-    pid.push(b't');
+    let pid = storage_pid(&"F".repeat(10 << 20), "0", None);
     let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
     let err = open(&bytes).err().expect("a 10 MB global name");
     assert_eq!(err.kind, ErrorKind::Limit, "{err}");
@@ -440,14 +444,7 @@ fn errors_copied_to_many_entries_count_against_the_name_budget() {
 
 #[test]
 fn a_huge_legacy_view_key_shared_by_many_tensors_is_rejected_before_it_is_copied() {
-    let mut pid = b"(".to_vec();
-    pid.extend(pk::unicode("storage"));
-    pid.extend(pk::global("torch", "FloatStorage"));
-    pid.extend(pk::unicode("0"));
-    pid.extend(pk::unicode("cpu"));
-    pid.extend(pk::int(4));
-    pid.extend(pk::unicode(&"7".repeat(10 << 20)));
-    pid.extend(b"K\x00K\x04\x87t");
+    let pid = storage_pid("FloatStorage", "0", Some(&"7".repeat(10 << 20)));
     let bytes = support_zip::checkpoint(&many_tensors_sharing(&pid), &[("0", &FOUR_FLOATS)]);
     let started = std::time::Instant::now();
     let err = open(&bytes).err().expect("a 10 MB view key");
