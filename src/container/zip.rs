@@ -11,7 +11,8 @@
 //! never a panic. CRCs are never checked (torch can write all-zero CRCs).
 
 use crate::error::{Error, Result};
-use crate::hash::HashMap;
+use crate::hash::RandomState;
+use std::hash::BuildHasher;
 
 const LOCAL_SIG: u32 = 0x0403_4b50;
 const CENTRAL_SIG: u32 = 0x0201_4b50;
@@ -35,11 +36,12 @@ const FLAG_STRONG_ENCRYPTION: u16 = 1 << 6;
 const FLAG_MASKED_HEADERS: u16 = 1 << 13;
 const ENCRYPTION_FLAGS: u16 = FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_HEADERS;
 
-/// One record of the archive: its full name and where its bytes are in the file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ZipRecord {
+/// One record of the archive: its full name and where its bytes are in the file. A view into
+/// the [`ZipArchive`] it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZipRecord<'a> {
     /// The full name as stored in the archive, prefix included (`archive/data/0`).
-    pub name: String,
+    pub name: &'a str,
     /// Absolute offset of the first data byte in the file.
     pub data_offset: u64,
     /// Number of data bytes in the file (for a compressed record, its compressed size).
@@ -49,7 +51,7 @@ pub struct ZipRecord {
     pub method: u16,
 }
 
-impl ZipRecord {
+impl ZipRecord<'_> {
     /// Fails with `Unsupported` naming the record when its bytes are compressed.
     pub fn require_stored(&self) -> Result<()> {
         if self.method == 0 {
@@ -63,6 +65,17 @@ impl ZipRecord {
             method_name(self.method)
         )))
     }
+}
+
+/// What the archive keeps of a record: its name is a range of the archive's name buffer, so
+/// that parsing allocates nothing per record.
+#[derive(Clone, Debug)]
+struct Stored {
+    name_start: usize,
+    name_end: usize,
+    data_offset: u64,
+    size: u64,
+    method: u16,
 }
 
 /// Bounds applied while parsing.
@@ -85,9 +98,10 @@ impl Default for ZipLimits {
 #[derive(Clone, Debug)]
 pub struct ZipArchive {
     prefix: String,
-    records: Vec<ZipRecord>,
-    /// Name relative to `prefix/` -> index into `records`.
-    index: HashMap<String, usize>,
+    /// Every record's full name, back to back.
+    names: String,
+    records: Vec<Stored>,
+    index: NameTable,
     file_len: u64,
 }
 
@@ -98,15 +112,31 @@ impl ZipArchive {
     }
 
     /// All records, in central-directory order.
-    pub fn records(&self) -> &[ZipRecord] {
-        &self.records
+    pub fn records(&self) -> impl ExactSizeIterator<Item = ZipRecord<'_>> + '_ {
+        self.records.iter().map(|stored| self.view(stored))
+    }
+
+    fn view(&self, stored: &Stored) -> ZipRecord<'_> {
+        ZipRecord {
+            name: &self.names[stored.name_start..stored.name_end],
+            data_offset: stored.data_offset,
+            size: stored.size,
+            method: stored.method,
+        }
+    }
+
+    /// The name of record `i` relative to the prefix (`data/0`).
+    fn relative_name(&self, i: usize) -> &[u8] {
+        let stored = &self.records[i];
+        &self.names.as_bytes()[stored.name_start + self.prefix.len() + 1..stored.name_end]
     }
 
     /// Looks a record up by its name under the prefix (`data.pkl`, `data/0`). O(1).
-    pub fn get(&self, relative: &str) -> Option<&ZipRecord> {
+    pub fn get(&self, relative: &str) -> Option<ZipRecord<'_>> {
+        let relative = relative.as_bytes();
         self.index
-            .get(relative)
-            .and_then(|&index| self.records.get(index))
+            .find(relative, |i| self.relative_name(i) == relative)
+            .map(|i| self.view(&self.records[i]))
     }
 
     /// Length of the file this archive was parsed from.
@@ -119,7 +149,7 @@ impl ZipArchive {
     /// # Panics
     /// If `bytes` is not (at least as long as) the slice given to [`parse`]: that is a bug in
     /// the caller, not bad input.
-    pub fn data<'a>(&self, bytes: &'a [u8], record: &ZipRecord) -> Result<&'a [u8]> {
+    pub fn data<'a>(&self, bytes: &'a [u8], record: ZipRecord<'_>) -> Result<&'a [u8]> {
         record.require_stored()?;
         range(bytes, record.data_offset, record.size).ok_or_else(|| {
             Error::format(format!(
@@ -136,7 +166,7 @@ impl ZipArchive {
     /// surrounding whitespace; `None` when the record is absent. Bytes that are not UTF-8 are
     /// replaced (U+FFFD) rather than hidden, so a garbled value is seen, not mistaken for absent.
     /// A record's bytes as stored, compressed or not (for records mmckpt inflates itself).
-    pub fn raw_data<'a>(&self, bytes: &'a [u8], record: &ZipRecord) -> Result<&'a [u8]> {
+    pub fn raw_data<'a>(&self, bytes: &'a [u8], record: ZipRecord<'_>) -> Result<&'a [u8]> {
         range(bytes, record.data_offset, record.size).ok_or_else(|| {
             Error::format(format!(
                 "record '{}' (bytes {}..+{}) is outside the given slice of {} bytes",
@@ -607,10 +637,15 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
     let count = usize::try_from(end.entries)
         .map_err(|_| Error::limit(format!("{} entries", end.entries)))?;
 
+    if u32::try_from(count).is_err() {
+        return Err(Error::limit(format!("{count} zip entries")));
+    }
+
     let mut prefix: Option<String> = None;
-    let mut records = Vec::with_capacity(count);
-    let mut index: HashMap<String, usize> =
-        HashMap::with_capacity_and_hasher(count, Default::default());
+    let mut records: Vec<Stored> = Vec::with_capacity(count);
+    // The names fit in what the directory holds besides the fixed part of each entry.
+    let mut names = String::with_capacity(cd.len() - count * CENTRAL_LEN);
+    let mut index = NameTable::with_capacity(count);
     // (start of local header, end of data, record index)
     let mut spans: Vec<(u64, u64, usize)> = Vec::with_capacity(count);
     let mut pos = 0usize;
@@ -767,14 +802,22 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
         }
         let data_end = data_offset + compressed;
 
-        if index.insert(relative.to_owned(), i).is_some() {
+        let duplicate = index.insert(relative.as_bytes(), i, |j| {
+            let other = &records[j];
+            names.as_bytes()[other.name_start + prefix.len() + 1..other.name_end]
+                == *relative.as_bytes()
+        });
+        if duplicate.is_some() {
             return Err(Error::format(format!(
                 "duplicate record '{name}' (central directory entry at offset {at})"
             )));
         }
         spans.push((local_offset, data_end, i));
-        records.push(ZipRecord {
-            name: name.to_owned(),
+        let name_start = names.len();
+        names.push_str(name);
+        records.push(Stored {
+            name_start,
+            name_end: names.len(),
             data_offset,
             size: compressed,
             method,
@@ -797,7 +840,8 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
             return Err(Error::format(format!(
                 "records '{}' (bytes {a_start}..{a_end}) and '{}' (bytes {b_start}..{b_end}) \
                  overlap",
-                records[a].name, records[b].name
+                &names[records[a].name_start..records[a].name_end],
+                &names[records[b].name_start..records[b].name_end]
             )));
         }
     }
@@ -805,10 +849,64 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
     let prefix = prefix.ok_or_else(|| Error::format("zip archive has no records"))?;
     Ok(ZipArchive {
         prefix,
+        names,
         records,
         index,
         file_len,
     })
+}
+
+/// Record indices by relative name: open addressing with linear probing over a power-of-two
+/// table at most half full, keyed with a per-process random seed (names come from the file).
+/// The names stay in the archive's buffer; lookups compare against them there.
+#[derive(Clone, Debug)]
+struct NameTable {
+    hasher: RandomState,
+    /// Record index + 1; 0 marks an empty slot.
+    slots: Vec<u32>,
+}
+
+impl NameTable {
+    fn with_capacity(records: usize) -> NameTable {
+        NameTable {
+            hasher: RandomState::default(),
+            slots: vec![0; (records.max(1) * 2).next_power_of_two()],
+        }
+    }
+
+    /// The slot holding the record whose name `is_name` accepts, or the empty slot that ends
+    /// the probe sequence of `name`.
+    fn probe(&self, name: &[u8], is_name: impl Fn(usize) -> bool) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut slot = self.hasher.hash_one(name) as usize & mask;
+        loop {
+            match self.slots[slot] {
+                0 => return slot,
+                k if is_name(k as usize - 1) => return slot,
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+    }
+
+    fn find(&self, name: &[u8], is_name: impl Fn(usize) -> bool) -> Option<usize> {
+        match self.slots[self.probe(name, is_name)] {
+            0 => None,
+            k => Some(k as usize - 1),
+        }
+    }
+
+    /// Adds record `i` (< u32::MAX) under `name`; returns the record that already has that
+    /// name instead, if any. Never more records than the table was made for.
+    fn insert(&mut self, name: &[u8], i: usize, is_name: impl Fn(usize) -> bool) -> Option<usize> {
+        let slot = self.probe(name, is_name);
+        match self.slots[slot] {
+            0 => {
+                self.slots[slot] = i as u32 + 1;
+                None
+            }
+            k => Some(k as usize - 1),
+        }
+    }
 }
 
 /// A small zip writer for tests: stored entries, optional zip64 end records and extra fields,
@@ -1101,7 +1199,10 @@ mod tests {
 
     fn err(bytes: &[u8]) -> Error {
         match parse(bytes, &ZipLimits::default()) {
-            Ok(archive) => panic!("parse succeeded: {:?}", archive.records()),
+            Ok(archive) => panic!(
+                "parse succeeded: {:?}",
+                archive.records().collect::<Vec<_>>()
+            ),
             Err(e) => e,
         }
     }
@@ -1147,13 +1248,13 @@ mod tests {
                 let a = ok(bytes);
                 assert_eq!(a.prefix(), prefix);
                 assert_eq!(a.file_len(), bytes.len() as u64);
-                let names: Vec<_> = a.records().iter().map(|r| r.name.as_str()).collect();
+                let names: Vec<_> = a.records().map(|r| r.name).collect();
                 let expected: Vec<_> = w.entries.iter().map(|e| e.name.as_str()).collect();
                 assert_eq!(names, expected);
                 for (i, e) in w.entries.iter().enumerate() {
                     let rel = &e.name[prefix.len() + 1..];
                     let r = a.get(rel).unwrap();
-                    assert_eq!(r, &a.records()[i]);
+                    assert_eq!(Some(r), a.records().nth(i));
                     assert_eq!(r.data_offset, built.data_offsets[i]);
                     assert_eq!(a.data(bytes, r).unwrap(), &e.data[..]);
                 }
@@ -1193,7 +1294,7 @@ mod tests {
                 w.zip64_extras = zip64_extras;
                 let built = w.build();
                 let a = ok(&built.bytes);
-                for (r, e) in a.records().iter().zip(&w.entries) {
+                for (r, e) in a.records().zip(&w.entries) {
                     assert_eq!(r.data_offset % align, 0, "{} at {}", r.name, r.data_offset);
                     assert_eq!(a.data(&built.bytes, r).unwrap(), &e.data[..]);
                 }
@@ -1211,7 +1312,7 @@ mod tests {
             w.align = 64;
             let built = w.build();
             let a = ok(&built.bytes);
-            for (i, (r, e)) in a.records().iter().zip(&w.entries).enumerate() {
+            for (i, (r, e)) in a.records().zip(&w.entries).enumerate() {
                 assert_eq!(r.data_offset, built.data_offsets[i]);
                 assert_eq!(a.data(&built.bytes, r).unwrap(), &e.data[..]);
             }
@@ -1252,7 +1353,7 @@ mod tests {
         assert!(looks_like_zip(bytes));
         let a = ok(bytes);
         assert_eq!(a.prefix(), "tiny_torch");
-        let names: Vec<_> = a.records().iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = a.records().map(|r| r.name).collect();
         assert_eq!(
             names,
             [
