@@ -226,7 +226,7 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
         )));
     }
     let key: Cow<'_, str> = match arena.get(items[2]) {
-        Value::Str(s) => Cow::Borrowed(s),
+        Value::Str(s) => Cow::Borrowed(arena.str(*s)),
         Value::Int(i) => Cow::Owned(i.to_string()),
         _ => {
             return Err(Error::format(
@@ -246,7 +246,7 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
         None | Some(Value::None) => None,
         Some(Value::Tuple(view)) if view.len() == 3 => {
             let view_key: Cow<'_, str> = match arena.get(view[0]) {
-                Value::Str(s) => Cow::Borrowed(s),
+                Value::Str(s) => Cow::Borrowed(arena.str(*s)),
                 Value::Int(i) => Cow::Owned(i.to_string()),
                 _ => return Err(Error::format(format!("storage '{key}': bad view key"))),
             };
@@ -765,7 +765,7 @@ impl ChildName {
         match self {
             ChildName::Key(k) => match arena.get(k) {
                 // A key longer than MAX_SEGMENT_LEN is cut just past it (the caller reports it).
-                Value::Str(s) => out.push_str(cut_past(s, MAX_SEGMENT_LEN)),
+                Value::Str(s) => out.push_str(cut_past(arena.str(*s), MAX_SEGMENT_LEN)),
                 _ => out.push_str(&key_segment(arena, k)),
             },
             ChildName::Index(i) => {
@@ -830,7 +830,7 @@ fn key_segment_upto(arena: &Arena, key: NodeId, max: usize) -> String {
             Step::Node(node) => node,
         };
         match arena.get(node) {
-            Value::Str(s) => push_bounded(&mut out, s, max),
+            Value::Str(s) => push_bounded(&mut out, arena.str(*s), max),
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
             Value::None => out.push_str("None"),

@@ -360,7 +360,7 @@ impl<'a> ValueRef<'a> {
     /// A `str`.
     pub fn as_str(&self) -> Result<&'a str> {
         match self.raw() {
-            Value::Str(s) => Ok(s),
+            Value::Str(s) => Ok(self.arena.str(*s)),
             _ => Err(self.mismatch("a str")),
         }
     }
@@ -396,7 +396,7 @@ impl<'a> ValueRef<'a> {
     /// raw bytes of bytes / bytearray, or the decimal digits of an int of any size.
     pub fn text(&self) -> Result<Cow<'a, [u8]>> {
         match self.raw() {
-            Value::Str(s) => Ok(Cow::Borrowed(s.as_bytes())),
+            Value::Str(s) => Ok(Cow::Borrowed(self.arena.str(*s).as_bytes())),
             Value::Bytes(b) | Value::ByteArray(b) => Ok(Cow::Borrowed(b)),
             Value::Int(_) | Value::BigInt(_) => Ok(Cow::Owned(self.decimal()?.into_bytes())),
             _ => Err(self.mismatch("a str, bytes or int")),
@@ -704,16 +704,16 @@ mod tests {
 
     fn tree() -> (Arena, NodeId) {
         let mut a = Arena::new();
-        let k_fc = a.push(Value::Str("fc.weight".into()));
+        let k_fc = a.push_str("fc.weight");
         let v_fc = a.push(Value::Int(1));
-        let k_fc2 = a.push(Value::Str("fc".into()));
-        let inner_k = a.push(Value::Str("weight".into()));
+        let k_fc2 = a.push_str("fc");
+        let inner_k = a.push_str("weight");
         let inner_v = a.push(Value::Int(2));
         let inner = a.push(Value::Dict {
             items: vec![(inner_k, inner_v)],
             state: None,
         });
-        let k_self = a.push(Value::Str("me".into()));
+        let k_self = a.push_str("me");
         let root = a.push(Value::Dict {
             items: vec![(k_fc, v_fc), (k_fc2, inner)],
             state: None,

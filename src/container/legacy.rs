@@ -82,7 +82,7 @@ fn load_next(
 
 fn key_of(arena: &Arena, node: NodeId) -> Option<String> {
     match arena.get(node) {
-        Value::Str(s) => Some(s.to_string()),
+        Value::Str(s) => Some(arena.str(*s).to_owned()),
         Value::Int(i) => Some(i.to_string()),
         _ => None,
     }

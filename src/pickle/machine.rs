@@ -243,7 +243,7 @@ fn keys_equal(arena: &Arena, a: NodeId, b: NodeId) -> bool {
             arena.as_int(a) == arena.as_int(b)
         }
         (Value::BigInt(x), Value::BigInt(y)) => x == y,
-        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Str(x), Value::Str(y)) => arena.str(*x) == arena.str(*y),
         (Value::Bytes(x), Value::Bytes(y)) => x == y,
         _ => false,
     }
@@ -554,7 +554,7 @@ impl<'a> Machine<'a> {
         let long = match self.arena.get(key) {
             Value::None | Value::Bool(_) | Value::Int(_) => false,
             Value::BigInt(b) | Value::Bytes(b) => b.len() >= HASH_CACHE_MIN_LEN,
-            Value::Str(s) => s.len() >= HASH_CACHE_MIN_LEN,
+            Value::Str(s) => self.arena.str(*s).len() >= HASH_CACHE_MIN_LEN,
             _ => return None,
         };
         if long {
@@ -568,7 +568,7 @@ impl<'a> Machine<'a> {
             Value::Bool(b) => (1u8, i64::from(*b)).hash(&mut h),
             Value::Int(i) => (1u8, *i).hash(&mut h),
             Value::BigInt(b) => (2u8, b).hash(&mut h),
-            Value::Str(s) => (3u8, s.as_bytes()).hash(&mut h),
+            Value::Str(s) => (3u8, self.arena.str(*s).as_bytes()).hash(&mut h),
             Value::Bytes(b) => (4u8, b).hash(&mut h),
             _ => return None,
         }
@@ -1043,7 +1043,7 @@ impl<'a> Machine<'a> {
     fn push_py2_str(&mut self, bytes: Vec<u8>) -> Result<()> {
         self.check_str_len(bytes.len())?;
         let v = match String::from_utf8(bytes) {
-            Ok(s) => Value::Str(s.into_boxed_str()),
+            Ok(s) => Value::Str(self.arena.store_str(&s)),
             Err(e) => Value::Bytes(e.into_bytes().into_boxed_slice()),
         };
         self.push_new(v).map(drop)
@@ -1051,7 +1051,10 @@ impl<'a> Machine<'a> {
 
     fn push_utf8(&mut self, bytes: &[u8]) -> Result<()> {
         match std::str::from_utf8(bytes) {
-            Ok(s) => self.push_new(Value::Str(s.into())).map(drop),
+            Ok(s) => {
+                let s = self.arena.store_str(s);
+                self.push_new(Value::Str(s)).map(drop)
+            }
             Err(e) => Err(self.format(format!("string is not valid UTF-8 ({e})"))),
         }
     }
@@ -1199,7 +1202,8 @@ impl<'a> Machine<'a> {
                 let line = self.line()?;
                 let s = text::raw_unicode_escape_decode(line).map_err(|e| self.format(e))?;
                 self.check_str_len(s.len())?;
-                self.push_new(Value::Str(s.into_boxed_str()))?;
+                let s = self.arena.store_str(&s);
+                self.push_new(Value::Str(s))?;
             }
             op::BINUNICODE | op::SHORT_BINUNICODE | op::BINUNICODE8 => {
                 let n = match opcode {
@@ -1402,7 +1406,8 @@ impl<'a> Machine<'a> {
                 }
                 self.check_str_len(line.len())?;
                 let s = std::str::from_utf8(line).expect("ASCII");
-                let pid = self.new_node(Value::Str(s.into()))?;
+                let s = self.arena.store_str(s);
+                let pid = self.new_node(Value::Str(s))?;
                 self.push_new(Value::PersistentId(pid))?;
             }
             op::BINPERSID => {

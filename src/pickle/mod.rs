@@ -9,4 +9,4 @@ pub mod value;
 mod tests;
 
 pub use machine::{load, Limits};
-pub use value::{Arena, NodeId, ObjectItems, Value};
+pub use value::{Arena, NodeId, ObjectItems, PoolStr, Value};

@@ -66,7 +66,7 @@ fn render_into(arena: &Arena, id: NodeId, path: &mut Vec<NodeId>, out: &mut Stri
             hex(&re.to_be_bytes()),
             hex(&im.to_be_bytes())
         )),
-        Value::Str(s) => out.push_str(&format!("s:{}", hex(s.as_bytes()))),
+        Value::Str(s) => out.push_str(&format!("s:{}", hex(arena.str(*s).as_bytes()))),
         Value::Bytes(b) => out.push_str(&format!("b:{}", hex(b))),
         Value::ByteArray(b) => out.push_str(&format!("ba:{}", hex(b))),
         Value::List(items) => {

@@ -5,7 +5,7 @@
 /// Index of a value in its [`Arena`].
 pub type NodeId = u32;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Value {
     None,
     Bool(bool),
@@ -14,7 +14,9 @@ pub enum Value {
     BigInt(Box<[u8]>),
     Float(f64),
     Complex(f64, f64),
-    Str(Box<str>),
+    /// A string, kept in the arena's string pool (read it with [`Arena::str`]): strings are
+    /// about two of every twenty values of a state dict, and a pool needs no allocation each.
+    Str(PoolStr),
     Bytes(Box<[u8]>),
     ByteArray(Box<[u8]>),
     List(Vec<NodeId>),
@@ -53,6 +55,13 @@ pub enum Value {
     },
     /// A persistent id (BINPERSID / PERSID): the pickled id object, not yet resolved.
     PersistentId(NodeId),
+}
+
+/// Where a string is in its arena's pool: a handle, meaningful only with that arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStr {
+    start: usize,
+    end: usize,
 }
 
 /// The items of a tuple. Tuples are immutable and nearly always short (torch's rebuild
@@ -143,6 +152,8 @@ const _: () = assert!(std::mem::size_of::<Value>() <= 40);
 #[derive(Default, Debug)]
 pub struct Arena {
     nodes: Vec<Value>,
+    /// The text of every `Str` value, back to back.
+    strings: String,
 }
 
 impl Arena {
@@ -154,6 +165,30 @@ impl Arena {
     /// arena as it grows; a hint only (nothing happens when the memory is not available).
     pub fn reserve(&mut self, additional: usize) {
         let _ = self.nodes.try_reserve(additional);
+        // A state dict's strings (names, storage keys) are about one byte in five of the
+        // pickle, which is about one value per five bytes.
+        let _ = self.strings.try_reserve(additional);
+    }
+    /// Adds a string to the pool, for a `Value::Str`.
+    pub fn store_str(&mut self, s: &str) -> PoolStr {
+        let start = self.strings.len();
+        self.strings.push_str(s);
+        PoolStr {
+            start,
+            end: self.strings.len(),
+        }
+    }
+    /// The text of a string handle from this arena.
+    ///
+    /// # Panics
+    /// If the handle is from another arena and out of this pool's range.
+    pub fn str(&self, s: PoolStr) -> &str {
+        &self.strings[s.start..s.end]
+    }
+    /// Adds a `Str` value.
+    pub fn push_str(&mut self, s: &str) -> NodeId {
+        let s = self.store_str(s);
+        self.push(Value::Str(s))
     }
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -176,7 +211,7 @@ impl Arena {
     /// The string payload of a `Str` node.
     pub fn as_str(&self, id: NodeId) -> Option<&str> {
         match self.get(id) {
-            Value::Str(s) => Some(s),
+            Value::Str(s) => Some(self.str(*s)),
             _ => None,
         }
     }
