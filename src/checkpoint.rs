@@ -7,11 +7,10 @@ use crate::container::zip::{self, ZipArchive, ZipLimits};
 use crate::container::{AlignedBuf, LoadMode, Source};
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result};
-use crate::hash::HashMap;
+use crate::hash::{HashMap, NameTable};
 use crate::pickle::{self, Arena, NodeId, Value};
 use crate::torch::{self, Interpreted, StorageId, StorageResolver, TensorDesc};
-use std::ffi::{CStr, CString};
-use std::hash::BuildHasher;
+use std::ffi::CStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -113,9 +112,44 @@ pub fn new_storage_id() -> u64 {
     NEXT_STORAGE_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A storage's key in its file: `"0"`, `"17"`, or in principle any string. torch numbers its
+/// storages, so a key in canonical decimal is kept as its number (no allocation per storage).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageKey {
+    Number(u32),
+    Text(Box<str>),
+}
+
+impl StorageKey {
+    pub fn new(key: &str) -> StorageKey {
+        match dense_key(key) {
+            Some(n) => StorageKey::Number(n),
+            None => StorageKey::Text(key.into()),
+        }
+    }
+}
+
+impl PartialEq<str> for StorageKey {
+    fn eq(&self, key: &str) -> bool {
+        match self {
+            StorageKey::Number(n) => dense_key(key) == Some(*n),
+            StorageKey::Text(text) => **text == *key,
+        }
+    }
+}
+
+impl std::fmt::Display for StorageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageKey::Number(n) => write!(f, "{n}"),
+            StorageKey::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 /// One storage: a byte range of its backing.
 pub struct Storage {
-    pub key: String,
+    pub key: StorageKey,
     pub id: u64,
     /// Where torch saved it from (`cpu`, `cuda:0`): shared by the storages that name it.
     pub location: Arc<str>,
@@ -152,11 +186,68 @@ impl Storage {
     }
 }
 
-/// A row of the tensor table.
-struct Entry {
-    name: CString,
+/// The rows of the tensor table: each a name and the tensor it names. The names are back to
+/// back in one buffer, each NUL-terminated for C callers (no allocation per row), and indexed:
+/// a name finds its first row in O(1).
+#[derive(Default)]
+struct Table {
+    names: Vec<u8>,
+    rows: Vec<Row>,
+    index: Option<NameTable>,
+}
+
+struct Row {
+    /// The name is `names[name_start..name_end]`, followed by a NUL.
+    name_start: usize,
+    name_end: usize,
     /// Index into `tensors`, or why this tensor cannot be represented.
     tensor: std::result::Result<usize, Error>,
+}
+
+impl Table {
+    /// Adds a row. A NUL in the name (C could not see past it) is written as `\x00`.
+    fn push(&mut self, name: &str, tensor: std::result::Result<usize, Error>) {
+        let name_start = self.names.len();
+        self.names.extend_from_slice(sanitize(name).as_bytes());
+        let name_end = self.names.len();
+        self.names.push(0);
+        self.rows.push(Row {
+            name_start,
+            name_end,
+            tensor,
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn name(&self, row: usize) -> &[u8] {
+        let row = &self.rows[row];
+        &self.names[row.name_start..row.name_end]
+    }
+
+    fn name_c(&self, row: usize) -> Option<&CStr> {
+        let row = self.rows.get(row)?;
+        CStr::from_bytes_with_nul(&self.names[row.name_start..=row.name_end]).ok()
+    }
+
+    /// Builds the index by name (the first row of a name wins); rows added later are not in it.
+    fn build_index(&mut self) {
+        let mut index = NameTable::with_capacity(self.rows.len());
+        for row in 0..self.rows.len() {
+            let name = self.name(row);
+            index.insert(name, row, |other| self.name(other) == name);
+        }
+        self.index = Some(index);
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        let name = name.as_bytes();
+        self.index
+            .as_ref()?
+            .find(name, |row| self.name(row) == name)
+    }
 }
 
 /// A tensor of the table together with its storage.
@@ -218,8 +309,7 @@ pub struct Checkpoint {
     root: NodeId,
     storages: Vec<Storage>,
     tensors: Vec<TensorDesc>,
-    entries: Vec<Entry>,
-    by_name: NameIndex,
+    table: Table,
     byte_order_big: bool,
 }
 
@@ -360,7 +450,7 @@ impl Checkpoint {
             items: Vec::new(),
             state: None,
         });
-        let (mut storages, mut tensors, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut storages, mut tensors, mut table) = (Vec::new(), Vec::new(), Table::default());
         let mut byte_order_big = false;
         for (part, keep) in parts {
             byte_order_big |= part.byte_order_big;
@@ -370,15 +460,18 @@ impl Checkpoint {
                 t.storage += storage_base;
                 t
             }));
-            let mut part_entries: Vec<Option<Entry>> = part.entries.into_iter().map(Some).collect();
+            let mut part_rows: Vec<Option<Row>> = part.table.rows.into_iter().map(Some).collect();
             for index in keep {
-                if let Some(mut entry) = part_entries.get_mut(index).and_then(Option::take) {
-                    entry.tensor = entry.tensor.map(|t| t + tensor_base);
-                    entries.push(entry);
+                if let Some(row) = part_rows.get_mut(index).and_then(Option::take) {
+                    let name = &part.table.names[row.name_start..row.name_end];
+                    table.push(
+                        std::str::from_utf8(name).unwrap_or_default(),
+                        row.tensor.map(|t| t + tensor_base),
+                    );
                 }
             }
         }
-        let by_name = NameIndex::build(&entries);
+        table.build_index();
         Checkpoint {
             source,
             format,
@@ -386,8 +479,7 @@ impl Checkpoint {
             root,
             storages,
             tensors,
-            entries,
-            by_name,
+            table,
             byte_order_big,
         }
     }
@@ -411,7 +503,7 @@ impl Checkpoint {
                 _ => return Err(Error::format(format!("storage {i} is out of bounds"))),
             }
             stores.push(Storage {
-                key: i.to_string(),
+                key: StorageKey::new(&i.to_string()),
                 id: new_storage_id(),
                 location: "cpu".into(),
                 backing: Backing::File(source.clone()),
@@ -421,7 +513,7 @@ impl Checkpoint {
             });
         }
         let mut descs = Vec::new();
-        let mut entries = Vec::new();
+        let mut table = Table::default();
         for (name, desc) in tensors {
             let storage = stores.get(desc.storage).ok_or_else(|| {
                 Error::format(format!("tensor '{name}': no storage {}", desc.storage))
@@ -429,10 +521,10 @@ impl Checkpoint {
             if desc.byte_offset() + desc.span_bytes() > storage.len as u64 {
                 return Err(Error::format(format!("tensor '{name}' is out of bounds")));
             }
-            entries.push(make_entry(&name, Ok(descs.len())));
+            table.push(&name, Ok(descs.len()));
             descs.push(desc);
         }
-        let by_name = NameIndex::build(&entries);
+        table.build_index();
         Ok(Checkpoint {
             source,
             format: Format::Zip,
@@ -440,8 +532,7 @@ impl Checkpoint {
             root: 0,
             storages: stores,
             tensors: descs,
-            entries,
-            by_name,
+            table,
             byte_order_big: false,
         })
     }
@@ -456,10 +547,10 @@ impl Checkpoint {
         self.byte_order_big
     }
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.len() == 0
     }
     pub fn storages(&self) -> &[Storage] {
         &self.storages
@@ -476,21 +567,21 @@ impl Checkpoint {
         self.name_c_at(index).map(|n| n.to_str().unwrap_or(""))
     }
     pub fn name_c_at(&self, index: usize) -> Option<&CStr> {
-        self.entries.get(index).map(|e| e.name.as_c_str())
+        self.table.name_c(index)
     }
 
     pub fn tensor_at(&self, index: usize) -> Result<TensorRef<'_>> {
-        let entry = self.entries.get(index).ok_or_else(|| {
-            Error::not_found(format!(
+        let (Some(row), Some(name)) = (self.table.rows.get(index), self.table.name_c(index)) else {
+            return Err(Error::not_found(format!(
                 "tensor index {index} is out of range (the table has {} tensors)",
-                self.entries.len()
-            ))
-        })?;
-        match &entry.tensor {
+                self.table.len()
+            )));
+        };
+        match &row.tensor {
             Ok(t) => {
                 let desc = &self.tensors[*t];
                 Ok(TensorRef {
-                    name: &entry.name,
+                    name,
                     desc,
                     storage: &self.storages[desc.storage],
                 })
@@ -500,7 +591,7 @@ impl Checkpoint {
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.by_name.get(&self.entries, name)
+        self.table.find(name)
     }
 
     pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
@@ -512,7 +603,7 @@ impl Checkpoint {
 
     /// Every table row: name and tensor (or the reason it cannot be represented).
     pub fn iter(&self) -> impl Iterator<Item = (&str, Result<TensorRef<'_>>)> + '_ {
-        (0..self.entries.len()).map(|i| (self.name_at(i).unwrap_or(""), self.tensor_at(i)))
+        (0..self.table.len()).map(|i| (self.name_at(i).unwrap_or(""), self.tensor_at(i)))
     }
 }
 
@@ -532,10 +623,10 @@ fn finish<R: StorageResolver>(
         check_globals(&arena)?;
     }
     let root = select_root(&arena, top, options.root.as_deref())?;
-    let (tensors, entries) = build_table(&arena, root, &mut resolver, &options.limits)?;
+    let (tensors, mut table) = build_table(&arena, root, &mut resolver, &options.limits)?;
     let mut storages = into_storages(resolver);
     fix_storages(&mut storages, &tensors, byte_order_big)?;
-    let by_name = NameIndex::build(&entries);
+    table.build_index();
     Ok(Checkpoint {
         source,
         format,
@@ -543,53 +634,9 @@ fn finish<R: StorageResolver>(
         root,
         storages,
         tensors,
-        entries,
-        by_name,
+        table,
         byte_order_big,
     })
-}
-
-/// Tensor name → first table index with that name, without copying the names: a map from
-/// each name's keyed hash to its index (the name is compared on lookup), and a map by name
-/// for the rare name whose hash an earlier, different name already holds.
-#[derive(Default)]
-struct NameIndex {
-    hasher: crate::hash::RandomState,
-    by_hash: HashMap<u64, usize>,
-    collided: HashMap<Box<str>, usize>,
-}
-
-impl NameIndex {
-    fn build(entries: &[Entry]) -> NameIndex {
-        let mut index = NameIndex {
-            by_hash: HashMap::with_capacity_and_hasher(entries.len(), Default::default()),
-            ..NameIndex::default()
-        };
-        for (i, entry) in entries.iter().enumerate() {
-            let name = entry.name.to_bytes();
-            let hash = index.hasher.hash_one(name);
-            match index.by_hash.get(&hash) {
-                None => {
-                    index.by_hash.insert(hash, i);
-                }
-                Some(&j) if entries[j].name.to_bytes() == name => {} // a duplicate: first wins
-                Some(_) => {
-                    let name = entry.name.to_str().unwrap_or("");
-                    index.collided.entry(name.into()).or_insert(i);
-                }
-            }
-        }
-        index
-    }
-
-    fn get(&self, entries: &[Entry], name: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(name.as_bytes());
-        match self.by_hash.get(&hash) {
-            Some(&i) if entries[i].name.to_bytes() == name.as_bytes() => Some(i),
-            _ if self.collided.is_empty() => None,
-            _ => self.collided.get(name).copied(),
-        }
-    }
 }
 
 fn describe_unknown_format(bytes: &[u8]) -> String {
@@ -707,9 +754,9 @@ impl StorageResolver for ZipStorages<'_> {
             )));
         }
         let index = self.storages.len();
-        let key = id.key.to_string();
-        if dense_key(&key) != Some(index) {
-            self.by_key.insert(key.clone(), index);
+        let key = StorageKey::new(&id.key);
+        if key != StorageKey::Number(index as u32) {
+            self.by_key.insert(id.key.to_string(), index);
         }
         self.storages.push(Storage {
             key,
@@ -729,15 +776,18 @@ impl ZipStorages<'_> {
     /// key that is its own index is found without hashing (and never enters `by_key`).
     fn lookup(&self, key: &str) -> Option<usize> {
         match dense_key(key) {
-            Some(i) if self.storages.get(i).is_some_and(|s| s.key == key) => Some(i),
+            Some(i) if self.storages.get(i as usize).is_some_and(|s| s.key == *key) => {
+                Some(i as usize)
+            }
             _ => self.by_key.get(key).copied(),
         }
     }
 }
 
-/// The index a storage key names when it is a plain decimal number.
-fn dense_key(key: &str) -> Option<usize> {
-    if key.is_empty() || key.len() > 9 || !key.bytes().all(|b| b.is_ascii_digit()) {
+/// The number a storage key is when it is written in canonical decimal ("0", "17"; not "01").
+fn dense_key(key: &str) -> Option<u32> {
+    let canonical = key == "0" || !key.starts_with('0');
+    if key.is_empty() || key.len() > 9 || !canonical || !key.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     key.parse().ok()
@@ -800,7 +850,7 @@ impl StorageResolver for LegacyStorages<'_> {
             };
         let index = self.storages.len();
         self.storages.push(Storage {
-            key: own_key.to_string(),
+            key: StorageKey::new(own_key),
             id: new_storage_id(),
             location: self.locations.intern(id.location),
             backing: Backing::File(self.source.clone()),
@@ -819,7 +869,7 @@ fn build_table(
     root: NodeId,
     resolver: &mut dyn StorageResolver,
     limits: &Limits,
-) -> Result<(Vec<TensorDesc>, Vec<Entry>)> {
+) -> Result<(Vec<TensorDesc>, Table)> {
     struct Frame {
         node: NodeId,
         children: Vec<(torch::ChildName, NodeId)>,
@@ -827,7 +877,7 @@ fn build_table(
         name_len: usize,
     }
     let mut tensors = Vec::new();
-    let mut entries: Vec<Entry> = Vec::new();
+    let mut entries = Table::default();
     // One interpretation per tensor node: a tensor saved under two names is one tensor.
     // `slot_of[node]` indexes `slots` (NO_SLOT: not interpreted yet).
     const NO_SLOT: u32 = u32::MAX;
@@ -840,11 +890,11 @@ fn build_table(
 
     let mut visit = |node: NodeId,
                      name: &str,
-                     entries: &mut Vec<Entry>,
+                     entries: &mut Table,
                      tensors: &mut Vec<TensorDesc>|
      -> Result<bool> {
         if let Some(slot) = slots.get(slot_of[node as usize] as usize) {
-            entries.push(make_entry(name, slot.clone()));
+            entries.push(name, slot.clone());
             return Ok(true);
         }
         let Some(result) = torch::interpret(arena, node, resolver) else {
@@ -863,7 +913,7 @@ fn build_table(
         let slot = slot.map_err(|e| e.context(format!("tensor '{name}'")));
         slot_of[node as usize] = slots.len() as u32;
         slots.push(slot.clone());
-        entries.push(make_entry(name, slot));
+        entries.push(name, slot);
         Ok(true)
     };
 
@@ -924,7 +974,7 @@ fn build_table(
         debug_assert!(parent_len >= base_len);
         let entries_before = entries.len();
         let is_tensor = visit(child, &name, &mut entries, &mut tensors)?;
-        if let Some(entry) = entries.get(entries_before..).and_then(|new| new.first()) {
+        if let Some(entry) = entries.rows.get(entries_before) {
             // An entry keeps its name and, for a tensor that cannot be represented, a copy of
             // the error (which names the first path to it): both count.
             let message = entry.tensor.as_ref().err().map_or(0, |e| e.message.len());
@@ -972,19 +1022,6 @@ fn sanitize(segment: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(segment.replace('\0', "\\x00"))
     } else {
         std::borrow::Cow::Borrowed(segment)
-    }
-}
-
-fn make_entry(name: &str, tensor: std::result::Result<usize, Error>) -> Entry {
-    Entry {
-        // Room for the terminating NUL up front: CString::new then needs no reallocation.
-        name: {
-            let name = sanitize(name);
-            let mut bytes = Vec::with_capacity(name.len() + 1);
-            bytes.extend_from_slice(name.as_bytes());
-            CString::new(bytes).unwrap_or_default()
-        },
-        tensor,
     }
 }
 
@@ -1066,32 +1103,22 @@ mod tests {
     }
 
     #[test]
-    fn name_index_finds_first_names_and_falls_back_on_collisions() {
-        let entries: Vec<Entry> = ["a", "b", "a", ""]
-            .iter()
-            .map(|n| make_entry(n, Err(Error::format("x"))))
-            .collect();
-        let index = NameIndex::build(&entries);
-        assert_eq!(
-            index.get(&entries, "a"),
-            Some(0),
-            "a duplicate: the first wins"
-        );
-        assert_eq!(index.get(&entries, "b"), Some(1));
-        assert_eq!(index.get(&entries, ""), Some(3));
-        assert_eq!(index.get(&entries, "c"), None);
-        // A 64-bit hash collision (forced): "b"'s hash names entry 0 ("a").
-        let mut index = NameIndex::default();
-        index
-            .by_hash
-            .insert(index.hasher.hash_one(b"a".as_slice()), 0);
-        index
-            .by_hash
-            .insert(index.hasher.hash_one(b"b".as_slice()), 0);
-        index.collided.insert("b".into(), 1);
-        assert_eq!(index.get(&entries, "a"), Some(0));
-        assert_eq!(index.get(&entries, "b"), Some(1));
-        assert_eq!(index.get(&entries, "c"), None);
+    fn table_finds_the_first_row_of_a_name_and_keeps_c_names() {
+        let mut table = Table::default();
+        for name in ["a", "b", "a", "", "nul\0inside"] {
+            table.push(name, Err(Error::format("x")));
+        }
+        table.build_index();
+        assert_eq!(table.find("a"), Some(0), "a duplicate: the first wins");
+        assert_eq!(table.find("b"), Some(1));
+        assert_eq!(table.find(""), Some(3));
+        assert_eq!(table.find("c"), None);
+        assert_eq!(table.find("nul\\x00inside"), Some(4));
+        let c_names: Vec<_> = (0..table.len()).map(|i| table.name_c(i).unwrap()).collect();
+        assert_eq!(c_names[2].to_bytes(), b"a");
+        assert_eq!(c_names[3].to_bytes(), b"");
+        assert_eq!(c_names[4].to_bytes(), b"nul\\x00inside");
+        assert!(table.name_c(5).is_none());
     }
 
     #[test]
@@ -1117,7 +1144,7 @@ mod tests {
             (
                 f32::from_le_bytes(t.bytes().try_into().unwrap()),
                 t.storage.id,
-                t.storage.key.clone(),
+                t.storage.key.to_string(),
             )
         };
         let (a, b, c, d, e) = (value("a"), value("b"), value("c"), value("d"), value("e"));

@@ -119,7 +119,7 @@ fn legacy_storage_views_are_slices_of_their_root() {
     // view = root[2..5] = [2, 3, 4]; the tensor is view[1..3].
     assert_eq!(f32s(t.bytes()), [3.0, 4.0]);
     assert_eq!(t.storage.len(), 12);
-    assert_eq!(t.storage.key, "view");
+    assert_eq!(t.storage.key.to_string(), "view");
     let err = Checkpoint::from_bytes(&legacy_with_view(5, 3), &OpenOptions::default())
         .err()
         .unwrap();

@@ -254,7 +254,7 @@ fn print_table(ckpt: &Checkpoint, hash: bool) {
                         (true, Some(o)) => o.to_string(),
                         _ => "-".into(),
                     },
-                    t.storage.key.clone(),
+                    t.storage.key.to_string(),
                 ];
                 if hash {
                     row.push(sha256_hex(&t.contiguous_bytes()));

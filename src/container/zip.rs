@@ -11,8 +11,7 @@
 //! never a panic. CRCs are never checked (torch can write all-zero CRCs).
 
 use crate::error::{Error, Result};
-use crate::hash::RandomState;
-use std::hash::BuildHasher;
+use crate::hash::NameTable;
 
 const LOCAL_SIG: u32 = 0x0403_4b50;
 const CENTRAL_SIG: u32 = 0x0201_4b50;
@@ -854,59 +853,6 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
         index,
         file_len,
     })
-}
-
-/// Record indices by relative name: open addressing with linear probing over a power-of-two
-/// table at most half full, keyed with a per-process random seed (names come from the file).
-/// The names stay in the archive's buffer; lookups compare against them there.
-#[derive(Clone, Debug)]
-struct NameTable {
-    hasher: RandomState,
-    /// Record index + 1; 0 marks an empty slot.
-    slots: Vec<u32>,
-}
-
-impl NameTable {
-    fn with_capacity(records: usize) -> NameTable {
-        NameTable {
-            hasher: RandomState::default(),
-            slots: vec![0; (records.max(1) * 2).next_power_of_two()],
-        }
-    }
-
-    /// The slot holding the record whose name `is_name` accepts, or the empty slot that ends
-    /// the probe sequence of `name`.
-    fn probe(&self, name: &[u8], is_name: impl Fn(usize) -> bool) -> usize {
-        let mask = self.slots.len() - 1;
-        let mut slot = self.hasher.hash_one(name) as usize & mask;
-        loop {
-            match self.slots[slot] {
-                0 => return slot,
-                k if is_name(k as usize - 1) => return slot,
-                _ => slot = (slot + 1) & mask,
-            }
-        }
-    }
-
-    fn find(&self, name: &[u8], is_name: impl Fn(usize) -> bool) -> Option<usize> {
-        match self.slots[self.probe(name, is_name)] {
-            0 => None,
-            k => Some(k as usize - 1),
-        }
-    }
-
-    /// Adds record `i` (< u32::MAX) under `name`; returns the record that already has that
-    /// name instead, if any. Never more records than the table was made for.
-    fn insert(&mut self, name: &[u8], i: usize, is_name: impl Fn(usize) -> bool) -> Option<usize> {
-        let slot = self.probe(name, is_name);
-        match self.slots[slot] {
-            0 => {
-                self.slots[slot] = i as u32 + 1;
-                None
-            }
-            k => Some(k as usize - 1),
-        }
-    }
 }
 
 /// A small zip writer for tests: stored entries, optional zip64 end records and extra fields,
