@@ -307,29 +307,39 @@ fn find_eocd(bytes: &[u8]) -> Result<usize> {
     let sig = EOCD_SIG.to_le_bytes();
     let mut found: Option<usize> = None;
     let mut nearest_misfit: Option<(usize, usize)> = None;
-    for pos in (first..=last).rev() {
-        // Most of the up to 64 KiB scanned are not a signature: one byte compare rejects them.
-        if bytes[pos] != sig[0] {
-            continue;
-        }
-        let Some(head) = fixed::<EOCD_LEN>(bytes, pos as u64) else {
-            continue;
-        };
-        if head[..4] != sig {
-            continue;
-        }
-        let comment = usize::from(le16(head, 20));
-        if pos + EOCD_LEN + comment == len {
-            if let Some(other) = found {
-                return Err(Error::format(format!(
-                    "ambiguous zip archive: end of central directory records at offsets {pos} \
-                     and {other} both reach the end of the file"
-                )));
+    // Every signature in the window is examined (two that both fit make the file ambiguous),
+    // from the end backwards, eight bytes at a time: a word without the signature's first
+    // byte is skipped whole.
+    let mut end = last + 1;
+    while end > first {
+        let start = end.saturating_sub(8).max(first);
+        if let Ok(word) = <[u8; 8]>::try_from(&bytes[start..end]) {
+            if !has_byte(u64::from_le_bytes(word), sig[0]) {
+                end = start;
+                continue;
             }
-            found = Some(pos);
-        } else if nearest_misfit.is_none() {
-            nearest_misfit = Some((pos, comment));
         }
+        for pos in (start..end).rev() {
+            let Some(head) = fixed::<EOCD_LEN>(bytes, pos as u64) else {
+                continue;
+            };
+            if head[..4] != sig {
+                continue;
+            }
+            let comment = usize::from(le16(head, 20));
+            if pos + EOCD_LEN + comment == len {
+                if let Some(other) = found {
+                    return Err(Error::format(format!(
+                        "ambiguous zip archive: end of central directory records at offsets \
+                         {pos} and {other} both reach the end of the file"
+                    )));
+                }
+                found = Some(pos);
+            } else if nearest_misfit.is_none() {
+                nearest_misfit = Some((pos, comment));
+            }
+        }
+        end = start;
     }
     match (found, nearest_misfit) {
         (Some(pos), _) => Ok(pos),
@@ -345,6 +355,15 @@ fn find_eocd(bytes: &[u8]) -> Result<usize> {
             len - first
         ))),
     }
+}
+
+/// True when one of the eight bytes of `word` is `byte` (may also say so for a word that only
+/// has the byte's neighbour, never the reverse: the caller then checks byte by byte).
+fn has_byte(word: u64, byte: u8) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS != 0
 }
 
 fn read_end(bytes: &[u8]) -> Result<End> {
@@ -1219,6 +1238,26 @@ mod tests {
                 assert!(a.get("data").is_none());
             }
         }
+    }
+
+    #[test]
+    fn has_byte_never_misses() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..200_000u64 {
+            // xorshift words, half of them with a 0x50 planted somewhere.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut word = x.to_le_bytes();
+            if i % 2 == 0 {
+                word[(i / 2 % 8) as usize] = 0x50;
+            }
+            if word.contains(&0x50) {
+                assert!(has_byte(u64::from_le_bytes(word), 0x50), "{word:?}");
+            }
+        }
+        assert!(!has_byte(0, 0x50));
+        assert!(has_byte(u64::from_le_bytes(*b"\0\0\0\0\0\0\0P"), b'P'));
     }
 
     #[test]
