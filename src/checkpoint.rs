@@ -422,7 +422,6 @@ impl Checkpoint {
             archive: &archive,
             storages: Vec::new(),
             by_key: HashMap::default(),
-            record_name: String::new(),
             locations: Locations::default(),
         };
         finish(
@@ -696,8 +695,6 @@ struct ZipStorages<'a> {
     archive: &'a ZipArchive,
     storages: Vec<Storage>,
     by_key: HashMap<String, usize>,
-    /// Scratch buffer for record names.
-    record_name: String,
     locations: Locations,
 }
 
@@ -731,16 +728,12 @@ impl StorageResolver for ZipStorages<'_> {
                 id.key
             )));
         }
-        // `data/<key>`, built in a reused buffer (no allocation per storage).
-        self.record_name.clear();
-        self.record_name.push_str("data/");
-        self.record_name.push_str(&id.key);
-        let record_name = &self.record_name;
-        let record = self.archive.get(record_name).ok_or_else(|| {
+        let record = self.archive.storage_record(&id.key).ok_or_else(|| {
             Error::format(format!(
-                "storage '{}' has no record '{}/{record_name}'",
+                "storage '{}' has no record '{}/data/{}'",
                 id.key,
-                self.archive.prefix()
+                self.archive.prefix(),
+                id.key
             ))
         })?;
         record.require_stored()?;
@@ -786,11 +779,7 @@ impl ZipStorages<'_> {
 
 /// The number a storage key is when it is written in canonical decimal ("0", "17"; not "01").
 fn dense_key(key: &str) -> Option<u32> {
-    let canonical = key == "0" || !key.starts_with('0');
-    if key.is_empty() || key.len() > 9 || !canonical || !key.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    key.parse().ok()
+    zip::canonical_index(key)
 }
 
 /// Storages of a legacy file: slices of the file (or, for old torch's storage views, slices

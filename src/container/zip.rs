@@ -72,6 +72,8 @@ impl ZipRecord<'_> {
 struct Stored {
     name_start: usize,
     name_end: usize,
+    /// Offset of the local header (where the record's bytes in the file begin).
+    header_offset: u64,
     data_offset: u64,
     size: u64,
     method: u16,
@@ -100,6 +102,11 @@ pub struct ZipArchive {
     /// Every record's full name, back to back.
     names: String,
     records: Vec<Stored>,
+    /// Records named `data/<n>` (n in canonical decimal, below the record count): record
+    /// number + 1 at index n, 0 for none. torch names its storages so; they are found here
+    /// without hashing, in the order they are usually read.
+    numbered: Vec<u32>,
+    /// Every other record, by relative name.
     index: NameTable,
     file_len: u64,
 }
@@ -132,10 +139,31 @@ impl ZipArchive {
 
     /// Looks a record up by its name under the prefix (`data.pkl`, `data/0`). O(1).
     pub fn get(&self, relative: &str) -> Option<ZipRecord<'_>> {
+        if let Some(n) = self.numbered_slot(relative) {
+            return self.numbered[n]
+                .checked_sub(1)
+                .map(|i| self.view(&self.records[i as usize]));
+        }
         let relative = relative.as_bytes();
         self.index
             .find(relative, |i| self.relative_name(i) == relative)
             .map(|i| self.view(&self.records[i]))
+    }
+
+    /// The record `data/<key>` that holds the bytes of the storage torch saved under `key`.
+    pub fn storage_record(&self, key: &str) -> Option<ZipRecord<'_>> {
+        match canonical_index(key) {
+            Some(n) if (n as usize) < self.numbered.len() => self.numbered[n as usize]
+                .checked_sub(1)
+                .map(|i| self.view(&self.records[i as usize])),
+            _ => self.get(&format!("data/{key}")),
+        }
+    }
+
+    /// Where `numbered` has the record of this relative name, if it is one of those.
+    fn numbered_slot(&self, relative: &str) -> Option<usize> {
+        let n = canonical_index(relative.strip_prefix("data/")?)? as usize;
+        (n < self.numbered.len()).then_some(n)
     }
 
     /// Length of the file this archive was parsed from.
@@ -355,6 +383,18 @@ fn find_eocd(bytes: &[u8]) -> Result<usize> {
             len - first
         ))),
     }
+}
+
+/// The number `text` is when it is written in canonical decimal (`0`, `17`; not `01`, `+1`),
+/// up to 9 digits.
+pub fn canonical_index(text: &str) -> Option<u32> {
+    let digits = text.as_bytes();
+    let canonical = digits == b"0" || !digits.starts_with(b"0");
+    if digits.is_empty() || digits.len() > 9 || !canonical || !digits.iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// True when one of the eight bytes of `word` is `byte` (may also say so for a word that only
@@ -664,8 +704,11 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
     // The names fit in what the directory holds besides the fixed part of each entry.
     let mut names = String::with_capacity(cd.len() - count * CENTRAL_LEN);
     let mut index = NameTable::with_capacity(count);
-    // (start of local header, end of data, record index)
-    let mut spans: Vec<(u64, u64, usize)> = Vec::with_capacity(count);
+    let mut numbered = vec![0u32; count];
+    // True while each record starts after the previous one ends (torch writes them so): then
+    // no two overlap, and no sort is needed to know it.
+    let mut in_order = true;
+    let mut previous_end = 0u64;
     let mut pos = 0usize;
 
     for i in 0..count {
@@ -820,22 +863,33 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
         }
         let data_end = data_offset + compressed;
 
-        let duplicate = index.insert(relative.as_bytes(), i, |j| {
-            let other = &records[j];
-            names.as_bytes()[other.name_start + prefix.len() + 1..other.name_end]
-                == *relative.as_bytes()
-        });
-        if duplicate.is_some() {
+        let duplicate = match relative
+            .strip_prefix("data/")
+            .and_then(canonical_index)
+            .filter(|&n| (n as usize) < count)
+        {
+            Some(n) => std::mem::replace(&mut numbered[n as usize], i as u32 + 1) != 0,
+            None => index
+                .insert(relative.as_bytes(), i, |j| {
+                    let other = &records[j];
+                    names.as_bytes()[other.name_start + prefix.len() + 1..other.name_end]
+                        == *relative.as_bytes()
+                })
+                .is_some(),
+        };
+        if duplicate {
             return Err(Error::format(format!(
                 "duplicate record '{name}' (central directory entry at offset {at})"
             )));
         }
-        spans.push((local_offset, data_end, i));
+        in_order &= previous_end <= local_offset;
+        previous_end = data_end;
         let name_start = names.len();
         names.push_str(name);
         records.push(Stored {
             name_start,
             name_end: names.len(),
+            header_offset: local_offset,
             data_offset,
             size: compressed,
             method,
@@ -850,7 +904,13 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
     }
 
     // No record's header + data may overlap another's.
-    spans.sort_unstable();
+    let mut spans: Vec<(u64, u64, usize)> = Vec::new();
+    if !in_order {
+        spans = (records.iter().enumerate())
+            .map(|(i, r)| (r.header_offset, r.data_offset + r.size, i))
+            .collect();
+        spans.sort_unstable();
+    }
     for pair in spans.windows(2) {
         let (a_start, a_end, a) = pair[0];
         let (b_start, b_end, b) = pair[1];
@@ -869,6 +929,7 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
         prefix,
         names,
         records,
+        numbered,
         index,
         file_len,
     })
@@ -1440,6 +1501,39 @@ mod tests {
         entries.push(Entry::new("archive/data/0", b"again"));
         let bytes = Writer::new(entries).build().bytes;
         expect(&bytes, ErrorKind::Format, &["duplicate", "archive/data/0"]);
+    }
+
+    #[test]
+    fn numbered_and_other_data_names_are_distinct_records() {
+        // "data/1" is found by number, "data/01", "data/x" and a number past the record count
+        // by name; all of them are records of their own.
+        let mut entries = torch_like("archive");
+        for (name, data) in [
+            ("01", b"zero-one"),
+            ("x", b"ex-ex-ex"),
+            ("99999", b"big-numb"),
+        ] {
+            entries.push(Entry::new(&format!("archive/data/{name}"), data));
+        }
+        let bytes = Writer::new(entries).build().bytes;
+        let a = ok(&bytes);
+        let text = |r: Option<ZipRecord<'_>>| a.data(&bytes, r.unwrap()).unwrap().to_vec();
+        assert_eq!(text(a.get("data/0")), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(text(a.storage_record("0")), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(text(a.get("data/1")), b"");
+        assert_eq!(text(a.get("data/01")), b"zero-one");
+        assert_eq!(text(a.storage_record("01")), b"zero-one");
+        assert_eq!(text(a.storage_record("x")), b"ex-ex-ex");
+        assert_eq!(text(a.storage_record("99999")), b"big-numb");
+        for missing in ["2", "001", "9", "+1", "-0", ""] {
+            assert!(a.storage_record(missing).is_none(), "{missing}");
+            assert!(a.get(&format!("data/{missing}")).is_none(), "{missing}");
+        }
+        assert_eq!(canonical_index("0"), Some(0));
+        assert_eq!(canonical_index("123456789"), Some(123_456_789));
+        for not in ["", "00", "01", "1234567890", "1a", " 1", "+1"] {
+            assert_eq!(canonical_index(not), None, "{not}");
+        }
     }
 
     #[test]
