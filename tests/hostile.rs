@@ -131,6 +131,22 @@ fn a_deeply_nested_tuple_key_does_not_overflow_the_stack() {
 }
 
 #[test]
+fn memo_keys_far_apart_do_not_grow_the_memo() {
+    // 40 LONG_BINPUTs whose keys each double the last: the memo once sized its vector by the
+    // largest key near it, so these few bytes asked for gigabytes. The pickle is valid.
+    let mut value = b"N".to_vec();
+    let mut key = 1023u32;
+    for _ in 0..40 {
+        value.push(b'r');
+        value.extend_from_slice(&key.to_le_bytes());
+        key = key.saturating_mul(2).saturating_add(1025);
+    }
+    let bytes = support_zip::checkpoint(&dict_pickle(b"X\x01\0\0\0a", &value), &[]);
+    let ckpt = open(&bytes).expect("a valid pickle");
+    assert_eq!(ckpt.len(), 0);
+}
+
+#[test]
 fn names_built_from_huge_repeated_keys_are_bounded() {
     // A 60 KiB key used for 100,000 references to one tensor would make 6 GB of names.
     let big = "k".repeat(60 << 10);

@@ -124,9 +124,13 @@ impl Memo {
         if self.len() >= max {
             return false;
         }
-        if index < self.dense.len().saturating_mul(2).saturating_add(1024) {
+        // Dense only near the entries stored so far, so that the vector stays proportional to
+        // them (a bound on the vector's own length would let each far key double it).
+        if index < self.dense_count.saturating_mul(2).saturating_add(1024) {
             if index >= self.dense.len() {
-                self.dense.resize(index + 1, NO_NODE);
+                // Grown by half at least: pickles number their memo keys 0, 1, 2, …
+                let len = self.dense.len();
+                self.dense.resize((index + 1).max(len + len / 2), NO_NODE);
             }
             self.dense[index] = id;
             self.dense_count += 1;
@@ -1454,5 +1458,32 @@ impl<'a> Machine<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::Memo;
+
+    #[test]
+    fn memo_memory_stays_proportional_to_its_entries() {
+        // Each key just inside twice the vector's length used to double the vector: 30 puts
+        // asked for gigabytes.
+        let mut memo = Memo::default();
+        let mut key = 1023u64;
+        for id in 0..40 {
+            assert!(memo.put(key, id, usize::MAX));
+            assert_eq!(memo.get(key), Some(id));
+            key = key * 2 + 1025;
+        }
+        assert!(memo.dense.len() <= 4096, "{} slots", memo.dense.len());
+        // Keys in order, as picklers write them, all land in the vector.
+        let mut memo = Memo::default();
+        for key in 0..100_000u64 {
+            assert!(memo.put(key, key as u32, usize::MAX));
+        }
+        assert!(memo.sparse.is_empty());
+        assert_eq!(memo.get(99_999), Some(99_999));
+        assert!(memo.dense.len() < 150_000);
     }
 }
