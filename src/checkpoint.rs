@@ -354,7 +354,7 @@ impl Checkpoint {
         let resolver = LegacyStorages {
             source: &source,
             records: &records,
-            storages: Vec::new(),
+            storages: Vec::with_capacity(records.len()),
             by_key: HashMap::default(),
             locations: Locations::default(),
         };
@@ -420,7 +420,7 @@ impl Checkpoint {
         let resolver = ZipStorages {
             source: &source,
             archive: &archive,
-            storages: Vec::new(),
+            storages: Vec::with_capacity(archive.records().len()),
             by_key: HashMap::default(),
             locations: Locations::default(),
         };
@@ -762,6 +762,10 @@ impl StorageResolver for ZipStorages<'_> {
         });
         Ok((index, declared))
     }
+
+    fn expected_storages(&self) -> usize {
+        self.storages.capacity()
+    }
 }
 
 impl ZipStorages<'_> {
@@ -850,6 +854,10 @@ impl StorageResolver for LegacyStorages<'_> {
         self.by_key.insert(own_key.to_string(), index);
         Ok((index, len))
     }
+
+    fn expected_storages(&self) -> usize {
+        self.records.len()
+    }
 }
 
 /// Walks the tree from `root` in pickle order, naming every tensor it reaches.
@@ -865,8 +873,9 @@ fn build_table(
         next: usize,
         name_len: usize,
     }
-    let mut tensors = Vec::new();
+    let mut tensors = Vec::with_capacity(resolver.expected_storages());
     let mut entries = Table::default();
+    entries.rows.reserve(resolver.expected_storages());
     // One interpretation per tensor node: a tensor saved under two names is one tensor.
     // `slot_of[node]` indexes `slots` (NO_SLOT: not interpreted yet).
     const NO_SLOT: u32 = u32::MAX;

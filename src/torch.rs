@@ -168,6 +168,11 @@ pub trait StorageResolver {
     /// Returns the index of the storage, creating it on first use. `nbytes_needed` is the
     /// declared size the tensor relies on.
     fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)>;
+    /// How many storages the file has room for (a capacity hint: torch saves about one
+    /// tensor per storage).
+    fn expected_storages(&self) -> usize {
+        0
+    }
 }
 
 const TORCH_UTILS: &str = "torch._utils";

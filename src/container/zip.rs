@@ -390,11 +390,13 @@ fn find_eocd(bytes: &[u8]) -> Result<usize> {
 pub fn canonical_index(text: &str) -> Option<u32> {
     let digits = text.as_bytes();
     let canonical = digits == b"0" || !digits.starts_with(b"0");
-    if digits.is_empty() || digits.len() > 9 || !canonical || !digits.iter().all(u8::is_ascii_digit)
-    {
+    if digits.is_empty() || digits.len() > 9 || !canonical {
         return None;
     }
-    text.parse().ok()
+    // Nine digits cannot overflow a u32.
+    digits.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+    })
 }
 
 /// True when one of the eight bytes of `word` is `byte` (may also say so for a word that only
