@@ -164,7 +164,9 @@ impl Arena {
     /// Room for about `additional` more values, so that a large pickle does not copy the
     /// arena as it grows; a hint only (nothing happens when the memory is not available).
     pub fn reserve(&mut self, additional: usize) {
-        let _ = self.nodes.try_reserve(additional);
+        if self.nodes.try_reserve(additional).is_ok() {
+            crate::container::source::advise_huge_pages(&mut self.nodes);
+        }
         // A state dict's strings (names, storage keys) are about one byte in five of the
         // pickle, which is about one value per five bytes.
         let _ = self.strings.try_reserve(additional);
