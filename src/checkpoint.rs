@@ -877,10 +877,9 @@ fn build_table(
     let mut entries = Table::default();
     entries.rows.reserve(resolver.expected_storages());
     // One interpretation per tensor node: a tensor saved under two names is one tensor.
-    // `slot_of[node]` indexes `slots` (NO_SLOT: not interpreted yet).
-    const NO_SLOT: u32 = u32::MAX;
-    let mut slot_of = vec![NO_SLOT; arena.len()];
-    let mut slots: Vec<std::result::Result<usize, Error>> = Vec::new();
+    // `row_of[node]` is the first row naming it (NO_ROW: not interpreted yet).
+    const NO_ROW: u32 = u32::MAX;
+    let mut row_of = vec![NO_ROW; arena.len()];
     let mut on_path = vec![false; arena.len()];
     let mut name = String::new();
     let mut steps = 0usize;
@@ -891,8 +890,8 @@ fn build_table(
                      entries: &mut Table,
                      tensors: &mut Vec<TensorDesc>|
      -> Result<bool> {
-        if let Some(slot) = slots.get(slot_of[node as usize] as usize) {
-            entries.push(name, slot.clone());
+        if let Some(row) = entries.rows.get(row_of[node as usize] as usize) {
+            entries.push(name, row.tensor.clone());
             return Ok(true);
         }
         let Some(result) = torch::interpret(arena, node, resolver) else {
@@ -909,8 +908,8 @@ fn build_table(
             }
         };
         let slot = slot.map_err(|e| e.context(format!("tensor '{name}'")));
-        slot_of[node as usize] = slots.len() as u32;
-        slots.push(slot.clone());
+        // Rows past u32::MAX - 1 are beyond any table limit; they would only be reinterpreted.
+        row_of[node as usize] = u32::try_from(entries.len()).unwrap_or(NO_ROW);
         entries.push(name, slot);
         Ok(true)
     };

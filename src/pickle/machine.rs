@@ -71,8 +71,8 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, 
         op: 0,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: Memo::default(),
-        shared: [NO_NODE; 259],
+        memo: Memo::with_capacity(data.len() / 12),
+        shared: [NO_NODE; SHARED_SLOTS],
         index: HashMap::default(),
         hash_cache: HashMap::default(),
         hasher: RandomState::default(),
@@ -92,10 +92,22 @@ struct Memo {
     sparse: HashMap<u64, NodeId>,
 }
 
+/// Slots of `Machine::shared`: ints 0..=255, None, False, True, ().
+const SHARED_SLOTS: usize = 260;
+
 /// Marks an unused slot of `Memo::dense` (the arena never hands out this id).
 const NO_NODE: NodeId = NodeId::MAX;
 
 impl Memo {
+    /// A memo with room for `entries` numbered entries (torch's pickles memoize about one
+    /// object per 12 bytes), so that the vector does not copy itself as it grows.
+    fn with_capacity(entries: usize) -> Memo {
+        Memo {
+            dense: Vec::with_capacity(entries),
+            ..Memo::default()
+        }
+    }
+
     fn len(&self) -> usize {
         self.dense_count + self.sparse.len()
     }
@@ -268,8 +280,9 @@ struct Machine<'a> {
     /// Stack lengths at each MARK; the top one is the fence below which no opcode may pop.
     marks: Vec<usize>,
     memo: Memo,
-    /// Nodes of None, False, True and the ints 0..=255 made by this call (see `push_shared`).
-    shared: [NodeId; 259],
+    /// Nodes of the ints 0..=255, None, False, True and the empty tuple made by this call (see
+    /// `push_shared`).
+    shared: [NodeId; SHARED_SLOTS],
     /// (dict or set node, key hash) → position of the item with that key.
     index: HashMap<(NodeId, u64), usize>,
     /// Hashes of long string/bytes/int keys, by node.
@@ -466,14 +479,16 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    /// Pushes None, a bool or a small int (0..=255), sharing one node per value within this
-    /// call: they are immutable, so sharing is unobservable, and torch's pickles hold several
-    /// per tensor (offsets, sizes, strides, requires_grad).
+    /// Pushes None, a bool, a small int (0..=255) or the empty tuple, sharing one node per
+    /// value within this call: they are immutable, so sharing is unobservable, and torch's
+    /// pickles hold several per tensor (offsets, sizes, strides, requires_grad, the empty
+    /// arguments of `OrderedDict()`).
     fn push_shared(&mut self, value: Value) -> Result<NodeId> {
-        let slot = match value {
-            Value::Int(i @ 0..=255) => i as usize,
+        let slot = match &value {
+            Value::Int(i @ 0..=255) => *i as usize,
             Value::None => 256,
-            Value::Bool(b) => 257 + usize::from(b),
+            Value::Bool(b) => 257 + usize::from(*b),
+            Value::Tuple(items) if items.is_empty() => 259,
             _ => return self.push_new(value),
         };
         match self.shared[slot] {
@@ -1237,7 +1252,7 @@ impl<'a> Machine<'a> {
                 self.push_new(Value::List(Vec::new()))?;
             }
             op::EMPTY_TUPLE => {
-                self.push_new(Value::Tuple(TupleItems::from_slice(&[])))?;
+                self.push_shared(Value::Tuple(TupleItems::from_slice(&[])))?;
             }
             op::EMPTY_DICT => {
                 self.push_new(Value::Dict {
@@ -1296,6 +1311,7 @@ impl<'a> Machine<'a> {
                 if items.len() % 2 != 0 {
                     return Err(self.format("odd number of items"));
                 }
+                self.index.reserve(items.len() / 2);
                 for pair in items.chunks_exact(2) {
                     self.dict_insert(target, pair[0], pair[1])?;
                 }
