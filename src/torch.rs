@@ -53,8 +53,9 @@ pub enum Dims {
 impl Dims {
     pub fn from_slice(dims: &[i64]) -> Dims {
         if dims.len() <= 4 {
-            let mut inline = [0; 4];
-            inline[..dims.len()].copy_from_slice(dims);
+            // A fixed-length loop, not copy_from_slice: a variable-length copy compiles to a
+            // memcpy call, which for at most 32 bytes costs more than the copy.
+            let inline: [i64; 4] = std::array::from_fn(|i| dims.get(i).copied().unwrap_or(0));
             Dims::Inline {
                 len: dims.len() as u8,
                 dims: inline,

@@ -81,8 +81,9 @@ impl TupleItems {
 
     pub fn from_slice(items: &[NodeId]) -> TupleItems {
         if items.len() <= Self::INLINE {
-            let mut inline = [0; Self::INLINE];
-            inline[..items.len()].copy_from_slice(items);
+            // A fixed-length loop, not copy_from_slice (a memcpy call for a few bytes).
+            let inline: [NodeId; Self::INLINE] =
+                std::array::from_fn(|i| items.get(i).copied().unwrap_or(0));
             TupleItems::Inline {
                 len: items.len() as u8,
                 items: inline,
