@@ -1109,11 +1109,84 @@ impl<'a> Machine<'a> {
             };
             self.op = opcode;
             self.pos += 1;
+            if self.fast_step(opcode) {
+                continue;
+            }
             if opcode == op::STOP {
                 let root = self.pop()?;
                 return Ok((root, self.pos));
             }
             self.step(opcode)?;
+        }
+    }
+
+    /// The commonest opcodes of torch's pickles (memo writes and reads, small ints, False,
+    /// None, MARK: two of every three), done in the loop when nothing about them can fail.
+    /// `false` changes nothing and leaves the opcode to `step`, which does the same with
+    /// every check and reports any error.
+    #[inline(always)]
+    fn fast_step(&mut self, opcode: u8) -> bool {
+        let key_len = match opcode {
+            op::BINPUT | op::BINGET => 1,
+            op::LONG_BINPUT | op::LONG_BINGET => 4,
+            _ => 0,
+        };
+        // The memo key, when the opcode has one and its bytes are all there.
+        let key = match self.data.get(self.pos..self.pos + key_len) {
+            Some(&[k]) => Some(usize::from(k)),
+            Some(&[a, b, c, d]) => Some(u32::from_le_bytes([a, b, c, d]) as usize),
+            _ => None,
+        };
+        let room = self.stack.len() < self.limits.max_stack;
+        match opcode {
+            op::BINPUT | op::LONG_BINPUT => {
+                let (Some(key), Some(&top)) = (key, self.stack.last()) else {
+                    return false;
+                };
+                if self.stack.len() <= self.fence()
+                    || !self.memo.put(key as u64, top, self.limits.max_memo)
+                {
+                    return false;
+                }
+                self.pos += key_len;
+                true
+            }
+            op::BINGET | op::LONG_BINGET if room => {
+                match key.and_then(|key| self.memo.dense.get(key)) {
+                    Some(&id) if id != NO_NODE => {
+                        self.pos += key_len;
+                        self.stack.push(id);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            op::BININT1 | op::NONE | op::NEWFALSE | op::NEWTRUE if room => {
+                let slot = match opcode {
+                    op::BININT1 => match self.data.get(self.pos) {
+                        Some(&v) => usize::from(v),
+                        None => return false,
+                    },
+                    op::NONE => 256,
+                    op::NEWFALSE => 257,
+                    _ => 258,
+                };
+                match self.shared[slot] {
+                    NO_NODE => false,
+                    id => {
+                        if opcode == op::BININT1 {
+                            self.pos += 1;
+                        }
+                        self.stack.push(id);
+                        true
+                    }
+                }
+            }
+            op::MARK if self.marks.len() < self.limits.max_marks => {
+                self.marks.push(self.stack.len());
+                true
+            }
+            _ => false,
         }
     }
 
