@@ -426,6 +426,7 @@ impl<'a> Machine<'a> {
     }
 
     fn new_node(&mut self, value: Value) -> Result<NodeId> {
+        // fast_step's can_add_node is the same pair of checks.
         if self.nodes_used() >= self.limits.max_nodes {
             return Err(self.limit("max_nodes", self.limits.max_nodes));
         }
@@ -1161,7 +1162,7 @@ impl<'a> Machine<'a> {
                     _ => false,
                 }
             }
-            op::BININT1 | op::NONE | op::NEWFALSE | op::NEWTRUE if room => {
+            op::BININT1 | op::NONE | op::NEWFALSE | op::NEWTRUE | op::EMPTY_TUPLE if room => {
                 let slot = match opcode {
                     op::BININT1 => match self.data.get(self.pos) {
                         Some(&v) => usize::from(v),
@@ -1169,7 +1170,8 @@ impl<'a> Machine<'a> {
                     },
                     op::NONE => 256,
                     op::NEWFALSE => 257,
-                    _ => 258,
+                    op::NEWTRUE => 258,
+                    _ => 259,
                 };
                 match self.shared[slot] {
                     NO_NODE => false,
@@ -1186,8 +1188,35 @@ impl<'a> Machine<'a> {
                 self.marks.push(self.stack.len());
                 true
             }
+            // A new tuple of the top 1 to 3 items, or a persistent id of the top item: each
+            // replaces what it pops, so the stack has room.
+            op::TUPLE1 | op::TUPLE2 | op::TUPLE3 | op::BINPERSID if self.can_add_node() => {
+                let n = match opcode {
+                    op::BINPERSID => 1,
+                    _ => usize::from(opcode - op::TUPLE1 + 1),
+                };
+                let start = self.stack.len().wrapping_sub(n);
+                if self.stack.len() < self.fence() + n || n > self.limits.max_container_len {
+                    return false;
+                }
+                let value = if opcode == op::BINPERSID {
+                    Value::PersistentId(self.stack[start])
+                } else {
+                    Value::Tuple(TupleItems::from_slice(&self.stack[start..]))
+                };
+                self.stack.truncate(start);
+                let id = self.arena.push(value);
+                self.stack.push(id);
+                true
+            }
             _ => false,
         }
+    }
+
+    /// What `new_node` checks before it adds a value.
+    #[inline(always)]
+    fn can_add_node(&self) -> bool {
+        self.nodes_used() < self.limits.max_nodes && self.arena.len() < NodeId::MAX as usize
     }
 
     fn step(&mut self, opcode: u8) -> Result<()> {
