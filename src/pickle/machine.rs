@@ -1209,6 +1209,46 @@ impl<'a> Machine<'a> {
                 self.stack.push(id);
                 true
             }
+            op::TUPLE if room && self.can_add_node() => {
+                let Some(&start) = self.marks.last() else {
+                    return false;
+                };
+                let n = self.stack.len() - start;
+                if n > self.limits.max_container_len {
+                    return false;
+                }
+                self.marks.pop();
+                let value = Value::Tuple(TupleItems::from_slice(&self.stack[start..]));
+                self.stack.truncate(start);
+                let id = self.arena.push(value);
+                self.stack.push(id);
+                true
+            }
+            op::SHORT_BINUNICODE | op::BINUNICODE if room && self.can_add_node() => {
+                let (len_bytes, n) = match opcode {
+                    op::SHORT_BINUNICODE => match self.data.get(self.pos) {
+                        Some(&n) => (1, usize::from(n)),
+                        None => return false,
+                    },
+                    _ => match self.data.get(self.pos..self.pos + 4) {
+                        Some(&[a, b, c, d]) => (4, u32::from_le_bytes([a, b, c, d]) as usize),
+                        _ => return false,
+                    },
+                };
+                let start = self.pos + len_bytes;
+                let text = match self.data.get(start..start.saturating_add(n)) {
+                    Some(bytes) if n <= self.limits.max_str_len => std::str::from_utf8(bytes),
+                    _ => return false,
+                };
+                let Ok(text) = text else {
+                    return false;
+                };
+                let text = self.arena.store_str(text);
+                let id = self.arena.push(Value::Str(text));
+                self.stack.push(id);
+                self.pos = start + n;
+                true
+            }
             _ => false,
         }
     }
