@@ -719,7 +719,8 @@ impl Locations {
 
 impl StorageResolver for ZipStorages<'_> {
     fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
-        if let Some(index) = self.lookup(&id.key) {
+        let key = StorageKey::new(&id.key);
+        if let Some(index) = self.lookup(&key, &id.key) {
             return Ok((index, self.storages[index].len as u64));
         }
         if id.legacy_view.is_some() {
@@ -747,7 +748,6 @@ impl StorageResolver for ZipStorages<'_> {
             )));
         }
         let index = self.storages.len();
-        let key = StorageKey::new(&id.key);
         if key != StorageKey::Number(index as u32) {
             self.by_key.insert(id.key.to_string(), index);
         }
@@ -771,13 +771,16 @@ impl StorageResolver for ZipStorages<'_> {
 impl ZipStorages<'_> {
     /// The storage with this key. torch numbers storages "0", "1", … in first-use order, so a
     /// key that is its own index is found without hashing (and never enters `by_key`).
-    fn lookup(&self, key: &str) -> Option<usize> {
-        match dense_key(key) {
-            Some(i) if self.storages.get(i as usize).is_some_and(|s| s.key == *key) => {
-                Some(i as usize)
+    fn lookup(&self, key: &StorageKey, text: &str) -> Option<usize> {
+        if let StorageKey::Number(i) = *key {
+            if self.storages.get(i as usize).is_some_and(|s| s.key == *key) {
+                return Some(i as usize);
             }
-            _ => self.by_key.get(key).copied(),
         }
+        if self.by_key.is_empty() {
+            return None;
+        }
+        self.by_key.get(text).copied()
     }
 }
 
