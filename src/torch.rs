@@ -448,13 +448,24 @@ fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
             items.len()
         )));
     }
-    let mut out = [0i64; MAX_NDIM];
-    for (slot, &i) in out.iter_mut().zip(items) {
-        *slot = arena
+    let int = |&i: &NodeId| {
+        arena
             .as_int(i)
-            .ok_or_else(|| Error::format(format!("{what} holds a value that is not an int")))?;
+            .ok_or_else(|| Error::format(format!("{what} holds a value that is not an int")))
+    };
+    // Up to four dimensions (nearly every tensor) straight into the inline form: no buffer
+    // of MAX_NDIM to zero first.
+    if items.len() <= 4 {
+        let mut dims = [0i64; 4];
+        for (slot, i) in dims.iter_mut().zip(items) {
+            *slot = int(i)?;
+        }
+        return Ok(Dims::Inline {
+            len: items.len() as u8,
+            dims,
+        });
     }
-    Ok(Dims::from_slice(&out[..items.len()]))
+    Ok(Dims::Heap(items.iter().map(int).collect::<Result<_>>()?))
 }
 
 fn rebuild_tensor(
