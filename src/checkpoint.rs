@@ -320,6 +320,7 @@ impl Checkpoint {
         let path = path.as_ref();
         let source = Arc::new(Source::open(path, options.mode)?);
         if crate::shards::is_index(path, source.bytes()) {
+            source.release_file();
             return crate::shards::open_index(path, source, options);
         }
         Checkpoint::from_source(source, options)
@@ -332,13 +333,16 @@ impl Checkpoint {
 
     pub fn from_source(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
         let bytes = source.bytes();
-        if zip::looks_like_zip(bytes) {
-            Checkpoint::from_zip(source, options)
+        let result = if zip::looks_like_zip(bytes) {
+            Checkpoint::from_zip(source.clone(), options)
         } else if legacy::looks_like_pickle(bytes) {
-            Checkpoint::from_legacy(source, options)
+            Checkpoint::from_legacy(source.clone(), options)
         } else {
             Err(Error::format(describe_unknown_format(bytes)))
-        }
+        };
+        // Opening is over: the mapping needs no file descriptor.
+        source.release_file();
+        result
     }
 
     fn from_legacy(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
@@ -373,7 +377,12 @@ impl Checkpoint {
 
     fn from_zip(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
         let bytes = source.bytes();
-        let archive = zip::parse(bytes, &options.limits.zip)?;
+        let read_at = |offset: u64, buf: &mut [u8]| source.read_at(offset, buf);
+        let reads = zip::HeaderReads {
+            read_at: &read_at,
+            min_spacing: zip::HeaderReads::SPARSE,
+        };
+        let archive = zip::parse_with(bytes, &options.limits.zip, Some(reads))?;
         let format = if archive.get("constants.pkl").is_some() {
             Format::TorchScript
         } else {

@@ -6,6 +6,7 @@ use std::alloc::{self, Layout};
 use std::fs::File;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 /// Alignment of every buffer mmckpt allocates: enough for any dtype and for AVX-512 loads.
 pub const BUFFER_ALIGN: usize = 64;
@@ -139,6 +140,9 @@ enum Backing {
 /// The whole file's bytes, shared (through `Arc`) by everything that points into them.
 pub struct Source {
     backing: Backing,
+    /// The mapped file, kept open only while the checkpoint is being opened (see
+    /// [`Source::read_at`]); [`Source::release_file`] closes it.
+    file: Mutex<Option<File>>,
 }
 
 impl Source {
@@ -184,13 +188,49 @@ impl Source {
                 Backing::Mapped(map)
             }
         };
-        Ok(Source { backing })
+        let file = match backing {
+            Backing::Mapped(_) => Some(file),
+            Backing::Owned(_) => None,
+        };
+        Ok(Source {
+            backing,
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Reads `buf.len()` bytes at `offset` from the file behind a mapping (`pread`), without
+    /// touching the mapping's pages; false when there is no file (owned bytes, or released)
+    /// or the read fails, and the caller reads the bytes instead.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            match self.file.lock() {
+                Ok(file) => file
+                    .as_ref()
+                    .is_some_and(|f| f.read_exact_at(buf, offset).is_ok()),
+                Err(_) => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (offset, buf);
+            false
+        }
+    }
+
+    /// Closes the file kept for [`Source::read_at`]; the mapping stays valid without it.
+    pub fn release_file(&self) {
+        if let Ok(mut file) = self.file.lock() {
+            file.take();
+        }
     }
 
     /// Wraps bytes already in memory (tests, fuzzing, callers with their own buffer).
     pub fn from_bytes(bytes: &[u8]) -> Result<Source> {
         Ok(Source {
             backing: Backing::Owned(AlignedBuf::from_slice(bytes)?),
+            file: Mutex::new(None),
         })
     }
 

@@ -567,14 +567,73 @@ struct Central<'a> {
     local_offset: u64,
 }
 
+/// Reads bytes of the file at an offset into a buffer, all or nothing (`pread`).
+pub type ReadAt<'r> = &'r dyn Fn(u64, &mut [u8]) -> bool;
+
+/// How [`parse_with`] may read local headers instead of touching them in `bytes`.
+#[derive(Clone, Copy)]
+pub struct HeaderReads<'r> {
+    pub read_at: ReadAt<'r>,
+    /// Used only when the records are at least this many bytes apart on average.
+    pub min_spacing: u64,
+}
+
+impl HeaderReads<'_> {
+    /// Bytes apart at which reading beats faulting: the kernel maps 64 KiB around a fault.
+    pub const SPARSE: u64 = 64 << 10;
+}
+
+/// The bytes from a local header on, up to its name and extra field: a slice of `bytes`, or a
+/// copy read with `read_at` into `buf`. Either way it ends where the file ends, so range
+/// checks against it are checks against the file.
+fn local_bytes<'a>(
+    bytes: &'a [u8],
+    lh: u64,
+    name_len: usize,
+    read_at: Option<ReadAt<'_>>,
+    buf: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    let Some(rest) = usize::try_from(lh).ok().and_then(|lh| bytes.get(lh..)) else {
+        return &[];
+    };
+    let Some(read_at) = read_at else {
+        return rest;
+    };
+    // The header, the name the central directory gives, and torch's alignment padding.
+    let guess = (LOCAL_LEN + name_len + 128).min(rest.len());
+    buf.resize(guess, 0);
+    if !read_at(lh, buf) {
+        return rest;
+    }
+    let Some(header) = fixed::<LOCAL_LEN>(buf, 0) else {
+        return &buf[..];
+    };
+    let full = LOCAL_LEN + usize::from(le16(header, 26)) + usize::from(le16(header, 28));
+    if full > buf.len() {
+        buf.resize(full.min(rest.len()), 0);
+        if !read_at(lh, buf) {
+            return rest;
+        }
+    }
+    &buf[..]
+}
+
 /// Checks the local header against the central directory entry and returns the data offset.
-fn check_local(bytes: &[u8], cd_offset: u64, entry: &Central<'_>) -> Result<u64> {
+/// With `read_at`, the header is read from the file rather than through `bytes` (a mapping).
+fn check_local(
+    bytes: &[u8],
+    cd_offset: u64,
+    entry: &Central<'_>,
+    read_at: Option<ReadAt<'_>>,
+    buf: &mut Vec<u8>,
+) -> Result<u64> {
     let name = entry.name;
     let lh = entry.local_offset;
     let header_fits = lh
         .checked_add(LOCAL_LEN as u64)
         .is_some_and(|end| end <= cd_offset);
-    let header = fixed::<LOCAL_LEN>(bytes, lh)
+    let local = local_bytes(bytes, lh, name.len(), read_at.filter(|_| header_fits), buf);
+    let header = fixed::<LOCAL_LEN>(local, 0)
         .filter(|_| header_fits)
         .ok_or_else(|| {
             Error::format(format!(
@@ -609,7 +668,7 @@ fn check_local(bytes: &[u8], cd_offset: u64, entry: &Central<'_>) -> Result<u64>
         )));
     }
     let name_start = lh + LOCAL_LEN as u64;
-    let local_name = range(bytes, name_start, name_len).ok_or_else(|| {
+    let local_name = range(local, LOCAL_LEN as u64, name_len).ok_or_else(|| {
         Error::format(format!(
             "record '{name}': the local header at offset {lh} has a name of {name_len} bytes past \
              the end of the file"
@@ -622,7 +681,7 @@ fn check_local(bytes: &[u8], cd_offset: u64, entry: &Central<'_>) -> Result<u64>
         )));
     }
     let extra_start = name_start + name_len;
-    let extra = range(bytes, extra_start, extra_len).ok_or_else(|| {
+    let extra = range(local, LOCAL_LEN as u64 + name_len, extra_len).ok_or_else(|| {
         Error::format(format!(
             "record '{name}': the local header at offset {lh} has an extra field of {extra_len} \
              bytes past the end of the file"
@@ -675,6 +734,19 @@ fn check_local(bytes: &[u8], cd_offset: u64, entry: &Central<'_>) -> Result<u64>
 
 /// Parses the archive: end records, central directory, local headers. Never reads record data.
 pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
+    parse_with(bytes, limits, None)
+}
+
+/// [`parse`], reading local headers with `reads` when the records are far apart: `bytes` is
+/// then a mapping of the file, where touching the header of a record far from the last one
+/// would fault in (and map) the 64 KiB of tensor data around it, and a read of ~100 bytes
+/// is cheaper. Checkpoints of large tensors (a few records per gigabyte) are such files.
+/// The result, errors included, is the same as [`parse`]'s.
+pub fn parse_with(
+    bytes: &[u8],
+    limits: &ZipLimits,
+    reads: Option<HeaderReads<'_>>,
+) -> Result<ZipArchive> {
     let file_len = bytes.len() as u64;
     let end = read_end(bytes)?;
     if end.entries > limits.max_records as u64 {
@@ -722,6 +794,10 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
     let mut in_order = true;
     let mut previous_end = 0u64;
     let mut pos = 0usize;
+    let read_at = reads
+        .filter(|r| count > 0 && cd_offset / count as u64 >= r.min_spacing)
+        .map(|r| r.read_at);
+    let mut local_buf = Vec::new();
 
     for i in 0..count {
         let at = cd_offset + pos as u64;
@@ -864,7 +940,7 @@ pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
             sizes: [uncompressed, compressed],
             local_offset,
         };
-        let data_offset = check_local(bytes, cd_offset, &central)?;
+        let data_offset = check_local(bytes, cd_offset, &central, read_at, &mut local_buf)?;
         let data_end = data_offset.checked_add(compressed);
         if !data_end.is_some_and(|data_end| data_end <= cd_offset) {
             return Err(Error::format(format!(
@@ -1228,15 +1304,44 @@ mod tests {
     ///   torch.save({'a': torch.arange(4.)}, 'tests/data/zip/tiny_torch.pt')"`
     const TINY_TORCH: &[u8] = include_bytes!("../../tests/data/zip/tiny_torch.pt");
 
+    /// `parse`, checked against `parse_with` reading every local header through a reader.
+    fn parse_both(bytes: &[u8]) -> Result<ZipArchive> {
+        let read_at = |offset: u64, buf: &mut [u8]| {
+            let start = offset as usize;
+            match bytes.get(start..start + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        };
+        let reads = HeaderReads {
+            read_at: &read_at,
+            min_spacing: 0,
+        };
+        let mapped = parse(bytes, &ZipLimits::default());
+        let read = parse_with(bytes, &ZipLimits::default(), Some(reads));
+        match (&mapped, &read) {
+            (Ok(a), Ok(b)) => assert_eq!(
+                a.records().collect::<Vec<_>>(),
+                b.records().collect::<Vec<_>>()
+            ),
+            (Err(a), Err(b)) => assert_eq!((a.kind, &a.message), (b.kind, &b.message)),
+            _ => panic!("parse and parse_with disagree: {mapped:?} / {read:?}"),
+        }
+        mapped
+    }
+
     fn ok(bytes: &[u8]) -> ZipArchive {
-        match parse(bytes, &ZipLimits::default()) {
+        match parse_both(bytes) {
             Ok(archive) => archive,
             Err(e) => panic!("parse failed: {e}"),
         }
     }
 
     fn err(bytes: &[u8]) -> Error {
-        match parse(bytes, &ZipLimits::default()) {
+        match parse_both(bytes) {
             Ok(archive) => panic!(
                 "parse succeeded: {:?}",
                 archive.records().collect::<Vec<_>>()
