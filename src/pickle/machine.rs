@@ -121,7 +121,27 @@ impl Memo {
     }
 
     /// Stores `id` under `key`; false when that would exceed `max` entries.
+    #[inline(always)]
     fn put(&mut self, key: u64, id: NodeId, max: usize) -> bool {
+        // The common case in line: a slot the vector already has (a pickler's keys count up
+        // into the room the vector grew ahead of them), no map in use.
+        let index = usize::try_from(key).unwrap_or(usize::MAX);
+        if let Some(slot) = self.dense.get_mut(index) {
+            if *slot != NO_NODE {
+                *slot = id;
+                return true;
+            }
+            if self.sparse.is_empty() && self.dense_count < max {
+                *slot = id;
+                self.dense_count += 1;
+                return true;
+            }
+        }
+        self.put_slow(key, id, max)
+    }
+
+    #[inline(never)]
+    fn put_slow(&mut self, key: u64, id: NodeId, max: usize) -> bool {
         let index = usize::try_from(key).unwrap_or(usize::MAX);
         if let Some(slot) = self.dense.get_mut(index).filter(|slot| **slot != NO_NODE) {
             *slot = id;
