@@ -1233,9 +1233,9 @@ impl<'a> Machine<'a> {
                 let Some(&start) = self.marks.last() else {
                     return false;
                 };
-                let n = self.stack.len() - start;
-                if n > self.limits.max_container_len {
-                    return false;
+                match self.stack.len().checked_sub(start) {
+                    Some(n) if n <= self.limits.max_container_len => {}
+                    _ => return false,
                 }
                 self.marks.pop();
                 let value = Value::Tuple(TupleItems::from_slice(&self.stack[start..]));
