@@ -179,6 +179,70 @@ fn s(text: &str) -> String {
 
 // ----- real pickles ----------------------------------------------------------------------------
 
+/// The outcome of loading `data`, as text: the rendered value and the bytes used, or the error.
+fn outcome(data: &[u8], limits: &Limits) -> String {
+    let mut arena = Arena::new();
+    match load(&mut arena, data, limits) {
+        Ok((root, used)) => format!("ok {used}: {}", render(&arena, root)),
+        Err(e) => format!("error {:?}: {}", e.kind, e.message),
+    }
+}
+
+#[test]
+fn fast_steps_change_no_result_and_no_error() {
+    // A torch state dict's pickle (the opcodes fast_step takes), CPython's pickles of every
+    // protocol, and for each: every truncation, a few bytes planted at every offset, and
+    // limits small enough to trip, all loaded with fast_step on and off.
+    let torch = {
+        let bytes = include_bytes!("../../tests/data/zip/tiny_torch.pt");
+        let archive = crate::container::zip::parse(bytes, &Default::default()).unwrap();
+        let record = archive.get("data.pkl").unwrap();
+        archive.data(bytes, record).unwrap().to_vec()
+    };
+    let mut inputs: Vec<Vec<u8>> = vec![torch.clone()];
+    inputs.extend(cases::CASES.iter().map(|c| c.data.to_vec()));
+    let mut variants: Vec<Vec<u8>> = Vec::new();
+    for input in &inputs {
+        variants.push(input.clone());
+        variants.extend((0..input.len()).map(|n| input[..n].to_vec()));
+    }
+    for offset in 0..torch.len() {
+        for byte in [
+            0x00, 0xff, b'q', b'r', b'h', b'j', b'(', b't', b'K', b'X', b'\x8c', b'Q',
+        ] {
+            let mut v = torch.clone();
+            v[offset] = byte;
+            variants.push(v);
+        }
+    }
+    let tight = |f: fn(&mut Limits)| {
+        let mut limits = Limits::default();
+        f(&mut limits);
+        limits
+    };
+    let limits = [
+        Limits::default(),
+        tight(|l| l.max_stack = 3),
+        tight(|l| l.max_nodes = 8),
+        tight(|l| l.max_memo = 2),
+        tight(|l| l.max_marks = 1),
+        tight(|l| l.max_container_len = 1),
+        tight(|l| l.max_str_len = 3),
+    ];
+    let mut compared = 0;
+    for data in &variants {
+        for limits in &limits {
+            let fast = outcome(data, limits);
+            super::machine::STEP_ONLY.with(|off| off.set(true));
+            let slow = outcome(data, limits);
+            super::machine::STEP_ONLY.with(|off| off.set(false));
+            assert_eq!(fast, slow, "input {data:02x?}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 10_000, "{compared}");
+}
+
 #[test]
 fn real_pickles_of_every_protocol_load_as_expected() {
     assert!(cases::CASES.len() >= 60);
