@@ -188,12 +188,13 @@ impl Storage {
 
 /// The rows of the tensor table: each a name and the tensor it names. The names are back to
 /// back in one buffer, each NUL-terminated for C callers (no allocation per row), and indexed:
-/// a name finds its first row in O(1).
+/// a name finds its first row in O(1). The index is built by the first lookup by name, not
+/// by opening: a caller that walks the table by position never pays for it.
 #[derive(Default)]
 struct Table {
     names: Vec<u8>,
     rows: Vec<Row>,
-    index: Option<NameTable>,
+    index: std::sync::OnceLock<NameTable>,
 }
 
 struct Row {
@@ -232,21 +233,22 @@ impl Table {
         CStr::from_bytes_with_nul(&self.names[row.name_start..=row.name_end]).ok()
     }
 
-    /// Builds the index by name (the first row of a name wins); rows added later are not in it.
-    fn build_index(&mut self) {
-        let mut index = NameTable::with_capacity(self.rows.len());
-        for row in 0..self.rows.len() {
-            let name = self.name(row);
-            index.insert(name, row, |other| self.name(other) == name);
-        }
-        self.index = Some(index);
+    /// The index by name (the first row of a name wins), built on first use; rows are never
+    /// added once a table is in a checkpoint.
+    fn index(&self) -> &NameTable {
+        self.index.get_or_init(|| {
+            let mut index = NameTable::with_capacity(self.rows.len());
+            for row in 0..self.rows.len() {
+                let name = self.name(row);
+                index.insert(name, row, |other| self.name(other) == name);
+            }
+            index
+        })
     }
 
     fn find(&self, name: &str) -> Option<usize> {
         let name = name.as_bytes();
-        self.index
-            .as_ref()?
-            .find(name, |row| self.name(row) == name)
+        self.index().find(name, |row| self.name(row) == name)
     }
 }
 
@@ -479,7 +481,6 @@ impl Checkpoint {
                 }
             }
         }
-        table.build_index();
         Checkpoint {
             source,
             format,
@@ -532,7 +533,6 @@ impl Checkpoint {
             table.push(&name, Ok(descs.len()));
             descs.push(desc);
         }
-        table.build_index();
         Ok(Checkpoint {
             source,
             format: Format::Zip,
@@ -631,10 +631,9 @@ fn finish<R: StorageResolver>(
         check_globals(&arena)?;
     }
     let root = select_root(&arena, top, options.root.as_deref())?;
-    let (tensors, mut table) = build_table(&arena, root, &mut resolver, &options.limits)?;
+    let (tensors, table) = build_table(&arena, root, &mut resolver, &options.limits)?;
     let mut storages = into_storages(resolver);
     fix_storages(&mut storages, &tensors, byte_order_big)?;
-    table.build_index();
     Ok(Checkpoint {
         source,
         format,
@@ -1117,7 +1116,6 @@ mod tests {
         for name in ["a", "b", "a", "", "nul\0inside"] {
             table.push(name, Err(Error::format("x")));
         }
-        table.build_index();
         assert_eq!(table.find("a"), Some(0), "a duplicate: the first wins");
         assert_eq!(table.find("b"), Some(1));
         assert_eq!(table.find(""), Some(3));
