@@ -379,12 +379,33 @@ impl Checkpoint {
 
     fn from_zip(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
         let bytes = source.bytes();
-        let read_at = |offset: u64, buf: &mut [u8]| source.read_at(offset, buf);
-        let reads = zip::HeaderReads {
-            read_at: &read_at,
-            min_spacing: zip::HeaderReads::SPARSE,
+        let parse_archive = || {
+            let read_at = |offset: u64, buf: &mut [u8]| source.read_at(offset, buf);
+            let reads = zip::HeaderReads {
+                read_at: &read_at,
+                min_spacing: zip::HeaderReads::SPARSE,
+            };
+            zip::parse_with(bytes, &options.limits.zip, Some(reads))
         };
-        let archive = zip::parse_with(bytes, &options.limits.zip, Some(reads))?;
+        // A large archive's directory and its pickle are parsed at once, on two threads,
+        // when data.pkl is where torch puts it; the pickle is used only if the directory
+        // then names exactly those bytes (otherwise it is parsed again from the record).
+        let guess = zip::guess_first_record(bytes, "data.pkl").filter(|&(_, size, entries)| {
+            entries >= PARALLEL_MIN_RECORDS && size <= options.limits.max_pickle_bytes
+        });
+        let (archive, early) = match guess {
+            Some((offset, size, _)) => std::thread::scope(|scope| {
+                let directory = scope.spawn(parse_archive);
+                let pickle_bytes = &bytes[offset as usize..(offset + size) as usize];
+                let early = (offset, size, parse_pickle(pickle_bytes, options));
+                match directory.join() {
+                    Ok(archive) => (archive, Some(early)),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }),
+            None => (parse_archive(), None),
+        };
+        let archive = archive?;
         let format = if archive.get("constants.pkl").is_some() {
             Format::TorchScript
         } else {
@@ -418,12 +439,11 @@ impl Checkpoint {
                 )))
             }
         };
-        let mut arena = Arena::new();
         let pickle_bytes = archive.data(bytes, pkl)?;
-        // torch's state dicts take about one value per 5 pickle bytes.
-        arena.reserve((pickle_bytes.len() / 5).min(options.limits.pickle.max_nodes));
-        let (top, _) = pickle::load(&mut arena, pickle_bytes, &options.limits.pickle)
-            .map_err(|e| e.context("data.pkl"))?;
+        let (mut arena, top) = match early {
+            Some((offset, size, parsed)) if (offset, size) == (pkl.data_offset, pkl.size) => parsed,
+            _ => parse_pickle(pickle_bytes, options),
+        }?;
         if format == Format::TorchScript {
             crate::container::torchscript::ScriptClasses::read(&archive, bytes)?
                 .prune_plain_tensor_attributes(&mut arena);
@@ -613,6 +633,20 @@ impl Checkpoint {
     pub fn iter(&self) -> impl Iterator<Item = (&str, Result<TensorRef<'_>>)> + '_ {
         (0..self.table.len()).map(|i| (self.name_at(i).unwrap_or(""), self.tensor_at(i)))
     }
+}
+
+/// Records from which a zip archive's directory is parsed on a thread of its own, beside the
+/// pickle (below, a thread costs more than it saves).
+const PARALLEL_MIN_RECORDS: u64 = 4096;
+
+/// Parses `data.pkl` into a new arena.
+fn parse_pickle(pickle_bytes: &[u8], options: &OpenOptions) -> Result<(Arena, NodeId)> {
+    let mut arena = Arena::new();
+    // torch's state dicts take about one value per 5 pickle bytes.
+    arena.reserve((pickle_bytes.len() / 5).min(options.limits.pickle.max_nodes));
+    let (top, _) = pickle::load(&mut arena, pickle_bytes, &options.limits.pickle)
+        .map_err(|e| e.context("data.pkl"))?;
+    Ok((arena, top))
 }
 
 /// select_root, the table, the storage fix-ups: the part of opening shared by every format.

@@ -445,6 +445,47 @@ fn an_archive_with_more_than_65535_records_opens_whole() {
     }
 }
 
+#[test]
+fn a_large_archive_parsed_on_two_threads_reports_errors_as_one_thread_would() {
+    // 5,000 records: the directory is parsed beside the pickle. A broken directory is
+    // reported even when the pickle is broken too; a broken pickle alone is reported as such.
+    let good = many_record_archive(5_000);
+    let ckpt = Checkpoint::from_bytes(&good, &OpenOptions::default()).unwrap();
+    assert_eq!(ckpt.len(), 5_000);
+    assert_eq!(f32s(ckpt.tensor("t4999").unwrap().bytes()), [4999.0]);
+
+    let pickle_at = good.windows(3).position(|w| w == b"\x80\x02}").unwrap();
+    let mut bad_pickle = good.clone();
+    bad_pickle[pickle_at + 2] = 0xff; // not an opcode
+    let err = Checkpoint::from_bytes(&bad_pickle, &OpenOptions::default())
+        .err()
+        .expect("a broken pickle");
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+    assert!(err.message.contains("data.pkl"), "{}", err.message);
+
+    let last_entry = good
+        .windows(4)
+        .rposition(|w| w == 0x0201_4b50u32.to_le_bytes())
+        .unwrap();
+    for pickle_too in [false, true] {
+        let mut bad = if pickle_too {
+            bad_pickle.clone()
+        } else {
+            good.clone()
+        };
+        bad[last_entry] ^= 0xff;
+        let err = Checkpoint::from_bytes(&bad, &OpenOptions::default())
+            .err()
+            .expect("a broken directory");
+        assert_eq!(err.kind, ErrorKind::Format, "{err}");
+        assert!(
+            err.message.contains("central directory signature"),
+            "{}",
+            err.message
+        );
+    }
+}
+
 /// A scripted module's plain tensor attribute (neither parameter nor buffer) is in its pickled
 /// state but not in `state_dict()`: only the compressed code/ records say so, and mmckpt reads
 /// them to leave it out.

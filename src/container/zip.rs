@@ -1023,6 +1023,42 @@ pub fn parse_with(
     })
 }
 
+/// Where the first record's bytes would be if it is `<prefix>/<relative>` (torch writes
+/// `data.pkl` first): its data offset and size, read from the end record, the first central
+/// directory entry and its local header, or `None` for anything unusual (zip64 fields,
+/// compression, another name, anything out of range). Only a guess, to start work on the
+/// record while [`parse`] checks the archive: use it only if the parsed archive's record
+/// has the same offset and size. Also returns the number of entries.
+pub fn guess_first_record(bytes: &[u8], relative: &str) -> Option<(u64, u64, u64)> {
+    let end = read_end(bytes).ok()?;
+    let entry = fixed::<CENTRAL_LEN>(bytes, end.cd_offset)?;
+    let (method, size, name_len, local) = (
+        le16(entry, 10),
+        le32(entry, 20),
+        usize::from(le16(entry, 28)),
+        le32(entry, 42),
+    );
+    if le32(entry, 0) != CENTRAL_SIG || method != 0 || size == U32_SENTINEL || local == U32_SENTINEL
+    {
+        return None;
+    }
+    let name = range(bytes, end.cd_offset + CENTRAL_LEN as u64, name_len as u64)?;
+    let suffix = name.strip_suffix(relative.as_bytes())?;
+    if !suffix.ends_with(b"/") || suffix[..suffix.len() - 1].contains(&b'/') {
+        return None;
+    }
+    let header = fixed::<LOCAL_LEN>(bytes, u64::from(local))?;
+    if le32(header, 0) != LOCAL_SIG {
+        return None;
+    }
+    let data = u64::from(local)
+        + LOCAL_LEN as u64
+        + u64::from(le16(header, 26))
+        + u64::from(le16(header, 28));
+    range(bytes, data, u64::from(size))?;
+    Some((data, u64::from(size), end.entries))
+}
+
 /// A small zip writer for tests: stored entries, optional zip64 end records and extra fields,
 /// optional `FB` alignment padding (as torch writes it) and data descriptors, and knobs to
 /// produce broken archives.
@@ -1436,6 +1472,24 @@ mod tests {
         }
         assert!(!has_byte(0, 0x50));
         assert!(has_byte(u64::from_le_bytes(*b"\0\0\0\0\0\0\0P"), b'P'));
+    }
+
+    #[test]
+    fn the_guess_of_the_first_record_is_the_parsed_record_or_nothing() {
+        let a = ok(TINY_TORCH);
+        let pkl = a.get("data.pkl").unwrap();
+        assert_eq!(
+            guess_first_record(TINY_TORCH, "data.pkl"),
+            Some((pkl.data_offset, pkl.size, a.records().len() as u64))
+        );
+        assert_eq!(guess_first_record(TINY_TORCH, "version"), None);
+        assert_eq!(guess_first_record(TINY_TORCH, "a.pkl"), None);
+        for len in 0..TINY_TORCH.len() {
+            let cut = &TINY_TORCH[..len];
+            if let Some((offset, size, _)) = guess_first_record(cut, "data.pkl") {
+                assert!(offset + size <= len as u64);
+            }
+        }
     }
 
     #[test]
