@@ -7,16 +7,7 @@ use mmckpt::container::zip::{self, HeaderReads, ZipLimits};
 
 fuzz_target!(|data: &[u8]| {
     let parsed = zip::parse(data, &ZipLimits::default());
-    let read_at = |offset: u64, buf: &mut [u8]| {
-        let start = offset as usize;
-        match data.get(start..start.saturating_add(buf.len())) {
-            Some(src) => {
-                buf.copy_from_slice(src);
-                true
-            }
-            None => false,
-        }
-    };
+    let read_at = zip::read_from(data);
     let reads = HeaderReads {
         read_at: &read_at,
         min_spacing: 0,

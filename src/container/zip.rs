@@ -570,6 +570,22 @@ struct Central<'a> {
 /// Reads bytes of the file at an offset into a buffer, all or nothing (`pread`).
 pub type ReadAt<'r> = &'r dyn Fn(u64, &mut [u8]) -> bool;
 
+/// A [`ReadAt`] over bytes in memory (for tests, and to compare [`parse_with`] with [`parse`]).
+pub fn read_from(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
+    move |offset, buf| {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| bytes.get(start..start.checked_add(buf.len())?));
+        match src {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// How [`parse_with`] may read local headers instead of touching them in `bytes`.
 #[derive(Clone, Copy)]
 pub struct HeaderReads<'r> {
@@ -1342,16 +1358,7 @@ mod tests {
 
     /// `parse`, checked against `parse_with` reading every local header through a reader.
     fn parse_both(bytes: &[u8]) -> Result<ZipArchive> {
-        let read_at = |offset: u64, buf: &mut [u8]| {
-            let start = offset as usize;
-            match bytes.get(start..start + buf.len()) {
-                Some(src) => {
-                    buf.copy_from_slice(src);
-                    true
-                }
-                None => false,
-            }
-        };
+        let read_at = read_from(bytes);
         let reads = HeaderReads {
             read_at: &read_at,
             min_spacing: 0,
