@@ -156,8 +156,6 @@ pub struct Storage {
     backing: Backing,
     start: usize,
     len: usize,
-    /// Absolute file offset of the first byte, when the bytes are the file's.
-    file_offset: Option<u64>,
 }
 
 impl Storage {
@@ -177,8 +175,12 @@ impl Storage {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Absolute file offset of the first byte, when the bytes are the file's.
     pub fn file_offset(&self) -> Option<u64> {
-        self.file_offset
+        match self.backing {
+            Backing::File(_) => Some(self.start as u64),
+            Backing::Owned(_) => None,
+        }
     }
     /// True when the bytes are pages of a file mapping (not a copy).
     pub fn is_mapped(&self) -> bool {
@@ -194,6 +196,7 @@ impl Storage {
 struct Table {
     names: Vec<u8>,
     rows: Vec<Row>,
+    errors: Vec<Error>,
     index: std::sync::OnceLock<NameTable>,
 }
 
@@ -201,8 +204,15 @@ struct Row {
     /// The name is `names[name_start..name_end]`, followed by a NUL.
     name_start: usize,
     name_end: usize,
-    /// Index into `tensors`, or why this tensor cannot be represented.
-    tensor: std::result::Result<usize, Error>,
+    tensor: RowTensor,
+}
+
+/// What a row names: an index into `tensors`, or into the table's `errors` (why this tensor
+/// cannot be represented). Rows are kept by the hundred thousand: eight bytes, not an `Error`.
+#[derive(Clone, Copy)]
+enum RowTensor {
+    Tensor(u32),
+    Error(u32),
 }
 
 impl Table {
@@ -212,11 +222,27 @@ impl Table {
         self.names.extend_from_slice(sanitize(name).as_bytes());
         let name_end = self.names.len();
         self.names.push(0);
+        // Tensor and row counts are bounded by `Limits::max_tensors`, far below u32::MAX.
+        let tensor = match tensor {
+            Ok(t) => RowTensor::Tensor(t as u32),
+            Err(e) => {
+                self.errors.push(e);
+                RowTensor::Error(self.errors.len() as u32 - 1)
+            }
+        };
         self.rows.push(Row {
             name_start,
             name_end,
             tensor,
         });
+    }
+
+    /// The tensor of a row, or why it cannot be represented.
+    fn tensor(&self, row: &Row) -> std::result::Result<usize, &Error> {
+        match row.tensor {
+            RowTensor::Tensor(t) => Ok(t as usize),
+            RowTensor::Error(e) => Err(&self.errors[e as usize]),
+        }
     }
 
     fn len(&self) -> usize {
@@ -490,13 +516,15 @@ impl Checkpoint {
                 t.storage += storage_base;
                 t
             }));
-            let mut part_rows: Vec<Option<Row>> = part.table.rows.into_iter().map(Some).collect();
             for index in keep {
-                if let Some(row) = part_rows.get_mut(index).and_then(Option::take) {
+                if let Some(row) = part.table.rows.get(index) {
                     let name = &part.table.names[row.name_start..row.name_end];
                     table.push(
                         std::str::from_utf8(name).unwrap_or_default(),
-                        row.tensor.map(|t| t + tensor_base),
+                        part.table
+                            .tensor(row)
+                            .map(|t| t + tensor_base)
+                            .map_err(Clone::clone),
                     );
                 }
             }
@@ -538,7 +566,6 @@ impl Checkpoint {
                 backing: Backing::File(source.clone()),
                 start,
                 len,
-                file_offset: Some(start as u64),
             });
         }
         let mut descs = Vec::new();
@@ -605,9 +632,9 @@ impl Checkpoint {
                 self.table.len()
             )));
         };
-        match &row.tensor {
+        match self.table.tensor(row) {
             Ok(t) => {
-                let desc = &self.tensors[*t];
+                let desc = &self.tensors[t];
                 Ok(TensorRef {
                     name,
                     desc,
@@ -800,7 +827,6 @@ impl StorageResolver for ZipStorages<'_> {
             backing: Backing::File(self.source.clone()),
             start: record.data_offset as usize,
             len: declared as usize,
-            file_offset: Some(record.data_offset),
         });
         Ok((index, declared))
     }
@@ -894,7 +920,6 @@ impl StorageResolver for LegacyStorages<'_> {
             backing: Backing::File(self.source.clone()),
             start: start as usize,
             len: len as usize,
-            file_offset: Some(start),
         });
         self.by_key.insert(own_key.to_string(), index);
         Ok((index, len))
@@ -936,7 +961,8 @@ fn build_table(
                      tensors: &mut Vec<TensorDesc>|
      -> Result<bool> {
         if let Some(row) = entries.rows.get(row_of[node as usize] as usize) {
-            entries.push(name, row.tensor.clone());
+            let tensor = entries.tensor(row).map_err(Clone::clone);
+            entries.push(name, tensor);
             return Ok(true);
         }
         let Some(result) = torch::interpret(arena, node, resolver) else {
@@ -1019,7 +1045,7 @@ fn build_table(
         if let Some(entry) = entries.rows.get(entries_before) {
             // An entry keeps its name and, for a tensor that cannot be represented, a copy of
             // the error (which names the first path to it): both count.
-            let message = entry.tensor.as_ref().err().map_or(0, |e| e.message.len());
+            let message = entries.tensor(entry).err().map_or(0, |e| e.message.len());
             name_bytes = name_bytes
                 .saturating_add(name.len())
                 .saturating_add(message);
@@ -1104,7 +1130,6 @@ fn fix_storages(storages: &mut [Storage], tensors: &[TensorDesc], big_endian: bo
         }
         storage.backing = Backing::Owned(Arc::new(buf));
         storage.start = 0;
-        storage.file_offset = None;
     }
     Ok(())
 }
