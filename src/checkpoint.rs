@@ -122,7 +122,7 @@ pub enum StorageKey {
 
 impl StorageKey {
     pub fn new(key: &str) -> StorageKey {
-        match dense_key(key) {
+        match zip::canonical_index(key) {
             Some(n) => StorageKey::Number(n),
             None => StorageKey::Text(key.into()),
         }
@@ -132,7 +132,7 @@ impl StorageKey {
 impl PartialEq<str> for StorageKey {
     fn eq(&self, key: &str) -> bool {
         match self {
-            StorageKey::Number(n) => dense_key(key) == Some(*n),
+            StorageKey::Number(n) => zip::canonical_index(key) == Some(*n),
             StorageKey::Text(text) => **text == *key,
         }
     }
@@ -850,11 +850,6 @@ impl ZipStorages<'_> {
         }
         self.by_key.get(text).copied()
     }
-}
-
-/// The number a storage key is when it is written in canonical decimal ("0", "17"; not "01").
-fn dense_key(key: &str) -> Option<u32> {
-    zip::canonical_index(key)
 }
 
 /// Storages of a legacy file: slices of the file (or, for old torch's storage views, slices

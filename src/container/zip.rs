@@ -139,10 +139,11 @@ impl ZipArchive {
 
     /// Looks a record up by its name under the prefix (`data.pkl`, `data/0`). O(1).
     pub fn get(&self, relative: &str) -> Option<ZipRecord<'_>> {
-        if let Some(n) = self.numbered_slot(relative) {
-            return self.numbered[n]
-                .checked_sub(1)
-                .map(|i| self.view(&self.records[i as usize]));
+        if let Some(n) = relative
+            .strip_prefix("data/")
+            .and_then(|digits| self.numbered_slot(digits))
+        {
+            return self.numbered_record(n);
         }
         let relative = relative.as_bytes();
         self.index
@@ -152,17 +153,22 @@ impl ZipArchive {
 
     /// The record `data/<key>` that holds the bytes of the storage torch saved under `key`.
     pub fn storage_record(&self, key: &str) -> Option<ZipRecord<'_>> {
-        match canonical_index(key) {
-            Some(n) if (n as usize) < self.numbered.len() => self.numbered[n as usize]
-                .checked_sub(1)
-                .map(|i| self.view(&self.records[i as usize])),
-            _ => self.get(&format!("data/{key}")),
+        match self.numbered_slot(key) {
+            Some(n) => self.numbered_record(n),
+            None => self.get(&format!("data/{key}")),
         }
     }
 
-    /// Where `numbered` has the record of this relative name, if it is one of those.
-    fn numbered_slot(&self, relative: &str) -> Option<usize> {
-        let n = canonical_index(relative.strip_prefix("data/")?)? as usize;
+    /// The record named `data/<n>`, for an `n` below `numbered.len()`.
+    fn numbered_record(&self, n: usize) -> Option<ZipRecord<'_>> {
+        self.numbered[n]
+            .checked_sub(1)
+            .map(|i| self.view(&self.records[i as usize]))
+    }
+
+    /// Where `numbered` has the record `data/<digits>`, if it is one of those.
+    fn numbered_slot(&self, digits: &str) -> Option<usize> {
+        let n = canonical_index(digits)? as usize;
         (n < self.numbered.len()).then_some(n)
     }
 

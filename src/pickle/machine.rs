@@ -159,12 +159,9 @@ impl Memo {
     }
 
     #[inline(never)]
+    /// The rest of `put`: the key has no value in the vector yet.
     fn put_slow(&mut self, key: u64, id: NodeId, max: usize) -> bool {
         let index = usize::try_from(key).unwrap_or(usize::MAX);
-        if let Some(slot) = self.dense.get_mut(index).filter(|slot| **slot != NO_NODE) {
-            *slot = id;
-            return true;
-        }
         if !self.sparse.is_empty() {
             if let Some(slot) = self.sparse.get_mut(&key) {
                 *slot = id;
