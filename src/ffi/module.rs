@@ -373,6 +373,20 @@ pub extern "C" fn mmckpt_module_load(
     })
 }
 
+/// Key `i` of one of a report's lists, borrowed from the report; NULL if out of range or NULL.
+fn report_key(
+    r: *const mmckpt_load_report,
+    i: usize,
+    list: impl FnOnce(&mmckpt_load_report) -> &[CString],
+) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        arg_ref(r, "r")
+            .ok()
+            .and_then(|r| list(r).get(i))
+            .map_or(std::ptr::null(), |s| s.as_ptr())
+    })
+}
+
 /// Number of missing keys (module entries the checkpoint did not provide); 0 for NULL.
 #[no_mangle]
 pub extern "C" fn mmckpt_load_report_missing_count(r: *const mmckpt_load_report) -> usize {
@@ -385,12 +399,7 @@ pub extern "C" fn mmckpt_load_report_missing(
     r: *const mmckpt_load_report,
     i: usize,
 ) -> *const c_char {
-    guard_value(std::ptr::null(), || {
-        arg_ref(r, "r")
-            .ok()
-            .and_then(|r| r.missing.get(i))
-            .map_or(std::ptr::null(), |s| s.as_ptr())
-    })
+    report_key(r, i, |r| &r.missing)
 }
 
 /// Number of unexpected keys (checkpoint keys under the prefix that match no entry); 0 for NULL.
@@ -405,12 +414,7 @@ pub extern "C" fn mmckpt_load_report_unexpected(
     r: *const mmckpt_load_report,
     i: usize,
 ) -> *const c_char {
-    guard_value(std::ptr::null(), || {
-        arg_ref(r, "r")
-            .ok()
-            .and_then(|r| r.unexpected.get(i))
-            .map_or(std::ptr::null(), |s| s.as_ptr())
-    })
+    report_key(r, i, |r| &r.unexpected)
 }
 
 /// torch's wording of the result: "<All keys matched successfully>" or

@@ -86,6 +86,22 @@ fn find<'a>(ckpt: *const mmckpt_checkpoint, path: *const c_char) -> Result<Value
     values::value(&ckpt.inner, path)
 }
 
+/// Finds the value at `path` and writes what `read` makes of it to `out`; fails, in this
+/// order, for a bad argument or path, a NULL `out`, or a value `read` refuses.
+fn read_into<T>(
+    ckpt: *const mmckpt_checkpoint,
+    path: *const c_char,
+    out: *mut T,
+    read: impl FnOnce(&ValueRef<'_>) -> Result<T>,
+) -> mmckpt_status {
+    guard(|| {
+        let value = find(ckpt, path)?;
+        let out = out_ptr(out, "out")?;
+        out.write(read(&value)?);
+        Ok(())
+    })
+}
+
 /// Copies `bytes` and a terminating NUL into the caller's buffer. When `cap` is less than
 /// `bytes.len() + 1`, writes only `*len` (the length without the NUL) and fails with
 /// MMCKPT_ERR_BUFFER_TOO_SMALL.
@@ -136,11 +152,7 @@ pub extern "C" fn mmckpt_checkpoint_value_kind(
     path: *const c_char,
     out: *mut mmckpt_value_kind,
 ) -> mmckpt_status {
-    guard(|| {
-        let value = find(ckpt, path)?;
-        out_ptr(out, "out")?.write(value.kind().into());
-        Ok(())
-    })
+    read_into(ckpt, path, out, |value| Ok(value.kind().into()))
 }
 
 /// A bool as 0 or 1. Only MMCKPT_VALUE_BOOL values (an int is not a bool).
@@ -150,12 +162,7 @@ pub extern "C" fn mmckpt_checkpoint_value_bool(
     path: *const c_char,
     out: *mut i32,
 ) -> mmckpt_status {
-    guard(|| {
-        let value = find(ckpt, path)?;
-        let out = out_ptr(out, "out")?;
-        out.write(value.as_bool()? as i32);
-        Ok(())
-    })
+    read_into(ckpt, path, out, |value| Ok(value.as_bool()? as i32))
 }
 
 /// An int (MMCKPT_VALUE_INT), or a bool as 0 / 1 (Python's bool is an int). A
@@ -167,12 +174,7 @@ pub extern "C" fn mmckpt_checkpoint_value_int(
     path: *const c_char,
     out: *mut i64,
 ) -> mmckpt_status {
-    guard(|| {
-        let value = find(ckpt, path)?;
-        let out = out_ptr(out, "out")?;
-        out.write(value.as_i64()?);
-        Ok(())
-    })
+    read_into(ckpt, path, out, |value| value.as_i64())
 }
 
 /// A float, or an int / bigint / bool converted as Python's float() does (rounded to nearest,
@@ -184,12 +186,7 @@ pub extern "C" fn mmckpt_checkpoint_value_float(
     path: *const c_char,
     out: *mut f64,
 ) -> mmckpt_status {
-    guard(|| {
-        let value = find(ckpt, path)?;
-        let out = out_ptr(out, "out")?;
-        out.write(value.as_f64()?);
-        Ok(())
-    })
+    read_into(ckpt, path, out, |value| value.as_f64())
 }
 
 /// A complex as its real and imaginary parts; a real number (as mmckpt_checkpoint_value_float
