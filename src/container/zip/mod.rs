@@ -29,11 +29,10 @@
 //!   `scripts/make_differentials.py`, checked against torch) holds those cases.
 //!
 //! # Layout
-//! One file per record type: [`end`] (end of central directory, zip64 locator and record),
-//! [`central`] (central directory headers), [`local`] (local headers), [`zip64`] (the zip64
-//! extra field, for both header kinds); [`index`] (name rules and lookup by name), [`reads`]
-//! (`pread` support), [`archive`] (the parsed archive), [`parse`](mod@parse) (putting them
-//! together).
+//! One file per record type: `end.rs` (end of central directory, zip64 locator and record),
+//! `central.rs` (central directory headers), `local.rs` (local headers), `zip64.rs` (the zip64
+//! extra field, for both header kinds); `index.rs` (name rules and lookup by name), `reads.rs`
+//! (`pread` support), `archive.rs` (the parsed archive), `parse.rs` (putting them together).
 
 mod archive;
 mod central;
