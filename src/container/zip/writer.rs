@@ -184,9 +184,10 @@ impl Writer {
         let mut local_offsets = Vec::new();
         let mut data_offsets = Vec::new();
         let mut cd_entries = Vec::new();
-        for i in 0..archive.len() {
+        assert_eq!(archive.len(), names.len());
+        for (i, name) in names.iter().enumerate() {
             let file = archive.by_index_raw(i).unwrap();
-            assert_eq!(file.name_raw(), names[i].as_bytes());
+            assert_eq!(file.name_raw(), name.as_bytes());
             local_offsets.push(file.header_start());
             data_offsets.push(file.data_start());
             cd_entries.push(usize::try_from(file.central_header_start()).unwrap());
