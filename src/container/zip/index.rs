@@ -1,0 +1,124 @@
+//! Record names: what a name may be, and the index that finds a record by its name under the
+//! archive's prefix.
+
+use crate::error::{Error, Result};
+use crate::hash::NameTable;
+
+/// Rejects names no reader should be handed: empty, absolute, with a NUL or a `..` component.
+/// `at` is the central directory entry's offset, for the message.
+pub(super) fn check_name(name: &str, at: u64) -> Result<()> {
+    let bad = |why: &str| {
+        Error::format(format!(
+            "record '{}' (central directory entry at offset {at}): {why}",
+            name.escape_debug()
+        ))
+    };
+    if name.is_empty() {
+        return Err(bad("empty name"));
+    }
+    if name.starts_with('/') || name.starts_with('\\') {
+        return Err(bad("absolute path"));
+    }
+    if name.contains('\0') {
+        return Err(bad("name contains a NUL byte"));
+    }
+    // The substring search is fast; splitting into components is only needed when it hits.
+    if name.contains("..") && name.split(['/', '\\']).any(|part| part == "..") {
+        return Err(bad("name contains a '..' component"));
+    }
+    Ok(())
+}
+
+/// The number `text` is when it is written in canonical decimal (`0`, `17`; not `01`, `+1`),
+/// up to 9 digits.
+pub fn canonical_index(text: &str) -> Option<u32> {
+    let digits = text.as_bytes();
+    let canonical = digits == b"0" || !digits.starts_with(b"0");
+    if digits.is_empty() || digits.len() > 9 || !canonical {
+        return None;
+    }
+    // Nine digits cannot overflow a u32.
+    digits.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+    })
+}
+
+/// Records by name relative to the prefix. Those named `data/<n>` (n in canonical decimal,
+/// below the record count) are found without hashing, in the order they are usually read:
+/// torch names its storages so.
+#[derive(Clone, Debug)]
+pub(super) struct NameIndex {
+    /// Record number + 1 at index n for `data/<n>`, 0 for none.
+    numbered: Vec<u32>,
+    /// Every other record.
+    others: NameTable,
+}
+
+/// Where a relative name goes in the index.
+enum Slot {
+    Numbered(usize),
+    Other,
+}
+
+impl NameIndex {
+    pub fn with_capacity(count: usize) -> NameIndex {
+        NameIndex {
+            numbered: vec![0; count],
+            others: NameTable::with_capacity(count),
+        }
+    }
+
+    /// Where `numbered` has the record `data/<digits>`, if it is one of those.
+    pub fn numbered_slot(&self, digits: &str) -> Option<usize> {
+        let n = canonical_index(digits)? as usize;
+        (n < self.numbered.len()).then_some(n)
+    }
+
+    fn slot(&self, relative: &str) -> Slot {
+        match relative
+            .strip_prefix("data/")
+            .and_then(|digits| self.numbered_slot(digits))
+        {
+            Some(n) => Slot::Numbered(n),
+            None => Slot::Other,
+        }
+    }
+
+    /// Adds record `i` under `relative`; false when a record of that name is there already.
+    /// `relative_of(j)` is record `j`'s relative name.
+    pub fn insert<'n>(
+        &mut self,
+        relative: &str,
+        i: usize,
+        relative_of: impl Fn(usize) -> &'n [u8],
+    ) -> bool {
+        match self.slot(relative) {
+            Slot::Numbered(n) => std::mem::replace(&mut self.numbered[n], i as u32 + 1) == 0,
+            Slot::Other => self
+                .others
+                .insert(relative.as_bytes(), i, |j| {
+                    relative_of(j) == relative.as_bytes()
+                })
+                .is_none(),
+        }
+    }
+
+    /// The number of the record named `data/<n>`, for `n` from [`NameIndex::numbered_slot`].
+    pub fn numbered(&self, n: usize) -> Option<usize> {
+        self.numbered[n].checked_sub(1).map(|i| i as usize)
+    }
+
+    /// The number of the record named `relative`.
+    pub fn find<'n>(
+        &self,
+        relative: &str,
+        relative_of: impl Fn(usize) -> &'n [u8],
+    ) -> Option<usize> {
+        match self.slot(relative) {
+            Slot::Numbered(n) => self.numbered(n),
+            Slot::Other => self.others.find(relative.as_bytes(), |i| {
+                relative_of(i) == relative.as_bytes()
+            }),
+        }
+    }
+}
