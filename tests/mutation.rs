@@ -13,103 +13,15 @@ mod common;
 mod mutants;
 
 use common::repo_path;
-use mmckpt::module::{LoadOptions, Module};
-use mmckpt::values::{self, WalkLimits};
-use mmckpt::{Checkpoint, DType, OpenOptions};
+use mmckpt::fuzzing;
+use mmckpt::{Checkpoint, OpenOptions};
 
+/// Everything the fuzz targets check on an open checkpoint (`mmckpt::fuzzing`): the `walk`
+/// target's tensors and values, and the `load` target's module loads.
 fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
-    let mut sum = 0u64;
-    for i in 0..ckpt.len() {
-        let name = ckpt.name_at(i).expect("index in range").to_owned();
-        let first = ckpt.index_of(&name).expect("every name is found");
-        assert!(first <= i);
-        let by_name = ckpt.tensor(&name);
-        let Ok(t) = ckpt.tensor_at(i) else {
-            continue;
-        };
-        assert_eq!(by_name.is_ok(), ckpt.tensor_at(first).is_ok());
-        let span = t.desc.span_bytes();
-        if let Some(off) = t.file_offset() {
-            assert!(off.checked_add(span).is_some_and(|end| end <= file_len));
-        }
-        let bytes = t.bytes();
-        assert_eq!(bytes.len() as u64, span);
-        sum = bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
-        let logical = t.desc.numel.saturating_mul(t.desc.dtype.itemsize() as u64);
-        if logical <= 1 << 24 {
-            assert_eq!(t.contiguous_bytes().len() as u64, logical);
-        }
-    }
-    sum.wrapping_add(visit_values(ckpt))
-        .wrapping_add(load_into_modules(ckpt))
-}
-
-/// A skeleton of the checkpoint, assign-loaded; copy-loaded (and converted) when small.
-fn load_into_modules(ckpt: &Checkpoint) -> u64 {
-    let Ok(mut module) = Module::from_checkpoint(ckpt) else {
-        return 0;
-    };
-    let non_strict = LoadOptions {
-        strict: false,
-        ..LoadOptions::default()
-    };
-    let assign = LoadOptions {
-        assign: true,
-        ..non_strict.clone()
-    };
-    let _ = module.load(ckpt, &assign);
-    let mut sum = 0u64;
-    let mut total = 0u64;
-    for e in module.entries() {
-        if let Some(bytes) = e.bytes() {
-            sum = bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
-        }
-        total = total.saturating_add(
-            e.numel()
-                .saturating_mul(e.declared_dtype().itemsize() as u64),
-        );
-    }
-    if total > 8 << 20 {
-        return sum;
-    }
-    for dtype in [None, Some(DType::BFloat16)] {
-        let Ok(mut copy) = Module::from_checkpoint(ckpt) else {
-            return sum;
-        };
-        if let Some(d) = dtype {
-            copy.set_floating_dtype(d)
-                .expect("a fresh module has no data");
-        }
-        copy.materialize().expect("small modules materialize");
-        let _ = copy.load(ckpt, &non_strict);
-    }
-    sum
-}
-
-/// Every non-tensor value: read through its kind's accessor and found again by its path.
-fn visit_values(ckpt: &Checkpoint) -> u64 {
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
-    let mut sum = 0u64;
-    for (i, leaf) in leaves.values.iter().enumerate() {
-        let _ = leaf.as_bool();
-        let _ = leaf.as_i64();
-        let _ = leaf.as_f64();
-        let _ = leaf.as_complex();
-        let _ = leaf.class_name();
-        if let Ok(text) = leaf.text() {
-            sum = sum.wrapping_add(text.len() as u64);
-        }
-        // Looking a value up by its name walks the tree again: do it for the first few.
-        if i < 64 {
-            let again = values::value(ckpt, leaf.path());
-            assert!(
-                again.is_ok(),
-                "value '{}' is listed but not found",
-                leaf.path()
-            );
-        }
-    }
-    sum
+    fuzzing::walk_tensors(ckpt, file_len)
+        .wrapping_add(fuzzing::visit_values(ckpt))
+        .wrapping_add(fuzzing::load_into_modules(ckpt))
 }
 
 #[test]
