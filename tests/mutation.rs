@@ -7,6 +7,8 @@
 //!
 //! The same generator, in C, runs through the C ABI under ASan+UBSan and valgrind
 //! (c_tests/test_mutation.c); this one runs inside Rust, where every slice access is checked.
+//! Both check their mutants against tests/mutants/digests.tsv, so they generate the same ones.
+//! The checks on what opens are the fuzz targets' own (`mmckpt::fuzzing`).
 //! `MMCKPT_MUTANTS_PER_CLASS` scales the number of mutants (default 1.0 = the CI amount).
 
 mod common;
@@ -68,4 +70,22 @@ fn mutants_of_every_fixture_open_cleanly_or_fail_cleanly() {
         started.elapsed().as_secs_f64()
     );
     assert!(total >= 10_000, "only {total} mutants");
+}
+
+/// c_tests/test_mutation.c generates these mutants again in C: both generators are checked
+/// against the committed digests, so they agree. After a deliberate change to the generator or
+/// the fixtures, rerun with `MMCKPT_UPDATE_MUTANT_DIGESTS=1` to rewrite the file.
+#[test]
+fn the_committed_mutant_digests_are_this_generators() {
+    let path = repo_path("tests/mutants/digests.tsv");
+    let generated = mutants::digests_tsv(|file| std::fs::read(repo_path(file)).unwrap());
+    if std::env::var_os("MMCKPT_UPDATE_MUTANT_DIGESTS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is stale (MMCKPT_UPDATE_MUTANT_DIGESTS=1 rewrites it); this generator gives:\n{generated}",
+        path.display()
+    );
 }
