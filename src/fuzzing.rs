@@ -20,8 +20,11 @@ use crate::module::{LoadOptions, Module};
 use crate::pickle::{self, Arena};
 use crate::values::{self, WalkLimits};
 
+/// A fuzz target: the fuzzer's bytes in; returns normally on any input.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the fuzz crate's `[[bin]]` names and `tests/data/regressions/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("zip", zip),
     ("pickle", pickle),
     ("open", open),

@@ -13,7 +13,7 @@ use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
 use support_zip::pk;
 
 /// The library function of fuzz target `name` (`mmckpt::fuzzing`, what the fuzz crate runs).
-fn target(name: &str) -> fn(&[u8]) {
+fn target(name: &str) -> fuzzing::Target {
     fuzzing::TARGETS
         .iter()
         .find(|(n, _)| *n == name)
