@@ -89,6 +89,20 @@ pub fn pickle(data: &[u8]) {
     }
 }
 
+/// The pickles a checkpoint holds, as `fuzz/seed.sh` seeds the `pickle` target with them: the
+/// `.pkl` records of a zip the zip reader accepts, else the whole input (a legacy stream starts
+/// with one).
+pub fn pickle_seeds(data: &[u8]) -> Vec<&[u8]> {
+    match zip::parse(data, &ZipLimits::default()) {
+        Ok(archive) => archive
+            .records()
+            .filter(|r| r.name.ends_with(".pkl"))
+            .filter_map(|r| archive.data(data, r).ok())
+            .collect(),
+        Err(_) => vec![data],
+    }
+}
+
 /// The whole open path (container, pickle, torch interpretation, table), plain and strict.
 pub fn open(data: &[u8]) {
     let _ = Checkpoint::from_bytes(data, &OpenOptions::default());

@@ -7,7 +7,6 @@ mod common;
 mod support_zip;
 
 use common::{expected_rows, fixture, repo_path, status_kind};
-use mmckpt::container::zip::{self, ZipLimits};
 use mmckpt::fuzzing::{self, walk_tensors};
 use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
 use support_zip::pk;
@@ -87,16 +86,9 @@ fn every_fuzz_target_passes_on_its_seed_corpus() {
         for name in ["zip", "open", "walk", "load", "legacy"] {
             target(name)(&data);
         }
-        match zip::parse(&data, &ZipLimits::default()) {
-            Ok(archive) => {
-                for record in archive.records().filter(|r| r.name.ends_with(".pkl")) {
-                    if let Ok(pickle) = archive.data(&data, record) {
-                        fuzzing::pickle(pickle);
-                        pickles += 1;
-                    }
-                }
-            }
-            Err(_) => fuzzing::pickle(&data),
+        for pickle in fuzzing::pickle_seeds(&data) {
+            fuzzing::pickle(pickle);
+            pickles += 1;
         }
     }
     assert!(pickles >= 50, "only {pickles} pickle records");
