@@ -7,7 +7,10 @@
    inside the file (file_offset + nbytes <= file size); a READ-mode tensor lives in a heap buffer,
    where AddressSanitizer and valgrind check every byte read. A status is the only acceptable
    failure: a crash, a hang, MMCKPT_ERR_PANIC or an out-of-file range fails the test.
-   MMCKPT_TEST_SKIP_LARGE (set under valgrind) runs a tenth of the random mutants. */
+   MMCKPT_TEST_SKIP_LARGE (set under valgrind) runs a tenth of the random mutants.
+   The mutants of each fixture must be those of the Rust generator: their count and FNV-1a digest
+   are compared with tests/mutants/digests.tsv, which tests/mutation.rs checks against
+   tests/mutants/mod.rs. */
 #include "support.h"
 
 #include <unistd.h>
@@ -25,6 +28,58 @@ static char tmp_path[256];
 static size_t mutants, opened, tensors_read;
 static unsigned long long byte_sum;
 static double scale = 1.0;
+
+/* FNV-1a (64-bit) over each mutant's length (8 bytes, little-endian) and bytes, in order: the
+   digest of tests/mutants/digests.tsv. */
+static uint64_t digest;
+static void digest_update(const unsigned char *bytes, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++) digest = (digest ^ bytes[i]) * 0x100000001b3ull;
+}
+static void digest_mutant(const unsigned char *bytes, size_t len) {
+  unsigned char len_le[8];
+  int k;
+  for (k = 0; k < 8; k++) len_le[k] = (unsigned char)((uint64_t)len >> (8 * k));
+  digest_update(len_le, 8);
+  digest_update(bytes, len);
+}
+
+/* Compares one fixture's mutant count and digest with its row for this scale in
+   tests/mutants/digests.tsv; a scale the file does not list is reported and not compared. */
+static void check_digest(const char *file, size_t count) {
+  size_t len = 0;
+  unsigned char *bytes = read_file(data_path("mutants/digests.tsv"), &len);
+  char *text = bytes ? (char *)realloc(bytes, len + 1) : NULL, *line, *save = NULL;
+  int found = 0;
+  CHECK(text != NULL);
+  if (!text) {
+    free(bytes);
+    return;
+  }
+  text[len] = 0;
+  for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    char name[256];
+    double row_scale;
+    unsigned long long row_count, row_digest;
+    if (line[0] == '#') continue;
+    if (sscanf(line, "%255[^\t]\t%lf\t%llu\t%llx", name, &row_scale, &row_count, &row_digest) != 4) {
+      fprintf(stderr, "digests.tsv: bad line: %s\n", line);
+      test_failures++;
+      continue;
+    }
+    if (strcmp(name, file) != 0 || row_scale != scale) continue;
+    found = 1;
+    if (row_count != count || row_digest != digest) {
+      fprintf(stderr,
+              "%s: %zu mutants, digest %016llx; tests/mutants/digests.tsv (the Rust generator) "
+              "says %llu, %016llx: the C and Rust generators disagree\n",
+              file, count, (unsigned long long)digest, row_count, row_digest);
+      test_failures++;
+    }
+  }
+  if (!found) fprintf(stderr, "%s: digests.tsv has no row for scale %g; not compared\n", file, scale);
+  free(text);
+}
 
 static uint64_t rng_state;
 static uint64_t rng_next(void) { /* splitmix64 */
@@ -128,6 +183,7 @@ static void try_mutant(const unsigned char *bytes, size_t len, const char *file,
   mmckpt_checkpoint *ckpt = NULL;
   mmckpt_status st;
   char what[256];
+  digest_mutant(bytes, len);
   CHECK(f != NULL);
   if (!f) return;
   if (len) CHECK(fwrite(bytes, 1, len, f) == len);
@@ -257,6 +313,7 @@ static void mutate(const char *file) {
   CHECK(orig != NULL);
   if (!orig) return;
   rng_state = 0x6d6d636b7074ull ^ (uint64_t)len;
+  digest = 0xcbf29ce484222325ull;
   buf = (unsigned char *)malloc(len + 1);
   big = (unsigned char *)malloc(2 * len + 1);
   memcpy(buf, orig, len);
@@ -367,6 +424,7 @@ static void mutate(const char *file) {
     }
   }
   fprintf(stderr, "%s: %zu mutants\n", file, mutants - before);
+  check_digest(file, mutants - before);
   free(big);
   free(buf);
   free(orig);

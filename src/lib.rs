@@ -20,4 +20,7 @@ pub mod values;
 
 pub use checkpoint::{Checkpoint, OpenOptions, TensorRef};
 pub mod ffi;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod module;

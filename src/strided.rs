@@ -34,6 +34,19 @@ pub fn gather(src: &[u8], itemsize: usize, shape: &[i64], strides: &[i64], out: 
     }
 }
 
+/// Row-major contiguous: each stride is the product of the sizes after it (strides of size-1
+/// dimensions do not matter).
+pub fn is_contiguous(shape: &[i64], strides: &[i64]) -> bool {
+    let mut expected: i64 = 1;
+    for (&size, &stride) in shape.iter().zip(strides).rev() {
+        if size != 1 && stride != expected {
+            return false;
+        }
+        expected = expected.saturating_mul(size);
+    }
+    true
+}
+
 /// How many trailing elements are contiguous in memory, and how many leading dimensions remain.
 fn inner_run(shape: &[i64], strides: &[i64]) -> (usize, usize) {
     let mut run: i64 = 1;

@@ -128,14 +128,7 @@ impl TensorDesc {
 
     /// Row-major contiguous (strides of size-1 dimensions do not matter).
     pub fn is_contiguous(&self) -> bool {
-        let mut expected: i64 = 1;
-        for (&size, &stride) in self.shape.iter().zip(self.strides.iter()).rev() {
-            if size != 1 && stride != expected {
-                return false;
-            }
-            expected = expected.saturating_mul(size);
-        }
-        true
+        crate::strided::is_contiguous(&self.shape, &self.strides)
     }
 }
 

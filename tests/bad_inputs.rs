@@ -3,34 +3,17 @@
 
 mod common;
 
-use common::repo_path;
+use common::{expected_rows, repo_path, status_kind};
 use mmckpt::checkpoint::{Checkpoint, OpenOptions};
 use mmckpt::ErrorKind;
-
-fn kind_of(status: &str) -> ErrorKind {
-    use ErrorKind::*;
-    [Format, Unsupported, Unsafe, Limit, Io, NotFound]
-        .into_iter()
-        .find(|k| k.status_name() == status)
-        .unwrap_or_else(|| panic!("unexpected status {status} in expected.tsv"))
-}
 
 #[test]
 fn every_bad_input_fails_with_its_status_and_message() {
     let dir = repo_path("tests/data/bad");
-    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
     let mut count = 0;
-    for line in table
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let (file, flags, status, needle) = (
-            cols[0],
-            cols[1],
-            cols[2],
-            cols.get(3).copied().unwrap_or(""),
-        );
+    for cols in expected_rows(&dir) {
+        let [file, flags, status] = [0, 1, 2].map(|i| cols[i].as_str());
+        let needle = cols.get(3).map_or("", String::as_str);
         let options = OpenOptions {
             strict: flags == "STRICT",
             ..OpenOptions::default()
@@ -47,7 +30,7 @@ fn every_bad_input_fails_with_its_status_and_message() {
                 Err(e) => e,
             }
         };
-        assert_eq!(err.kind, kind_of(status), "{file}: {err}");
+        assert_eq!(Some(err.kind), status_kind(status), "{file}: {err}");
         assert!(
             err.message.contains(needle),
             "{file}: message {:?} lacks {needle:?}",

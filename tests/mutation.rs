@@ -7,109 +7,23 @@
 //!
 //! The same generator, in C, runs through the C ABI under ASan+UBSan and valgrind
 //! (c_tests/test_mutation.c); this one runs inside Rust, where every slice access is checked.
+//! Both check their mutants against tests/mutants/digests.tsv, so they generate the same ones.
+//! The checks on what opens are the fuzz targets' own (`mmckpt::fuzzing`).
 //! `MMCKPT_MUTANTS_PER_CLASS` scales the number of mutants (default 1.0 = the CI amount).
 
 mod common;
 mod mutants;
 
 use common::repo_path;
-use mmckpt::module::{LoadOptions, Module};
-use mmckpt::values::{self, WalkLimits};
-use mmckpt::{Checkpoint, DType, OpenOptions};
+use mmckpt::fuzzing;
+use mmckpt::{Checkpoint, OpenOptions};
 
+/// Everything the fuzz targets check on an open checkpoint (`mmckpt::fuzzing`): the `walk`
+/// target's tensors and values, and the `load` target's module loads.
 fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
-    let mut sum = 0u64;
-    for i in 0..ckpt.len() {
-        let name = ckpt.name_at(i).expect("index in range").to_owned();
-        let first = ckpt.index_of(&name).expect("every name is found");
-        assert!(first <= i);
-        let by_name = ckpt.tensor(&name);
-        let Ok(t) = ckpt.tensor_at(i) else {
-            continue;
-        };
-        assert_eq!(by_name.is_ok(), ckpt.tensor_at(first).is_ok());
-        let span = t.desc.span_bytes();
-        if let Some(off) = t.file_offset() {
-            assert!(off.checked_add(span).is_some_and(|end| end <= file_len));
-        }
-        let bytes = t.bytes();
-        assert_eq!(bytes.len() as u64, span);
-        sum = bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
-        let logical = t.desc.numel.saturating_mul(t.desc.dtype.itemsize() as u64);
-        if logical <= 1 << 24 {
-            assert_eq!(t.contiguous_bytes().len() as u64, logical);
-        }
-    }
-    sum.wrapping_add(visit_values(ckpt))
-        .wrapping_add(load_into_modules(ckpt))
-}
-
-/// A skeleton of the checkpoint, assign-loaded; copy-loaded (and converted) when small.
-fn load_into_modules(ckpt: &Checkpoint) -> u64 {
-    let Ok(mut module) = Module::from_checkpoint(ckpt) else {
-        return 0;
-    };
-    let non_strict = LoadOptions {
-        strict: false,
-        ..LoadOptions::default()
-    };
-    let assign = LoadOptions {
-        assign: true,
-        ..non_strict.clone()
-    };
-    let _ = module.load(ckpt, &assign);
-    let mut sum = 0u64;
-    let mut total = 0u64;
-    for e in module.entries() {
-        if let Some(bytes) = e.bytes() {
-            sum = bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
-        }
-        total = total.saturating_add(
-            e.numel()
-                .saturating_mul(e.declared_dtype().itemsize() as u64),
-        );
-    }
-    if total > 8 << 20 {
-        return sum;
-    }
-    for dtype in [None, Some(DType::BFloat16)] {
-        let Ok(mut copy) = Module::from_checkpoint(ckpt) else {
-            return sum;
-        };
-        if let Some(d) = dtype {
-            copy.set_floating_dtype(d)
-                .expect("a fresh module has no data");
-        }
-        copy.materialize().expect("small modules materialize");
-        let _ = copy.load(ckpt, &non_strict);
-    }
-    sum
-}
-
-/// Every non-tensor value: read through its kind's accessor and found again by its path.
-fn visit_values(ckpt: &Checkpoint) -> u64 {
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
-    let mut sum = 0u64;
-    for (i, leaf) in leaves.values.iter().enumerate() {
-        let _ = leaf.as_bool();
-        let _ = leaf.as_i64();
-        let _ = leaf.as_f64();
-        let _ = leaf.as_complex();
-        let _ = leaf.class_name();
-        if let Ok(text) = leaf.text() {
-            sum = sum.wrapping_add(text.len() as u64);
-        }
-        // Looking a value up by its name walks the tree again: do it for the first few.
-        if i < 64 {
-            let again = values::value(ckpt, leaf.path());
-            assert!(
-                again.is_ok(),
-                "value '{}' is listed but not found",
-                leaf.path()
-            );
-        }
-    }
-    sum
+    fuzzing::walk_tensors(ckpt, file_len)
+        .wrapping_add(fuzzing::visit_values(ckpt))
+        .wrapping_add(fuzzing::load_into_modules(ckpt))
 }
 
 #[test]
@@ -156,4 +70,22 @@ fn mutants_of_every_fixture_open_cleanly_or_fail_cleanly() {
         started.elapsed().as_secs_f64()
     );
     assert!(total >= 10_000, "only {total} mutants");
+}
+
+/// c_tests/test_mutation.c generates these mutants again in C: both generators are checked
+/// against the committed digests, so they agree. After a deliberate change to the generator or
+/// the fixtures, rerun with `MMCKPT_UPDATE_MUTANT_DIGESTS=1` to rewrite the file.
+#[test]
+fn the_committed_mutant_digests_are_this_generators() {
+    let path = repo_path("tests/mutants/digests.tsv");
+    let generated = mutants::digests_tsv(|file| std::fs::read(repo_path(file)).unwrap());
+    if std::env::var_os("MMCKPT_UPDATE_MUTANT_DIGESTS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is stale (MMCKPT_UPDATE_MUTANT_DIGESTS=1 rewrites it); this generator gives:\n{generated}",
+        path.display()
+    );
 }

@@ -1,20 +1,4 @@
-//! The legacy (pre-zip) stream reader: inputs are forced onto that path by starting with a
-//! pickle PROTO opcode, so every mutation exercises the magic/version/sys-info/keys/storages walk.
+//! `walk` on inputs that start with a pickle PROTO: the legacy (pre-zip) stream reader.
+//! The body is `mmckpt::fuzzing::legacy`, which tests/hostile.rs runs on every `cargo test`.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use mmckpt::{Checkpoint, OpenOptions};
-
-fuzz_target!(|data: &[u8]| {
-    if data.first() != Some(&0x80) {
-        return;
-    }
-    let Ok(ckpt) = Checkpoint::from_bytes(data, &OpenOptions::default()) else {
-        return;
-    };
-    for i in 0..ckpt.len() {
-        if let Ok(t) = ckpt.tensor_at(i) {
-            // The span lies inside the storage, which lies inside the input or an owned copy.
-            std::hint::black_box(t.bytes().iter().fold(0u8, |a, &b| a ^ b));
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mmckpt::fuzzing::legacy(data));

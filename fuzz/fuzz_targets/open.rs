@@ -1,13 +1,4 @@
-//! The whole open path over arbitrary bytes: container, pickle, torch interpretation, table.
+//! The whole open path (container, pickle, torch interpretation, table), plain and strict.
+//! The body is `mmckpt::fuzzing::open`, which tests/hostile.rs runs on every `cargo test`.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use mmckpt::{Checkpoint, OpenOptions};
-
-fuzz_target!(|data: &[u8]| {
-    let _ = Checkpoint::from_bytes(data, &OpenOptions::default());
-    let strict = OpenOptions {
-        strict: true,
-        ..OpenOptions::default()
-    };
-    let _ = Checkpoint::from_bytes(data, &strict);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mmckpt::fuzzing::open(data));

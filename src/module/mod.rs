@@ -178,7 +178,7 @@ impl Entry {
         match &self.data {
             Data::View(View {
                 strides: Some(s), ..
-            }) => is_contiguous(self.shape(), s),
+            }) => crate::strided::is_contiguous(self.shape(), s),
             _ => true,
         }
     }
@@ -191,17 +191,6 @@ impl Entry {
             _ => None,
         }
     }
-}
-
-pub(crate) fn is_contiguous(shape: &[i64], strides: &[i64]) -> bool {
-    let mut expected: i64 = 1;
-    for (&size, &stride) in shape.iter().zip(strides).rev() {
-        if size != 1 && stride != expected {
-            return false;
-        }
-        expected = expected.saturating_mul(size);
-    }
-    true
 }
 
 /// A module skeleton and, after a load or materialize, its data. `Send` and `Sync`: a shared

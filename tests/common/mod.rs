@@ -1,8 +1,10 @@
-//! Shared helpers for the integration tests: fixture paths and the torch-written manifest.
+//! Shared helpers for the integration tests: fixture paths, the torch-written manifest, and the
+//! `expected.tsv` tables that come with the hand-made inputs.
 #![allow(dead_code)]
 
+use mmckpt::ErrorKind;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -28,4 +30,32 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The rows of `dir/expected.tsv` (written with the files in `dir` by scripts/make_*.py):
+/// tab-separated columns; `#` comments and blank lines skipped.
+pub fn expected_rows(dir: &Path) -> Vec<Vec<String>> {
+    let path = dir.join("expected.tsv");
+    let table =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The error kind of a C status name in an `expected.tsv` (`MMCKPT_ERR_FORMAT`, …); `None` for
+/// `MMCKPT_OK`.
+pub fn status_kind(status: &str) -> Option<ErrorKind> {
+    use ErrorKind::*;
+    if status == "MMCKPT_OK" {
+        return None;
+    }
+    Some(
+        [Format, Unsupported, Unsafe, Limit, Io, NotFound]
+            .into_iter()
+            .find(|k| k.status_name() == status)
+            .unwrap_or_else(|| panic!("unexpected status {status} in expected.tsv")),
+    )
 }

@@ -1,5 +1,7 @@
-//! The mutant generator shared by the Rust mutation test. c_tests/test_mutation.c implements
-//! the same classes in C (same seed, same boundaries) for the C ABI under sanitizers.
+//! The mutant generator of the Rust mutation test. c_tests/test_mutation.c implements the same
+//! classes in C (same seed, same boundaries) for the C ABI under sanitizers; both check the
+//! mutants they generate against `tests/mutants/digests.tsv` ([`digest`]), so the two cannot
+//! drift apart.
 #![allow(dead_code)]
 
 /// The torch-written fixtures (recipe.pt, 40 MB, is left out: its metadata is that of the
@@ -273,4 +275,55 @@ pub fn for_each_mutant(original: &[u8], scale: f64, mut f: impl FnMut(&str, &[u8
             buf[at] = original[at];
         }
     }
+}
+
+/// FNV-1a (64-bit) over every mutant of `original` at `scale`, in generation order, each as
+/// its length (8 bytes, little-endian) then its bytes; and the number of mutants. The C test
+/// computes the same over the mutants it opens.
+pub fn digest(original: &[u8], scale: f64) -> (usize, u64) {
+    let mut count = 0usize;
+    let mut hash = Fnv1a::new();
+    for_each_mutant(original, scale, |_, mutant| {
+        hash.update(&(mutant.len() as u64).to_le_bytes());
+        hash.update(mutant);
+        count += 1;
+    });
+    (count, hash.0)
+}
+
+struct Fnv1a(u64);
+impl Fnv1a {
+    fn new() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// The scales whose digests `digests.tsv` lists: the CI amount, and the tenth the C test runs
+/// under valgrind (`MMCKPT_TEST_SKIP_LARGE`).
+pub const DIGEST_SCALES: &[f64] = &[1.0, 0.1];
+
+/// `tests/mutants/digests.tsv` as this generator writes it.
+pub fn digests_tsv(read: impl Fn(&str) -> Vec<u8>) -> String {
+    let mut out = String::from(
+        "# Mutants of each fixture per scale (MMCKPT_MUTANTS_PER_CLASS), as tests/mutants/mod.rs\n\
+         # generates them, and their FNV-1a digest (mutants::digest). tests/mutation.rs checks this\n\
+         # file against the Rust generator, c_tests/test_mutation.c against the C one.\n\
+         # fixture (under tests/)\tscale\tmutants\tfnv1a64\n",
+    );
+    for file in FIXTURES {
+        let original = read(file);
+        for &scale in DIGEST_SCALES {
+            let (count, hash) = digest(&original, scale);
+            let name = file
+                .strip_prefix("tests/")
+                .expect("fixtures are under tests/");
+            out.push_str(&format!("{name}\t{scale}\t{count}\t{hash:016x}\n"));
+        }
+    }
+    out
 }
