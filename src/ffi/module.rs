@@ -464,7 +464,7 @@ impl Drop for LoadInProgress {
 /// strict copy load). Without ASSIGN every entry the checkpoint fills needs storage (materialize
 /// or bind first, else MMCKPT_ERR_STATE); floating dtypes convert as torch's .to() does, other
 /// dtype pairs are MMCKPT_ERR_DTYPE_MISMATCH. A strict load that fails changes nothing, and
-/// mmckpt_last_error() holds torch's "Error(s) in loading state_dict for <Name>:" text for key
+/// mmckpt_last_error() holds torch's `"Error(s) in loading state_dict for <Name>:"` text for key
 /// (MMCKPT_ERR_KEY_MISMATCH) and size (MMCKPT_ERR_SHAPE_MISMATCH) mismatches. Views bound by an
 /// assign load keep the checkpoint's memory alive after mmckpt_checkpoint_close. `report`
 /// (nullable) receives, on success only, a new report the caller frees with
@@ -559,7 +559,7 @@ pub extern "C" fn mmckpt_load_report_unexpected(
     report_key(r, i, |r| &r.unexpected)
 }
 
-/// torch's wording of the result: "<All keys matched successfully>" or
+/// torch's wording of the result: `"<All keys matched successfully>"` or
 /// "_IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])". Borrowed from the report;
 /// NULL for NULL.
 #[no_mangle]
