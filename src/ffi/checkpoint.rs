@@ -6,11 +6,59 @@ use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::LoadMode;
 use crate::error::{Error, Result};
 use std::ffi::c_char;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An open checkpoint: opaque, immutable after open, safe to read from any number of threads
 /// at once. Free it with mmckpt_checkpoint_close.
 pub struct mmckpt_checkpoint {
     pub(crate) inner: Checkpoint,
+    /// Loads reading this checkpoint now, plus CLOSE_REQUESTED once it was closed during one
+    /// (from an on_tensor callback): the last load to finish then frees it.
+    loads: AtomicUsize,
+}
+
+const CLOSE_REQUESTED: usize = 1 << (usize::BITS - 1);
+
+impl mmckpt_checkpoint {
+    pub(crate) fn new(inner: Checkpoint) -> mmckpt_checkpoint {
+        mmckpt_checkpoint {
+            inner,
+            loads: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// A load's hold on a checkpoint handle: a close while any hold lives is carried out when the
+/// last hold ends, so a callback that closes the checkpoint being loaded cannot free it under
+/// the load.
+pub(crate) struct CheckpointHold {
+    handle: *const mmckpt_checkpoint,
+}
+
+impl CheckpointHold {
+    pub(crate) fn new(ckpt: *const mmckpt_checkpoint) -> Result<CheckpointHold> {
+        arg_ref(ckpt, "ckpt")?.loads.fetch_add(1, Ordering::AcqRel);
+        Ok(CheckpointHold { handle: ckpt })
+    }
+
+    pub(crate) fn checkpoint(&self) -> &Checkpoint {
+        // SAFETY: non-null (checked in new) and live: a close while this hold exists only marks
+        // the handle, and the free happens in the last hold's drop.
+        unsafe { &(*self.handle).inner }
+    }
+}
+
+impl Drop for CheckpointHold {
+    fn drop(&mut self) {
+        // SAFETY: as in checkpoint(); this is the hold's last use of the handle before a free.
+        let loads = unsafe { &(*self.handle).loads };
+        if loads.fetch_sub(1, Ordering::AcqRel) == CLOSE_REQUESTED | 1 {
+            // SAFETY: closed during the load, and this was the last hold: nothing else may use
+            // the handle (using it after close is undefined by the header's contract), and it
+            // came from Box::into_raw in mmckpt_checkpoint_open.
+            drop(unsafe { Box::from_raw(self.handle.cast_mut()) });
+        }
+    }
 }
 
 /// Fail the open if the pickle names any global outside the allowlist (MMCKPT_ERR_UNSAFE).
@@ -40,13 +88,15 @@ pub struct mmckpt_open_options {
 /// Fills `opts` with the defaults (no flags, whole object). NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn mmckpt_open_options_init(opts: *mut mmckpt_open_options) {
-    if let Ok(out) = out_ptr(opts, "opts") {
-        out.write(mmckpt_open_options {
-            version: MMCKPT_OPEN_OPTIONS_VERSION,
-            flags: 0,
-            root: std::ptr::null(),
-        });
-    }
+    guard_value((), || {
+        if let Ok(out) = out_ptr(opts, "opts") {
+            out.write(mmckpt_open_options {
+                version: MMCKPT_OPEN_OPTIONS_VERSION,
+                flags: 0,
+                root: std::ptr::null(),
+            });
+        }
+    })
 }
 
 fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
@@ -98,23 +148,28 @@ pub extern "C" fn mmckpt_checkpoint_open(
         let out = out_ptr(out, "out")?;
         let options = open_options(opts)?;
         let inner = Checkpoint::open(path, &options)?;
-        out.write(Box::into_raw(Box::new(mmckpt_checkpoint { inner })));
+        out.write(Box::into_raw(Box::new(mmckpt_checkpoint::new(inner))));
         Ok(())
     })
 }
 
 /// Closes a checkpoint. NULL is a no-op. Modules that were assign-loaded from it keep the
 /// mapping alive and stay valid. Closing the same handle twice, or using it after close, is
-/// undefined behaviour (as with free()).
+/// undefined behaviour (as with free()). Closing it from inside the on_tensor callback of a load
+/// that reads it is allowed: the load goes on, and the checkpoint is freed when it returns.
 #[no_mangle]
 pub extern "C" fn mmckpt_checkpoint_close(ckpt: *mut mmckpt_checkpoint) {
-    if ckpt.is_null() {
-        return;
-    }
+    // Not Option<Box<_>> like mmckpt_load_report_free: a Box claims sole ownership, which a
+    // handle that a running load still reads does not give.
     guard_value((), || {
-        // SAFETY: a non-null handle was created by Box::into_raw in mmckpt_checkpoint_open and,
-        // by the documented contract, is closed once.
-        drop(unsafe { Box::from_raw(ckpt) });
+        let Ok(handle) = arg_ref(ckpt, "ckpt") else {
+            return;
+        };
+        if handle.loads.fetch_or(CLOSE_REQUESTED, Ordering::AcqRel) == 0 {
+            // SAFETY: no load holds the handle, it came from Box::into_raw in
+            // mmckpt_checkpoint_open and, by the documented contract, is closed once.
+            drop(unsafe { Box::from_raw(ckpt) });
+        }
     });
 }
 

@@ -3,6 +3,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Status of every fallible call. Values are never renumbered.
@@ -109,12 +110,13 @@ const STATUS_TEXT: &[(u32, &CStr)] = &[
 /// Static text describing a status: never NULL, never freed. Unknown values get a generic text.
 #[no_mangle]
 pub extern "C" fn mmckpt_status_str(status: mmckpt_status_value) -> *const c_char {
-    STATUS_TEXT
-        .iter()
-        .find(|(code, _)| *code == status)
-        .map_or(c"unknown mmckpt_status value".as_ptr(), |(_, text)| {
-            text.as_ptr()
-        })
+    let unknown = c"unknown mmckpt_status value".as_ptr();
+    guard_value(unknown, || {
+        STATUS_TEXT
+            .iter()
+            .find(|(code, _)| *code == status)
+            .map_or(unknown, |(_, text)| text.as_ptr())
+    })
 }
 
 thread_local! {
@@ -122,17 +124,31 @@ thread_local! {
 }
 
 pub(crate) fn set_last_error(message: &str) {
-    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = text);
+    let text = c_text(message);
+    // try_with: during thread teardown the slot may be gone; the status still says what failed.
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = text);
+}
+
+/// Text for C: a NUL inside it (C could not see past it) is written as `\x00`, the rule the
+/// tensor table and value paths follow, so a name reads the same in every string mmckpt returns.
+pub(crate) fn c_text(text: &str) -> CString {
+    let escaped = if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\\x00"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    CString::new(escaped.into_owned()).expect("every NUL was escaped")
 }
 
 /// This thread's detail text for its last failed call ("" if none failed yet). Never NULL.
 /// The pointer stays valid until this thread's next mmckpt call.
 #[no_mangle]
 pub extern "C" fn mmckpt_last_error() -> *const c_char {
-    LAST_ERROR
-        .try_with(|slot| slot.borrow().as_ptr())
-        .unwrap_or(c"".as_ptr())
+    guard_value(c"".as_ptr(), || {
+        LAST_ERROR
+            .try_with(|slot| slot.borrow().as_ptr())
+            .unwrap_or(c"".as_ptr())
+    })
 }
 
 /// Runs an exported body: errors become a status plus the thread's last error text, and a
@@ -156,7 +172,8 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> mmckpt_status {
     }
 }
 
-/// For exports that return a value instead of a status: a panic yields `fallback`.
+/// For exports that return a value instead of a status (getters, destructors, option
+/// initialisers): a panic yields `fallback`.
 pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
@@ -173,11 +190,6 @@ pub(crate) fn arg_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> {
     // SAFETY: the C caller guarantees that a non-null pointer points to a valid T for the
     // duration of the call (the header documents every pointer argument).
     unsafe { ptr.as_ref() }.ok_or_else(|| null_argument(what))
-}
-
-pub(crate) fn arg_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T> {
-    // SAFETY: as arg_ref, and the caller does not use *ptr concurrently during the call.
-    unsafe { ptr.as_mut() }.ok_or_else(|| null_argument(what))
 }
 
 /// Reads a NUL-terminated UTF-8 string argument.
@@ -200,6 +212,39 @@ pub(crate) fn arg_opt_str<'a>(ptr: *const c_char, what: &str) -> Result<Option<&
     }
 }
 
+/// Borrows `len` elements at `ptr`, an input array read during the call only. NULL is allowed
+/// for an empty array; NULL with `len > 0` is MMCKPT_ERR_NULL_ARGUMENT naming the argument (the
+/// header's rule for every pointer argument).
+pub(crate) fn arg_slice<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(null_argument(what));
+    }
+    // SAFETY: non-null, and the caller guarantees `len` readable, initialised elements at `ptr`
+    // that nothing writes during the call (the header documents every array argument).
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// `arg_slice` for an output buffer of `len` elements that mmckpt writes during the call (its
+/// old contents, possibly uninitialised, are never read).
+pub(crate) fn arg_slice_mut<'a, T>(
+    ptr: *mut T,
+    len: usize,
+    what: &str,
+) -> Result<&'a mut [MaybeUninit<T>]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if ptr.is_null() {
+        return Err(null_argument(what));
+    }
+    // SAFETY: non-null, and the caller guarantees `len` writable elements at `ptr` that nothing
+    // else uses during the call; MaybeUninit makes no claim about their contents.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<MaybeUninit<T>>(), len) })
+}
+
 /// Writes an output argument (only ever on success, by the callers' convention).
 pub(crate) fn out_ptr<T>(out: *mut T, what: &str) -> Result<OutPtr<T>> {
     if out.is_null() {
@@ -216,5 +261,35 @@ impl<T> OutPtr<T> {
         // SAFETY: non-null (checked in out_ptr) and the caller guarantees it points to writable
         // memory for a T; `write` does not read or drop the old (possibly uninitialised) value.
         unsafe { self.0.write(value) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_text_escapes_nul_as_the_table_does() {
+        assert_eq!(c_text("nul\0inside").to_bytes(), b"nul\\x00inside");
+        assert_eq!(c_text("plain").to_bytes(), b"plain");
+        set_last_error("a\0b");
+        // SAFETY: mmckpt_last_error returns a valid NUL-terminated string.
+        let text = unsafe { CStr::from_ptr(mmckpt_last_error()) };
+        assert_eq!(text.to_bytes(), b"a\\x00b");
+    }
+
+    #[test]
+    fn arg_slice_allows_null_only_when_empty() {
+        assert!(arg_slice::<i64>(std::ptr::null(), 0, "shape")
+            .unwrap()
+            .is_empty());
+        let err = arg_slice::<i64>(std::ptr::null(), 2, "shape").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NullArgument);
+        assert!(err.message.contains("'shape'"), "{}", err.message);
+        let values = [3i64, 4];
+        assert_eq!(arg_slice(values.as_ptr(), 2, "shape").unwrap(), [3, 4]);
+        assert!(arg_slice_mut::<u8>(std::ptr::null_mut(), 0, "buf").is_ok());
+        let err = arg_slice_mut::<u8>(std::ptr::null_mut(), 1, "buf").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NullArgument);
     }
 }

@@ -1,6 +1,15 @@
 //! Meta modules and load: build a skeleton, give it storage, load a checkpoint into it.
+//!
+//! Re-entrancy: a load calls the caller's on_tensor callback while it holds the module, and C
+//! code in the callback still has the module's handle. Rust's borrow rules make such a call
+//! impossible in the Rust API (`Module::load_with` borrows the module mutably and the callback
+//! sees only `&Entry`); here the handle carries a load-in-progress state outside the `Module`,
+//! checked before any call turns the handle into a reference, so that every call on the module
+//! being loaded is refused (MMCKPT_ERR_STATE, naming the call) instead of reaching a module
+//! borrowed by the load. mmckpt_module_count answers, and mmckpt_module_free is carried out when
+//! the load returns.
 
-use super::checkpoint::mmckpt_checkpoint;
+use super::checkpoint::{mmckpt_checkpoint, CheckpointHold};
 use super::guard::*;
 use super::types::{mmckpt_dtype_value, mmckpt_tensor};
 use crate::container::BorrowedBuf;
@@ -8,12 +17,72 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::module::{Entry, EntryKind, LoadOptions, LoadReport, Module};
 use std::ffi::{c_char, c_void, CString};
+use std::ptr::{addr_of, addr_of_mut};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// A module: entry names, dtypes, shapes and kinds, and (after materialize, bind or load) their
 /// data. Opaque; free it with mmckpt_module_free. One thread at a time may use a module; several
 /// modules may be loaded from one checkpoint on several threads at once.
 pub struct mmckpt_module {
-    pub(crate) inner: Module,
+    inner: Module,
+    /// IDLE, or LOADING (with FREE_REQUESTED once freed from inside the load's callback).
+    state: AtomicU32,
+    /// The number of entries while LOADING (no call may read `inner` then).
+    len_while_loading: AtomicUsize,
+}
+
+const IDLE: u32 = 0;
+const LOADING: u32 = 1;
+const FREE_REQUESTED: u32 = 2;
+
+impl mmckpt_module {
+    fn new(inner: Module) -> mmckpt_module {
+        mmckpt_module {
+            inner,
+            state: AtomicU32::new(IDLE),
+            len_while_loading: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The handle's state, read without touching `inner` (which a running load may hold mutably).
+///
+/// # Safety
+/// `m` is non-null and a live handle.
+unsafe fn state<'a>(m: *const mmckpt_module) -> &'a AtomicU32 {
+    // SAFETY: the caller guarantees a live handle; `state` is a field apart from `inner`, so
+    // this shared reference does not overlap the load's mutable borrow of `inner`.
+    unsafe { &*addr_of!((*m).state) }
+}
+
+fn check_idle(m: *const mmckpt_module, call: &str) -> Result<()> {
+    if m.is_null() {
+        return Err(null_argument("m"));
+    }
+    // SAFETY: non-null, and the caller guarantees a live handle.
+    if unsafe { state(m) }.load(Ordering::Acquire) != IDLE {
+        return Err(Error::state(format!(
+            "{call}: the module is being loaded (this is a call from inside its own on_tensor \
+             callback); use the entry the callback receives, and change the module after the \
+             load returns"
+        )));
+    }
+    Ok(())
+}
+
+/// The module of a handle for a reading call named `call`; refused during the module's load.
+fn module_ref<'a>(m: *const mmckpt_module, call: &str) -> Result<&'a Module> {
+    check_idle(m, call)?;
+    // SAFETY: non-null and idle: no load holds `inner`, and the caller guarantees a live
+    // handle that no other thread uses during the call.
+    Ok(unsafe { &*addr_of!((*m).inner) })
+}
+
+/// The module of a handle for a changing call named `call`; refused during the module's load.
+fn module_mut<'a>(m: *mut mmckpt_module, call: &str) -> Result<&'a mut Module> {
+    check_idle(m, call)?;
+    // SAFETY: as module_ref, and the caller does not use the module elsewhere during the call.
+    Ok(unsafe { &mut *addr_of_mut!((*m).inner) })
 }
 
 /// mmckpt_module_add: the entry is a buffer (default: a parameter).
@@ -29,7 +98,7 @@ fn write_module(
 ) -> Result<()> {
     let out = out_ptr(out, "out")?;
     let inner = build()?;
-    out.write(Box::into_raw(Box::new(mmckpt_module { inner })));
+    out.write(Box::into_raw(Box::new(mmckpt_module::new(inner))));
     Ok(())
 }
 
@@ -58,12 +127,9 @@ pub extern "C" fn mmckpt_module_from_spec(
     out: *mut *mut mmckpt_module,
 ) -> mmckpt_status {
     guard(|| {
-        if json.is_null() {
-            return Err(null_argument("json"));
-        }
-        // SAFETY: non-null, and the caller guarantees `len` readable bytes at `json` for the
-        // duration of the call.
-        let bytes = unsafe { std::slice::from_raw_parts(json as *const u8, len) };
+        // `json` is required even when empty (an empty spec is not a spec).
+        let json = arg_ref(json, "json")?;
+        let bytes = arg_slice(std::ptr::from_ref(json).cast::<u8>(), len, "json")?;
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Error::invalid_argument(format!("module spec is not UTF-8: {e}")))?;
         write_module(out, || Module::from_spec(text))
@@ -87,7 +153,8 @@ pub extern "C" fn mmckpt_module_from_checkpoint(
 /// Adds a meta entry: `name` (dotted, copied), `dtype`, `shape` (`ndim` values, read during the
 /// call; may be NULL when ndim == 0), `flags` MMCKPT_ENTRY_*. Fails with
 /// MMCKPT_ERR_INVALID_ARGUMENT for a duplicate or malformed name, an unknown dtype, a negative
-/// size or unknown flags; the module is then unchanged.
+/// size or unknown flags; the module is then unchanged. Refused (MMCKPT_ERR_STATE) from inside
+/// the on_tensor callback of a load into this module.
 #[no_mangle]
 pub extern "C" fn mmckpt_module_add(
     m: *mut mmckpt_module,
@@ -98,7 +165,7 @@ pub extern "C" fn mmckpt_module_add(
     flags: u32,
 ) -> mmckpt_status {
     guard(|| {
-        let m = arg_mut(m, "m")?;
+        let m = module_mut(m, "mmckpt_module_add")?;
         let name = arg_str(name, "name")?;
         let dtype = DType::from_code(dtype).ok_or_else(|| {
             Error::invalid_argument(format!("dtype {dtype} is not an mmckpt_dtype"))
@@ -109,21 +176,14 @@ pub extern "C" fn mmckpt_module_add(
                 flags & !ENTRY_FLAGS
             )));
         }
-        let shape: &[i64] = if ndim == 0 {
-            &[]
-        } else {
-            if shape.is_null() {
-                return Err(null_argument("shape"));
-            }
-            if ndim as usize > crate::torch::MAX_NDIM {
-                return Err(Error::invalid_argument(format!(
-                    "ndim {ndim} is more than {}",
-                    crate::torch::MAX_NDIM
-                )));
-            }
-            // SAFETY: non-null, and the caller guarantees `ndim` readable values for the call.
-            unsafe { std::slice::from_raw_parts(shape, ndim as usize) }
-        };
+        // Bounds how much caller memory is read; the module's own limit is the same number.
+        if ndim as usize > crate::torch::MAX_NDIM {
+            return Err(Error::invalid_argument(format!(
+                "ndim {ndim} is more than {}",
+                crate::torch::MAX_NDIM
+            )));
+        }
+        let shape = arg_slice(shape, ndim as usize, "shape")?;
         let kind = if flags & MMCKPT_ENTRY_NON_PERSISTENT != 0 {
             EntryKind::Buffer { persistent: false }
         } else if flags & MMCKPT_ENTRY_BUFFER != 0 {
@@ -131,33 +191,55 @@ pub extern "C" fn mmckpt_module_add(
         } else {
             EntryKind::Parameter
         };
-        m.inner.add(name, dtype, shape, kind)
+        m.add(name, dtype, shape, kind)
     })
 }
 
 /// Frees a module and the storage it owns (caller-bound memory is not freed). Views it holds
 /// release their checkpoint mapping. NULL is a no-op; freeing twice is undefined behaviour.
+/// Called from inside the on_tensor callback of a load into this module, it stops that load:
+/// the callback's return value is ignored, mmckpt_module_load returns MMCKPT_ERR_CALLBACK, and
+/// the module is freed just before it returns (so the handle must not be used after this call,
+/// as always).
 #[no_mangle]
 pub extern "C" fn mmckpt_module_free(m: *mut mmckpt_module) {
-    if m.is_null() {
-        return;
-    }
+    // Not Option<Box<_>> like mmckpt_load_report_free: a Box claims sole ownership, which a
+    // handle whose load is still running does not give.
     guard_value((), || {
-        // SAFETY: a non-null handle was created by Box::into_raw in a module constructor and,
-        // by the documented contract, is freed once.
-        drop(unsafe { Box::from_raw(m) });
+        if m.is_null() {
+            return;
+        }
+        // SAFETY: non-null, and the caller guarantees a live handle.
+        let state = unsafe { state(m) };
+        if state.fetch_or(FREE_REQUESTED, Ordering::AcqRel) == IDLE {
+            // SAFETY: no load holds the handle; it came from Box::into_raw in a module
+            // constructor and, by the documented contract, is freed once.
+            drop(unsafe { Box::from_raw(m) });
+        }
     });
 }
 
-/// Number of entries (parameters and buffers, persistent or not); 0 for NULL.
+/// Number of entries (parameters and buffers, persistent or not); 0 for NULL. Also answers from
+/// inside the on_tensor callback of a load into this module.
 #[no_mangle]
 pub extern "C" fn mmckpt_module_count(m: *const mmckpt_module) -> usize {
-    guard_value(0, || arg_ref(m, "m").map_or(0, |m| m.inner.len()))
+    guard_value(0, || {
+        if m.is_null() {
+            return 0;
+        }
+        // SAFETY: non-null, and the caller guarantees a live handle.
+        if unsafe { state(m) }.load(Ordering::Acquire) != IDLE {
+            // SAFETY: as above; like `state`, a field apart from the `inner` a load holds.
+            return unsafe { &*addr_of!((*m).len_while_loading) }.load(Ordering::Relaxed);
+        }
+        module_ref(m, "mmckpt_module_count").map_or(0, Module::len)
+    })
 }
 
 /// Describes entry `index` (in the order entries were added). The description borrows from the
 /// module: valid until the module is freed or the entry is changed by a load, materialize or
-/// bind. `data` is NULL for a meta entry.
+/// bind. `data` is NULL for a meta entry. Refused (MMCKPT_ERR_STATE) from inside the on_tensor
+/// callback of a load into this module: use the callback's `entry`.
 #[no_mangle]
 pub extern "C" fn mmckpt_module_at(
     m: *const mmckpt_module,
@@ -165,12 +247,12 @@ pub extern "C" fn mmckpt_module_at(
     out: *mut mmckpt_tensor,
 ) -> mmckpt_status {
     guard(|| {
-        let m = arg_ref(m, "m")?;
+        let m = module_ref(m, "mmckpt_module_at")?;
         let out = out_ptr(out, "out")?;
-        let entry = m.inner.entry_at(index).ok_or_else(|| {
+        let entry = m.entry_at(index).ok_or_else(|| {
             Error::not_found(format!(
                 "entry index {index} is out of range (the module has {} entries)",
-                m.inner.len()
+                m.len()
             ))
         })?;
         out.write(mmckpt_tensor::from_module_entry(entry));
@@ -179,7 +261,7 @@ pub extern "C" fn mmckpt_module_at(
 }
 
 /// Describes the entry with this dotted name (MMCKPT_ERR_NOT_FOUND if none); borrowed as in
-/// mmckpt_module_at.
+/// mmckpt_module_at, and refused during the module's own load as mmckpt_module_at is.
 #[no_mangle]
 pub extern "C" fn mmckpt_module_get(
     m: *const mmckpt_module,
@@ -187,11 +269,10 @@ pub extern "C" fn mmckpt_module_get(
     out: *mut mmckpt_tensor,
 ) -> mmckpt_status {
     guard(|| {
-        let m = arg_ref(m, "m")?;
+        let m = module_ref(m, "mmckpt_module_get")?;
         let name = arg_str(name, "name")?;
         let out = out_ptr(out, "out")?;
         let entry = m
-            .inner
             .get(name)
             .ok_or_else(|| Error::not_found(format!("module has no entry named '{name}'")))?;
         out.write(mmckpt_tensor::from_module_entry(entry));
@@ -201,17 +282,19 @@ pub extern "C" fn mmckpt_module_get(
 
 /// Like torch's to_empty(): gives every entry without data module-owned, zeroed, 64-byte
 /// aligned, contiguous storage of its declared dtype (freed with the module). Entries with data
-/// keep it. On failure (MMCKPT_ERR_NO_MEMORY) the module is unchanged.
+/// keep it. On failure (MMCKPT_ERR_NO_MEMORY) the module is unchanged. Refused
+/// (MMCKPT_ERR_STATE) from inside the on_tensor callback of a load into this module.
 #[no_mangle]
 pub extern "C" fn mmckpt_module_materialize(m: *mut mmckpt_module) -> mmckpt_status {
-    guard(|| arg_mut(m, "m")?.inner.materialize())
+    guard(|| module_mut(m, "mmckpt_module_materialize")?.materialize())
 }
 
 /// Binds caller memory as entry `name`'s contiguous storage, replacing any data it had. `data`
 /// must hold at least numel × itemsize bytes of the entry's dtype (MMCKPT_ERR_BUFFER_TOO_SMALL
 /// otherwise, module unchanged). mmckpt writes into it during copy loads and never frees it; it
 /// must stay valid and unused by others until the module is freed or the entry is re-bound or
-/// replaced by an assign load.
+/// replaced by an assign load. Refused (MMCKPT_ERR_STATE) from inside the on_tensor callback of
+/// a load into this module.
 #[no_mangle]
 pub extern "C" fn mmckpt_module_bind(
     m: *mut mmckpt_module,
@@ -220,7 +303,7 @@ pub extern "C" fn mmckpt_module_bind(
     nbytes: usize,
 ) -> mmckpt_status {
     guard(|| {
-        let m = arg_mut(m, "m")?;
+        let m = module_mut(m, "mmckpt_module_bind")?;
         let name = arg_str(name, "name")?;
         if data.is_null() {
             return Err(null_argument("data"));
@@ -228,13 +311,22 @@ pub extern "C" fn mmckpt_module_bind(
         // SAFETY: non-null; the caller guarantees `nbytes` writable bytes that only this module
         // uses for as long as it holds them (documented above).
         let buf = unsafe { BorrowedBuf::from_raw(data as *mut u8, nbytes) };
-        m.inner.bind(name, buf)
+        m.bind(name, buf)
     })
 }
 
 /// Per-tensor callback of mmckpt_module_load: called once per loaded entry, after it is bound
 /// or copied, in file-offset order. `entry` is valid during the call only. Return 0 to go on;
 /// non-zero stops the load with MMCKPT_ERR_CALLBACK. It must not unwind (throw) into mmckpt.
+///
+/// From inside the callback, every call that only reads works: the checkpoint being loaded
+/// (tensors, names, values, mmckpt_module_from_checkpoint), other modules and checkpoints (even
+/// loads into other modules), mmckpt_last_error, mmckpt_status_str, the dtype and version
+/// helpers, and mmckpt_module_count of the module being loaded. Calls on the module being
+/// loaded are refused with MMCKPT_ERR_STATE naming the call (mmckpt_module_add, _materialize,
+/// _bind, _load, _at, _get), except mmckpt_module_free, which stops the load and frees the
+/// module when mmckpt_module_load returns. mmckpt_checkpoint_close of the checkpoint being
+/// loaded lets the load finish and frees the checkpoint when it returns.
 pub type mmckpt_tensor_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, entry: *const mmckpt_tensor) -> i32>;
 
@@ -269,15 +361,17 @@ pub struct mmckpt_load_options {
 /// Fills `opts` with the defaults: a strict copy load, no prefix, no callback. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn mmckpt_load_options_init(opts: *mut mmckpt_load_options) {
-    if let Ok(out) = out_ptr(opts, "opts") {
-        out.write(mmckpt_load_options {
-            version: MMCKPT_LOAD_OPTIONS_VERSION,
-            flags: MMCKPT_LOAD_STRICT,
-            prefix: std::ptr::null(),
-            on_tensor: None,
-            user_data: std::ptr::null_mut(),
-        });
-    }
+    guard_value((), || {
+        if let Ok(out) = out_ptr(opts, "opts") {
+            out.write(mmckpt_load_options {
+                version: MMCKPT_LOAD_OPTIONS_VERSION,
+                flags: MMCKPT_LOAD_STRICT,
+                prefix: std::ptr::null(),
+                on_tensor: None,
+                user_data: std::ptr::null_mut(),
+            });
+        }
+    })
 }
 
 /// The outcome of a successful load: missing and unexpected keys and torch's wording. Opaque;
@@ -288,16 +382,80 @@ pub struct mmckpt_load_report {
     message: CString,
 }
 
-fn c_string(s: &str) -> CString {
-    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
-}
-
 impl mmckpt_load_report {
     fn new(r: &LoadReport) -> mmckpt_load_report {
         mmckpt_load_report {
-            missing: r.missing_keys().iter().map(|k| c_string(k)).collect(),
-            unexpected: r.unexpected_keys().iter().map(|k| c_string(k)).collect(),
-            message: c_string(&r.message()),
+            missing: r.missing_keys().iter().map(|k| c_text(k)).collect(),
+            unexpected: r.unexpected_keys().iter().map(|k| c_text(k)).collect(),
+            message: c_text(&r.message()),
+        }
+    }
+}
+
+/// C load options as the core's, and the callback with its user data.
+type Callback = (
+    unsafe extern "C" fn(*mut c_void, *const mmckpt_tensor) -> i32,
+    *mut c_void,
+);
+
+fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option<Callback>)> {
+    let mut options = LoadOptions::default();
+    if opts.is_null() {
+        return Ok((options, None));
+    }
+    let opts = arg_ref(opts, "opts")?;
+    if opts.version != MMCKPT_LOAD_OPTIONS_VERSION {
+        return Err(Error::invalid_argument(format!(
+            "opts.version is {}; initialise options with mmckpt_load_options_init",
+            opts.version
+        )));
+    }
+    if opts.flags & !LOAD_FLAGS != 0 {
+        return Err(Error::invalid_argument(format!(
+            "opts.flags has unknown bits 0x{:x}",
+            opts.flags & !LOAD_FLAGS
+        )));
+    }
+    options.assign = opts.flags & MMCKPT_LOAD_ASSIGN != 0;
+    options.strict = opts.flags & MMCKPT_LOAD_STRICT != 0;
+    options.convert = opts.flags & MMCKPT_LOAD_CONVERT != 0;
+    options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
+        .unwrap_or("")
+        .to_string();
+    Ok((options, opts.on_tensor.map(|f| (f, opts.user_data))))
+}
+
+/// Marks a module handle as being loaded for as long as it lives; on drop (also when a panic
+/// unwinds) makes it idle again, or frees it if mmckpt_module_free was called meanwhile.
+struct LoadInProgress {
+    handle: *mut mmckpt_module,
+}
+
+impl LoadInProgress {
+    /// `m` must be an idle, live handle (module_mut checked it).
+    fn start(m: *mut mmckpt_module, len: usize) -> LoadInProgress {
+        // SAFETY: live (module_mut checked it is non-null and idle); fields apart from `inner`.
+        unsafe {
+            (*addr_of!((*m).len_while_loading)).store(len, Ordering::Relaxed);
+            state(m).store(LOADING, Ordering::Release);
+        }
+        LoadInProgress { handle: m }
+    }
+
+    fn free_requested(&self) -> bool {
+        // SAFETY: live until this guard's drop.
+        unsafe { state(self.handle) }.load(Ordering::Acquire) & FREE_REQUESTED != 0
+    }
+}
+
+impl Drop for LoadInProgress {
+    fn drop(&mut self) {
+        // SAFETY: live until here; the load's borrow of `inner` has ended.
+        let previous = unsafe { state(self.handle) }.swap(IDLE, Ordering::AcqRel);
+        if previous & FREE_REQUESTED != 0 {
+            // SAFETY: mmckpt_module_free was called on this handle during the load and left the
+            // free to us; it came from Box::into_raw in a module constructor.
+            drop(unsafe { Box::from_raw(self.handle) });
         }
     }
 }
@@ -306,11 +464,12 @@ impl mmckpt_load_report {
 /// strict copy load). Without ASSIGN every entry the checkpoint fills needs storage (materialize
 /// or bind first, else MMCKPT_ERR_STATE); floating dtypes convert as torch's .to() does, other
 /// dtype pairs are MMCKPT_ERR_DTYPE_MISMATCH. A strict load that fails changes nothing, and
-/// mmckpt_last_error() holds torch's "Error(s) in loading state_dict for <Name>:" text for key
+/// mmckpt_last_error() holds torch's `"Error(s) in loading state_dict for <Name>:"` text for key
 /// (MMCKPT_ERR_KEY_MISMATCH) and size (MMCKPT_ERR_SHAPE_MISMATCH) mismatches. Views bound by an
 /// assign load keep the checkpoint's memory alive after mmckpt_checkpoint_close. `report`
 /// (nullable) receives, on success only, a new report the caller frees with
-/// mmckpt_load_report_free.
+/// mmckpt_load_report_free. What the on_tensor callback may call is listed at mmckpt_tensor_fn;
+/// a load into a module from inside that module's own callback is refused (MMCKPT_ERR_STATE).
 #[no_mangle]
 pub extern "C" fn mmckpt_module_load(
     m: *mut mmckpt_module,
@@ -319,37 +478,10 @@ pub extern "C" fn mmckpt_module_load(
     report: *mut *mut mmckpt_load_report,
 ) -> mmckpt_status {
     guard(|| {
-        let m = arg_mut(m, "m")?;
-        let ckpt = arg_ref(ckpt, "ckpt")?;
-        let mut options = LoadOptions::default();
-        let mut callback = None;
-        if !opts.is_null() {
-            let opts = arg_ref(opts, "opts")?;
-            if opts.version != MMCKPT_LOAD_OPTIONS_VERSION {
-                return Err(Error::invalid_argument(format!(
-                    "opts.version is {}; initialise options with mmckpt_load_options_init",
-                    opts.version
-                )));
-            }
-            if opts.flags & !LOAD_FLAGS != 0 {
-                return Err(Error::invalid_argument(format!(
-                    "opts.flags has unknown bits 0x{:x}",
-                    opts.flags & !LOAD_FLAGS
-                )));
-            }
-            options.assign = opts.flags & MMCKPT_LOAD_ASSIGN != 0;
-            options.strict = opts.flags & MMCKPT_LOAD_STRICT != 0;
-            options.convert = opts.flags & MMCKPT_LOAD_CONVERT != 0;
-            if options.convert && !options.assign {
-                return Err(Error::invalid_argument(
-                    "MMCKPT_LOAD_CONVERT needs MMCKPT_LOAD_ASSIGN (copy loads always convert)",
-                ));
-            }
-            options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
-                .unwrap_or("")
-                .to_string();
-            callback = opts.on_tensor.map(|f| (f, opts.user_data));
-        }
+        let module = module_mut(m, "mmckpt_module_load")?;
+        let ckpt = CheckpointHold::new(ckpt)?;
+        let (options, callback) = load_options(opts)?;
+        let loading = LoadInProgress::start(m, module.len());
         let mut call = |entry: &Entry| -> bool {
             let Some((f, user_data)) = callback else {
                 return true;
@@ -357,14 +489,24 @@ pub extern "C" fn mmckpt_module_load(
             let t = mmckpt_tensor::from_module_entry(entry);
             // SAFETY: the caller supplied a function of this signature; `t` and everything it
             // points to stay valid for the duration of the call.
-            unsafe { f(user_data, &t) == 0 }
+            let go_on = unsafe { f(user_data, &t) == 0 };
+            go_on && !loading.free_requested()
         };
         let on_tensor: Option<&mut dyn FnMut(&Entry) -> bool> = if callback.is_some() {
             Some(&mut call)
         } else {
             None
         };
-        let outcome = m.inner.load_with(&ckpt.inner, &options, on_tensor)?;
+        let outcome = module.load_with(ckpt.checkpoint(), &options, on_tensor);
+        let freed = loading.free_requested();
+        drop(loading);
+        if freed {
+            return Err(Error::callback(
+                "the on_tensor callback called mmckpt_module_free on the module being loaded: \
+                 the load stopped and the module is freed",
+            ));
+        }
+        let outcome = outcome?;
         if !report.is_null() {
             out_ptr(report, "report")?
                 .write(Box::into_raw(Box::new(mmckpt_load_report::new(&outcome))));
@@ -417,7 +559,7 @@ pub extern "C" fn mmckpt_load_report_unexpected(
     report_key(r, i, |r| &r.unexpected)
 }
 
-/// torch's wording of the result: "<All keys matched successfully>" or
+/// torch's wording of the result: `"<All keys matched successfully>"` or
 /// "_IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])". Borrowed from the report;
 /// NULL for NULL.
 #[no_mangle]
@@ -429,15 +571,8 @@ pub extern "C" fn mmckpt_load_report_message(r: *const mmckpt_load_report) -> *c
 
 /// Frees a report. NULL is a no-op; freeing twice is undefined behaviour.
 #[no_mangle]
-pub extern "C" fn mmckpt_load_report_free(r: *mut mmckpt_load_report) {
-    if r.is_null() {
-        return;
-    }
-    guard_value((), || {
-        // SAFETY: a non-null report was created by Box::into_raw in mmckpt_module_load and, by
-        // the documented contract, is freed once.
-        drop(unsafe { Box::from_raw(r) });
-    });
+pub extern "C" fn mmckpt_load_report_free(r: Option<Box<mmckpt_load_report>>) {
+    guard_value((), || drop(r));
 }
 
 #[cfg(test)]
@@ -475,8 +610,8 @@ mod tests {
             conj: false,
             neg: false,
         };
-        mmckpt_checkpoint {
-            inner: Checkpoint::from_parts(
+        mmckpt_checkpoint::new(
+            Checkpoint::from_parts(
                 &bytes,
                 &[(0, 12)],
                 vec![
@@ -485,7 +620,7 @@ mod tests {
                 ],
             )
             .unwrap(),
-        }
+        )
     }
 
     extern "C" fn count_calls(user_data: *mut c_void, entry: *const mmckpt_tensor) -> i32 {
@@ -588,7 +723,8 @@ mod tests {
         assert_eq!(message.to_str().unwrap(), "<All keys matched successfully>");
         assert_eq!(mmckpt_load_report_missing_count(report), 0);
         assert!(mmckpt_load_report_missing(report, 0).is_null());
-        mmckpt_load_report_free(report);
+        // SAFETY: a report mmckpt_module_load created, freed once.
+        mmckpt_load_report_free(Some(unsafe { Box::from_raw(report) }));
 
         // Assign load, then close the checkpoint: the views stay valid.
         opts.flags |= MMCKPT_LOAD_ASSIGN;
@@ -633,6 +769,6 @@ mod tests {
         );
         mmckpt_module_free(m);
         assert_eq!(mmckpt_module_count(std::ptr::null()), 0);
-        mmckpt_load_report_free(std::ptr::null_mut());
+        mmckpt_load_report_free(None);
     }
 }

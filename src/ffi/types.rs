@@ -16,13 +16,13 @@ pub const MMCKPT_VERSION_NUMBER: u32 =
 /// the header it was built with.
 #[no_mangle]
 pub extern "C" fn mmckpt_version_number() -> u32 {
-    MMCKPT_VERSION_NUMBER
+    guard_value(MMCKPT_VERSION_NUMBER, || MMCKPT_VERSION_NUMBER)
 }
 
 /// The library's version as static text, e.g. "0.1.0". Never NULL, never freed.
 #[no_mangle]
 pub extern "C" fn mmckpt_version() -> *const c_char {
-    c"0.1.0".as_ptr()
+    guard_value(c"0.1.0".as_ptr(), || c"0.1.0".as_ptr())
 }
 
 /// Element types, spelled as torch spells them. Values are never renumbered.
@@ -105,7 +105,9 @@ pub extern "C" fn mmckpt_dtype_itemsize(dtype: mmckpt_dtype_value) -> usize {
     guard_value(0, || DType::from_code(dtype).map_or(0, |d| d.itemsize()))
 }
 
-/// torch's name of a dtype ("bfloat16"): static text, never freed; NULL if unknown.
+/// torch's name of a dtype ("bfloat16"): static text, never freed; NULL if `dtype` is not a
+/// mmckpt_dtype value (as mmckpt_value_kind_name for value kinds). Status codes have
+/// mmckpt_status_str instead, which is for printing and so is never NULL.
 #[no_mangle]
 pub extern "C" fn mmckpt_dtype_name(dtype: mmckpt_dtype_value) -> *const c_char {
     guard_value(std::ptr::null(), || {

@@ -68,10 +68,13 @@ const KIND_NAMES: [&CStr; 16] = [
     c"dict", c"set", c"object", c"tensor", c"global", c"other",
 ];
 
+/// The raw value of an `mmckpt_value_kind` as a C caller passes it.
+pub type mmckpt_value_kind_value = u32;
+
 /// Python's name of a value kind ("int", "str", "bigint", …): static text, never freed; NULL if
-/// `kind` is not a mmckpt_value_kind value.
+/// `kind` is not a mmckpt_value_kind value (as mmckpt_dtype_name for dtypes).
 #[no_mangle]
-pub extern "C" fn mmckpt_value_kind_name(kind: u32) -> *const c_char {
+pub extern "C" fn mmckpt_value_kind_name(kind: mmckpt_value_kind_value) -> *const c_char {
     guard_value(std::ptr::null(), || {
         KIND_NAMES
             .get(kind as usize)
@@ -113,9 +116,7 @@ fn write_text(
     what: &str,
 ) -> Result<()> {
     let len = out_ptr(len, "len")?;
-    if buf.is_null() && cap != 0 {
-        return Err(null_argument("buf"));
-    }
+    let buf = arg_slice_mut(buf.cast::<u8>(), cap, "buf")?;
     if cap <= bytes.len() {
         len.write(bytes.len());
         return Err(Error::new(
@@ -127,11 +128,8 @@ fn write_text(
             ),
         ));
     }
-    // SAFETY: buf is non-null (cap > 0 here) and the caller guarantees `cap` writable bytes at
-    // it; bytes.len() + 1 <= cap; a Rust slice never overlaps the caller's buffer.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, bytes.len());
-        *buf.add(bytes.len()) = 0;
+    for (slot, &byte) in buf.iter_mut().zip(bytes.iter().chain([&0u8])) {
+        slot.write(byte);
     }
     len.write(bytes.len());
     Ok(())

@@ -50,7 +50,25 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// Refuses combinations that mean nothing, so that no front end (C, CLI, Rust) can run
+    /// one silently: `convert` only changes an assign load, as copy loads always convert.
+    pub fn validate(&self) -> Result<()> {
+        if self.convert && !self.assign {
+            return Err(Error::invalid_argument(
+                "MMCKPT_LOAD_CONVERT needs MMCKPT_LOAD_ASSIGN (LoadOptions::convert needs \
+                 assign; copy loads always convert)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The per-tensor callback: `false` stops the load with `Callback`.
+///
+/// Re-entrancy: the callback cannot reach the module being loaded (`load_with` borrows it
+/// mutably and passes only the entry); the C API, whose callbacks hold the module's handle,
+/// refuses such calls itself (see `ffi::module`).
 pub type OnTensor<'a> = &'a mut dyn FnMut(&Entry) -> bool;
 
 const NONE: usize = usize::MAX;
@@ -60,7 +78,8 @@ type Pair<'c> = (usize, usize, TensorRef<'c>);
 
 impl Module {
     /// Loads `ckpt` into this module. See [`LoadOptions`]; the returned report (or, on a key or
-    /// size mismatch, the error message) is worded as torch words it.
+    /// size mismatch, the error message) is worded as torch words it. Options that
+    /// [`LoadOptions::validate`] refuses fail with InvalidArgument before anything is read.
     pub fn load(&mut self, ckpt: &Checkpoint, options: &LoadOptions) -> Result<LoadReport> {
         self.load_with(ckpt, options, None)
     }
@@ -73,6 +92,7 @@ impl Module {
         options: &LoadOptions,
         mut on_tensor: Option<OnTensor<'_>>,
     ) -> Result<LoadReport> {
+        options.validate()?;
         let (report, mut pairs) = self.plan(ckpt, options)?;
         // Destinations and dtypes, checked before anything changes.
         for (e, _, t) in &pairs {
@@ -353,4 +373,54 @@ fn converted(t: &TensorRef<'_>, entry: &Entry) -> Result<Data> {
         buf,
         storage_id: new_storage_id(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::module::EntryKind;
+    use crate::torch::TensorDesc;
+
+    #[test]
+    fn convert_without_assign_is_refused_by_the_core() {
+        let bytes: Vec<u8> = [1.5f32, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let desc = TensorDesc {
+            dtype: DType::Float32,
+            shape: [2].as_slice().into(),
+            strides: [1].as_slice().into(),
+            storage_offset: 0,
+            numel: 2,
+            storage: 0,
+            requires_grad: false,
+            is_parameter: false,
+            conj: false,
+            neg: false,
+        };
+        let ckpt = Checkpoint::from_parts(&bytes, &[(0, 8)], vec![("w".into(), desc)]).unwrap();
+        let mut m = Module::new("Net");
+        m.add("w", DType::Float16, &[2], EntryKind::Parameter)
+            .unwrap();
+        m.materialize().unwrap();
+        let options = LoadOptions {
+            convert: true,
+            ..LoadOptions::default()
+        };
+        let err = m.load(&ckpt, &options).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(
+            err.message.contains("needs MMCKPT_LOAD_ASSIGN"),
+            "{}",
+            err.message
+        );
+        // Nothing was copied into the materialized (zeroed) entry.
+        assert_eq!(m.get("w").unwrap().bytes().unwrap(), [0u8; 4]);
+        // The same options with assign load and convert.
+        let options = LoadOptions {
+            assign: true,
+            ..options
+        };
+        m.load(&ckpt, &options).unwrap();
+        assert_eq!(m.get("w").unwrap().dtype(), DType::Float16);
+    }
 }
