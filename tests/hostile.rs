@@ -49,7 +49,7 @@ fn run_target(target: &str, data: &[u8]) {
         }
         "pickle" => {
             let mut arena = Arena::new();
-            let _ = pickle::load(&mut arena, data, &pickle::Limits::default());
+            let _ = pickle::load(&mut arena, data, &pickle::PickleLimits::default());
         }
         "open" => {
             let _ = Checkpoint::from_bytes(data, &OpenOptions::default());
@@ -275,8 +275,8 @@ fn zip_tricks_are_rejected_or_read_exactly_as_torch_reads_them() {
         let (file, status, torch_read) = (cols[0], cols[1], cols[2]);
         count += 1;
         for mode in [
-            mmckpt::container::LoadMode::Map,
-            mmckpt::container::LoadMode::Read,
+            mmckpt::container::OpenMode::Map,
+            mmckpt::container::OpenMode::Read,
         ] {
             let options = OpenOptions {
                 mode,

@@ -14,7 +14,7 @@ mod mutants;
 
 use common::repo_path;
 use mmckpt::module::{LoadOptions, Module};
-use mmckpt::values::{self, WalkLimits};
+use mmckpt::values::{self, ValueLimits};
 use mmckpt::{Checkpoint, DType, OpenOptions};
 
 fn walk(ckpt: &Checkpoint, file_len: u64) -> u64 {
@@ -88,7 +88,7 @@ fn load_into_modules(ckpt: &Checkpoint) -> u64 {
 
 /// Every non-tensor value: read through its kind's accessor and found again by its path.
 fn visit_values(ckpt: &Checkpoint) -> u64 {
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
+    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
     let mut sum = 0u64;
     for (i, leaf) in leaves.values.iter().enumerate() {
         let _ = leaf.as_bool();
