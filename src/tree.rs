@@ -653,3 +653,110 @@ fn push_bounded(out: &mut String, s: &str, max: usize) {
     }
     out.push_str(&s[..cut]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `{"a": [1, {"x\0y": 2}], 7: 3, "me": <root>, "abcé": 4}`
+    fn tree() -> (Arena, NodeId) {
+        let mut a = Arena::new();
+        let one = a.push(Value::Int(1));
+        let k_nul = a.push_str("x\0y");
+        let two = a.push(Value::Int(2));
+        let inner = a.push(Value::Dict {
+            items: vec![(k_nul, two)],
+            state: None,
+        });
+        let list = a.push(Value::List(vec![one, inner]));
+        let k_a = a.push_str("a");
+        let k_7 = a.push(Value::Int(7));
+        let three = a.push(Value::Int(3));
+        let k_me = a.push_str("me");
+        let k_long = a.push_str("abcé");
+        let four = a.push(Value::Int(4));
+        let root = a.push(Value::Dict {
+            items: vec![(k_a, list), (k_7, three), (k_long, four)],
+            state: None,
+        });
+        if let Value::Dict { items, .. } = a.get_mut(root) {
+            items.insert(2, (k_me, root));
+        }
+        (a, root)
+    }
+
+    fn walk_all(a: &Arena, root: NodeId, bounds: WalkBounds) -> Vec<(String, NodeId, usize)> {
+        let mut walk = Walk::new(a, root, bounds);
+        let mut out = Vec::new();
+        while let Some(entry) = walk.next().unwrap() {
+            out.push((entry.name.to_string(), entry.node, entry.depth));
+            walk.enter().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn walk_names_in_pickle_order_skips_cycles_and_escapes_nul() {
+        let (a, root) = tree();
+        let names: Vec<(String, usize)> = walk_all(&a, root, WalkBounds::default())
+            .into_iter()
+            .map(|(name, _, depth)| (name, depth))
+            .collect();
+        let expected = [
+            ("a", 1),
+            ("a.0", 2),
+            ("a.1", 2),
+            ("a.1.x\\x00y", 3),
+            ("7", 1),
+            ("abcé", 1),
+        ];
+        let expected: Vec<(String, usize)> =
+            expected.iter().map(|&(n, d)| (n.to_string(), d)).collect();
+        assert_eq!(names, expected, "'me' is the root itself: skipped");
+    }
+
+    #[test]
+    fn bounds_stop_the_walk() {
+        let (a, root) = tree();
+        let bounds = WalkBounds {
+            max_steps: 2,
+            ..WalkBounds::default()
+        };
+        let mut walk = Walk::new(&a, root, bounds);
+        assert!(walk.next().unwrap().is_some());
+        walk.enter().unwrap();
+        assert!(walk.next().unwrap().is_some());
+        assert_eq!(walk.next().err(), Some(Exceeded::Steps));
+        let bounds = WalkBounds {
+            max_depth: 1,
+            ..WalkBounds::default()
+        };
+        let mut walk = Walk::new(&a, root, bounds);
+        assert_eq!(walk.next().unwrap().unwrap().name, "a");
+        assert_eq!(walk.enter(), Err(Exceeded::Depth));
+        assert_eq!(walk.next().unwrap().unwrap().name, "7", "the walk goes on");
+    }
+
+    #[test]
+    fn lookup_finds_every_walked_name_at_the_same_node() {
+        let (a, root) = tree();
+        for (name, node, _) in walk_all(&a, root, WalkBounds::default()) {
+            assert_eq!(lookup(&a, root, &name).unwrap(), node, "{name}");
+        }
+        // Through the cycle: a lookup consumes its path, so it may follow it.
+        let two = lookup(&a, root, "a.1.x\\x00y").unwrap();
+        assert_eq!(lookup(&a, root, "me.me.a.1.x\\x00y").unwrap(), two);
+    }
+
+    #[test]
+    fn lookup_never_matches_a_key_cut_inside_a_character() {
+        // "abcé" cut to the 3 bytes of "abc" must not be taken for "abc".
+        let (a, root) = tree();
+        let e = lookup(&a, root, "abc").unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::NotFound);
+        assert_eq!(
+            e.message,
+            "no value named 'abc': the root (a dict) has no member 'abc'"
+        );
+    }
+}
