@@ -132,6 +132,7 @@ pub fn kind_of(arena: &Arena, node: NodeId) -> ValueKind {
 }
 
 /// A segment as names carry it: a NUL (C could not see past it) is written `\x00`.
+#[inline]
 pub fn sanitize(segment: &str) -> Cow<'_, str> {
     if segment.contains('\0') {
         Cow::Owned(segment.replace('\0', "\\x00"))
@@ -551,6 +552,7 @@ impl ChildName {
     /// Appends [`ChildName::segment_upto`] to `out`, except that a string key (the common case,
     /// borrowed from the arena: no allocation) is cut past `max` forward to a char boundary, so
     /// a cut key is always seen to be longer than `max`.
+    #[inline]
     pub fn push_segment_upto(self, arena: &Arena, max: usize, out: &mut String) {
         match self {
             ChildName::Key(k) => match arena.get(k) {
