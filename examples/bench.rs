@@ -16,7 +16,7 @@
 //! Memory figures are read from the OS (`/proc/self/status`, `/proc/self/smaps`,
 //! `/proc/self/stat`), not estimated.
 use mmckpt::checkpoint::{Checkpoint, OpenOptions};
-use mmckpt::container::{LoadMode, Source};
+use mmckpt::container::{OpenMode, Source};
 use mmckpt::dtype::DType;
 use mmckpt::module::{LoadOptions, Module};
 use serde_json::{json, Value};
@@ -110,7 +110,7 @@ fn file_len(path: &str) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-fn open_ckpt(path: &str, mode: LoadMode) -> Checkpoint {
+fn open_ckpt(path: &str, mode: OpenMode) -> Checkpoint {
     let options = OpenOptions {
         mode,
         ..OpenOptions::default()
@@ -123,7 +123,7 @@ fn open_ckpt(path: &str, mode: LoadMode) -> Checkpoint {
 fn open(path: &str, reps: usize) -> Value {
     // Memory first, in a process that has not opened anything yet.
     let (rss_base, faults_base) = (rss_kb(), faults());
-    let ckpt = open_ckpt(path, LoadMode::Map);
+    let ckpt = open_ckpt(path, OpenMode::Map);
     let (rss_after, faults_after) = (rss_kb(), faults());
     let map_rss = mapped_rss_kb(path);
     let tensors = ckpt.len();
@@ -135,7 +135,7 @@ fn open(path: &str, reps: usize) -> Value {
     drop(ckpt);
     let (mut open_s, mut drop_s) = (Vec::new(), Vec::new());
     for _ in 0..reps {
-        let (t, ckpt) = secs(|| open_ckpt(path, LoadMode::Map));
+        let (t, ckpt) = secs(|| open_ckpt(path, OpenMode::Map));
         open_s.push(t);
         drop_s.push(secs(|| drop(black_box(ckpt))).0);
     }
@@ -154,7 +154,7 @@ fn recipe(path: &str, spec_path: &str, reps: usize) -> Value {
     for rep in 0..reps {
         let rss0 = rss_kb();
         let start = Instant::now();
-        let (t_open, ckpt) = secs(|| open_ckpt(path, LoadMode::Map));
+        let (t_open, ckpt) = secs(|| open_ckpt(path, OpenMode::Map));
         let (t_spec, module) = secs(|| Module::from_spec(&spec).expect("spec"));
         let mut module = module;
         let f0 = faults();
@@ -204,12 +204,12 @@ fn copy(path: &str, to: &str, reps: usize) -> Value {
         (vec![], vec![], vec![], vec![]);
     let (mut src_bytes, mut dst_bytes) = (0u64, 0u64);
     // Warm the page cache (the scenario is warm-cache).
-    touch(black_box(open_ckpt(path, LoadMode::Map).source().bytes()));
+    touch(black_box(open_ckpt(path, OpenMode::Map).source().bytes()));
     for _ in 0..reps {
         // memcpy baseline: the same source bytes (a fresh mapping, as a load sees them) into
         // fresh memory, then again into the same (warm) memory.
         {
-            let ckpt = open_ckpt(path, LoadMode::Map);
+            let ckpt = open_ckpt(path, OpenMode::Map);
             let srcs: Vec<&[u8]> = ckpt
                 .iter()
                 .filter_map(|(_, t)| t.ok())
@@ -236,7 +236,7 @@ fn copy(path: &str, to: &str, reps: usize) -> Value {
             src_bytes = srcs.iter().map(|s| s.len() as u64).sum();
             black_box(&dsts);
         }
-        let ckpt = open_ckpt(path, LoadMode::Map);
+        let ckpt = open_ckpt(path, OpenMode::Map);
         let mut module = Module::from_checkpoint(&ckpt).expect("skeleton");
         if let Some(dtype) = target {
             module.set_floating_dtype(dtype).expect("dtype");
@@ -266,7 +266,7 @@ fn safetensors(st_path: &str, pt_path: &str, spec_path: &str, reps: usize) -> Va
     let (mut mm_open, mut mm_recipe) = (vec![], vec![]);
     let mut count = (0, 0);
     // mmckpt's own read-only mapping (the same mmap any loader would make).
-    let map = |p: &str| Source::open(Path::new(p), LoadMode::Map).expect("map");
+    let map = |p: &str| Source::open(Path::new(p), OpenMode::Map).expect("map");
     for _ in 0..reps {
         // The crate's documented zero-copy path: map the file, deserialize the header.
         let (t, n) = secs(|| {
@@ -286,12 +286,12 @@ fn safetensors(st_path: &str, pt_path: &str, spec_path: &str, reps: usize) -> Va
             })
             .0,
         );
-        let (t, ckpt) = secs(|| open_ckpt(pt_path, LoadMode::Map));
+        let (t, ckpt) = secs(|| open_ckpt(pt_path, OpenMode::Map));
         mm_open.push(t);
         count = (n, ckpt.len());
         drop(ckpt);
         let (t, _) = secs(|| {
-            let ckpt = open_ckpt(pt_path, LoadMode::Map);
+            let ckpt = open_ckpt(pt_path, OpenMode::Map);
             let mut module = Module::from_spec(&spec).expect("spec");
             let options = LoadOptions {
                 assign: true,
@@ -312,9 +312,9 @@ fn safetensors(st_path: &str, pt_path: &str, spec_path: &str, reps: usize) -> Va
 
 fn cold(path: &str, mode: &str) -> Value {
     let load_mode = match mode {
-        "populate" => LoadMode::MapPopulate,
-        "read" => LoadMode::Read,
-        _ => LoadMode::Map,
+        "populate" => OpenMode::MapPopulate,
+        "read" => OpenMode::Read,
+        _ => OpenMode::Map,
     };
     let f0 = faults();
     let (t, sum) = secs(|| {

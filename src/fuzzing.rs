@@ -18,7 +18,7 @@ use crate::container::zip::{self, HeaderReads, ZipLimits};
 use crate::dtype::DType;
 use crate::module::{LoadOptions, Module};
 use crate::pickle::{self, Arena};
-use crate::values::{self, WalkLimits};
+use crate::values::{self, ValueLimits};
 
 /// A fuzz target: the fuzzer's bytes in; returns normally on any input.
 pub type Target = fn(&[u8]);
@@ -76,7 +76,7 @@ pub fn zip(data: &[u8]) {
 /// The pickle machine alone: the bytes as one pickle, then every node built visited.
 pub fn pickle(data: &[u8]) {
     let mut arena = Arena::new();
-    if let Ok((root, used)) = pickle::load(&mut arena, data, &pickle::Limits::default()) {
+    if let Ok((root, used)) = pickle::load(&mut arena, data, &pickle::PickleLimits::default()) {
         assert!(used <= data.len());
         assert!((root as usize) < arena.len());
         for id in 0..arena.len() as pickle::NodeId {
@@ -84,7 +84,7 @@ pub fn pickle(data: &[u8]) {
             let _ = arena.as_int(id);
             let _ = arena.as_seq(id);
             let _ = arena.global_name(id);
-            let _ = crate::torch::children(&arena, id);
+            let _ = crate::tree::children(&arena, id);
         }
     }
 }
@@ -192,7 +192,7 @@ pub fn walk_tensors(ckpt: &Checkpoint, file_len: u64) -> u64 {
 /// Every non-tensor value read through its kind's accessors, and the first 64 found again by
 /// their paths. Returns a sum of the text lengths read.
 pub fn visit_values(ckpt: &Checkpoint) -> u64 {
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
+    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
     let mut sum = 0u64;
     for (i, leaf) in leaves.values.iter().enumerate() {
         let _ = leaf.as_bool();

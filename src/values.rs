@@ -1,10 +1,10 @@
 //! Non-tensor values by dotted path: `epoch`, `config.hidden_size`,
 //! `optimizer.param_groups.0.lr`, read without Python.
 //!
-//! Paths name values exactly as the tensor table names tensors (see [`torch::children`] and
-//! [`torch::ChildName::segment`]): dict keys as written (int keys in decimal), list / tuple / set
-//! indices in decimal, opaque objects' attribute names from their BUILD state, joined with `.`,
-//! relative to the checkpoint's selected root. The empty path is the root itself.
+//! Paths name values exactly as the tensor table names tensors (both name them with
+//! [`crate::tree`]): dict keys as written (int keys in decimal), list / tuple / set indices in
+//! decimal, opaque objects' attribute names from their BUILD state, joined with `.`, relative to
+//! the checkpoint's selected root. The empty path is the root itself.
 //!
 //! Dict keys may themselves contain dots (a state dict's `fc.weight`), so a path is matched
 //! against the tree, not split blindly: the first value in walk order (children in their own
@@ -18,166 +18,15 @@
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::pickle::{Arena, NodeId, Value};
-use crate::torch::{self, StorageId, StorageResolver};
+use crate::tree::{self, Walk, WalkBounds};
 use std::borrow::Cow;
 
-/// Children examined by one lookup before it gives up with a limit error (a path through a huge
-/// dict whose keys share long dotted prefixes could otherwise cost quadratic time).
-pub const MAX_LOOKUP_STEPS: usize = 1 << 22;
+pub use crate::checkpoint::ValueLimits;
+pub use crate::tree::{kind_of, ValueKind, MAX_LOOKUP_STEPS};
 
 /// Bytes of a big integer that [`ValueRef::decimal`] renders: like CPython's default
 /// `sys.int_info.str_digits_check_threshold` (4300 digits), since the conversion is quadratic.
 pub const MAX_DECIMAL_BYTES: usize = 1785;
-
-/// What a value is. Python types are folded into a few kinds: `bytes` and `bytearray` are
-/// [`Bytes`](ValueKind::Bytes), `set` and `frozenset` are [`Set`](ValueKind::Set), `dict` and
-/// `OrderedDict` are [`Dict`](ValueKind::Dict).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ValueKind {
-    None,
-    Bool,
-    /// An int that fits in i64.
-    Int,
-    /// An int outside i64.
-    BigInt,
-    Float,
-    Complex,
-    /// A `str` (UTF-8).
-    Str,
-    Bytes,
-    List,
-    Tuple,
-    Dict,
-    Set,
-    /// An instance of a class mmckpt does not interpret (`argparse.Namespace`, a dataclass):
-    /// its children are the attributes its BUILD state set.
-    Object,
-    /// A tensor or Parameter: a leaf here, described by the tensor table.
-    Tensor,
-    /// A reference to a class or function (`torch.float32`), never resolved.
-    Global,
-    /// Anything else (a persistent id that is not a tensor's storage).
-    Other,
-}
-
-impl ValueKind {
-    /// Python's spelling: "none", "bool", "int", "bigint", "float", "complex", "str", "bytes",
-    /// "list", "tuple", "dict", "set", "object", "tensor", "global", "other".
-    pub fn name(self) -> &'static str {
-        match self {
-            ValueKind::None => "none",
-            ValueKind::Bool => "bool",
-            ValueKind::Int => "int",
-            ValueKind::BigInt => "bigint",
-            ValueKind::Float => "float",
-            ValueKind::Complex => "complex",
-            ValueKind::Str => "str",
-            ValueKind::Bytes => "bytes",
-            ValueKind::List => "list",
-            ValueKind::Tuple => "tuple",
-            ValueKind::Dict => "dict",
-            ValueKind::Set => "set",
-            ValueKind::Object => "object",
-            ValueKind::Tensor => "tensor",
-            ValueKind::Global => "global",
-            ValueKind::Other => "other",
-        }
-    }
-
-    /// The name with its article, for messages: "an int", "a str".
-    pub fn with_article(self) -> String {
-        let name = self.name();
-        let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
-            "an"
-        } else {
-            "a"
-        };
-        format!("{article} {name}")
-    }
-
-    /// Whether the kind can have children (a tensor cannot: it is a leaf).
-    pub fn is_container(self) -> bool {
-        matches!(
-            self,
-            ValueKind::List
-                | ValueKind::Tuple
-                | ValueKind::Dict
-                | ValueKind::Set
-                | ValueKind::Object
-        )
-    }
-}
-
-/// A resolver that resolves nothing: used to ask the torch layer whether a node is a tensor
-/// rebuild call without touching storages.
-struct NoStorages;
-
-impl StorageResolver for NoStorages {
-    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
-        Err(Error::unsupported(format!(
-            "storage '{}' is not resolved while reading values",
-            id.key
-        )))
-    }
-}
-
-/// The kind of one node.
-pub fn kind_of(arena: &Arena, node: NodeId) -> ValueKind {
-    match arena.get(node) {
-        Value::None => ValueKind::None,
-        Value::Bool(_) => ValueKind::Bool,
-        Value::Int(_) => ValueKind::Int,
-        Value::BigInt(_) => ValueKind::BigInt,
-        Value::Float(_) => ValueKind::Float,
-        Value::Complex(..) => ValueKind::Complex,
-        Value::Str(_) => ValueKind::Str,
-        Value::Bytes(_) | Value::ByteArray(_) => ValueKind::Bytes,
-        Value::List(_) => ValueKind::List,
-        Value::Tuple(_) => ValueKind::Tuple,
-        Value::Dict { .. } => ValueKind::Dict,
-        Value::Set(_) | Value::FrozenSet(_) => ValueKind::Set,
-        Value::Global { .. } => ValueKind::Global,
-        Value::PersistentId(_) => ValueKind::Other,
-        Value::Object { .. } => {
-            if torch::interpret(arena, node, &mut NoStorages).is_some() {
-                ValueKind::Tensor
-            } else {
-                ValueKind::Object
-            }
-        }
-    }
-}
-
-/// Children of a node with their name segments as the tensor table writes them; `None` for
-/// leaves (tensors included).
-fn named_children(arena: &Arena, node: NodeId) -> Option<Vec<(String, NodeId)>> {
-    named_children_upto(arena, node, torch::MAX_SEGMENT_LEN)
-}
-
-/// The children with their names cut after `max + 1` bytes (see `ChildName::segment_upto`):
-/// a lookup only needs to know whether a key equals, or starts, the rest of its path, so huge
-/// keys cost no more than the path is long.
-fn named_children_upto(arena: &Arena, node: NodeId, max: usize) -> Option<Vec<(String, NodeId)>> {
-    if !kind_of(arena, node).is_container() {
-        return None;
-    }
-    let children = torch::children(arena, node)?;
-    Some(
-        children
-            .into_iter()
-            .map(|(name, child)| (sanitize(name.segment_upto(arena, max)), child))
-            .collect(),
-    )
-}
-
-/// The table writes a NUL inside a name as `\x00` (C strings); so do value names.
-fn sanitize(segment: String) -> String {
-    if segment.contains('\0') {
-        segment.replace('\0', "\\x00")
-    } else {
-        segment
-    }
-}
 
 /// One value of the tree, found by its path. Borrows the checkpoint's value tree.
 #[derive(Clone, Debug)]
@@ -187,89 +36,14 @@ pub struct ValueRef<'a> {
     path: String,
 }
 
-/// Finds the value at `path` below `root` (the empty path is `root` itself).
+/// Finds the value at `path` below `root` (the empty path is `root` itself); see
+/// [`tree::lookup`].
 pub fn lookup<'a>(arena: &'a Arena, root: NodeId, path: &str) -> Result<ValueRef<'a>> {
-    let found = |node| ValueRef {
+    Ok(ValueRef {
         arena,
-        node,
+        node: tree::lookup(arena, root, path)?,
         path: path.to_string(),
-    };
-    if path.is_empty() {
-        return Ok(found(root));
-    }
-    struct Frame {
-        children: Vec<(String, NodeId)>,
-        next: usize,
-        /// Where the rest of the path starts for this node's children.
-        offset: usize,
-    }
-    let Some(children) = named_children_upto(arena, root, path.len()) else {
-        return Err(no_value(arena, path, root, 0));
-    };
-    let mut steps = children.len();
-    // The deepest node reached, for the message when nothing matches.
-    let mut deepest = (root, 0usize);
-    let mut stack = vec![Frame {
-        children,
-        next: 0,
-        offset: 0,
-    }];
-    while let Some(frame) = stack.last_mut() {
-        let Some((segment, child)) = frame.children.get(frame.next) else {
-            stack.pop();
-            continue;
-        };
-        frame.next += 1;
-        let child = *child;
-        let rest = &path[frame.offset..];
-        if rest == segment {
-            return Ok(found(child));
-        }
-        let descends = rest.len() > segment.len()
-            && rest.starts_with(segment.as_str())
-            && rest.as_bytes()[segment.len()] == b'.';
-        if !descends {
-            continue;
-        }
-        let offset = frame.offset + segment.len() + 1;
-        if offset > deepest.1 {
-            deepest = (child, offset);
-        }
-        if let Some(grandchildren) = named_children_upto(arena, child, path.len() - offset) {
-            steps = steps.saturating_add(grandchildren.len());
-            if steps > MAX_LOOKUP_STEPS {
-                return Err(Error::limit(format!(
-                    "looking up value '{path}' examined more than {MAX_LOOKUP_STEPS} children"
-                )));
-            }
-            stack.push(Frame {
-                children: grandchildren,
-                next: 0,
-                offset,
-            });
-        }
-    }
-    Err(no_value(arena, path, deepest.0, deepest.1))
-}
-
-fn no_value(arena: &Arena, path: &str, node: NodeId, offset: usize) -> Error {
-    let (at, rest) = if offset == 0 {
-        ("the root".to_string(), path)
-    } else {
-        (format!("'{}'", &path[..offset - 1]), &path[offset..])
-    };
-    let kind = kind_of(arena, node);
-    if kind.is_container() {
-        Error::not_found(format!(
-            "no value named '{path}': {at} ({}) has no member '{rest}'",
-            kind.with_article()
-        ))
-    } else {
-        Error::not_found(format!(
-            "no value named '{path}': {at} is {}, which has no members",
-            kind.with_article()
-        ))
-    }
+    })
 }
 
 /// [`lookup`] below the checkpoint's selected root.
@@ -441,7 +215,7 @@ impl<'a> ValueRef<'a> {
 
     /// Children of a container in walk order with their name segments; empty for leaves.
     pub fn children(&self) -> Vec<(String, ValueRef<'a>)> {
-        named_children(self.arena, self.node)
+        tree::named_children(self.arena, self.node)
             .unwrap_or_default()
             .into_iter()
             .map(|(segment, node)| {
@@ -460,16 +234,12 @@ impl<'a> ValueRef<'a> {
 
     /// Number of children (0 for leaves, tensors included).
     pub fn child_count(&self) -> usize {
-        if self.kind().is_container() {
-            torch::children(self.arena, self.node).map_or(0, |c| c.len())
-        } else {
-            0
-        }
+        tree::child_count(self.arena, self.node)
     }
 
     /// The name segment of child `index`, as it appears in paths.
     pub fn child_key(&self, index: usize) -> Result<String> {
-        let children = named_children(self.arena, self.node).unwrap_or_default();
+        let children = tree::named_children(self.arena, self.node).unwrap_or_default();
         let count = children.len();
         children
             .into_iter()
@@ -558,27 +328,6 @@ pub fn le_twos_complement_to_decimal(bytes: &[u8]) -> String {
     out
 }
 
-/// Bounds for [`leaves`].
-#[derive(Clone, Debug)]
-pub struct WalkLimits {
-    /// Containers nested deeper than this are not entered (the walk is marked truncated).
-    pub max_depth: usize,
-    /// Leaves listed at most.
-    pub max_values: usize,
-    /// Children visited at most (shared sub-objects are visited once per path).
-    pub max_steps: usize,
-}
-
-impl Default for WalkLimits {
-    fn default() -> Self {
-        WalkLimits {
-            max_depth: crate::checkpoint::Limits::default().max_depth,
-            max_values: 100_000,
-            max_steps: 1 << 24,
-        }
-    }
-}
-
 /// Every non-tensor leaf reachable from a root, in walk order.
 pub struct Leaves<'a> {
     pub values: Vec<ValueRef<'a>>,
@@ -589,7 +338,7 @@ pub struct Leaves<'a> {
 /// Lists every leaf that is not a tensor (None, bool, int, float, complex, str, bytes, global,
 /// other) reachable from `root`, named as the tensor table names tensors, in the table's walk
 /// order. Empty containers are not leaves. A value that contains itself is not entered again.
-pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &WalkLimits) -> Leaves<'a> {
+pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &ValueLimits) -> Leaves<'a> {
     let mut out = Leaves {
         values: Vec::new(),
         truncated: false,
@@ -605,44 +354,22 @@ pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &WalkLimits) -> Leaves
         }
         return out;
     }
-    struct Frame {
-        node: NodeId,
-        children: Vec<(String, NodeId)>,
-        next: usize,
-        name_len: usize,
-    }
-    let mut on_path = vec![false; arena.len()];
-    on_path[root as usize] = true;
-    let mut stack = vec![Frame {
-        node: root,
-        children: named_children(arena, root).unwrap_or_default(),
-        next: 0,
-        name_len: 0,
-    }];
-    let mut name = String::new();
-    let mut steps = 0usize;
-    while let Some(frame) = stack.last_mut() {
-        let Some((segment, child)) = frame.children.get(frame.next) else {
-            on_path[frame.node as usize] = false;
-            stack.pop();
-            continue;
+    let bounds = WalkBounds {
+        max_depth: limits.max_depth,
+        max_steps: limits.max_steps,
+        ..WalkBounds::default()
+    };
+    let mut walk = Walk::new(arena, root, bounds);
+    loop {
+        let entry = match walk.next() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(_) => {
+                out.truncated = true;
+                break;
+            }
         };
-        frame.next += 1;
-        let child = *child;
-        steps += 1;
-        if steps > limits.max_steps {
-            out.truncated = true;
-            break;
-        }
-        if on_path[child as usize] {
-            continue;
-        }
-        name.truncate(frame.name_len);
-        if !name.is_empty() {
-            name.push('.');
-        }
-        name.push_str(segment);
-        let kind = kind_of(arena, child);
+        let kind = kind_of(arena, entry.node);
         if kind == ValueKind::Tensor {
             continue;
         }
@@ -653,22 +380,14 @@ pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &WalkLimits) -> Leaves
             }
             out.values.push(ValueRef {
                 arena,
-                node: child,
-                path: name.clone(),
+                node: entry.node,
+                path: entry.name.to_string(),
             });
             continue;
         }
-        if stack.len() >= limits.max_depth {
-            out.truncated = true;
-            continue;
+        if walk.enter().is_err() {
+            out.truncated = true; // too deep: listed up to here, not entered
         }
-        on_path[child as usize] = true;
-        stack.push(Frame {
-            node: child,
-            children: named_children(arena, child).unwrap_or_default(),
-            next: 0,
-            name_len: name.len(),
-        });
     }
     out
 }
@@ -746,7 +465,7 @@ mod tests {
             "{}",
             e.message
         );
-        let leaves = leaves(&a, root, &WalkLimits::default());
+        let leaves = leaves(&a, root, &ValueLimits::default());
         let names: Vec<&str> = leaves.values.iter().map(|v| v.path()).collect();
         assert_eq!(names, ["fc.weight", "fc.weight"]);
         assert!(!leaves.truncated);

@@ -5,7 +5,7 @@ mod common;
 
 use common::{fixture, manifest, sha256_hex};
 use mmckpt::checkpoint::{Backing, Checkpoint, OpenOptions};
-use mmckpt::container::LoadMode;
+use mmckpt::container::OpenMode;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -20,7 +20,7 @@ fn as_i64s(v: &Value) -> Vec<i64> {
         .collect()
 }
 
-fn check_file(file: &str, expected: &Value, mode: LoadMode) {
+fn check_file(file: &str, expected: &Value, mode: OpenMode) {
     let options = OpenOptions {
         mode,
         ..OpenOptions::default()
@@ -101,7 +101,7 @@ fn check_file(file: &str, expected: &Value, mode: LoadMode) {
         );
         assert_eq!(
             t.storage.is_mapped(),
-            mode != LoadMode::Read && t.file_offset().is_some(),
+            mode != OpenMode::Read && t.file_offset().is_some(),
             "{what}"
         );
         let ptr = t.data_ptr() as usize;
@@ -137,7 +137,7 @@ fn every_fixture_matches_the_torch_manifest() {
         if NOT_YET.contains(&file.as_str()) {
             continue;
         }
-        check_file(&file, &expected, LoadMode::Map);
+        check_file(&file, &expected, OpenMode::Map);
     }
 }
 
@@ -147,7 +147,7 @@ fn read_mode_gives_the_same_tensors_unmapped() {
         if NOT_YET.contains(&file.as_str()) {
             continue;
         }
-        check_file(&file, &expected, LoadMode::Read);
+        check_file(&file, &expected, OpenMode::Read);
     }
 }
 

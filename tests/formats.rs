@@ -7,7 +7,7 @@ mod common;
 
 use common::{fixture, sha256_hex};
 use mmckpt::checkpoint::{Backing, Checkpoint, Format, OpenOptions};
-use mmckpt::container::LoadMode;
+use mmckpt::container::OpenMode;
 use mmckpt::ErrorKind;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -265,7 +265,7 @@ const SHARD2: &str = "pytorch_model-00002-of-00002.bin";
 #[test]
 fn a_shard_index_is_one_checkpoint_over_its_shards() {
     let index = fixture("shards/pytorch_model.bin.index.json");
-    for mode in [LoadMode::Map, LoadMode::Read] {
+    for mode in [OpenMode::Map, OpenMode::Read] {
         let options = OpenOptions {
             mode,
             ..OpenOptions::default()
@@ -295,7 +295,7 @@ fn a_shard_index_is_one_checkpoint_over_its_shards() {
         );
         let c = source_of("lm_head.weight");
         assert!(Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &c));
-        assert_eq!(a.is_mapped(), mode == LoadMode::Map);
+        assert_eq!(a.is_mapped(), mode == OpenMode::Map);
         // The same bytes as opening the shard itself.
         for (file, name) in [(SHARD1, "model.layers.0.bias"), (SHARD2, "lm_head.weight")] {
             let shard = open(fixture("shards").join(file));

@@ -294,8 +294,8 @@ fn zip_tricks_are_rejected_or_read_exactly_as_torch_reads_them() {
         let [file, status, torch_read] = [0, 1, 2].map(|i| cols[i].as_str());
         count += 1;
         for mode in [
-            mmckpt::container::LoadMode::Map,
-            mmckpt::container::LoadMode::Read,
+            mmckpt::container::OpenMode::Map,
+            mmckpt::container::OpenMode::Read,
         ] {
             let options = OpenOptions {
                 mode,

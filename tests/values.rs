@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fixture, manifest};
-use mmckpt::values::{self, ValueKind, WalkLimits};
+use mmckpt::values::{self, ValueKind, ValueLimits};
 use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
 use serde_json::Value;
 
@@ -52,7 +52,7 @@ fn manifest_values_read_by_path() {
 #[test]
 fn walked_leaves_contain_the_manifest_values_in_order() {
     let ckpt = nested();
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
+    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
     assert!(!leaves.truncated);
     let names: Vec<&str> = leaves.values.iter().map(|v| v.path()).collect();
     let m = manifest();
@@ -198,23 +198,23 @@ fn paths_are_relative_to_the_selected_root() {
     let lr = values::value(&ckpt, "param_groups.0.lr").unwrap();
     assert_eq!(lr.as_f64().unwrap(), 0.001);
     assert!(values::value(&ckpt, "epoch").is_err());
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
+    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
     assert_eq!(leaves.values[0].path(), "param_groups.0.lr");
 }
 
 #[test]
 fn walk_limits_truncate() {
     let ckpt = nested();
-    let limits = WalkLimits {
+    let limits = ValueLimits {
         max_values: 3,
-        ..WalkLimits::default()
+        ..ValueLimits::default()
     };
     let leaves = values::leaves(ckpt.arena(), ckpt.root(), &limits);
     assert_eq!(leaves.values.len(), 3);
     assert!(leaves.truncated);
-    let limits = WalkLimits {
+    let limits = ValueLimits {
         max_depth: 1,
-        ..WalkLimits::default()
+        ..ValueLimits::default()
     };
     let leaves = values::leaves(ckpt.arena(), ckpt.root(), &limits);
     assert!(leaves.truncated);

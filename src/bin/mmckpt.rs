@@ -2,9 +2,9 @@
 //! safe core as the C ABI.
 
 use mmckpt::checkpoint::{Checkpoint, OpenOptions, TensorRef};
-use mmckpt::container::LoadMode;
+use mmckpt::container::OpenMode;
 use mmckpt::module::{LoadOptions, Module};
-use mmckpt::values::{self, ValueKind, ValueRef, WalkLimits};
+use mmckpt::values::{self, ValueKind, ValueLimits, ValueRef};
 use mmckpt::{DType, Error, ErrorKind};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -106,9 +106,9 @@ impl Args {
     fn open_options(&self) -> OpenOptions {
         OpenOptions {
             mode: if self.flag("read") {
-                LoadMode::Read
+                OpenMode::Read
             } else {
-                LoadMode::Map
+                OpenMode::Map
             },
             strict: self.flag("strict"),
             root: self.value("root").map(str::to_owned),
@@ -129,7 +129,7 @@ fn ls(args: &[String]) -> Result<(), Error> {
                 Err(e) => json!({"name": name, "error": {"status": e.kind.status_name(), "message": e.message}}),
             })
             .collect();
-        let leaves = values::leaves(ckpt.arena(), ckpt.root(), &WalkLimits::default());
+        let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
         let values: Vec<Value> = leaves.values.iter().map(value_json).collect();
         let mut doc = json!({"format": ckpt.format().name(), "tensors": tensors, "values": values});
         if leaves.truncated {

@@ -1,9 +1,9 @@
-//! Finds the bytes: which format a file is in, where each record's data starts (zip archives,
-//! the legacy pickle-stream format).
+//! Byte access only, below every other layer: the file's bytes (mapped or read in), aligned
+//! buffers, and the zip archive's records (where each record's data starts). What the bytes
+//! mean (pickles, storages, formats) is decided above, in `pickle`, `torch` and
+//! `checkpoint::formats`.
 
-pub mod legacy;
 pub mod source;
-pub mod torchscript;
 pub mod zip;
 
-pub use source::{AlignedBuf, BorrowedBuf, LoadMode, Source, BUFFER_ALIGN};
+pub use source::{AlignedBuf, BorrowedBuf, OpenMode, Source, BUFFER_ALIGN};

@@ -122,7 +122,7 @@ impl BorrowedBuf {
 
 /// How to bring a file's bytes into memory.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
-pub enum LoadMode {
+pub enum OpenMode {
     /// Map the file read-only (the default): pages load on first touch.
     #[default]
     Map,
@@ -132,21 +132,23 @@ pub enum LoadMode {
     Read,
 }
 
-enum Backing {
+/// Where the file's bytes are: mapped or read in (not to be confused with a storage's
+/// `checkpoint::Backing`, which says whether its bytes are the file's or a private copy).
+enum FileBytes {
     Mapped(memmap2::Mmap),
     Owned(AlignedBuf),
 }
 
 /// The whole file's bytes, shared (through `Arc`) by everything that points into them.
 pub struct Source {
-    backing: Backing,
+    backing: FileBytes,
     /// The mapped file, kept open only while the checkpoint is being opened (see
     /// [`Source::read_at`]); [`Source::release_file`] closes it.
     file: Mutex<Option<File>>,
 }
 
 impl Source {
-    pub fn open(path: &Path, mode: LoadMode) -> Result<Source> {
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Source> {
         let shown = path.display();
         let file =
             File::open(path).map_err(|e| Error::io(format!("cannot open '{shown}': {e}")))?;
@@ -165,7 +167,7 @@ impl Source {
             return Err(Error::format(format!("'{shown}' is empty (0 bytes)")));
         }
         let backing = match mode {
-            LoadMode::Read => {
+            OpenMode::Read => {
                 let len = usize::try_from(meta.len())
                     .map_err(|_| Error::no_memory(format!("'{shown}' is too large to read")))?;
                 let mut buf = AlignedBuf::zeroed(len)?;
@@ -173,24 +175,24 @@ impl Source {
                 (&file)
                     .read_exact(buf.as_mut_slice())
                     .map_err(|e| Error::io(format!("cannot read '{shown}': {e}")))?;
-                Backing::Owned(buf)
+                FileBytes::Owned(buf)
             }
-            LoadMode::Map | LoadMode::MapPopulate => {
+            OpenMode::Map | OpenMode::MapPopulate => {
                 let mut options = memmap2::MmapOptions::new();
-                if mode == LoadMode::MapPopulate {
+                if mode == OpenMode::MapPopulate {
                     options.populate();
                 }
                 // SAFETY: the mapping is read-only. If another process truncates or rewrites the
                 // file while it is mapped, reads can fault (SIGBUS) or see new bytes: this hazard
-                // is documented, and LoadMode::Read exists for callers who cannot rule it out.
+                // is documented, and OpenMode::Read exists for callers who cannot rule it out.
                 let map = unsafe { options.map(&file) }
                     .map_err(|e| Error::io(format!("cannot map '{shown}': {e}")))?;
-                Backing::Mapped(map)
+                FileBytes::Mapped(map)
             }
         };
         let file = match backing {
-            Backing::Mapped(_) => Some(file),
-            Backing::Owned(_) => None,
+            FileBytes::Mapped(_) => Some(file),
+            FileBytes::Owned(_) => None,
         };
         Ok(Source {
             backing,
@@ -229,32 +231,32 @@ impl Source {
     /// Wraps bytes already in memory (tests, fuzzing, callers with their own buffer).
     pub fn from_bytes(bytes: &[u8]) -> Result<Source> {
         Ok(Source {
-            backing: Backing::Owned(AlignedBuf::from_slice(bytes)?),
+            backing: FileBytes::Owned(AlignedBuf::from_slice(bytes)?),
             file: Mutex::new(None),
         })
     }
 
     pub fn bytes(&self) -> &[u8] {
         match &self.backing {
-            Backing::Mapped(map) => map,
-            Backing::Owned(buf) => buf.as_slice(),
+            FileBytes::Mapped(map) => map,
+            FileBytes::Owned(buf) => buf.as_slice(),
         }
     }
 
     /// True when the bytes are the file's page-cache pages (zero-copy), false when owned.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.backing, Backing::Mapped(_))
+        matches!(self.backing, FileBytes::Mapped(_))
     }
 
     /// Tells the kernel how the mapping will be read; a no-op for owned bytes.
     pub fn advise_sequential(&self) {
-        if let Backing::Mapped(map) = &self.backing {
+        if let FileBytes::Mapped(map) = &self.backing {
             let _ = map.advise(memmap2::Advice::Sequential);
         }
     }
 
     pub fn advise_will_need(&self) {
-        if let Backing::Mapped(map) = &self.backing {
+        if let FileBytes::Mapped(map) = &self.backing {
             let _ = map.advise(memmap2::Advice::WillNeed);
         }
     }
@@ -301,12 +303,12 @@ mod tests {
 
     #[test]
     fn open_reports_missing_files_and_directories() {
-        let err = Source::open(Path::new("/nonexistent/x.pt"), LoadMode::Map)
+        let err = Source::open(Path::new("/nonexistent/x.pt"), OpenMode::Map)
             .err()
             .unwrap();
         assert_eq!(err.kind, crate::error::ErrorKind::Io);
         assert!(err.message.contains("/nonexistent/x.pt"));
-        let err = Source::open(Path::new("/tmp"), LoadMode::Map)
+        let err = Source::open(Path::new("/tmp"), OpenMode::Map)
             .err()
             .unwrap();
         assert_eq!(err.kind, crate::error::ErrorKind::Io);

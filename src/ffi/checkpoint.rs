@@ -3,7 +3,7 @@
 use super::guard::*;
 use super::types::mmckpt_tensor;
 use crate::checkpoint::{Checkpoint, OpenOptions};
-use crate::container::LoadMode;
+use crate::container::OpenMode;
 use crate::error::{Error, Result};
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,11 +124,11 @@ fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
     }
     options.strict = opts.flags & MMCKPT_OPEN_STRICT != 0;
     options.mode = if opts.flags & MMCKPT_OPEN_READ != 0 {
-        LoadMode::Read
+        OpenMode::Read
     } else if opts.flags & MMCKPT_OPEN_POPULATE != 0 {
-        LoadMode::MapPopulate
+        OpenMode::MapPopulate
     } else {
-        LoadMode::Map
+        OpenMode::Map
     };
     options.root = arg_opt_str(opts.root, "opts.root")?.map(str::to_owned);
     Ok(options)

@@ -132,12 +132,7 @@ pub(crate) fn set_last_error(message: &str) {
 /// Text for C: a NUL inside it (C could not see past it) is written as `\x00`, the rule the
 /// tensor table and value paths follow, so a name reads the same in every string mmckpt returns.
 pub(crate) fn c_text(text: &str) -> CString {
-    let escaped = if text.contains('\0') {
-        std::borrow::Cow::Owned(text.replace('\0', "\\x00"))
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    };
-    CString::new(escaped.into_owned()).expect("every NUL was escaped")
+    CString::new(crate::tree::sanitize(text).into_owned()).expect("every NUL was escaped")
 }
 
 /// This thread's detail text for its last failed call ("" if none failed yet). Never NULL.

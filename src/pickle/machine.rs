@@ -3,7 +3,7 @@
 //!
 //! * Iterative: one loop over the opcodes, an explicit stack and mark stack, no recursion.
 //! * Bounded: nodes, stack depth, MARK depth, memo size, string lengths and container lengths
-//!   are limited by [`Limits`]; declared lengths are checked against the input before anything
+//!   are limited by [`PickleLimits`]; declared lengths are checked against the input before anything
 //!   is allocated, with overflow-checked arithmetic.
 //! * A few well-known callables are interpreted into plain data (`OrderedDict`, `set`,
 //!   `frozenset`, `bytearray`, `bytes`, `complex`, `list`, `dict`, `tuple`, `_codecs.encode`,
@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Bounds on what one [`load`] call may build. Every bound holds in release builds too.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct PickleLimits {
     /// Values this call may add to the arena. Items copied by interpreted constructors
     /// (`list(x)`, `set(x)`, `dict(x)`, …) count against it as well.
     pub max_nodes: usize,
@@ -37,11 +37,11 @@ pub struct Limits {
     pub max_container_len: usize,
 }
 
-impl Default for Limits {
+impl Default for PickleLimits {
     /// Generous bounds that any real checkpoint fits (the largest have < 100,000 tensors of
     /// ~20 nodes each), while keeping the worst case to about a gigabyte of memory.
     fn default() -> Self {
-        Limits {
+        PickleLimits {
             max_nodes: 10_000_000,
             max_stack: 10_000_000,
             max_marks: 10_000,
@@ -60,7 +60,7 @@ impl Default for Limits {
 /// input, [`ErrorKind::Unsupported`] for extension-registry and out-of-band-buffer opcodes and
 /// protocols above 5, [`ErrorKind::Limit`] when a bound of `limits` is exceeded. Messages name
 /// the opcode and its byte offset. On error the arena may hold partial values of this call.
-pub fn load(arena: &mut Arena, data: &[u8], limits: &Limits) -> Result<(NodeId, usize)> {
+pub fn load(arena: &mut Arena, data: &[u8], limits: &PickleLimits) -> Result<(NodeId, usize)> {
     let mut machine = Machine {
         start_nodes: arena.len(),
         arena,
@@ -303,7 +303,7 @@ fn keys_equal(arena: &Arena, a: NodeId, b: NodeId) -> bool {
 struct Machine<'a> {
     arena: &'a mut Arena,
     data: &'a [u8],
-    limits: &'a Limits,
+    limits: &'a PickleLimits,
     /// Arena length when this call began: nodes beyond it count against `max_nodes`.
     start_nodes: usize,
     /// Read position in `data`.

@@ -8,5 +8,5 @@ pub mod value;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{load, Limits};
+pub use machine::{load, PickleLimits};
 pub use value::{Arena, NodeId, ObjectItems, PoolStr, Value};

@@ -3,7 +3,7 @@
 //! and limits.
 
 use super::text::{self, Integer};
-use super::{load, Arena, Limits, NodeId, Value};
+use super::{load, Arena, NodeId, PickleLimits, Value};
 use crate::error::{Error, ErrorKind};
 
 mod cases {
@@ -144,7 +144,7 @@ fn render_into(arena: &Arena, id: NodeId, path: &mut Vec<NodeId>, out: &mut Stri
 
 fn load_default(data: &[u8]) -> Result<(Arena, NodeId), Error> {
     let mut arena = Arena::new();
-    let (root, used) = load(&mut arena, data, &Limits::default())?;
+    let (root, used) = load(&mut arena, data, &PickleLimits::default())?;
     assert_eq!(used, data.len(), "STOP must be the last byte here");
     Ok((arena, root))
 }
@@ -154,7 +154,7 @@ fn render_of(data: &[u8]) -> String {
     render(&arena, root)
 }
 
-fn load_err(data: &[u8], limits: &Limits) -> Error {
+fn load_err(data: &[u8], limits: &PickleLimits) -> Error {
     let mut arena = Arena::new();
     match load(&mut arena, data, limits) {
         Ok((root, _)) => panic!("expected an error, got {}", render(&arena, root)),
@@ -163,7 +163,7 @@ fn load_err(data: &[u8], limits: &Limits) -> Error {
 }
 
 fn expect_err(data: &[u8], kind: ErrorKind, needles: &[&str]) {
-    let e = load_err(data, &Limits::default());
+    let e = load_err(data, &PickleLimits::default());
     assert_eq!(e.kind, kind, "{e}");
     for needle in needles {
         assert!(
@@ -180,7 +180,7 @@ fn s(text: &str) -> String {
 // ----- real pickles ----------------------------------------------------------------------------
 
 /// The outcome of loading `data`, as text: the rendered value and the bytes used, or the error.
-fn outcome(data: &[u8], limits: &Limits) -> String {
+fn outcome(data: &[u8], limits: &PickleLimits) -> String {
     let mut arena = Arena::new();
     match load(&mut arena, data, limits) {
         Ok((root, used)) => format!("ok {used}: {}", render(&arena, root)),
@@ -215,13 +215,13 @@ fn fast_steps_change_no_result_and_no_error() {
             variants.push(v);
         }
     }
-    let tight = |f: fn(&mut Limits)| {
-        let mut limits = Limits::default();
+    let tight = |f: fn(&mut PickleLimits)| {
+        let mut limits = PickleLimits::default();
         f(&mut limits);
         limits
     };
     let limits = [
-        Limits::default(),
+        PickleLimits::default(),
         tight(|l| l.max_stack = 3),
         tight(|l| l.max_nodes = 8),
         tight(|l| l.max_memo = 2),
@@ -248,7 +248,7 @@ fn real_pickles_of_every_protocol_load_as_expected() {
     assert!(cases::CASES.len() >= 60);
     for case in cases::CASES {
         let mut arena = Arena::new();
-        let (root, used) = load(&mut arena, case.data, &Limits::default())
+        let (root, used) = load(&mut arena, case.data, &PickleLimits::default())
             .unwrap_or_else(|e| panic!("{} protocol {}: {e}", case.name, case.proto));
         assert_eq!(
             used,
@@ -287,7 +287,7 @@ fn pickles_back_to_back_share_one_arena() {
     let mut offset = 0;
     let mut roots = Vec::new();
     for part in parts {
-        let (root, used) = load(&mut arena, &stream[offset..], &Limits::default()).unwrap();
+        let (root, used) = load(&mut arena, &stream[offset..], &PickleLimits::default()).unwrap();
         assert_eq!(used, part.len());
         offset += used;
         roots.push(root);
@@ -606,7 +606,7 @@ fn truncation_at_every_offset_is_a_format_error() {
     for case in cases::CASES {
         for end in 0..case.data.len() {
             let mut arena = Arena::new();
-            match load(&mut arena, &case.data[..end], &Limits::default()) {
+            match load(&mut arena, &case.data[..end], &PickleLimits::default()) {
                 Err(e) => assert_eq!(
                     e.kind,
                     ErrorKind::Format,
@@ -622,7 +622,7 @@ fn truncation_at_every_offset_is_a_format_error() {
 
 #[test]
 fn corrupted_bytes_never_panic() {
-    let limits = Limits::default();
+    let limits = PickleLimits::default();
     for case in cases::CASES.iter().filter(|c| c.proto == 2 || c.proto == 4) {
         for at in 0..case.data.len() {
             for byte in [0x00, 0xff, 0x7f, 0x80, b'(', b'a', b'e', b'.', b'h', b'0'] {
@@ -775,14 +775,14 @@ fn nested_lists(n: usize) -> Vec<u8> {
 fn deep_nesting_is_iterative_and_bounded() {
     const N: usize = 100_000;
     let data = nested_lists(N);
-    let e = load_err(&data, &Limits::default());
+    let e = load_err(&data, &PickleLimits::default());
     assert_eq!(e.kind, ErrorKind::Limit);
     assert!(e.message.contains("max_marks = 10000"), "{e}");
     assert!(e.message.contains("MARK"), "{e}");
 
-    let limits = Limits {
+    let limits = PickleLimits {
         max_marks: N,
-        ..Limits::default()
+        ..PickleLimits::default()
     };
     let mut arena = Arena::new();
     let (root, _) = load(&mut arena, &data, &limits).unwrap();
@@ -804,7 +804,7 @@ fn deep_nesting_is_iterative_and_bounded() {
     assert_eq!(arena.as_seq(root).unwrap().len(), 1);
 }
 
-fn limit_err(data: &[u8], limits: Limits, needles: &[&str]) {
+fn limit_err(data: &[u8], limits: PickleLimits, needles: &[&str]) {
     let e = load_err(data, &limits);
     assert_eq!(e.kind, ErrorKind::Limit, "{e}");
     for needle in needles {
@@ -817,9 +817,9 @@ fn limit_err(data: &[u8], limits: Limits, needles: &[&str]) {
 
 #[test]
 fn every_limit_is_enforced() {
-    let d = Limits::default;
+    let d = PickleLimits::default;
     // max_nodes: four lists, or items copied by an interpreted constructor.
-    let nodes = Limits {
+    let nodes = PickleLimits {
         max_nodes: 3,
         ..d()
     };
@@ -829,7 +829,7 @@ fn every_limit_is_enforced() {
         nodes.clone(),
         &["max_nodes = 3", "EMPTY_LIST", "offset 3"],
     );
-    let nodes = Limits {
+    let nodes = PickleLimits {
         max_nodes: 8,
         ..d()
     };
@@ -840,7 +840,7 @@ fn every_limit_is_enforced() {
     );
     // Nodes are counted per call, not per arena.
     let mut arena = Arena::new();
-    let limits = Limits {
+    let limits = PickleLimits {
         max_nodes: 2,
         ..d()
     };
@@ -848,7 +848,7 @@ fn every_limit_is_enforced() {
         load(&mut arena, b"]].", &limits).unwrap();
     }
     // max_stack
-    let stack = Limits {
+    let stack = PickleLimits {
         max_stack: 3,
         ..d()
     };
@@ -860,13 +860,13 @@ fn every_limit_is_enforced() {
     );
     limit_err(b"NNN2.", stack, &["max_stack", "DUP"]);
     // max_marks
-    let marks = Limits {
+    let marks = PickleLimits {
         max_marks: 2,
         ..d()
     };
     limit_err(b"(((.", marks, &["max_marks = 2", "MARK", "offset 2"]);
     // max_memo: re-putting an existing key does not count.
-    let memo = Limits { max_memo: 2, ..d() };
+    let memo = PickleLimits { max_memo: 2, ..d() };
     assert!(load(&mut Arena::new(), b"Nq\x00q\x01q\x00q\x01.", &memo).is_ok());
     limit_err(
         b"Nq\x00q\x01q\x02.",
@@ -875,7 +875,7 @@ fn every_limit_is_enforced() {
     );
     limit_err(b"\x80\x04N\x94\x94\x94.", memo, &["max_memo", "MEMOIZE"]);
     // max_str_len: every string and bytes form, and long integers.
-    let strs = Limits {
+    let strs = PickleLimits {
         max_str_len: 4,
         ..d()
     };
@@ -899,7 +899,7 @@ fn every_limit_is_enforced() {
     big.extend_from_slice(b"L\n.");
     limit_err(&big, d(), &["4300", "LONG"]);
     // max_container_len: every way of growing a container.
-    let items = Limits {
+    let items = PickleLimits {
         max_container_len: 2,
         ..d()
     };
@@ -931,9 +931,9 @@ fn interpreted_copies_cannot_amplify_memory() {
         data.extend_from_slice(b"cbuiltins\nbytearray\nh\x00\x85R0");
     }
     data.extend_from_slice(b"N.");
-    let limits = Limits {
+    let limits = PickleLimits {
         max_str_len: 1000,
-        ..Limits::default()
+        ..PickleLimits::default()
     };
     let e = load_err(&data, &limits);
     assert_eq!(e.kind, ErrorKind::Limit, "{e}");
@@ -950,10 +950,15 @@ fn legacy_torch_stream_header() {
     // torch's legacy format: magic number, protocol version, sys info, ... back to back.
     let stream = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.\x80\x02}q\x00.";
     let mut arena = Arena::new();
-    let (magic, used) = load(&mut arena, stream, &Limits::default()).unwrap();
+    let (magic, used) = load(&mut arena, stream, &PickleLimits::default()).unwrap();
     assert_eq!(render(&arena, magic), "big:6cfc9c46f9206aa85019");
-    let (version, used2) = load(&mut arena, &stream[used..], &Limits::default()).unwrap();
+    let (version, used2) = load(&mut arena, &stream[used..], &PickleLimits::default()).unwrap();
     assert_eq!(arena.as_int(version), Some(1001));
-    let (info, _) = load(&mut arena, &stream[used + used2..], &Limits::default()).unwrap();
+    let (info, _) = load(
+        &mut arena,
+        &stream[used + used2..],
+        &PickleLimits::default(),
+    )
+    .unwrap();
     assert_eq!(render(&arena, info), "{}");
 }

@@ -12,10 +12,15 @@
 //! at the sys info's `little_endian`; mmckpt does the same. The sys info's `type_sizes` must be
 //! the sizes every torch build has (`short` 2, `int` 4, `long` 4 or 8).
 
+use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet};
+use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed};
+use crate::container::Source;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::{self, Arena, NodeId, Value};
+use crate::torch::{StorageId, StorageResolver};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// `0x1950a86a20f9469cfc6c` as pickle's LONG1 payload (little-endian two's complement).
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -59,7 +64,7 @@ fn load_next(
     arena: &mut Arena,
     bytes: &[u8],
     pos: &mut usize,
-    limits: &pickle::Limits,
+    limits: &pickle::PickleLimits,
     max_pickle_bytes: u64,
     what: &str,
 ) -> Result<NodeId> {
@@ -154,7 +159,7 @@ fn check_sys_info(arena: &Arena, node: NodeId) -> Result<bool> {
 pub fn parse(
     arena: &mut Arena,
     bytes: &[u8],
-    limits: &pickle::Limits,
+    limits: &pickle::PickleLimits,
     max_pickle_bytes: u64,
 ) -> Result<LegacyHeader> {
     let mut pos = 0usize;
@@ -301,6 +306,113 @@ pub fn locate_storages(
         pos = end;
     }
     Ok(records)
+}
+
+/// Opens a legacy file.
+pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+    let bytes = source.bytes();
+    let mut arena = Arena::new();
+    let header = parse(
+        &mut arena,
+        bytes,
+        &options.limits.pickle,
+        options.limits.max_pickle_bytes,
+    )?;
+    let records = locate_storages(bytes, &header)?;
+    let storages = LegacyStorages {
+        source,
+        records: &records,
+        storages: Vec::with_capacity(records.len()),
+        by_key: crate::hash::HashMap::default(),
+        locations: Locations::default(),
+    };
+    let parsed = Parsed {
+        format: Format::Legacy,
+        arena,
+        top: header.object,
+        // The writer converts to little-endian (see the module doc).
+        byte_order_big: false,
+        storages,
+    };
+    finish(source.clone(), parsed, options)
+}
+
+/// Storages of a legacy file: slices of the file (or, for old torch's storage views, slices
+/// of a root storage), located by [`locate_storages`].
+struct LegacyStorages<'a> {
+    source: &'a Arc<Source>,
+    records: &'a std::collections::HashMap<String, LegacyRecord>,
+    storages: Vec<Storage>,
+    by_key: crate::hash::HashMap<String, usize>,
+    locations: Locations,
+}
+
+impl StorageResolver for LegacyStorages<'_> {
+    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
+        let own_key: &str = id.legacy_view.as_ref().map_or(&id.key, |(view, _, _)| view);
+        if let Some(&index) = self.by_key.get(own_key) {
+            return Ok((index, self.storages[index].len() as u64));
+        }
+        let record = self.records.get(&*id.key).ok_or_else(|| {
+            Error::format(format!(
+                "storage '{}' is not in the legacy file's storage key list",
+                id.key
+            ))
+        })?;
+        let itemsize = id.dtype.map_or(1, |d| d.itemsize() as u64);
+        let overflow = || Error::format(format!("storage '{}': size overflows", id.key));
+        let (start, len) =
+            match &id.legacy_view {
+                None => {
+                    let declared = id.declared_bytes().ok_or_else(overflow)?;
+                    if declared > record.nbytes {
+                        return Err(Error::format(format!(
+                            "storage '{}' declares {} elements of {} ({declared} bytes) but the \
+                         file holds {} bytes for it at byte {}",
+                            id.key,
+                            id.numel,
+                            id.class_name(),
+                            record.nbytes,
+                            record.data_offset
+                        )));
+                    }
+                    (record.data_offset, declared)
+                }
+                Some((view, offset, size)) => {
+                    let start = offset.checked_mul(itemsize).ok_or_else(overflow)?;
+                    let len = size.checked_mul(itemsize).ok_or_else(overflow)?;
+                    let end = start.checked_add(len).ok_or_else(overflow)?;
+                    if end > record.nbytes {
+                        return Err(Error::format(format!(
+                        "storage view '{view}' (elements {offset}..{offset}+{size} of {}) ends at \
+                         byte {end} of storage '{}', past its {} bytes",
+                        id.class_name(), id.key, record.nbytes
+                    )));
+                    }
+                    (record.data_offset + start, len)
+                }
+            };
+        let index = self.storages.len();
+        self.storages.push(Storage::in_file(
+            StorageKey::new(own_key),
+            self.locations.intern(id.location),
+            self.source,
+            start as usize,
+            len as usize,
+        ));
+        self.by_key.insert(own_key.to_string(), index);
+        Ok((index, len))
+    }
+
+    fn expected_storages(&self) -> usize {
+        self.records.len()
+    }
+}
+
+impl StorageSet for LegacyStorages<'_> {
+    fn into_storages(self) -> Vec<Storage> {
+        self.storages
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `__buffers__ = [...]` lines of each class. mmckpt reads just those lines, so that a plain
 //! tensor attribute, which `torch.jit.load(f).state_dict()` leaves out, stays out of the table.
 
-use super::zip::ZipArchive;
+use crate::container::zip::ZipArchive;
 use crate::error::{Error, Result};
 use crate::pickle::{Arena, NodeId, Value};
 use std::collections::{HashMap, HashSet};

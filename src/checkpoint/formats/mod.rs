@@ -1,0 +1,47 @@
+//! One reader per input format. Each finds the value tree and the storages of one kind of file
+//! and hands them to the shared finishing step (`checkpoint::finish`) as a `Parsed`; a
+//! composite format (a shard index) opens its parts through `open` and joins their tables.
+//!
+//! A new single-file format is one new file here plus its line in `open`: a sniffing test on
+//! the first bytes, a parser producing `Parsed`, and a `StorageSet`
+//! that locates each storage's bytes.
+
+pub mod legacy;
+pub mod sharded;
+pub mod torchscript;
+pub mod zip;
+
+use super::{Checkpoint, OpenOptions};
+use crate::container::Source;
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// Opens a single checkpoint file (a zip archive, TorchScript included, or a legacy file) by
+/// its first bytes.
+pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+    let bytes = source.bytes();
+    if crate::container::zip::looks_like_zip(bytes) {
+        zip::open(source, options)
+    } else if legacy::looks_like_pickle(bytes) {
+        legacy::open(source, options)
+    } else {
+        Err(Error::format(describe_unknown_format(bytes)))
+    }
+}
+
+fn describe_unknown_format(bytes: &[u8]) -> String {
+    if bytes.len() >= 2 && bytes[0] == 0x80 && bytes[1] <= 5 {
+        format!(
+            "file is a pickle of protocol {}; torch.save files use protocol 2 or higher",
+            bytes[1]
+        )
+    } else if bytes.len() >= 262 && &bytes[257..262] == b"ustar" {
+        "file is a tar archive (the pre-1.0 torch.save format), which is not supported".to_string()
+    } else {
+        let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "not a PyTorch checkpoint: no zip signature at byte 0 (first bytes: {})",
+            shown.join(" ")
+        )
+    }
+}

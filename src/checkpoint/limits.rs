@@ -1,0 +1,82 @@
+//! Every bound mmckpt enforces on its input, in one type: [`Limits`], whose fields group the
+//! bounds by the stage that applies them. Defaults fit any real checkpoint (the largest real
+//! models have fewer than 100,000 tensors).
+
+use crate::container::zip::ZipLimits;
+use crate::pickle::PickleLimits;
+use crate::tree::DEFAULT_MAX_DEPTH;
+
+/// Every bound the parser enforces (set through [`OpenOptions::limits`](super::OpenOptions)).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The pickle machine: values built, stack, memo, string lengths.
+    pub pickle: PickleLimits,
+    /// The zip directory.
+    pub zip: ZipLimits,
+    /// Bytes of the `data.pkl` record (legacy files: of all the pickles before the storages).
+    pub max_pickle_bytes: u64,
+    /// The walk that names tensors.
+    pub table: TableLimits,
+    /// Listing values ([`crate::values::leaves`]).
+    pub values: ValueLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pickle: PickleLimits::default(),
+            zip: ZipLimits::default(),
+            max_pickle_bytes: 1 << 30,
+            table: TableLimits::default(),
+            values: ValueLimits::default(),
+        }
+    }
+}
+
+/// Bounds of the tensor table and of the walk that names its tensors.
+#[derive(Clone, Debug)]
+pub struct TableLimits {
+    /// Entries in the tensor table.
+    pub max_tensors: usize,
+    /// Nesting depth of containers on the way to a tensor.
+    pub max_depth: usize,
+    /// Nodes visited while naming tensors (shared sub-trees are visited once per path).
+    pub max_walk_steps: usize,
+    /// Bytes of names made while naming tensors: every name segment walked plus every table
+    /// entry's full name (a long key shared by many paths would otherwise cost its length each
+    /// time). One segment is at most [`crate::tree::MAX_SEGMENT_LEN`] bytes.
+    pub max_name_bytes: usize,
+}
+
+impl Default for TableLimits {
+    fn default() -> Self {
+        TableLimits {
+            max_tensors: 1 << 22,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_walk_steps: 1 << 26,
+            max_name_bytes: 1 << 28,
+        }
+    }
+}
+
+/// Bounds for listing values ([`crate::values::leaves`]): reaching one stops the listing early
+/// and marks it truncated (not an error).
+#[derive(Clone, Debug)]
+pub struct ValueLimits {
+    /// Containers nested deeper than this are not entered (the walk is marked truncated).
+    pub max_depth: usize,
+    /// Leaves listed at most.
+    pub max_values: usize,
+    /// Children visited at most (shared sub-objects are visited once per path).
+    pub max_steps: usize,
+}
+
+impl Default for ValueLimits {
+    fn default() -> Self {
+        ValueLimits {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_values: 100_000,
+            max_steps: 1 << 24,
+        }
+    }
+}
