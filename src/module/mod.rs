@@ -14,6 +14,7 @@ mod spec;
 
 pub use load::LoadOptions;
 pub use report::LoadReport;
+pub use spec::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
 
 use crate::checkpoint::{new_storage_id, Backing, Checkpoint};
 use crate::container::{AlignedBuf, BorrowedBuf};

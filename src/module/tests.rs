@@ -1021,3 +1021,13 @@ fn million_segment_names_go_through_add_mirror_load_report_and_drop() {
         drop((m, mirror, shaped, report, ckpt));
     });
 }
+
+#[test]
+fn spec_expansion_arithmetic() {
+    use super::spec::digits_below;
+    let plain = |n: u128| (0..n).map(|i| i.to_string().len() as u128).sum::<u128>();
+    for n in [0, 1, 9, 10, 11, 99, 100, 101, 12345] {
+        assert_eq!(digits_below(n), plain(n), "{n}");
+    }
+    assert_eq!(digits_below(u128::MAX), u128::MAX);
+}
