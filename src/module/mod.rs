@@ -223,8 +223,8 @@ impl Default for Module {
 }
 
 impl Module {
-    /// An empty module; `name` appears in load messages ("Error(s) in loading state_dict for
-    /// <name>"), as the class name does in torch.
+    /// An empty module; `name` appears in load messages (`Error(s) in loading state_dict for
+    /// <name>`), as the class name does in torch.
     pub fn new(name: &str) -> Module {
         Module {
             name: name.to_string(),
