@@ -302,8 +302,8 @@ pub const MAX_SPEC_NODES: usize = 1 << 20;
 /// fewer than 100,000.
 pub const MAX_SPEC_ENTRIES: usize = 1 << 20;
 
-/// Most bytes of names one spec expands to: every entry name and submodule path, each counted
-/// with one separator byte. 100,000 names of 200 bytes are 20 MB.
+/// Most bytes of names one spec expands to: every entry name and submodule path (a path counted
+/// with one byte more). 100,000 names of 200 bytes are 20 MB.
 pub const MAX_SPEC_NAME_BYTES: usize = 64 << 20;
 
 /// Most JSON values a spec holds with every `repeat` unrolled: this bounds the building work
@@ -508,6 +508,13 @@ fn expansion(json: &Json, trail: &mut Vec<String>) -> Result<Size> {
     }
     check_expansion(&size, trail)?;
     Ok(size)
+}
+
+/// (modules, entries, bytes of names) that `text` is counted to expand to.
+#[cfg(test)]
+pub(super) fn counted(text: &str) -> Result<(u128, u128, u128)> {
+    let size = expansion(&parse_json(text)?, &mut Vec::new())?;
+    Ok((size.modules, size.entries, size.name_bytes))
 }
 
 fn check_expansion(size: &Size, trail: &[String]) -> Result<()> {

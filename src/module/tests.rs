@@ -1031,3 +1031,28 @@ fn spec_expansion_arithmetic() {
     }
     assert_eq!(digits_below(u128::MAX), u128::MAX);
 }
+
+/// The count made before building bounds what is built: exactly the modules, at least the
+/// entries and name bytes (a layer counts as its largest configuration), for every spec of the
+/// torch-checked fixtures.
+#[test]
+fn spec_counts_bound_what_every_fixture_spec_builds() {
+    let cases: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/specs.json")).unwrap();
+    let mut checked = 0;
+    for case in cases.as_array().unwrap() {
+        let text = case["spec_text"].as_str().unwrap();
+        let Ok(m) = Module::from_spec(text) else {
+            continue;
+        };
+        let (modules, entries, name_bytes) = super::spec::counted(text).unwrap();
+        let built_names: usize = m.entries().iter().map(|e| e.name().len()).sum::<usize>()
+            + m.declared.iter().map(|(_, p)| p.len()).sum::<usize>();
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(modules as usize, m.declared.len() + 1, "{name}");
+        assert!(entries as usize >= m.len(), "{name}");
+        assert!(name_bytes as usize >= built_names, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 40, "{checked}");
+}
