@@ -14,6 +14,7 @@ mod spec;
 
 pub use load::LoadOptions;
 pub use report::LoadReport;
+pub use spec::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
 
 use crate::checkpoint::{new_storage_id, Backing, Checkpoint};
 use crate::container::{AlignedBuf, BorrowedBuf};
@@ -211,8 +212,8 @@ impl Default for Module {
 }
 
 impl Module {
-    /// An empty module; `name` appears in load messages ("Error(s) in loading state_dict for
-    /// <name>"), as the class name does in torch.
+    /// An empty module; `name` appears in load messages (`Error(s) in loading state_dict for
+    /// <name>`), as the class name does in torch.
     pub fn new(name: &str) -> Module {
         Module {
             name: name.to_string(),
@@ -259,7 +260,10 @@ impl Module {
         Ok(m)
     }
 
-    /// Builds a meta module from a JSON spec (both forms of module-spec.md).
+    /// Builds a meta module from a JSON spec (both forms of module-spec.md). What the spec
+    /// expands to (modules, entries, bytes of names, JSON values with `repeat` unrolled) is
+    /// counted before anything is built and bounded by the `MAX_SPEC_*` constants (Limit,
+    /// naming the node); see LIMITS.md.
     pub fn from_spec(json: &str) -> Result<Module> {
         spec::parse(json)
     }
@@ -440,13 +444,7 @@ impl Module {
     /// The submodule tree, built on demand (only reports with missing, unexpected or
     /// mismatched keys need it, so building and assign-loading stay cheap).
     fn tree(&self) -> Tree<'_> {
-        let mut tree = Tree {
-            index: HashMap::default(),
-            children: vec![Vec::new()],
-            entry_module: Vec::with_capacity(self.entries.len()),
-            rank: Vec::new(),
-        };
-        tree.index.insert("", 0);
+        let mut tree = Tree::default();
         let mut declared = self.declared.iter().peekable();
         for (i, e) in self.entries.iter().enumerate() {
             while let Some((_, path)) = declared.next_if(|(at, _)| *at <= i) {
@@ -459,46 +457,89 @@ impl Module {
         for (_, path) in declared {
             tree.module(path);
         }
-        // Pre-order ranks: torch's traversal order in `load`.
-        tree.rank = vec![0; tree.children.len()];
-        let mut next = 0;
-        let mut stack = vec![0u32];
-        while let Some(m) = stack.pop() {
-            tree.rank[m as usize] = next;
-            next += 1;
-            stack.extend(tree.children[m as usize].iter().rev());
-        }
+        tree.rank_pre_order();
         tree
     }
 }
 
-/// Submodule paths ("" is the root, 0), their children in first-seen order, pre-order ranks.
+/// The submodule trie: module 0 is the root, every other module is (parent, segment). Flat
+/// arrays and a map keyed by one segment, so a name of a million segments costs a million
+/// O(segment) steps — no recursion, no hashing of whole prefixes, and no nested boxes whose
+/// drop would recurse.
 struct Tree<'a> {
-    index: HashMap<&'a str, u32>,
-    children: Vec<Vec<u32>>,
+    /// (parent module, segment) → module. foldhash's quality variant: with the fast one, a
+    /// million keys that differ only in the parent id (`a.a.a.…`) probed markedly longer.
+    child: std::collections::HashMap<(u32, &'a str), u32, foldhash::quality::RandomState>,
+    /// Each module's parent (the root's is itself). Modules are numbered in first-seen order,
+    /// so a parent's children are its first-seen-ordered entries here.
+    parent: Vec<u32>,
     entry_module: Vec<u32>,
+    /// Pre-order ranks: torch's traversal order in `load`.
     rank: Vec<u32>,
 }
 
-impl<'a> Tree<'a> {
-    fn module(&mut self, path: &'a str) -> u32 {
-        if let Some(&m) = self.index.get(path) {
-            return m;
+impl Default for Tree<'_> {
+    fn default() -> Self {
+        Tree {
+            child: Default::default(),
+            parent: vec![0],
+            entry_module: Vec::new(),
+            rank: Vec::new(),
         }
-        let parent = path.rfind('.').map_or(0, |d| self.module(&path[..d]));
-        let m = self.children.len() as u32;
-        self.children.push(Vec::new());
-        self.children[parent as usize].push(m);
-        self.index.insert(path, m);
+    }
+}
+
+impl<'a> Tree<'a> {
+    /// The module at dotted `path` (not empty), created with its missing ancestors.
+    fn module(&mut self, path: &'a str) -> u32 {
+        let mut m = 0u32;
+        for segment in path.split('.') {
+            let next = self.parent.len() as u32;
+            m = *self.child.entry((m, segment)).or_insert_with(|| {
+                self.parent.push(m);
+                next
+            });
+        }
         m
+    }
+
+    /// Ranks every module in pre-order, children in first-seen order, with an explicit stack.
+    fn rank_pre_order(&mut self) {
+        let n = self.parent.len();
+        // Children lists in compressed form: `kids[start[p]..start[p + 1]]`, ascending ids.
+        let mut start = vec![0u32; n + 1];
+        for &p in &self.parent[1..] {
+            start[p as usize + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut kids = vec![0u32; n - 1];
+        for (m, &p) in self.parent.iter().enumerate().skip(1) {
+            kids[fill[p as usize] as usize] = m as u32;
+            fill[p as usize] += 1;
+        }
+        self.rank = vec![0; n];
+        let mut next = 0;
+        let mut stack = vec![0u32];
+        while let Some(m) = stack.pop() {
+            self.rank[m as usize] = next;
+            next += 1;
+            let (lo, hi) = (start[m as usize] as usize, start[m as usize + 1] as usize);
+            stack.extend(kids[lo..hi].iter().rev());
+        }
     }
 
     /// The module whose `_load_from_state_dict` torch would find `key` unexpected in: the
     /// deepest submodule reached by following the key's leading segments.
     fn owner_of(&self, key: &str) -> u32 {
         let mut owner = 0;
-        for (i, _) in key.match_indices('.') {
-            match self.index.get(&key[..i]) {
+        let Some((modules, _leaf)) = key.rsplit_once('.') else {
+            return 0;
+        };
+        for segment in modules.split('.') {
+            match self.child.get(&(owner, segment)) {
                 Some(&m) => owner = m,
                 None => break,
             }

@@ -269,64 +269,279 @@ impl<'a> Node<'a> {
     }
 }
 
+/// The first member whose key an earlier member has. Linear: a node is checked every time a
+/// `repeat` builds it, and an object may have many members.
 fn duplicate(members: &[(String, Json)]) -> Option<&str> {
+    let mut seen: std::collections::HashSet<&str, crate::hash::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(members.len(), Default::default());
     members
         .iter()
-        .enumerate()
-        .find(|(i, (k, _))| members[..*i].iter().any(|(o, _)| o == k))
-        .map(|(_, (k, _))| k.as_str())
+        .map(|(k, _)| k.as_str())
+        .find(|k| !seen.insert(k))
 }
 
 pub(super) fn parse(text: &str) -> Result<Module> {
     let json = parse_json(text)?;
     let root = Node::new(&json, "", "node")?;
     let name = root.string("name")?.unwrap_or("Module");
+    // Everything the spec expands to is counted, and bounded, before anything is built.
+    let size = expansion(&json, &mut Vec::new())?;
     let mut builder = Builder {
-        module: Module::new(name),
-        nodes: 0,
+        module: Module::with_capacity(name, size.entries as usize),
     };
     builder.node(&json, "", DType::Float32)?;
     Ok(builder.module)
 }
 
-/// Most spec nodes one build expands (`repeat` multiplies its item): the largest real models
-/// have fewer than 100,000 entries, so this leaves a wide margin while a spec such as
+/// Most modules one spec expands to (`repeat` multiplies its item): the largest real models
+/// have fewer than 100,000 modules, so this leaves a wide margin while a spec such as
 /// `"repeat": 2222222222222` fails at once instead of running for hours.
 pub const MAX_SPEC_NODES: usize = 1 << 20;
 
-/// How many nodes a spec node expands to (`repeat` multiplies its item), saturating. Recursion
-/// is bounded by the JSON reader's nesting limit.
-fn expanded_nodes(json: &Json) -> u128 {
-    let Json::Object(members) = json else {
-        return 0;
-    };
-    let get = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-    let mut total: u128 = 1;
-    for (key, value) in members {
-        total = total.saturating_add(match (key.as_str(), value) {
-            ("children", Json::Object(children)) => children
-                .iter()
-                .fold(0u128, |acc, (_, c)| acc.saturating_add(expanded_nodes(c))),
-            ("items", Json::Array(items)) => items
-                .iter()
-                .fold(0u128, |acc, c| acc.saturating_add(expanded_nodes(c))),
-            ("item", item) => {
-                let count = match get("repeat") {
-                    Some(Json::Int(n)) if *n > 0 => *n as u128,
-                    _ => 1,
-                };
-                count.saturating_mul(expanded_nodes(item))
-            }
-            _ => 0,
-        });
+/// Most entries (parameters and buffers) one spec expands to: the largest real models have
+/// fewer than 100,000.
+pub const MAX_SPEC_ENTRIES: usize = 1 << 20;
+
+/// Most bytes of names one spec expands to: every entry name and submodule path (a path counted
+/// with one byte more). 100,000 names of 200 bytes are 20 MB.
+pub const MAX_SPEC_NAME_BYTES: usize = 64 << 20;
+
+/// Most JSON values a spec holds with every `repeat` unrolled: this bounds the building work
+/// (every member of every module node built is looked at), whatever the entries.
+pub const MAX_SPEC_VALUES: usize = 1 << 22;
+
+/// What a spec node expands to. Names are counted relative to the node.
+#[derive(Clone, Copy, Default)]
+struct Size {
+    values: u128,
+    modules: u128,
+    entries: u128,
+    name_bytes: u128,
+    /// A `repeat` of more than one item is inside (for the message).
+    repeats: bool,
+}
+
+impl Size {
+    fn plus(self, other: Size) -> Size {
+        Size {
+            values: self.values.saturating_add(other.values),
+            modules: self.modules.saturating_add(other.modules),
+            entries: self.entries.saturating_add(other.entries),
+            name_bytes: self.name_bytes.saturating_add(other.name_bytes),
+            repeats: self.repeats || other.repeats,
+        }
+    }
+
+    /// This node placed `count` times, copy `i` under a segment of `segment_bytes(i)` bytes in
+    /// all: every name inside gains the segments and one separator each.
+    fn placed(self, count: u128, segment_bytes: u128) -> Size {
+        let names = self.entries.saturating_add(self.modules);
+        Size {
+            values: self.values.saturating_mul(count),
+            modules: self.modules.saturating_mul(count),
+            entries: self.entries.saturating_mul(count),
+            name_bytes: self
+                .name_bytes
+                .saturating_mul(count)
+                .saturating_add(names.saturating_mul(segment_bytes.saturating_add(count))),
+            repeats: self.repeats || count > 1,
+        }
+    }
+
+    fn entries(count: u128, name_bytes: u128) -> Size {
+        Size {
+            entries: count,
+            name_bytes,
+            ..Size::default()
+        }
+    }
+}
+
+/// Decimal digits of 0, 1, …, n − 1 together (the segments `repeat` names its copies with).
+pub(super) fn digits_below(n: u128) -> u128 {
+    let mut total = n.min(1); // "0"
+    let (mut low, mut digits) = (1u128, 1u128);
+    while low < n {
+        let high = low.saturating_mul(10).min(n);
+        total = total.saturating_add((high - low).saturating_mul(digits));
+        low = high;
+        digits += 1;
     }
     total
 }
 
+/// JSON values in `json`, counted plainly.
+fn json_values(json: &Json) -> u128 {
+    // An explicit stack: JSON nesting is bounded by the reader, but this needs no bound.
+    let mut total = 0u128;
+    let mut stack = vec![json];
+    while let Some(v) = stack.pop() {
+        total += 1;
+        match v {
+            Json::Array(items) => stack.extend(items),
+            Json::Object(members) => stack.extend(members.iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+    total
+}
+
+/// Most entries and entry-name bytes a layer type declares (its largest configuration).
+fn layer_entries(ty: &str) -> Size {
+    match ty {
+        "Linear" | "LayerNorm" | "GroupNorm" => Size::entries(2, 10),
+        "Conv1d" | "Conv2d" | "Conv3d" | "ConvTranspose1d" | "ConvTranspose2d"
+        | "ConvTranspose3d" => Size::entries(2, 10),
+        "Embedding" | "RMSNorm" | "PReLU" => Size::entries(1, 6),
+        // weight, bias, running_mean, running_var, num_batches_tracked.
+        "BatchNorm1d" | "BatchNorm2d" | "BatchNorm3d" => Size::entries(5, 52),
+        // {q,k,v}_proj_weight, in_proj_bias, bias_k, bias_v, out_proj.weight, out_proj.bias.
+        "MultiheadAttention" => Size::entries(8, 91),
+        _ => Size::default(),
+    }
+}
+
+/// Counts what the spec node `json` expands to, following exactly the members
+/// [`Builder::node`] follows, and fails with Limit at the first node (innermost first) whose
+/// expansion exceeds a bound. `trail` is the node's path. Recursion follows JSON nesting,
+/// which the JSON reader bounds (128 levels).
+fn expansion(json: &Json, trail: &mut Vec<String>) -> Result<Size> {
+    let Json::Object(members) = json else {
+        return Ok(Size {
+            values: json_values(json),
+            ..Size::default()
+        });
+    };
+    let get = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let ty = match get("type") {
+        Some(Json::Str(t)) => t.as_str(),
+        None if get("entries").is_some() => "Module",
+        _ => "",
+    };
+    let mut size = Size {
+        values: 1,
+        modules: 1,
+        ..Size::default()
+    };
+    // Members holding submodules, counted below; everything else is counted plainly.
+    let mut followed: &[&str] = &[];
+    let child = |key: &str, value: &Json, trail: &mut Vec<String>| -> Result<Size> {
+        trail.push(key.to_string());
+        let inner = expansion(value, trail);
+        trail.pop();
+        Ok(inner?.placed(1, key.len() as u128))
+    };
+    let children = |trail: &mut Vec<String>| -> Result<Size> {
+        let mut total = Size::default();
+        if let Some(Json::Object(kids)) = get("children") {
+            total.values = 1;
+            for (name, kid) in kids {
+                total = total.plus(child(name, kid, trail)?);
+            }
+        }
+        Ok(total)
+    };
+    match ty {
+        "Module" => {
+            for key in ["params", "buffers"] {
+                if let Some(Json::Object(entries)) = get(key) {
+                    let names = entries.iter().map(|(name, _)| name.len() as u128).sum();
+                    size = size.plus(Size::entries(entries.len() as u128, names));
+                }
+            }
+            if let Some(Json::Array(entries)) = get("entries") {
+                let names = entries
+                    .iter()
+                    .map(|entry| match entry {
+                        Json::Object(m) => {
+                            m.iter()
+                                .find(|(k, _)| k == "name")
+                                .map_or(0, |(_, v)| match v {
+                                    Json::Str(name) => name.len() as u128,
+                                    _ => 0,
+                                })
+                        }
+                        _ => 0,
+                    })
+                    .sum();
+                size = size.plus(Size::entries(entries.len() as u128, names));
+            }
+            followed = &["children"];
+            size = size.plus(children(trail)?);
+        }
+        "ModuleList" | "Sequential" => {
+            if let Some(items) = get("items") {
+                followed = &["items"];
+                if let Json::Array(items) = items {
+                    size.values += 1;
+                    for (i, item) in items.iter().enumerate() {
+                        size = size.plus(child(&i.to_string(), item, trail)?);
+                    }
+                }
+            } else if get("repeat").is_some() || get("item").is_some() {
+                followed = &["item"];
+                let count = match get("repeat") {
+                    Some(Json::Int(n)) if *n > 0 => *n as u128,
+                    _ => 0,
+                };
+                if let (Some(item), true) = (get("item"), count > 0) {
+                    trail.push("0".to_string());
+                    let one = expansion(item, trail);
+                    trail.pop();
+                    size = size.plus(one?.placed(count, digits_below(count)));
+                }
+            } else {
+                followed = &["children"];
+                size = size.plus(children(trail)?);
+            }
+        }
+        "ModuleDict" => {
+            followed = &["children"];
+            size = size.plus(children(trail)?);
+        }
+        layer => size = size.plus(layer_entries(layer)),
+    }
+    for (key, value) in members {
+        if !followed.contains(&key.as_str()) {
+            size.values = size.values.saturating_add(json_values(value));
+        }
+    }
+    check_expansion(&size, trail)?;
+    Ok(size)
+}
+
+/// (modules, entries, bytes of names) that `text` is counted to expand to.
+#[cfg(test)]
+pub(super) fn counted(text: &str) -> Result<(u128, u128, u128)> {
+    let size = expansion(&parse_json(text)?, &mut Vec::new())?;
+    Ok((size.modules, size.entries, size.name_bytes))
+}
+
+fn check_expansion(size: &Size, trail: &[String]) -> Result<()> {
+    let over = [
+        (size.modules, MAX_SPEC_NODES, "modules"),
+        (size.entries, MAX_SPEC_ENTRIES, "entries"),
+        (size.name_bytes, MAX_SPEC_NAME_BYTES, "bytes of names"),
+        (size.values, MAX_SPEC_VALUES, "JSON values"),
+    ]
+    .into_iter()
+    .find(|&(count, limit, _)| count > limit as u128);
+    let Some((_, limit, what)) = over else {
+        return Ok(());
+    };
+    Err(Error::limit(format!(
+        "module spec: node '{}': expands to more than {limit} {what}{}",
+        shown(&trail.join(".")),
+        if size.repeats {
+            " (check 'repeat': it multiplies its item)"
+        } else {
+            ""
+        }
+    )))
+}
+
 struct Builder {
     module: Module,
-    /// Nodes expanded so far, bounded by MAX_SPEC_NODES.
-    nodes: usize,
 }
 
 impl Builder {
@@ -359,13 +574,6 @@ impl Builder {
     }
 
     fn node(&mut self, json: &Json, path: &str, inherited: DType) -> Result<()> {
-        self.nodes += 1;
-        if self.nodes > MAX_SPEC_NODES {
-            return Err(Error::limit(format!(
-                "module spec: node '{path}': the spec expands to more than {MAX_SPEC_NODES} \
-                 modules (check 'repeat')"
-            )));
-        }
         let node = Node::new(json, path, "node")?;
         let dtype = node.dtype(inherited)?;
         let ty = match node.get("type") {
@@ -397,13 +605,6 @@ impl Builder {
                 } else if n.get("repeat").is_some() || n.get("item").is_some() {
                     let count = n.size("repeat")?;
                     let item = n.required("item")?;
-                    let expands_to = (count as u128).saturating_mul(expanded_nodes(item));
-                    if expands_to > (MAX_SPEC_NODES - self.nodes) as u128 {
-                        return Err(Error::limit(format!(
-                            "module spec: node '{path}': 'repeat' {count} expands to more than \
-                             {MAX_SPEC_NODES} modules"
-                        )));
-                    }
                     for i in 0..count {
                         self.node(item, &join(path, &i.to_string()), dtype)?;
                     }

@@ -926,3 +926,133 @@ fn building_and_assigning_ten_thousand_entries_is_fast() {
     eprintln!("build {built:?} total {took:?}");
     assert_eq!(report.loaded(), n);
 }
+
+/// `a.a.…` of `segments` segments, then `.leaf`.
+fn deep_name(segments: usize, leaf: &str) -> String {
+    let mut name = "a.".repeat(segments);
+    name.push_str(leaf);
+    name
+}
+
+/// Runs `f` on a thread with a 256 KiB stack: anything that recursed once per name segment
+/// would overflow it long before a million segments.
+fn on_small_stack(f: impl FnOnce() + Send) {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn_scoped(s, f)
+            .unwrap()
+            .join()
+            .unwrap();
+    });
+}
+
+#[test]
+fn million_segment_names_go_through_add_mirror_load_report_and_drop() {
+    on_small_stack(|| {
+        const SEGMENTS: usize = 1_000_000;
+        let kept = deep_name(SEGMENTS, "w");
+        let unexpected = deep_name(SEGMENTS, "v");
+        let elsewhere = deep_name(SEGMENTS / 2, "u");
+        let ckpt = Checkpoint::from_parts(
+            &[0u8; 16],
+            &[(0, 16)],
+            [
+                kept.as_str(),
+                unexpected.as_str(),
+                "top",
+                elsewhere.as_str(),
+            ]
+            .iter()
+            .map(|n| (n.to_string(), desc(DType::Float32, &[1], &[1], 0, 0)))
+            .collect(),
+        )
+        .unwrap();
+
+        // A module built with add, missing one deep entry and meeting unexpected deep keys.
+        let mut m = Module::new("Deep");
+        m.add(&kept, DType::Float32, &[1], EntryKind::Parameter)
+            .unwrap();
+        let missing = deep_name(SEGMENTS, "m");
+        m.add(&missing, DType::Float32, &[1], EntryKind::Parameter)
+            .unwrap();
+        m.declare_submodule(&deep_name(SEGMENTS - 1, "a.b"))
+            .unwrap();
+        let opts = LoadOptions {
+            assign: true,
+            strict: false,
+            ..LoadOptions::default()
+        };
+        let report = m.load(&ckpt, &opts).unwrap();
+        assert_eq!(report.loaded(), 1);
+        assert_eq!(report.missing_keys(), std::slice::from_ref(&missing));
+        // torch's order: the root finds `top`, module `a` (rank 1) finds `a.….u`, the deepest
+        // module finds `a.….v`.
+        assert_eq!(
+            report.unexpected_keys(),
+            ["top".to_string(), elsewhere.clone(), unexpected.clone()]
+        );
+        assert_eq!(
+            report.message(),
+            format!(
+                "_IncompatibleKeys(missing_keys=['{missing}'], unexpected_keys=['top', \
+                 '{elsewhere}', '{unexpected}'])"
+            )
+        );
+        // A strict load fails with torch's text naming the keys, and changes nothing.
+        let err = m.load(&ckpt, &LoadOptions::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::KeyMismatch);
+        assert!(err.message.contains(&missing));
+
+        // The checkpoint mirrored: every deep name is an entry, and a load matches them all.
+        let mut mirror = Module::from_checkpoint(&ckpt).unwrap();
+        assert_eq!(mirror.len(), 4);
+        assert_eq!(mirror.entry_at(0).unwrap().name(), kept);
+        let report = mirror.load(&ckpt, &assign()).unwrap();
+        assert_eq!(report.message(), "<All keys matched successfully>");
+        // A shape mismatch on a deep entry is reported (the tree orders size mismatches too).
+        let mut shaped = Module::new("Deep");
+        shaped
+            .add(&kept, DType::Float32, &[2], EntryKind::Parameter)
+            .unwrap();
+        let err = shaped.load(&ckpt, &opts).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ShapeMismatch);
+        assert!(err.message.contains(&format!("size mismatch for {kept}:")));
+        drop((m, mirror, shaped, report, ckpt));
+    });
+}
+
+#[test]
+fn spec_expansion_arithmetic() {
+    use super::spec::digits_below;
+    let plain = |n: u128| (0..n).map(|i| i.to_string().len() as u128).sum::<u128>();
+    for n in [0, 1, 9, 10, 11, 99, 100, 101, 12345] {
+        assert_eq!(digits_below(n), plain(n), "{n}");
+    }
+    assert_eq!(digits_below(u128::MAX), u128::MAX);
+}
+
+/// The count made before building bounds what is built: exactly the modules, at least the
+/// entries and name bytes (a layer counts as its largest configuration), for every spec of the
+/// torch-checked fixtures.
+#[test]
+fn spec_counts_bound_what_every_fixture_spec_builds() {
+    let cases: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/specs.json")).unwrap();
+    let mut checked = 0;
+    for case in cases.as_array().unwrap() {
+        let text = case["spec_text"].as_str().unwrap();
+        let Ok(m) = Module::from_spec(text) else {
+            continue;
+        };
+        let (modules, entries, name_bytes) = super::spec::counted(text).unwrap();
+        let built_names: usize = m.entries().iter().map(|e| e.name().len()).sum::<usize>()
+            + m.declared.iter().map(|(_, p)| p.len()).sum::<usize>();
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(modules as usize, m.declared.len() + 1, "{name}");
+        assert!(entries as usize >= m.len(), "{name}");
+        assert!(name_bytes as usize >= built_names, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 40, "{checked}");
+}
