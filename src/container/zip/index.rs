@@ -33,7 +33,10 @@ pub(super) fn check_name(name: &str, at: u64) -> Result<()> {
 /// The number `text` is when it is written in canonical decimal (`0`, `17`; not `01`, `+1`),
 /// up to 9 digits.
 pub fn canonical_index(text: &str) -> Option<u32> {
-    let digits = text.as_bytes();
+    canonical_index_of(text.as_bytes())
+}
+
+fn canonical_index_of(digits: &[u8]) -> Option<u32> {
     let canonical = digits == b"0" || !digits.starts_with(b"0");
     if digits.is_empty() || digits.len() > 9 || !canonical {
         return None;
@@ -77,6 +80,13 @@ fn fold_case(name: &str) -> Cow<'_, [u8]> {
     }
 }
 
+/// True for `data` in any ASCII case. Setting bit 5 lowercases a capital letter and maps no
+/// other byte to a lowercase letter, so the four letters compare in one step (this runs once
+/// per record on the open path).
+fn is_data_folder(folder: [u8; 4]) -> bool {
+    u32::from_le_bytes(folder) | 0x2020_2020 == u32::from_le_bytes(*b"data")
+}
+
 impl NameIndex {
     pub fn with_capacity(count: usize) -> NameIndex {
         NameIndex {
@@ -87,19 +97,24 @@ impl NameIndex {
 
     /// Where `numbered` has the record `data/<digits>`, if it is one of those.
     pub fn numbered_slot(&self, digits: &str) -> Option<usize> {
-        let n = canonical_index(digits)? as usize;
+        self.numbered_slot_of(digits.as_bytes())
+    }
+
+    fn numbered_slot_of(&self, digits: &[u8]) -> Option<usize> {
+        let n = canonical_index_of(digits)? as usize;
         (n < self.numbered.len()).then_some(n)
     }
 
+    #[inline]
     fn slot(&self, relative: &str) -> Slot {
-        let folder = relative.as_bytes().get(..5);
-        // Five ASCII bytes, so byte 5 is a character boundary.
-        match folder
-            .filter(|folder| folder.eq_ignore_ascii_case(b"data/"))
-            .and_then(|_| self.numbered_slot(&relative[5..]))
-        {
-            Some(n) => Slot::Numbered(n),
-            None => Slot::Other,
+        match relative.as_bytes() {
+            [d, a, t, a2, b'/', digits @ ..] if is_data_folder([*d, *a, *t, *a2]) => {
+                match self.numbered_slot_of(digits) {
+                    Some(n) => Slot::Numbered(n),
+                    None => Slot::Other,
+                }
+            }
+            _ => Slot::Other,
         }
     }
 
