@@ -2,6 +2,9 @@
    the problem through the C ABI, and *out is never written on failure. */
 #include "support.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 static mmckpt_status status_by_name(const char *name) {
   static const struct { const char *name; mmckpt_status s; } table[] = {
       {"MMCKPT_ERR_IO", MMCKPT_ERR_IO},         {"MMCKPT_ERR_FORMAT", MMCKPT_ERR_FORMAT},
@@ -61,10 +64,28 @@ static void run_table(void) {
   free(text);
 }
 
+/* A FIFO is refused at once (opening one for reading would wait for a writer); the alarm turns
+   a regression into a failure instead of a hang. */
+static void run_fifo(void) {
+  char path[128];
+  mmckpt_checkpoint *ckpt = NULL;
+  snprintf(path, sizeof path, "/tmp/mmckpt-test-fifo-%ld.pt", (long)getpid());
+  remove(path);
+  CHECK(mkfifo(path, 0600) == 0);
+  alarm(20);
+  CHECK_STATUS(mmckpt_checkpoint_open(path, NULL, &ckpt), MMCKPT_ERR_IO);
+  alarm(0);
+  CHECK_ERROR_MENTIONS(path);
+  CHECK_ERROR_MENTIONS("FIFO");
+  CHECK(ckpt == NULL);
+  remove(path);
+}
+
 int main(int argc, char **argv) {
   mmckpt_checkpoint *ckpt = NULL;
   test_init(argc, argv);
   run_table();
+  run_fifo();
   CHECK_STATUS(mmckpt_checkpoint_open("/nonexistent/dir/model.pt", NULL, &ckpt), MMCKPT_ERR_IO);
   CHECK_ERROR_MENTIONS("/nonexistent/dir/model.pt");
   CHECK_STATUS(mmckpt_checkpoint_open(test_data_dir, NULL, &ckpt), MMCKPT_ERR_IO);

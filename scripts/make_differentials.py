@@ -109,8 +109,9 @@ def cases():
     for where in ("first", "last"):
         extra = (f"{prefix}/DATA.PKL", evil["data.pkl"])
         entries = [extra] + rec if where == "first" else rec + [extra]
-        out.append((f"case_variant_pickle_{where}", build(entries), None,
-                    "DATA.PKL next to data.pkl: names are case-sensitive, as in torch"))
+        out.append((f"case_variant_pickle_{where}", build(entries), "MMCKPT_ERR_FORMAT",
+                    "DATA.PKL next to data.pkl: torch finds records case-insensitively and "
+                    "reads one of the two by miniz's sort order"))
     for where in ("first", "last"):
         extra = (f"{prefix}/./data.pkl", evil["data.pkl"])
         entries = [extra] + rec if where == "first" else rec + [extra]

@@ -2,6 +2,7 @@
 //! safe core as the C ABI.
 
 use mmckpt::checkpoint::{Checkpoint, OpenOptions, TensorRef};
+use mmckpt::container::source::read_regular_file;
 use mmckpt::container::OpenMode;
 use mmckpt::module::{LoadOptions, Module};
 use mmckpt::values::{self, ValueKind, ValueLimits, ValueRef};
@@ -317,7 +318,7 @@ fn load(args: &[String]) -> Result<(), Error> {
     };
     let spec = match args.value("spec") {
         Some(path) => Some(
-            std::fs::read_to_string(path)
+            String::from_utf8(read_regular_file(std::path::Path::new(path))?)
                 .map_err(|e| Error::io(format!("cannot read spec '{path}': {e}")))?,
         ),
         None => None,

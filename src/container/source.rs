@@ -148,21 +148,11 @@ pub struct Source {
 }
 
 impl Source {
+    /// Maps (or reads) the regular file at `path`. Anything else — a FIFO, a device, a
+    /// socket, a directory — is refused without blocking (see [`open_regular_file`]).
     pub fn open(path: &Path, mode: OpenMode) -> Result<Source> {
         let shown = path.display();
-        let file =
-            File::open(path).map_err(|e| Error::io(format!("cannot open '{shown}': {e}")))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot stat '{shown}': {e}")))?;
-        if meta.is_dir() {
-            return Err(Error::io(format!(
-                "'{shown}' is a directory, not a checkpoint file"
-            )));
-        }
-        if !meta.is_file() {
-            return Err(Error::io(format!("'{shown}' is not a regular file")));
-        }
+        let (file, meta) = open_regular_file(path)?;
         if meta.len() == 0 {
             return Err(Error::format(format!("'{shown}' is empty (0 bytes)")));
         }
@@ -260,6 +250,93 @@ impl Source {
             let _ = map.advise(memmap2::Advice::WillNeed);
         }
     }
+}
+
+/// Opens `path` for reading if it is a regular file, and returns it with its metadata; any
+/// other file type is an `Io` error naming the path and the type.
+///
+/// The type is checked on the opened file (`fstat`), so a path swapped after a check cannot
+/// slip through, and the open itself never waits: opening a FIFO for reading blocks until a
+/// writer appears (a device may block too), so the file is opened with `O_NONBLOCK` and the
+/// flag is cleared once the file is known to be regular.
+pub fn open_regular_file(path: &Path) -> Result<(File, std::fs::Metadata)> {
+    let shown = path.display();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open '{shown}': {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat '{shown}': {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::io(format!(
+            "'{shown}' is {}, not a regular file",
+            file_type_name(&meta.file_type())
+        )));
+    }
+    #[cfg(unix)]
+    clear_nonblocking(&file).map_err(|e| Error::io(format!("cannot open '{shown}': {e}")))?;
+    Ok((file, meta))
+}
+
+/// Reads the whole regular file at `path` (a module spec): [`open_regular_file`]'s checks,
+/// then its bytes (as many as the file holds: memory is the file's size).
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    let (mut file, meta) = open_regular_file(path)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    use std::io::Read;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("cannot read '{}': {e}", path.display())))?;
+    Ok(bytes)
+}
+
+/// The file type in words, for messages ("a directory", "a FIFO").
+fn file_type_name(file_type: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Clears `O_NONBLOCK` (set by [`open_regular_file`] only so that the open cannot wait).
+#[cfg(unix)]
+fn clear_nonblocking(file: &File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_GETFL/F_SETFL on a descriptor this function borrows (open for the
+    // call's duration) reads and sets its status flags only; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Asks the kernel to back the memory of `vec` (its capacity, used or not) with transparent

@@ -28,10 +28,10 @@ impl ScriptClasses {
             let Some(relative) = record.name.get(prefix_len..) else {
                 continue;
             };
-            let Some(path) = relative
-                .strip_prefix("code/")
-                .and_then(|p| p.strip_suffix(".py"))
-            else {
+            // torch finds `code/<module path>.py` as it finds every record: ASCII
+            // case-insensitively (the zip reader refuses two names equal up to case). The
+            // module path is keyed lowercased; the class names in the file are kept as written.
+            let Some(path) = strip_code_file(relative) else {
                 continue;
             };
             let raw = archive.raw_data(bytes, record)?;
@@ -52,7 +52,8 @@ impl ScriptClasses {
                     "the code/ records inflate to more than {MAX_CODE_BYTES} bytes"
                 ))
             })?;
-            classes.parse(&path.replace('/', "."), &String::from_utf8_lossy(&text));
+            let module = path.replace('/', ".").to_ascii_lowercase();
+            classes.parse(&module, &String::from_utf8_lossy(&text));
         }
         Ok(classes)
     }
@@ -100,6 +101,7 @@ impl ScriptClasses {
             if !module.starts_with("__torch__") {
                 continue;
             }
+            let module = module.to_ascii_lowercase();
             let Some(state_names) = self.state.get(&format!("{module}.{name}")) else {
                 continue;
             };
@@ -125,6 +127,16 @@ impl ScriptClasses {
     }
 }
 
+/// `<path>` of a record named `code/<path>.py`, both fixed parts in any ASCII case.
+fn strip_code_file(relative: &str) -> Option<&str> {
+    let bytes = relative.as_bytes();
+    let fixed_parts = bytes.len() >= "code/.py".len()
+        && bytes[..5].eq_ignore_ascii_case(b"code/")
+        && bytes[bytes.len() - 3..].eq_ignore_ascii_case(b".py");
+    // The fixed parts are ASCII, so both cuts fall on character boundaries.
+    fixed_parts.then(|| &relative[5..relative.len() - 3])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +152,21 @@ mod tests {
         assert!(linear.contains("weight") && linear.contains("bias") && linear.len() == 2);
         let other = &c.state["__torch__.torch.nn.modules.linear.Other"];
         assert!(other.contains("stat") && other.len() == 1);
+    }
+
+    #[test]
+    fn code_records_are_found_in_any_ascii_case() {
+        assert_eq!(strip_code_file("code/__torch__/m.py"), Some("__torch__/m"));
+        assert_eq!(strip_code_file("CODE/__torch__/M.PY"), Some("__torch__/M"));
+        assert_eq!(strip_code_file("Code/.Py"), Some(""));
+        for not in [
+            "code/m.py.debug_pkl",
+            "code/m",
+            "codex/m.py",
+            "code.py",
+            "data.pkl",
+        ] {
+            assert_eq!(strip_code_file(not), None, "{not}");
+        }
     }
 }

@@ -117,14 +117,16 @@ impl ZipArchive {
         &self.names.as_bytes()[stored.name_start + self.prefix.len() + 1..stored.name_end]
     }
 
-    /// Looks a record up by its name under the prefix (`data.pkl`, `data/0`). O(1).
+    /// Looks a record up by its name under the prefix (`data.pkl`, `data/0`), ignoring ASCII
+    /// case as torch's reader does (`DATA.PKL` is found for `data.pkl`). O(1).
     pub fn get(&self, relative: &str) -> Option<ZipRecord<'_>> {
         self.index
             .find(relative, |i| self.relative_name(i))
             .map(|i| self.view(&self.records[i]))
     }
 
-    /// The record `data/<key>` that holds the bytes of the storage torch saved under `key`.
+    /// The record `data/<key>` (up to ASCII case) that holds the bytes of the storage torch
+    /// saved under `key`.
     pub fn storage_record(&self, key: &str) -> Option<ZipRecord<'_>> {
         match self.index.numbered_slot(key) {
             Some(n) => self.index.numbered(n).map(|i| self.view(&self.records[i])),

@@ -24,7 +24,8 @@
 //!   faults in 64 KiB around it; a 100-byte read is cheaper.
 //! - **A strict policy checked against torch**: what torch's reader (miniz) and Python's
 //!   `zipfile` would read differently — a local header that disagrees with its central entry,
-//!   overlapping or duplicate records, junk after the end record, two end records — is refused
+//!   overlapping or duplicate records (names equal up to ASCII case included: miniz finds
+//!   records case-insensitively), junk after the end record, two end records — is refused
 //!   rather than resolved one way. `tests/data/differential` (made by
 //!   `scripts/make_differentials.py`, checked against torch) holds those cases.
 //!

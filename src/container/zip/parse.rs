@@ -166,10 +166,17 @@ pub fn parse_with(
             let other: &Stored = &records[j];
             &names.as_bytes()[other.name_start + prefix.len() + 1..other.name_end]
         };
-        if !index.insert(relative, i, relative_of) {
-            return Err(Error::format(format!(
-                "duplicate record '{name}' (central directory entry at offset {at})"
-            )));
+        if let Err(j) = index.insert(relative, i, relative_of) {
+            let other = &names[records[j].name_start..records[j].name_end];
+            return Err(Error::format(if other == name {
+                format!("duplicate record '{name}' (central directory entry at offset {at})")
+            } else {
+                format!(
+                    "zip records '{other}' and '{name}' (central directory entry at offset \
+                     {at}) differ only in case; torch's reader (miniz) finds records \
+                     case-insensitively and would pick one of them by its sort order"
+                )
+            }));
         }
         in_order &= previous_end <= local_offset;
         previous_end = data_end;

@@ -706,3 +706,93 @@ fn directory_entries() {
         &["directory"],
     );
 }
+
+/// Names equal up to ASCII case are one record to torch's reader (miniz compares
+/// `MZ_TOLOWER` bytes), which would pick one of them by its sort order: refused, whichever
+/// comes first, on the numbered path (`data/<n>`) and the hashed one alike.
+#[test]
+fn names_equal_up_to_ascii_case_are_refused() {
+    for (first, second) in [
+        ("data.pkl", "DATA.PKL"),
+        ("data.pkl", "Data.pkl"),
+        ("data/0", "DATA/0"),
+        ("data/0", "dAtA/0"),
+        ("data/1", "Data/1"),
+        ("byteorder", "BYTEORDER"),
+        (".format_version", ".FORMAT_VERSION"),
+        (".data/serialization_id", ".DATA/serialization_id"),
+        ("data/x", "DATA/X"),
+        ("data/99999", "DATA/99999"),
+        ("code/__torch__/m.py", "CODE/__torch__/M.py"),
+    ] {
+        for (a, b) in [(first, second), (second, first)] {
+            let mut entries = torch_like("archive");
+            entries.retain(|e| !e.name.eq_ignore_ascii_case(&format!("archive/{a}")));
+            entries.insert(1, Entry::new(&format!("archive/{a}"), b"one"));
+            entries.push(Entry::new(&format!("archive/{b}"), b"two"));
+            let bytes = Writer::new(entries).build().bytes;
+            let e = expect(
+                &bytes,
+                ErrorKind::Format,
+                &[
+                    &format!("'archive/{a}'"),
+                    &format!("'archive/{b}'"),
+                    "differ only in case",
+                    "miniz",
+                ],
+            );
+            assert!(!e.message.contains("duplicate"), "{e}");
+        }
+    }
+}
+
+/// Lookup ignores ASCII case, as torch's does: `DATA.PKL`, `BYTEORDER`, `Data/0` alone are the
+/// records torch reads for `data.pkl`, `byteorder`, `data/0`. Other bytes are compared as
+/// they are (miniz folds ASCII only).
+#[test]
+fn lookup_ignores_ascii_case_only() {
+    let entries = vec![
+        Entry::new("archive/DATA.PKL", b"pickle"),
+        Entry::new("archive/BYTEORDER", b"big"),
+        Entry::new("archive/Data/0", b"zero"),
+        Entry::new("archive/DATA/1", b"one"),
+        Entry::new("archive/data/Ab", b"ab"),
+        Entry::new("archive/DATA/77", b"seventy-seven"),
+        Entry::new("archive/data/\u{c9}", b"e-acute"),
+        Entry::new("archive/data/\u{e9}", b"small-e-acute"),
+        Entry::new("archive/.Data/Version", b"3"),
+    ];
+    let bytes = Writer::new(entries).build().bytes;
+    let a = ok(&bytes);
+    let text = |r: Option<ZipRecord<'_>>| a.data(&bytes, r.unwrap()).unwrap().to_vec();
+    for name in ["data.pkl", "DATA.PKL", "Data.Pkl"] {
+        assert_eq!(text(a.get(name)), b"pickle", "{name}");
+    }
+    assert_eq!(a.text(&bytes, "byteorder").unwrap().as_deref(), Some("big"));
+    assert_eq!(text(a.storage_record("0")), b"zero");
+    assert_eq!(text(a.get("data/0")), b"zero");
+    assert_eq!(text(a.get("DATA/0")), b"zero");
+    assert_eq!(text(a.storage_record("1")), b"one");
+    assert_eq!(text(a.storage_record("ab")), b"ab");
+    assert_eq!(text(a.storage_record("AB")), b"ab");
+    assert_eq!(text(a.storage_record("77")), b"seventy-seven");
+    assert_eq!(text(a.storage_record("\u{c9}")), b"e-acute");
+    assert_eq!(text(a.storage_record("\u{e9}")), b"small-e-acute");
+    assert_eq!(text(a.get(".data/version")), b"3");
+    assert!(a.get("data/2").is_none() && a.get("dat/0").is_none());
+    assert!(a.get("data.pk").is_none() && a.get("data.pkl ").is_none());
+}
+
+/// torch checks every record against the first one's folder byte for byte
+/// ("file in archive is not in a subdirectory"), so a folder spelled in another case is refused,
+/// not folded.
+#[test]
+fn the_folder_is_compared_exactly() {
+    let mut entries = torch_like("archive");
+    entries.push(Entry::new("ARCHIVE/data/9", b"x"));
+    expect(
+        &Writer::new(entries).build().bytes,
+        ErrorKind::Format,
+        &["ARCHIVE/data/9", "'archive/'"],
+    );
+}
