@@ -19,6 +19,8 @@ pub struct Limits {
     pub table: TableLimits,
     /// Listing values ([`crate::values::leaves`]).
     pub values: ValueLimits,
+    /// Distinct files a shard index may name (told apart by file identity, not spelling).
+    pub max_shards: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
             max_pickle_bytes: 1 << 30,
             table: TableLimits::default(),
             values: ValueLimits::default(),
+            max_shards: 16_384,
         }
     }
 }
