@@ -96,7 +96,12 @@ fn a_module_with_a_million_segment_name_loads_and_reports() {
                 // A report with a million-segment missing key and unexpected key.
                 let mut other = Module::new("other");
                 other
-                    .add(&format!("{name}x"), mmckpt::DType::Float32, &[1], mmckpt::module::EntryKind::Parameter)
+                    .add(
+                        &format!("{name}x"),
+                        mmckpt::DType::Float32,
+                        &[1],
+                        mmckpt::module::EntryKind::Parameter,
+                    )
                     .unwrap();
                 let report = other
                     .load(

@@ -72,6 +72,9 @@ pub struct ValueLimits {
     pub max_values: usize,
     /// Children visited at most (shared sub-objects are visited once per path).
     pub max_steps: usize,
+    /// Bytes of the listed leaves' paths in all: a value shared under a long key is listed
+    /// once per path, each with its own copy of the path.
+    pub max_path_bytes: usize,
 }
 
 impl Default for ValueLimits {
@@ -80,6 +83,7 @@ impl Default for ValueLimits {
             max_depth: DEFAULT_MAX_DEPTH,
             max_values: 100_000,
             max_steps: 1 << 24,
+            max_path_bytes: 1 << 26,
         }
     }
 }

@@ -147,7 +147,7 @@ pub mod inputs {
         p.extend(pk::unicode("b"));
         p.extend_from_slice(&[b'K', 7]);
         p.push(b'u');
-        p.extend(std::iter::repeat_n(b's', depth));
+        p.extend(std::iter::repeat(b's').take(depth));
         p.push(b'.');
         p
     }
@@ -163,13 +163,13 @@ pub mod inputs {
         p.extend(tensor());
         p.extend(pk::unicode("deep"));
         p.push(b'N');
-        p.extend(std::iter::repeat_n(0x85, depth)); // TUPLE1
+        p.extend(std::iter::repeat(0x85).take(depth)); // TUPLE1
         p.extend(pk::unicode("l"));
-        p.extend(std::iter::repeat_n(b']', depth + 1));
-        p.extend(std::iter::repeat_n(b'a', depth));
+        p.extend(std::iter::repeat(b']').take(depth + 1));
+        p.extend(std::iter::repeat(b'a').take(depth));
         if tuple_key {
             p.push(b'N');
-            p.extend(std::iter::repeat_n(0x85, depth));
+            p.extend(std::iter::repeat(0x85).take(depth));
             p.extend_from_slice(&[b'K', 1]);
         }
         p.push(b'u');
