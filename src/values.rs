@@ -360,6 +360,7 @@ pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &ValueLimits) -> Leave
         ..WalkBounds::default()
     };
     let mut walk = Walk::new(arena, root, bounds);
+    let mut path_bytes = 0usize;
     loop {
         let entry = match walk.next() {
             Ok(Some(entry)) => entry,
@@ -374,7 +375,8 @@ pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &ValueLimits) -> Leave
             continue;
         }
         if !kind.is_container() {
-            if out.values.len() >= limits.max_values {
+            path_bytes = path_bytes.saturating_add(entry.name.len());
+            if out.values.len() >= limits.max_values || path_bytes > limits.max_path_bytes {
                 out.truncated = true;
                 break;
             }

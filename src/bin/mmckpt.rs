@@ -169,9 +169,30 @@ fn tensor_json(t: &TensorRef<'_>, hash: bool) -> Value {
         v["neg"] = json!(true);
     }
     if hash {
-        v["sha256"] = json!(sha256_hex(&t.contiguous_bytes()));
+        match tensor_sha256(t) {
+            Ok(h) => v["sha256"] = json!(h),
+            Err(e) => v["sha256_error"] = json!(e),
+        }
     }
     v
+}
+
+/// Largest strided tensor `--hash` copies to hash: a view (a stride-0 `expand`, say) may
+/// declare far more elements than its file holds, and its contiguous copy is what the hash is
+/// of. Contiguous tensors are hashed in place whatever their size.
+const MAX_HASH_COPY: u64 = 256 << 20;
+
+/// The SHA-256 of the tensor's elements in row-major order, or why it is not computed.
+fn tensor_sha256(t: &TensorRef<'_>) -> Result<String, String> {
+    let d = t.desc;
+    let bytes = d.numel.saturating_mul(d.dtype.itemsize() as u64);
+    if !d.is_contiguous() && bytes > MAX_HASH_COPY {
+        return Err(format!(
+            "MMCKPT_ERR_LIMIT: not hashed: a strided view of {bytes} bytes (more than \
+             {MAX_HASH_COPY} to copy)"
+        ));
+    }
+    Ok(sha256_hex(&t.contiguous_bytes()))
 }
 
 /// A JSON number, or for NaN and the infinities the strings "nan", "inf", "-inf".
@@ -258,7 +279,7 @@ fn print_table(ckpt: &Checkpoint, hash: bool) {
                     t.storage.key.to_string(),
                 ];
                 if hash {
-                    row.push(sha256_hex(&t.contiguous_bytes()));
+                    row.push(tensor_sha256(&t).unwrap_or_else(|e| e));
                 }
                 row
             }

@@ -19,6 +19,8 @@ pub struct Limits {
     pub table: TableLimits,
     /// Listing values ([`crate::values::leaves`]).
     pub values: ValueLimits,
+    /// Distinct files a shard index may name (told apart by file identity, not spelling).
+    pub max_shards: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
             max_pickle_bytes: 1 << 30,
             table: TableLimits::default(),
             values: ValueLimits::default(),
+            max_shards: 16_384,
         }
     }
 }
@@ -69,6 +72,9 @@ pub struct ValueLimits {
     pub max_values: usize,
     /// Children visited at most (shared sub-objects are visited once per path).
     pub max_steps: usize,
+    /// Bytes of the listed leaves' paths in all: a value shared under a long key is listed
+    /// once per path, each with its own copy of the path.
+    pub max_path_bytes: usize,
 }
 
 impl Default for ValueLimits {
@@ -77,6 +83,7 @@ impl Default for ValueLimits {
             max_depth: DEFAULT_MAX_DEPTH,
             max_values: 100_000,
             max_steps: 1 << 24,
+            max_path_bytes: 1 << 26,
         }
     }
 }

@@ -297,7 +297,7 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The file type in words, for messages ("a directory", "a FIFO").
-fn file_type_name(file_type: &std::fs::FileType) -> &'static str {
+pub fn file_type_name(file_type: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
@@ -317,7 +317,7 @@ fn file_type_name(file_type: &std::fs::FileType) -> &'static str {
     if file_type.is_dir() {
         "a directory"
     } else {
-        "not a regular file"
+        "a special file"
     }
 }
 
