@@ -4,8 +4,8 @@
     python bench/run.py --tiny     # every scenario on tiny inputs, well under a minute
 
 Writes its inputs with torch (once; reused), builds and runs the Rust side
-(`cargo run --release --example bench`), runs torch's and safetensors' side here, prints a table
-of medians and ratios against the issue's goals, and writes everything (every repetition) as
+(`cargo run --release -p mmckpt-cli --example bench`), runs torch's and safetensors' side here,
+prints a table of medians and ratios against the issue's goals, and writes everything (every repetition) as
 JSON (default bench/results.json, or --json PATH). Run with the venv's python
 (`$(bash scripts/setup-venv.sh)/bin/python`). Benchmarks are not pass/fail: the table says
 which goals are met.
@@ -163,9 +163,9 @@ def main():
     print(f"inputs in {cache}", file=sys.stderr)
     paths = gen.ensure(cache, tiny, log=lambda m: print(m, file=sys.stderr))
     s = gen.sizes(tiny)
-    print("building the Rust side (cargo build --release --example bench)", file=sys.stderr)
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "bench"], cwd=ROOT,
-                   check=True)
+    print("building the Rust side (cargo build --release -p mmckpt-cli --example bench)", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "mmckpt-cli", "--example",
+                    "bench"], cwd=ROOT, check=True)
 
     results = {"machine": machine(), "tiny": tiny, "reps": reps, "scenarios": {}}
     R = results["scenarios"]

@@ -11,12 +11,14 @@ step() { printf '\n==== %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
-step "cargo clippy"
-cargo clippy --all-targets --release -- -D warnings
-step "cargo test"
-cargo test --release
+step "cargo clippy (the workspace: the library and the CLI)"
+cargo clippy --workspace --all-targets --release -- -D warnings
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+step "cargo test (the workspace, doc examples included)"
+cargo test --workspace --release
 step "C and C++ tests (ctest)"
-cargo build --release # libmmckpt.so and the CLI (cargo test does not build the cdylib)
+cargo build --release # libmmckpt.so and target/release/mmckpt (default-members: both crates)
 cmake -S c_tests -B c_tests/build -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build c_tests/build -j "$jobs" >/dev/null
 ctest --test-dir c_tests/build --output-on-failure -j "$jobs"

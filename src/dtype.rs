@@ -5,32 +5,59 @@
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum DType {
+    /// `torch.float32` (4 bytes per element)
     Float32 = 1,
+    /// `torch.float64` (8 bytes per element)
     Float64 = 2,
+    /// `torch.float16` (2 bytes per element)
     Float16 = 3,
+    /// `torch.bfloat16` (2 bytes per element)
     BFloat16 = 4,
+    /// `torch.int8` (1 byte per element)
     Int8 = 5,
+    /// `torch.uint8` (1 byte per element)
     UInt8 = 6,
+    /// `torch.int16` (2 bytes per element)
     Int16 = 7,
+    /// `torch.int32` (4 bytes per element)
     Int32 = 8,
+    /// `torch.int64` (8 bytes per element)
     Int64 = 9,
+    /// `torch.bool` (1 byte per element)
     Bool = 10,
+    /// `torch.complex64` (8 bytes per element)
     Complex64 = 11,
+    /// `torch.complex128` (16 bytes per element)
     Complex128 = 12,
+    /// `torch.uint16` (2 bytes per element)
     UInt16 = 13,
+    /// `torch.uint32` (4 bytes per element)
     UInt32 = 14,
+    /// `torch.uint64` (8 bytes per element)
     UInt64 = 15,
+    /// `torch.complex32` (4 bytes per element)
     Complex32 = 16,
+    /// `torch.float8_e4m3fn` (1 byte per element)
     Float8E4M3Fn = 17,
+    /// `torch.float8_e5m2` (1 byte per element)
     Float8E5M2 = 18,
+    /// `torch.float8_e4m3fnuz` (1 byte per element)
     Float8E4M3FnUz = 19,
+    /// `torch.float8_e5m2fnuz` (1 byte per element)
     Float8E5M2FnUz = 20,
+    /// `torch.float8_e8m0fnu` (1 byte per element)
     Float8E8M0Fnu = 21,
+    /// `torch.float4_e2m1fn_x2` (1 byte per element)
     Float4E2M1FnX2 = 22,
+    /// `torch.bits8` (1 byte per element)
     Bits8 = 23,
+    /// `torch.bits16` (2 bytes per element)
     Bits16 = 24,
+    /// `torch.bits1x8` (1 byte per element)
     Bits1x8 = 25,
+    /// `torch.bits2x4` (1 byte per element)
     Bits2x4 = 26,
+    /// `torch.bits4x2` (1 byte per element)
     Bits4x2 = 27,
 }
 
@@ -79,7 +106,15 @@ const ALIASES: &[(&str, DType)] = &[
     ("complex16", DType::Complex32),
 ];
 
+impl std::fmt::Display for DType {
+    /// torch's spelling ([`DType::name`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl DType {
+    /// Every dtype, in code order.
     pub const ALL: [DType; 27] = {
         let mut all = [DType::Float32; 27];
         let mut i = 0;
@@ -93,9 +128,11 @@ impl DType {
     fn row(self) -> &'static (DType, &'static str, usize, &'static str) {
         &TABLE[self as usize - 1]
     }
+    /// The C ABI's `mmckpt_dtype` value (stable).
     pub fn code(self) -> u32 {
         self as u32
     }
+    /// The dtype of a C ABI `mmckpt_dtype` value.
     pub fn from_code(code: u32) -> Option<DType> {
         let index = (code as usize).checked_sub(1)?;
         TABLE.get(index).map(|row| row.0)
@@ -104,6 +141,8 @@ impl DType {
     pub fn name(self) -> &'static str {
         self.row().1
     }
+    /// Bytes per element as torch counts elements (`float4_e2m1fn_x2` is one byte holding two
+    /// values, `bits1x8` one byte of eight bits).
     pub fn itemsize(self) -> usize {
         self.row().2
     }
@@ -122,6 +161,8 @@ impl DType {
             .find(|row| !row.3.is_empty() && row.3 == class_name)
             .map(|row| row.0)
     }
+    /// One of the four floating dtypes loads convert between: float64, float32, float16,
+    /// bfloat16 (`Module::set_floating_dtype` changes only these).
     pub fn is_floating(self) -> bool {
         matches!(
             self,

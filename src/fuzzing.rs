@@ -14,11 +14,32 @@
 //! the invariants that must hold on whatever opened.
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
-use crate::container::zip::{self, HeaderReads, ZipLimits};
+use crate::container::zip::{HeaderReads, ZipLimits};
 use crate::dtype::DType;
 use crate::module::{LoadOptions, Module};
 use crate::pickle::{self, Arena};
 use crate::values::{self, ValueLimits};
+
+// Internals the integration tests inspect (which backing a tensor has, the zip reader alone):
+// reachable here rather than through the API, as the tests replay these targets anyway.
+pub use crate::checkpoint::Backing;
+pub use crate::container::zip;
+
+/// The backing of a tensor's storage: the file's bytes (`Backing::File`, its `Source`) or a
+/// private aligned copy.
+pub fn backing<'a>(tensor: &crate::Tensor<'a>) -> &'a Backing {
+    tensor.storage.backing()
+}
+
+/// The node of the value tree a value is (equal for the same object reached by two paths).
+pub fn node_of(value: &crate::ValueRef<'_>) -> u32 {
+    value.node()
+}
+
+/// The whole file's bytes as the checkpoint holds them (mapped or read in).
+pub fn file_bytes(ckpt: &Checkpoint) -> &[u8] {
+    ckpt.source().bytes()
+}
 
 /// A fuzz target: the fuzzer's bytes in; returns normally on any input.
 pub type Target = fn(&[u8]);
@@ -171,7 +192,7 @@ pub fn walk_tensors(ckpt: &Checkpoint, file_len: u64) -> u64 {
             continue;
         };
         assert_eq!(by_name.is_ok(), ckpt.tensor_at(first).is_ok());
-        let span = t.desc.span_bytes();
+        let span = t.span_bytes();
         if let Some(off) = t.file_offset() {
             assert!(
                 off.checked_add(span).is_some_and(|end| end <= file_len),
@@ -181,9 +202,23 @@ pub fn walk_tensors(ckpt: &Checkpoint, file_len: u64) -> u64 {
         let bytes = t.bytes();
         assert_eq!(bytes.len() as u64, span);
         sum = bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
-        let logical = t.desc.numel.saturating_mul(t.desc.dtype.itemsize() as u64);
+        let logical = t.row_major_bytes();
         if logical <= MAX_COPY_BYTES {
-            assert_eq!(t.contiguous_bytes().len() as u64, logical);
+            let whole = t.contiguous_bytes();
+            assert_eq!(whole.len() as u64, logical);
+            // Streamed in pieces, the same bytes in the same order.
+            let mut at = 0usize;
+            t.for_each_row_major_chunk(4096, |piece| {
+                assert_eq!(
+                    piece,
+                    &whole[at..at + piece.len()],
+                    "tensor '{name}' streamed"
+                );
+                at += piece.len();
+                Ok::<(), ()>(())
+            })
+            .expect("the callback never fails");
+            assert_eq!(at, whole.len(), "tensor '{name}' streamed");
         }
     }
     sum

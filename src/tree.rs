@@ -30,20 +30,29 @@ pub const MAX_LOOKUP_STEPS: usize = 1 << 22;
 /// `OrderedDict` are [`Dict`](ValueKind::Dict).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ValueKind {
+    /// `None`.
     None,
+    /// `True` or `False`.
     Bool,
     /// An int that fits in i64.
     Int,
     /// An int outside i64.
     BigInt,
+    /// A `float` (a double).
     Float,
+    /// A `complex`.
     Complex,
     /// A `str` (UTF-8).
     Str,
+    /// `bytes` or `bytearray`.
     Bytes,
+    /// A `list`.
     List,
+    /// A `tuple` (also `torch.Size`).
     Tuple,
+    /// A `dict` or `OrderedDict`.
     Dict,
+    /// A `set` or `frozenset`.
     Set,
     /// An instance of a class mmckpt does not interpret (`argparse.Namespace`, a dataclass):
     /// its children are the attributes its BUILD state set.
@@ -237,6 +246,7 @@ pub struct Entry<'w> {
     pub name: &'w str,
     pub node: NodeId,
     /// Containers from the root to this node's parent, inclusive (the root's children: 1).
+    #[cfg_attr(not(test), allow(dead_code))] // no user needs it yet; the walk's tests check it
     pub depth: usize,
     /// Where the node's own segment starts in `name` (after its parent's name and the dot).
     pub segment_start: usize,
@@ -532,15 +542,8 @@ pub enum ChildName {
 }
 
 impl ChildName {
-    /// The name segment: dict keys as written (ints in decimal), indices in decimal.
-    pub fn segment(self, arena: &Arena) -> String {
-        match self {
-            ChildName::Index(i) => i.to_string(),
-            ChildName::Key(k) => key_segment(arena, k),
-        }
-    }
-
-    /// Like [`ChildName::segment`], but a key longer than `max` bytes is cut after `max + 1`:
+    /// The name segment (dict keys as written, ints in decimal; indices in decimal), except
+    /// that a key longer than `max` bytes is cut after `max + 1`:
     /// enough to tell it differs from any name of `max` bytes, at a cost bounded by `max`.
     pub fn segment_upto(self, arena: &Arena, max: usize) -> String {
         match self {
@@ -584,14 +587,9 @@ fn cut_past(s: &str, max: usize) -> &str {
 /// one more, so that callers can tell), which the tensor walk reports as a `Limit` error.
 pub const MAX_SEGMENT_LEN: usize = 1 << 16;
 
-/// The name segment of a dict key. Iterative (a tuple key may nest as deep as the pickle
-/// allows) and bounded: at most `MAX_SEGMENT_LEN + 1` bytes are produced, and a tuple's items
-/// are visited one at a time, so the work is bounded by the output too.
-pub fn key_segment(arena: &Arena, key: NodeId) -> String {
-    key_segment_upto(arena, key, MAX_SEGMENT_LEN)
-}
-
-/// [`key_segment`] cut after `max + 1` bytes (so that a longer key is seen to be longer).
+/// The name segment of a dict key, cut after `max + 1` bytes (so that a longer key is seen to
+/// be longer). Iterative (a tuple key may nest as deep as the pickle allows) and bounded: a
+/// tuple's items are visited one at a time, so the work is bounded by the output too.
 fn key_segment_upto(arena: &Arena, key: NodeId, max: usize) -> String {
     enum Step<'a> {
         Node(NodeId),

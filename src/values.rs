@@ -21,14 +21,30 @@ use crate::pickle::{Arena, NodeId, Value};
 use crate::tree::{self, Walk, WalkBounds};
 use std::borrow::Cow;
 
-pub use crate::checkpoint::ValueLimits;
-pub use crate::tree::{kind_of, ValueKind, MAX_LOOKUP_STEPS};
+pub(crate) use crate::checkpoint::ValueLimits;
+pub(crate) use crate::tree::{kind_of, ValueKind};
 
 /// Bytes of a big integer that [`ValueRef::decimal`] renders: like CPython's default
 /// `sys.int_info.str_digits_check_threshold` (4300 digits), since the conversion is quadratic.
 pub const MAX_DECIMAL_BYTES: usize = 1785;
 
-/// One value of the tree, found by its path. Borrows the checkpoint's value tree.
+/// One value of a checkpoint's tree (a non-tensor value, a container, or a tensor as a leaf),
+/// found by its path ([`Checkpoint::value`]) or listed ([`Checkpoint::value_leaves`]). Borrows
+/// the checkpoint.
+///
+/// ```
+/// use mmckpt::{Checkpoint, OpenOptions, ValueKind};
+///
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nested.pt");
+/// let ckpt = Checkpoint::open(path, &OpenOptions::default())?;
+/// let epoch = ckpt.value("epoch")?;
+/// assert_eq!(epoch.kind(), ValueKind::Int);
+/// assert_eq!(epoch.as_i64()?, 3);
+/// assert_eq!(ckpt.value("lr")?.as_f64()?, 0.001);
+/// assert_eq!(ckpt.value("args.hidden")?.as_i64()?, 16);
+/// assert_eq!(ckpt.value("model")?.kind(), ValueKind::Dict);
+/// # Ok::<(), mmckpt::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ValueRef<'a> {
     arena: &'a Arena,
@@ -38,7 +54,7 @@ pub struct ValueRef<'a> {
 
 /// Finds the value at `path` below `root` (the empty path is `root` itself); see
 /// [`tree::lookup`].
-pub fn lookup<'a>(arena: &'a Arena, root: NodeId, path: &str) -> Result<ValueRef<'a>> {
+pub(crate) fn lookup<'a>(arena: &'a Arena, root: NodeId, path: &str) -> Result<ValueRef<'a>> {
     Ok(ValueRef {
         arena,
         node: tree::lookup(arena, root, path)?,
@@ -47,23 +63,71 @@ pub fn lookup<'a>(arena: &'a Arena, root: NodeId, path: &str) -> Result<ValueRef
 }
 
 /// [`lookup`] below the checkpoint's selected root.
-pub fn value<'a>(ckpt: &'a Checkpoint, path: &str) -> Result<ValueRef<'a>> {
+pub(crate) fn value<'a>(ckpt: &'a Checkpoint, path: &str) -> Result<ValueRef<'a>> {
     lookup(ckpt.arena(), ckpt.root(), path)
+}
+
+impl Checkpoint {
+    /// The value at a dotted `path` below the selected root (`epoch`, `args.hidden`,
+    /// `optimizer.param_groups.0.lr`; the empty path is the root). Paths name values as the
+    /// tensor table names tensors, and a dict key may itself contain dots: the first value in
+    /// walk order whose full name equals `path` wins. `NotFound` names the part that matched.
+    pub fn value(&self, path: &str) -> Result<ValueRef<'_>> {
+        value(self, path)
+    }
+
+    /// Every non-tensor leaf below the selected root, in walk order, collected. See
+    /// [`Checkpoint::for_each_value_leaf`] for the order, the names and the bounds.
+    pub fn value_leaves(&self, limits: &ValueLimits) -> Leaves<'_> {
+        leaves(self.arena(), self.root(), limits)
+    }
+
+    /// Calls `f` with every leaf below the selected root that is not a tensor (None, bool,
+    /// int, float, complex, str, bytes, global, other), named as the tensor table names
+    /// tensors, in the table's walk order, one at a time (nothing is collected). Empty
+    /// containers are not leaves; a value that contains itself is not entered again.
+    ///
+    /// Returns whether a bound of `limits` stopped the listing early (leaves, steps, name
+    /// bytes; a container nested too deep is skipped): a truncated listing, not an error.
+    /// Stops at the first error of `f`.
+    ///
+    /// ```
+    /// use mmckpt::{Checkpoint, OpenOptions, ValueLimits};
+    ///
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nested.pt");
+    /// let ckpt = Checkpoint::open(path, &OpenOptions::default())?;
+    /// let mut names = Vec::new();
+    /// let truncated = ckpt.for_each_value_leaf(&ValueLimits::default(), |leaf| {
+    ///     names.push(leaf.path().to_string());
+    ///     Ok::<(), mmckpt::Error>(())
+    /// })?;
+    /// assert!(!truncated && names.iter().any(|n| n == "epoch"));
+    /// # Ok::<(), mmckpt::Error>(())
+    /// ```
+    pub fn for_each_value_leaf<E>(
+        &self,
+        limits: &ValueLimits,
+        f: impl FnMut(ValueRef<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<bool, E> {
+        for_each_leaf(self.arena(), self.root(), limits, f)
+    }
 }
 
 impl<'a> ValueRef<'a> {
     /// The node in the checkpoint's arena.
-    pub fn node(&self) -> NodeId {
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn node(&self) -> NodeId {
         self.node
     }
     /// The path it was found by (or, for walked leaves, its name).
     pub fn path(&self) -> &str {
         &self.path
     }
+    /// What the value is.
     pub fn kind(&self) -> ValueKind {
         kind_of(self.arena, self.node)
     }
-    pub fn raw(&self) -> &'a Value {
+    pub(crate) fn raw(&self) -> &'a Value {
         self.arena.get(self.node)
     }
 
@@ -271,7 +335,7 @@ fn join(base: &str, segment: &str) -> String {
 }
 
 /// Decimal text of a little-endian two's-complement integer of any length.
-pub fn le_twos_complement_to_decimal(bytes: &[u8]) -> String {
+pub(crate) fn le_twos_complement_to_decimal(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "0".to_string();
     }
@@ -328,31 +392,51 @@ pub fn le_twos_complement_to_decimal(bytes: &[u8]) -> String {
     out
 }
 
-/// Every non-tensor leaf reachable from a root, in walk order.
+/// Every non-tensor leaf reachable from a root, in walk order
+/// ([`Checkpoint::value_leaves`]).
+#[derive(Clone, Debug)]
 pub struct Leaves<'a> {
+    /// The leaves, each named by its path.
     pub values: Vec<ValueRef<'a>>,
     /// True when a bound stopped the walk early (or kept it out of a too-deep container).
     pub truncated: bool,
 }
 
-/// Lists every leaf that is not a tensor (None, bool, int, float, complex, str, bytes, global,
-/// other) reachable from `root`, named as the tensor table names tensors, in the table's walk
-/// order. Empty containers are not leaves. A value that contains itself is not entered again.
-pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &ValueLimits) -> Leaves<'a> {
-    let mut out = Leaves {
-        values: Vec::new(),
-        truncated: false,
-    };
+/// Lists every leaf that is not a tensor reachable from `root`: [`for_each_leaf`], collected.
+pub(crate) fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &ValueLimits) -> Leaves<'a> {
+    let mut values = Vec::new();
+    let truncated = for_each_leaf(arena, root, limits, |leaf| {
+        values.push(leaf);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    Leaves { values, truncated }
+}
+
+/// Calls `f` with every leaf that is not a tensor (None, bool, int, float, complex, str, bytes,
+/// global, other) reachable from `root`, named as the tensor table names tensors, in the
+/// table's walk order. Empty containers are not leaves. A value that contains itself is not
+/// entered again. Returns whether a bound stopped the walk (`Ok(true)`: truncated).
+///
+/// The names made are bounded by `limits.max_name_bytes`: every segment walked and every
+/// listed leaf's full path count, so a long key under a sub-object shared by many paths cannot
+/// make the listing (or what a caller writes from it) grow past that budget.
+pub(crate) fn for_each_leaf<'a, E>(
+    arena: &'a Arena,
+    root: NodeId,
+    limits: &ValueLimits,
+    mut f: impl FnMut(ValueRef<'a>) -> std::result::Result<(), E>,
+) -> std::result::Result<bool, E> {
     let kind = kind_of(arena, root);
     if !kind.is_container() {
         if kind != ValueKind::Tensor {
-            out.values.push(ValueRef {
+            f(ValueRef {
                 arena,
                 node: root,
                 path: String::new(),
-            });
+            })?;
         }
-        return out;
+        return Ok(false);
     }
     let bounds = WalkBounds {
         max_depth: limits.max_depth,
@@ -360,38 +444,45 @@ pub fn leaves<'a>(arena: &'a Arena, root: NodeId, limits: &ValueLimits) -> Leave
         ..WalkBounds::default()
     };
     let mut walk = Walk::new(arena, root, bounds);
-    let mut path_bytes = 0usize;
+    let (mut listed, mut name_bytes) = (0usize, 0usize);
+    let mut truncated = false;
     loop {
         let entry = match walk.next() {
             Ok(Some(entry)) => entry,
             Ok(None) => break,
             Err(_) => {
-                out.truncated = true;
+                truncated = true;
                 break;
             }
         };
+        name_bytes = name_bytes.saturating_add(entry.raw_segment_len);
         let kind = kind_of(arena, entry.node);
         if kind == ValueKind::Tensor {
             continue;
         }
         if !kind.is_container() {
-            path_bytes = path_bytes.saturating_add(entry.name.len());
-            if out.values.len() >= limits.max_values || path_bytes > limits.max_path_bytes {
-                out.truncated = true;
+            name_bytes = name_bytes.saturating_add(entry.name.len());
+            if listed >= limits.max_values || name_bytes > limits.max_name_bytes {
+                truncated = true;
                 break;
             }
-            out.values.push(ValueRef {
+            listed += 1;
+            f(ValueRef {
                 arena,
                 node: entry.node,
                 path: entry.name.to_string(),
-            });
+            })?;
             continue;
         }
+        if name_bytes > limits.max_name_bytes {
+            truncated = true;
+            break;
+        }
         if walk.enter().is_err() {
-            out.truncated = true; // too deep: listed up to here, not entered
+            truncated = true; // too deep: listed up to here, not entered
         }
     }
-    out
+    Ok(truncated)
 }
 
 #[cfg(test)]

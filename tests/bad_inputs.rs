@@ -4,8 +4,8 @@
 mod common;
 
 use common::{expected_rows, repo_path, status_kind};
-use mmckpt::checkpoint::{Checkpoint, OpenOptions};
 use mmckpt::ErrorKind;
+use mmckpt::{Checkpoint, OpenOptions};
 
 #[test]
 fn every_bad_input_fails_with_its_status_and_message() {

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{repo_path, sha256_hex};
-use mmckpt::checkpoint::{Checkpoint, OpenOptions};
 use mmckpt::ErrorKind;
+use mmckpt::{Checkpoint, OpenOptions};
 use serde_json::Value;
 
 #[test]
@@ -37,11 +37,11 @@ fn mmckpt_reads_what_torch_reads_or_refuses() {
                         let got = ckpt.tensor_at(i).unwrap();
                         let what = format!("{file}: {}", t["name"]);
                         assert_eq!(got.name(), t["name"].as_str().unwrap(), "{what}");
-                        assert_eq!(got.desc.dtype.name(), t["dtype"], "{what}");
+                        assert_eq!(got.dtype().name(), t["dtype"], "{what}");
                         let shape: Vec<i64> = (t["shape"].as_array().unwrap().iter())
                             .map(|d| d.as_i64().unwrap())
                             .collect();
-                        assert_eq!(&*got.desc.shape, shape.as_slice(), "{what}");
+                        assert_eq!(got.shape(), shape.as_slice(), "{what}");
                         assert_eq!(
                             sha256_hex(&got.contiguous_bytes()),
                             t["sha256"].as_str().unwrap(),

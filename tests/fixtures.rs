@@ -4,8 +4,9 @@
 mod common;
 
 use common::{fixture, manifest, sha256_hex};
-use mmckpt::checkpoint::{Backing, Checkpoint, OpenOptions};
-use mmckpt::container::OpenMode;
+use mmckpt::fuzzing::{self, Backing};
+use mmckpt::OpenMode;
+use mmckpt::{Checkpoint, OpenOptions};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -45,31 +46,23 @@ fn check_file(file: &str, expected: &Value, mode: OpenMode) {
             .unwrap_or_else(|e| panic!("{file}: tensor {i} ({name}): {e}"));
         let what = format!("{file}: {name}");
         assert_eq!(t.name(), name, "{what}: table order");
+        assert_eq!(t.dtype().name(), want["dtype"].as_str().unwrap(), "{what}");
         assert_eq!(
-            t.desc.dtype.name(),
-            want["dtype"].as_str().unwrap(),
-            "{what}"
-        );
-        assert_eq!(
-            &*t.desc.shape,
+            t.shape(),
             as_i64s(&want["shape"]).as_slice(),
             "{what}: shape"
         );
         assert_eq!(
-            &*t.desc.strides,
+            t.strides(),
             as_i64s(&want["stride"]).as_slice(),
             "{what}: stride"
         );
         assert_eq!(
-            t.desc.storage_offset,
+            t.storage_offset(),
             want["storage_offset"].as_i64().unwrap(),
             "{what}"
         );
-        assert_eq!(
-            t.desc.numel,
-            want["numel"].as_u64().unwrap(),
-            "{what}: numel"
-        );
+        assert_eq!(t.numel(), want["numel"].as_u64().unwrap(), "{what}: numel");
         assert_eq!(
             sha256_hex(&t.contiguous_bytes()),
             want["sha256"].as_str().unwrap(),
@@ -78,42 +71,42 @@ fn check_file(file: &str, expected: &Value, mode: OpenMode) {
         if !torchscript {
             // torch.jit.load(...).state_dict() detaches, so its flags say nothing about the file.
             assert_eq!(
-                t.desc.is_parameter,
+                t.is_parameter(),
                 want["is_parameter"].as_bool().unwrap(),
                 "{what}"
             );
             assert_eq!(
-                t.desc.requires_grad,
+                t.requires_grad(),
                 want["requires_grad"].as_bool().unwrap(),
                 "{what}"
             );
         }
         let group = want["storage_group"].as_i64().unwrap();
         assert_eq!(
-            *group_to_id.entry(group).or_insert(t.storage.id),
-            t.storage.id,
+            *group_to_id.entry(group).or_insert(t.storage_id()),
+            t.storage_id(),
             "{what}: aliasing"
         );
         assert_eq!(
-            *id_to_group.entry(t.storage.id).or_insert(group),
+            *id_to_group.entry(t.storage_id()).or_insert(group),
             group,
             "{what}: aliasing"
         );
         assert_eq!(
-            t.storage.is_mapped(),
+            t.is_mapped(),
             mode != OpenMode::Read && t.file_offset().is_some(),
             "{what}"
         );
         let ptr = t.data_ptr() as usize;
         assert_eq!(
-            ptr % t.desc.dtype.itemsize().min(8),
+            ptr % t.dtype().itemsize().min(8),
             0,
             "{what}: misaligned data pointer"
         );
-        if t.storage.is_mapped() {
+        if t.is_mapped() {
             // The pointer lies in the mapping (of the tensor's own file: a shard index's
             // tensors live in the shards) at the recorded file offset.
-            let Backing::File(source) = t.storage.backing() else {
+            let Backing::File(source) = fuzzing::backing(&t) else {
                 panic!("{what}: mapped storage without a file backing");
             };
             let base = source.bytes().as_ptr() as usize;
@@ -184,7 +177,7 @@ fn tied_weights_share_pointer_and_storage() {
     let a = ckpt.tensor("embed.weight").unwrap();
     let b = ckpt.tensor("lm_head.weight").unwrap();
     assert_eq!(a.data_ptr(), b.data_ptr());
-    assert_eq!(a.storage.id, b.storage.id);
+    assert_eq!(a.storage_id(), b.storage_id());
 }
 
 #[test]

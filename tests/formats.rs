@@ -6,9 +6,10 @@
 mod common;
 
 use common::{fixture, sha256_hex};
-use mmckpt::checkpoint::{Backing, Checkpoint, Format, OpenOptions};
-use mmckpt::container::OpenMode;
+use mmckpt::fuzzing::{self, Backing};
 use mmckpt::ErrorKind;
+use mmckpt::OpenMode;
+use mmckpt::{Checkpoint, Format, OpenOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,26 +36,26 @@ fn legacy_storages_are_mapped_when_aligned_and_copied_when_not() {
     let (mut mapped, mut copied) = (Vec::new(), Vec::new());
     for (name, t) in ckpt.iter() {
         let t = t.unwrap();
-        let itemsize = t.desc.dtype.itemsize();
+        let itemsize = t.dtype().itemsize();
         assert_eq!(
             t.data_ptr() as usize % itemsize.min(8),
             0,
             "{name}: misaligned"
         );
         if itemsize == 1 {
-            assert!(t.storage.is_mapped(), "{name}: bytes never need a copy");
+            assert!(t.is_mapped(), "{name}: bytes never need a copy");
             continue;
         }
-        if t.storage.is_mapped() {
+        if t.is_mapped() {
             // Zero-copy: the pointer is the file's bytes at the recorded offset.
-            let base = ckpt.source().bytes().as_ptr() as usize;
+            let base = fuzzing::file_bytes(&ckpt).as_ptr() as usize;
             assert_eq!(
                 t.data_ptr() as usize - base,
                 t.file_offset().unwrap() as usize
             );
             mapped.push(name.to_string());
         } else {
-            assert!(matches!(t.storage.backing(), Backing::Owned(_)), "{name}");
+            assert!(matches!(fuzzing::backing(&t), Backing::Owned(_)), "{name}");
             assert_eq!(t.file_offset(), None, "{name}");
             copied.push(name.to_string());
         }
@@ -118,8 +119,8 @@ fn legacy_storage_views_are_slices_of_their_root() {
     let t = ckpt.tensor("v").unwrap();
     // view = root[2..5] = [2, 3, 4]; the tensor is view[1..3].
     assert_eq!(f32s(t.bytes()), [3.0, 4.0]);
-    assert_eq!(t.storage.len(), 12);
-    assert_eq!(t.storage.key.to_string(), "view");
+    assert_eq!(t.storage_nbytes(), 12);
+    assert_eq!(t.storage_key(), "view");
     let err = Checkpoint::from_bytes(&legacy_with_view(5, 3), &OpenOptions::default())
         .err()
         .unwrap();
@@ -143,11 +144,7 @@ fn big_endian_archives_are_swapped_into_owned_memory() {
     for (name, t) in ckpt.iter() {
         let t = t.unwrap();
         // Single bytes need no swap and stay in the mapping; everything else is a copy.
-        assert_eq!(
-            t.storage.is_mapped(),
-            t.desc.dtype.itemsize() == 1,
-            "{name}"
-        );
+        assert_eq!(t.is_mapped(), t.dtype().itemsize() == 1, "{name}");
     }
     assert_eq!(
         f32s(&ckpt.tensor("f32").unwrap().contiguous_bytes()),
@@ -172,8 +169,8 @@ fn storage_locations_are_kept_and_do_not_matter() {
     let ckpt = open(fixture("location.pt"));
     for (name, location) in want {
         let t = ckpt.tensor(name).unwrap();
-        assert_eq!(&*t.storage.location, location.as_str().unwrap(), "{name}");
-        assert!(t.storage.is_mapped(), "{name}");
+        assert_eq!(t.location(), location.as_str().unwrap(), "{name}");
+        assert!(t.is_mapped(), "{name}");
     }
 }
 
@@ -182,7 +179,7 @@ fn torchscript_tables_hold_the_state_dict_only() {
     // The traced archive holds a constant tensor (constants.pkl + constants/0) and traced
     // inputs; neither is part of state_dict(), and neither is in the table.
     let bytes = std::fs::read(fixture("script_traced.pt")).unwrap();
-    let archive = mmckpt::container::zip::parse(&bytes, &Default::default()).unwrap();
+    let archive = mmckpt::fuzzing::zip::parse(&bytes, &Default::default()).unwrap();
     assert!(archive.get("constants/0").is_some());
     assert!(archive.get("traced_inputs.pkl").is_some());
     let ckpt = open(fixture("script_traced.pt"));
@@ -232,17 +229,13 @@ fn unrepresentable_tensors_fail_alone_and_lazy_bits_are_reported() {
     for row in tensors {
         let name = row["name"].as_str().unwrap();
         let t = ckpt.tensor(name).unwrap();
-        assert_eq!(
-            t.desc.dtype.name(),
-            row["dtype"].as_str().unwrap(),
-            "{name}"
-        );
-        assert_eq!(t.desc.conj, row["conj"].as_bool().unwrap(), "{name}");
-        assert_eq!(t.desc.neg, row["neg"].as_bool().unwrap(), "{name}");
+        assert_eq!(t.dtype().name(), row["dtype"].as_str().unwrap(), "{name}");
+        assert_eq!(t.is_conj(), row["conj"].as_bool().unwrap(), "{name}");
+        assert_eq!(t.is_neg(), row["neg"].as_bool().unwrap(), "{name}");
         // The bytes are what the file stores; conj/neg say how to read them.
         let bytes = sha256_hex(&t.contiguous_bytes());
         assert_eq!(bytes, row["stored_sha256"].as_str().unwrap(), "{name}");
-        let lazy = t.desc.conj || t.desc.neg;
+        let lazy = t.is_conj() || t.is_neg();
         assert_eq!(
             bytes == row["resolved_sha256"].as_str().unwrap(),
             !lazy,
@@ -284,7 +277,7 @@ fn a_shard_index_is_one_checkpoint_over_its_shards() {
                 "lm_head.weight"
             ]
         );
-        let source_of = |name: &str| match ckpt.tensor(name).unwrap().storage.backing() {
+        let source_of = |name: &str| match fuzzing::backing(&ckpt.tensor(name).unwrap()) {
             Backing::File(s) => s.clone(),
             Backing::Owned(_) => panic!("{name}: copied"),
         };
@@ -437,7 +430,7 @@ fn an_archive_with_more_than_65535_records_opens_whole() {
     let ckpt =
         Checkpoint::from_bytes(&many_record_archive(count), &OpenOptions::default()).unwrap();
     assert_eq!(ckpt.len(), count);
-    assert_eq!(ckpt.storages().len(), count);
+    assert_eq!(ckpt.storage_count(), count);
     for i in [0usize, 1, 65_534, 65_535, 65_536, count - 1] {
         let t = ckpt.tensor(&format!("t{i}")).unwrap();
         assert_eq!(f32s(t.bytes()), [i as f32], "t{i}");
@@ -457,9 +450,8 @@ fn a_large_archive_parsed_on_two_threads_reports_errors_as_one_thread_would() {
     let pickle_at = good.windows(3).position(|w| w == b"\x80\x02}").unwrap();
     let mut bad_pickle = good.clone();
     bad_pickle[pickle_at + 2] = 0xff; // not an opcode
-    let err = Checkpoint::from_bytes(&bad_pickle, &OpenOptions::default())
-        .err()
-        .expect("a broken pickle");
+    let err =
+        Checkpoint::from_bytes(&bad_pickle, &OpenOptions::default()).expect_err("a broken pickle");
     assert_eq!(err.kind, ErrorKind::Format, "{err}");
     assert!(err.message.contains("data.pkl"), "{}", err.message);
 
@@ -474,9 +466,8 @@ fn a_large_archive_parsed_on_two_threads_reports_errors_as_one_thread_would() {
             good.clone()
         };
         bad[last_entry] ^= 0xff;
-        let err = Checkpoint::from_bytes(&bad, &OpenOptions::default())
-            .err()
-            .expect("a broken directory");
+        let err =
+            Checkpoint::from_bytes(&bad, &OpenOptions::default()).expect_err("a broken directory");
         assert_eq!(err.kind, ErrorKind::Format, "{err}");
         assert!(
             err.message.contains("central directory signature"),

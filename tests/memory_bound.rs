@@ -12,9 +12,9 @@ mod support_zip;
 
 use child::inputs::{archive, get, put, tensor, PROTO};
 use child::{cli_path, describe, limit_child, peak_address_space};
-use mmckpt::checkpoint::{Checkpoint, OpenOptions};
-use mmckpt::module::{LoadOptions, Module};
 use mmckpt::ErrorKind;
+use mmckpt::{Checkpoint, OpenOptions};
+use mmckpt::{LoadOptions, Module};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support_zip::pk;

@@ -9,10 +9,10 @@ mod support_zip;
 
 use child::inputs::{archive, deep_dicts, deep_sequences, dotted};
 use child::{cli_path, describe, in_child, limit_child};
-use mmckpt::checkpoint::{Checkpoint, OpenOptions};
-use mmckpt::module::{LoadOptions, Module};
-use mmckpt::values::{self, ValueKind};
 use mmckpt::ErrorKind;
+use mmckpt::ValueKind;
+use mmckpt::{Checkpoint, OpenOptions};
+use mmckpt::{LoadOptions, Module};
 
 const DEPTH: usize = 1_000_000;
 
@@ -46,16 +46,16 @@ fn million_deep_dicts_are_refused_by_default_and_walked_when_allowed() {
 
             // Values: lookup by a path of a million segments, and the listing.
             let int_path = format!("{}.b", dotted(DEPTH));
-            let seven = values::value(&ckpt, &int_path).unwrap();
+            let seven = ckpt.value(&int_path).unwrap();
             assert_eq!(seven.as_i64().unwrap(), 7);
-            let top = values::value(&ckpt, "").unwrap();
+            let top = ckpt.value("").unwrap();
             assert_eq!(top.get(&int_path).unwrap().as_i64().unwrap(), 7);
-            let leaves = values::leaves(ckpt.arena(), ckpt.root(), &deep_options().limits.values);
+            let leaves = ckpt.value_leaves(&deep_options().limits.values);
             assert!(!leaves.truncated);
             assert_eq!(leaves.values.len(), 1);
             assert_eq!(leaves.values[0].path(), int_path);
             // The default listing stops at its depth bound instead.
-            let shallow = values::leaves(ckpt.arena(), ckpt.root(), &Default::default());
+            let shallow = ckpt.value_leaves(&Default::default());
             assert!(shallow.truncated && shallow.values.is_empty());
             drop(ckpt);
 
@@ -100,7 +100,7 @@ fn a_module_with_a_million_segment_name_loads_and_reports() {
                         &format!("{name}x"),
                         mmckpt::DType::Float32,
                         &[1],
-                        mmckpt::module::EntryKind::Parameter,
+                        mmckpt::EntryKind::Parameter,
                     )
                     .unwrap();
                 let report = other
@@ -131,16 +131,16 @@ fn million_deep_tuples_lists_and_tuple_keys_are_bounded() {
             assert_eq!(err.kind, ErrorKind::Limit, "{err}");
             let ckpt = open(&bytes, &deep_options()).unwrap();
             assert_eq!(ckpt.tensor("t").unwrap().bytes(), 1f32.to_le_bytes());
-            let leaves = values::leaves(ckpt.arena(), ckpt.root(), &deep_options().limits.values);
+            let leaves = ckpt.value_leaves(&deep_options().limits.values);
             // The None at the bottom of the tuples; the innermost list is empty.
             assert!(!leaves.truncated);
             assert_eq!(leaves.values.len(), 1);
             assert_eq!(leaves.values[0].kind(), ValueKind::None);
             assert!(leaves.values[0].path().starts_with("deep.0.0.0."));
-            let deep = values::value(&ckpt, "deep").unwrap();
+            let deep = ckpt.value("deep").unwrap();
             assert_eq!(deep.child_count(), 1);
             let bottom = format!("l{}", ".0".repeat(DEPTH));
-            assert_eq!(values::value(&ckpt, &bottom).unwrap().child_count(), 0);
+            assert_eq!(ckpt.value(&bottom).unwrap().child_count(), 0);
             drop(ckpt);
 
             // A key nested a million deep is named iteratively and cut at its bound.

@@ -4,8 +4,9 @@
 
 mod support_zip;
 
-use mmckpt::checkpoint::{Backing, Checkpoint, OpenOptions};
+use mmckpt::fuzzing::Backing;
 use mmckpt::ErrorKind;
+use mmckpt::{Checkpoint, OpenOptions};
 use serde_json::{json, Map, Value};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -66,15 +67,15 @@ fn one_shard_under_300_spellings_is_opened_once() {
     let ckpt = Checkpoint::open(dir.join("m.index.json"), &OpenOptions::default()).unwrap();
     assert_eq!(ckpt.len(), 300);
     // One file opened once: one storage, one mapping behind every tensor.
-    assert_eq!(ckpt.storages().len(), 1);
-    let first = match ckpt.tensor("t0").unwrap().storage.backing() {
+    assert_eq!(ckpt.storage_count(), 1);
+    let first = match mmckpt::fuzzing::backing(&ckpt.tensor("t0").unwrap()) {
         Backing::File(s) => s.clone(),
         Backing::Owned(_) => panic!("copied"),
     };
     for (name, tensor) in ckpt.iter() {
         let tensor = tensor.unwrap();
         assert_eq!(tensor.bytes(), 7f32.to_le_bytes(), "{name}");
-        match tensor.storage.backing() {
+        match mmckpt::fuzzing::backing(&tensor) {
             Backing::File(s) => assert!(Arc::ptr_eq(s, &first), "{name}"),
             Backing::Owned(_) => panic!("{name}: copied"),
         }
@@ -156,8 +157,7 @@ fn distinct_shards_are_bounded_and_a_fifo_is_not_opened() {
     assert_eq!(
         Checkpoint::open(dir.join("linked.index.json"), &options)
             .unwrap()
-            .storages()
-            .len(),
+            .storage_count(),
         1
     );
     // Two files: over the bound.

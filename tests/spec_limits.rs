@@ -3,10 +3,8 @@
 //! allocator that records the peak, which must stay within LIMITS.md's bound for specs:
 //! 32 × the spec's size + 1 GiB — and, for refused specs, far less.
 
-use mmckpt::module::{
-    Module, MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES,
-};
 use mmckpt::ErrorKind;
+use mmckpt::{Module, MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -52,7 +50,7 @@ fn measured(spec: &str) -> (mmckpt::Result<Module>, usize) {
 fn refused(spec: &str, needles: &[&str]) {
     let started = std::time::Instant::now();
     let (outcome, peak) = measured(spec);
-    let err = outcome.err().expect("refused");
+    let err = outcome.expect_err("refused");
     assert_eq!(err.kind, ErrorKind::Limit, "{err}");
     for needle in needles {
         assert!(
@@ -214,7 +212,7 @@ fn json_nesting_is_bounded_by_the_reader() {
     }
     spec.push_str(r#"{"type": "ReLU"}"#);
     spec.push_str(&"}}".repeat(200));
-    let err = Module::from_spec(&spec).err().expect("refused");
+    let err = Module::from_spec(&spec).expect_err("refused");
     assert_eq!(err.kind, ErrorKind::InvalidArgument);
     assert!(err.message.contains("recursion limit"), "{}", err.message);
     // The deepest spec the reader accepts (63 nested modules) builds on a 256 KiB stack.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::fixture;
-use mmckpt::module::Module;
+use mmckpt::Module;
 use serde_json::Value;
 
 fn cases() -> Vec<Value> {

@@ -4,8 +4,9 @@
 mod common;
 
 use common::{fixture, manifest};
-use mmckpt::values::{self, ValueKind, ValueLimits};
+use mmckpt::fuzzing;
 use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
+use mmckpt::{ValueKind, ValueLimits};
 use serde_json::Value;
 
 fn nested() -> Checkpoint {
@@ -24,7 +25,7 @@ fn manifest_values_read_by_path() {
     assert_eq!(expected.len(), 8);
     for entry in expected {
         let name = entry["name"].as_str().unwrap();
-        let v = values::value(&ckpt, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = ckpt.value(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = &entry["value"];
         match entry["kind"].as_str().unwrap() {
             "int" => match want {
@@ -52,7 +53,7 @@ fn manifest_values_read_by_path() {
 #[test]
 fn walked_leaves_contain_the_manifest_values_in_order() {
     let ckpt = nested();
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
+    let leaves = ckpt.value_leaves(&ValueLimits::default());
     assert!(!leaves.truncated);
     let names: Vec<&str> = leaves.values.iter().map(|v| v.path()).collect();
     let m = manifest();
@@ -68,8 +69,13 @@ fn walked_leaves_contain_the_manifest_values_in_order() {
     // No tensor is a value leaf, and every leaf resolves to itself by name.
     for leaf in &leaves.values {
         assert_ne!(leaf.kind(), ValueKind::Tensor);
-        let again = values::value(&ckpt, leaf.path()).unwrap();
-        assert_eq!(again.node(), leaf.node(), "{}", leaf.path());
+        let again = ckpt.value(leaf.path()).unwrap();
+        assert_eq!(
+            fuzzing::node_of(&again),
+            fuzzing::node_of(leaf),
+            "{}",
+            leaf.path()
+        );
     }
     assert!(names.contains(&"optimizer.param_groups.0.lr"));
 }
@@ -77,7 +83,7 @@ fn walked_leaves_contain_the_manifest_values_in_order() {
 #[test]
 fn containers_objects_and_tensors() {
     let ckpt = nested();
-    let root = values::value(&ckpt, "").unwrap();
+    let root = ckpt.value("").unwrap();
     assert_eq!(root.kind(), ValueKind::Dict);
     let keys: Vec<String> = (0..root.child_count())
         .map(|i| root.child_key(i).unwrap())
@@ -90,32 +96,29 @@ fn containers_objects_and_tensors() {
         ErrorKind::NotFound
     );
 
-    let args = values::value(&ckpt, "args").unwrap();
+    let args = ckpt.value("args").unwrap();
     assert_eq!(args.kind(), ValueKind::Object);
     assert_eq!(args.class_name().unwrap(), "argparse.Namespace");
     assert_eq!(args.get("hidden").unwrap().as_i64().unwrap(), 16);
     assert_eq!(args.get("hidden").unwrap().path(), "args.hidden");
-    assert_eq!(
-        values::value(&ckpt, "args.scale").unwrap().kind(),
-        ValueKind::Tensor
-    );
+    assert_eq!(ckpt.value("args.scale").unwrap().kind(), ValueKind::Tensor);
     assert!(ckpt.tensor("args.scale").is_ok());
 
     // State dict keys contain dots; the path still finds them, and tensors are leaves.
-    let w = values::value(&ckpt, "model.fc.weight").unwrap();
+    let w = ckpt.value("model.fc.weight").unwrap();
     assert_eq!(w.kind(), ValueKind::Tensor);
     assert_eq!(w.child_count(), 0);
     assert_eq!(
-        values::value(&ckpt, "optimizer.param_groups.0.lr")
+        ckpt.value("optimizer.param_groups.0.lr")
             .unwrap()
             .as_f64()
             .unwrap(),
         0.001
     );
-    let betas = values::value(&ckpt, "optimizer.param_groups.0.betas").unwrap();
+    let betas = ckpt.value("optimizer.param_groups.0.betas").unwrap();
     assert_eq!(betas.kind(), ValueKind::Tuple);
     assert_eq!(betas.child_count(), 2);
-    let params = values::value(&ckpt, "optimizer.param_groups.0.params").unwrap();
+    let params = ckpt.value("optimizer.param_groups.0.params").unwrap();
     assert_eq!(params.kind(), ValueKind::List);
     assert_eq!(params.get("3").unwrap().as_i64().unwrap(), 3);
     // Enumerating every container and resolving child paths gives the same nodes.
@@ -124,8 +127,13 @@ fn containers_objects_and_tensors() {
     while let Some(v) = stack.pop() {
         for (segment, child) in v.children() {
             assert!(v.child_key(0).is_ok());
-            let again = values::value(&ckpt, child.path()).unwrap();
-            assert_eq!(again.node(), child.node(), "{} / {segment}", child.path());
+            let again = ckpt.value(child.path()).unwrap();
+            assert_eq!(
+                fuzzing::node_of(&again),
+                fuzzing::node_of(&child),
+                "{} / {segment}",
+                child.path()
+            );
             stack.push(child);
             seen += 1;
         }
@@ -136,7 +144,7 @@ fn containers_objects_and_tensors() {
 #[test]
 fn conversions_follow_python() {
     let ckpt = nested();
-    let v = |p: &str| values::value(&ckpt, p).unwrap();
+    let v = |p: &str| ckpt.value(p).unwrap();
     // bool is an int; an int is a float; a bigint converts to the nearest double.
     assert_eq!(v("flags.0").as_i64().unwrap(), 1);
     assert_eq!(v("epoch").as_f64().unwrap(), 3.0);
@@ -171,21 +179,21 @@ fn conversions_follow_python() {
 #[test]
 fn missing_paths_say_where_they_stop() {
     let ckpt = nested();
-    let e = values::value(&ckpt, "nope").unwrap_err();
+    let e = ckpt.value("nope").unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(e.message.contains("the root"), "{}", e.message);
-    let e = values::value(&ckpt, "args.nope").unwrap_err();
+    let e = ckpt.value("args.nope").unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(
         e.message.contains("'args'") && e.message.contains("'nope'"),
         "{}",
         e.message
     );
-    let e = values::value(&ckpt, "epoch.x").unwrap_err();
+    let e = ckpt.value("epoch.x").unwrap_err();
     assert!(e.message.contains("is an int"), "{}", e.message);
-    assert!(values::value(&ckpt, "flags.2").is_err());
-    assert!(values::value(&ckpt, "flags.").is_err());
-    assert!(values::value(&ckpt, ".flags").is_err());
+    assert!(ckpt.value("flags.2").is_err());
+    assert!(ckpt.value("flags.").is_err());
+    assert!(ckpt.value(".flags").is_err());
 }
 
 #[test]
@@ -195,10 +203,10 @@ fn paths_are_relative_to_the_selected_root() {
         ..OpenOptions::default()
     };
     let ckpt = Checkpoint::open(fixture("nested.pt"), &options).unwrap();
-    let lr = values::value(&ckpt, "param_groups.0.lr").unwrap();
+    let lr = ckpt.value("param_groups.0.lr").unwrap();
     assert_eq!(lr.as_f64().unwrap(), 0.001);
-    assert!(values::value(&ckpt, "epoch").is_err());
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
+    assert!(ckpt.value("epoch").is_err());
+    let leaves = ckpt.value_leaves(&ValueLimits::default());
     assert_eq!(leaves.values[0].path(), "param_groups.0.lr");
 }
 
@@ -209,34 +217,15 @@ fn walk_limits_truncate() {
         max_values: 3,
         ..ValueLimits::default()
     };
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &limits);
+    let leaves = ckpt.value_leaves(&limits);
     assert_eq!(leaves.values.len(), 3);
     assert!(leaves.truncated);
     let limits = ValueLimits {
         max_depth: 1,
         ..ValueLimits::default()
     };
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &limits);
+    let leaves = ckpt.value_leaves(&limits);
     assert!(leaves.truncated);
     let names: Vec<&str> = leaves.values.iter().map(|v| v.path()).collect();
     assert_eq!(names, ["epoch", "step", "lr", "name", "blob"]);
-}
-
-#[test]
-fn cli_json_lists_values() {
-    let exe = env!("CARGO_BIN_EXE_mmckpt");
-    let out = std::process::Command::new(exe)
-        .args(["ls", fixture("nested.pt").to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(doc["tensors"].is_array());
-    assert_eq!(doc["format"], "zip");
-    assert!(doc.get("values_truncated").is_none());
-    let got = doc["values"].as_array().unwrap();
-    let m = manifest();
-    for entry in m["nested.pt"]["values"].as_array().unwrap() {
-        assert!(got.contains(entry), "{entry} not in {got:?}");
-    }
 }

@@ -15,7 +15,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 use common::repo_path;
-use mmckpt::container::zip::ZipLimits;
+use mmckpt::ZipLimits;
 
 #[derive(Default)]
 struct Tally {
@@ -27,7 +27,7 @@ struct Tally {
 /// Compares the two readers on `bytes`; `what` names the input in failure messages.
 fn compare(what: &str, bytes: &[u8], tally: &mut Tally) {
     let crate_reading = ::zip::ZipArchive::new(Cursor::new(bytes));
-    let ours = match mmckpt::container::zip::parse(bytes, &ZipLimits::default()) {
+    let ours = match mmckpt::fuzzing::zip::parse(bytes, &ZipLimits::default()) {
         Ok(archive) => archive,
         Err(e) => {
             assert!(!e.message.is_empty(), "{what}: refused without a reason");

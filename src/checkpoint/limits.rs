@@ -17,7 +17,7 @@ pub struct Limits {
     pub max_pickle_bytes: u64,
     /// The walk that names tensors.
     pub table: TableLimits,
-    /// Listing values ([`crate::values::leaves`]).
+    /// Listing values ([`Checkpoint::value_leaves`](crate::Checkpoint::value_leaves)).
     pub values: ValueLimits,
     /// Distinct files a shard index may name (told apart by file identity, not spelling).
     pub max_shards: usize,
@@ -47,7 +47,7 @@ pub struct TableLimits {
     pub max_walk_steps: usize,
     /// Bytes of names made while naming tensors: every name segment walked plus every table
     /// entry's full name (a long key shared by many paths would otherwise cost its length each
-    /// time). One segment is at most [`crate::tree::MAX_SEGMENT_LEN`] bytes.
+    /// time). One segment is at most 65,536 bytes (a longer key is a `Limit` error).
     pub max_name_bytes: usize,
 }
 
@@ -62,7 +62,7 @@ impl Default for TableLimits {
     }
 }
 
-/// Bounds for listing values ([`crate::values::leaves`]): reaching one stops the listing early
+/// Bounds for listing values ([`Checkpoint::for_each_value_leaf`](crate::Checkpoint::for_each_value_leaf)): reaching one stops the listing early
 /// and marks it truncated (not an error).
 #[derive(Clone, Debug)]
 pub struct ValueLimits {
@@ -72,9 +72,10 @@ pub struct ValueLimits {
     pub max_values: usize,
     /// Children visited at most (shared sub-objects are visited once per path).
     pub max_steps: usize,
-    /// Bytes of the listed leaves' paths in all: a value shared under a long key is listed
-    /// once per path, each with its own copy of the path.
-    pub max_path_bytes: usize,
+    /// Bytes of names made: every name segment walked plus every listed leaf's full path (a
+    /// long key above a sub-object shared by many paths would otherwise cost its length once
+    /// per path, in the listing and in anything written from it, such as `ls --json`).
+    pub max_name_bytes: usize,
 }
 
 impl Default for ValueLimits {
@@ -83,7 +84,7 @@ impl Default for ValueLimits {
             max_depth: DEFAULT_MAX_DEPTH,
             max_values: 100_000,
             max_steps: 1 << 24,
-            max_path_bytes: 1 << 26,
+            max_name_bytes: 1 << 26,
         }
     }
 }

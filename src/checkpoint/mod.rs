@@ -7,7 +7,7 @@
 //! the strict check, the root selection, the table (`table`) and the storage fix-ups
 //! (`storage`).
 
-pub mod formats;
+pub(crate) mod formats;
 mod limits;
 mod storage;
 mod table;
@@ -16,6 +16,7 @@ pub use limits::{Limits, TableLimits, ValueLimits};
 pub use storage::{new_storage_id, Backing, Storage, StorageKey};
 
 use crate::container::{OpenMode, Source};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::{Arena, NodeId, Value};
 use crate::torch::{self, TensorDesc};
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use storage::{fix_storages, StorageSet};
 use table::{build_table, Table};
 
-/// How the file was written.
+/// How the file was written ([`Checkpoint::format`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Format {
     /// `torch.save` since 1.6: a zip archive of stored records.
@@ -41,9 +42,11 @@ pub enum Format {
 }
 
 impl Format {
+    /// The lower-case name: `zip`, `torchscript`, `legacy` or `sharded`.
     pub fn name(self) -> &'static str {
         self.name_c().to_str().unwrap_or("")
     }
+    /// [`Format::name`] as a C string (what the C API returns).
     pub fn name_c(self) -> &'static CStr {
         match self {
             Format::Zip => c"zip",
@@ -54,49 +57,178 @@ impl Format {
     }
 }
 
+/// How to open a checkpoint. The default maps the file, allows every global the restricted
+/// unpickler can represent, takes the whole saved object as the root, and applies the default
+/// [`Limits`].
+///
+/// ```
+/// use mmckpt::{Checkpoint, ErrorKind, OpenMode, OpenOptions};
+///
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nested.pt");
+/// let options = OpenOptions {
+///     mode: OpenMode::Read,         // read the file in: immune to it changing underneath
+///     root: Some("model".into()),   // the table holds the tensors under "model"
+///     ..OpenOptions::default()
+/// };
+/// let ckpt = Checkpoint::open(path, &options)?;
+/// assert!(ckpt.tensor("fc.weight").is_ok());
+/// // This file holds an `argparse.Namespace`: a strict open refuses it.
+/// let strict = OpenOptions { strict: true, ..OpenOptions::default() };
+/// assert_eq!(Checkpoint::open(path, &strict).unwrap_err().kind, ErrorKind::Unsafe);
+/// # Ok::<(), mmckpt::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
     /// How the file's bytes are brought into memory.
     pub mode: OpenMode,
-    /// Fail with `Unsafe` on any global outside the allowlist.
+    /// Fail with [`ErrorKind::Unsafe`](crate::ErrorKind::Unsafe) on any global outside the
+    /// allowlist.
     pub strict: bool,
-    /// Dotted path of the sub-object whose tensors form the table (`"model"`).
+    /// Dotted path of the sub-object whose tensors form the table (`"model"`), named as the
+    /// table names tensors.
     pub root: Option<String>,
+    /// Every bound on the input.
     pub limits: Limits,
 }
 
-/// A tensor of the table together with its storage.
+/// The name `TensorRef` had before the public API: crate code written against it still builds.
+pub(crate) type TensorRef<'a> = Tensor<'a>;
+
+/// A tensor of a checkpoint's table: its description (dtype, shape, strides, offset) and where
+/// its elements are. It borrows the [`Checkpoint`]; its bytes are the mapped file's own bytes
+/// whenever the storage is aligned and little-endian ([`Tensor::is_mapped`]).
+///
+/// ```
+/// use mmckpt::{Checkpoint, DType, OpenOptions};
+///
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forms.pt");
+/// let ckpt = Checkpoint::open(path, &OpenOptions::default())?;
+/// let t = ckpt.tensor("transpose")?;
+/// assert_eq!(t.dtype(), DType::Float32);
+/// assert_eq!(t.shape().len(), 2);
+/// assert!(!t.is_contiguous());
+/// // The elements in row-major order: a copy, since this view is strided.
+/// let row_major = t.contiguous_bytes();
+/// assert_eq!(row_major.len() as u64, t.numel() * 4);
+/// # Ok::<(), mmckpt::Error>(())
+/// ```
 #[derive(Copy, Clone)]
-pub struct TensorRef<'a> {
+pub struct Tensor<'a> {
     name: &'a CStr,
-    pub desc: &'a TensorDesc,
-    pub storage: &'a Storage,
+    pub(crate) desc: &'a TensorDesc,
+    pub(crate) storage: &'a Storage,
 }
 
-impl<'a> TensorRef<'a> {
+impl std::fmt::Debug for Tensor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("name", &self.name())
+            .field("dtype", &self.dtype())
+            .field("shape", &self.shape())
+            .field("strides", &self.strides())
+            .field("storage_offset", &self.storage_offset())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Tensor<'a> {
+    /// Its name in the table (dotted, as `state_dict()` names it).
     pub fn name(&self) -> &'a str {
         self.name.to_str().unwrap_or("")
     }
+    /// [`Tensor::name`] as a C string.
     pub fn name_c(&self) -> &'a CStr {
         self.name
     }
-    /// Bytes from element [0, …, 0] to the end of the last reachable element.
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.desc.dtype
+    }
+    /// Sizes, outermost first (empty for a 0-d tensor).
+    pub fn shape(&self) -> &'a [i64] {
+        &self.desc.shape
+    }
+    /// Strides in elements, one per dimension (0 in an expanded dimension).
+    pub fn strides(&self) -> &'a [i64] {
+        &self.desc.strides
+    }
+    /// Offset of element [0, …, 0] in its storage, in elements.
+    pub fn storage_offset(&self) -> i64 {
+        self.desc.storage_offset
+    }
+    /// Number of elements (the product of the shape).
+    pub fn numel(&self) -> u64 {
+        self.desc.numel
+    }
+    /// Row-major contiguous (strides of size-1 dimensions do not matter).
+    pub fn is_contiguous(&self) -> bool {
+        self.desc.is_contiguous()
+    }
+    /// Saved as an `nn.Parameter`.
+    pub fn is_parameter(&self) -> bool {
+        self.desc.is_parameter
+    }
+    /// Saved with `requires_grad=True`.
+    pub fn requires_grad(&self) -> bool {
+        self.desc.requires_grad
+    }
+    /// The conjugate bit is set: the stored bytes are the conjugate of the values.
+    pub fn is_conj(&self) -> bool {
+        self.desc.conj
+    }
+    /// The negative bit is set: the stored bytes are the negation of the values.
+    pub fn is_neg(&self) -> bool {
+        self.desc.neg
+    }
+    /// Bytes from element [0, …, 0] to the end of the last reachable element (the length of
+    /// [`Tensor::bytes`]; less than numel × itemsize for an expanded view).
+    pub fn span_bytes(&self) -> u64 {
+        self.desc.span_bytes()
+    }
+    /// Bytes from element [0, …, 0] to the end of the last reachable element, in storage order
+    /// (strides apply; see [`Tensor::contiguous_bytes`] for row-major order).
     pub fn bytes(&self) -> &'a [u8] {
         let start = self.desc.byte_offset() as usize;
         &self.storage.bytes()[start..start + self.desc.span_bytes() as usize]
     }
+    /// Address of element [0, …, 0]; valid while the checkpoint lives.
     pub fn data_ptr(&self) -> *const u8 {
         self.storage
             .bytes()
             .as_ptr()
             .wrapping_add(self.desc.byte_offset() as usize)
     }
+    /// Where element [0, …, 0] is in the file, when the storage's bytes are the file's.
     pub fn file_offset(&self) -> Option<u64> {
         self.storage
             .file_offset()
             .map(|o| o + self.desc.byte_offset())
     }
-    /// The elements in row-major order, contiguous (a copy only when the view is strided).
+    /// The elements are the mapped file's bytes (zero-copy), not a private copy (a misaligned
+    /// or big-endian storage, or a file opened with [`OpenMode::Read`]).
+    pub fn is_mapped(&self) -> bool {
+        self.storage.is_mapped()
+    }
+    /// Identifies the storage: tensors that share one (tied weights, views) have equal ids.
+    pub fn storage_id(&self) -> u64 {
+        self.storage.id
+    }
+    /// The storage's key in the file (the zip record `data/<key>`, the legacy storage key).
+    pub fn storage_key(&self) -> String {
+        self.storage.key.to_string()
+    }
+    /// Bytes of the whole storage.
+    pub fn storage_nbytes(&self) -> usize {
+        self.storage.len()
+    }
+    /// The device the storage was saved from (`cpu`, `cuda:0`); the bytes are in the file
+    /// whatever it says.
+    pub fn location(&self) -> &'a str {
+        &self.storage.location
+    }
+    /// The elements in row-major order, contiguous: borrowed when the view is contiguous, else
+    /// a copy of numel × itemsize bytes (for an expanded view that may be far more than the
+    /// file holds; [`Tensor::for_each_row_major_chunk`] streams them instead).
     pub fn contiguous_bytes(&self) -> std::borrow::Cow<'a, [u8]> {
         if self.desc.is_contiguous() {
             std::borrow::Cow::Borrowed(
@@ -114,8 +246,65 @@ impl<'a> TensorRef<'a> {
             std::borrow::Cow::Owned(out)
         }
     }
+    /// Numel × itemsize: the bytes of the elements in row-major order (saturating).
+    pub fn row_major_bytes(&self) -> u64 {
+        self.desc
+            .numel
+            .saturating_mul(self.desc.dtype.itemsize() as u64)
+    }
+    /// Calls `f` with the elements in row-major order, in consecutive pieces of at most
+    /// `chunk_bytes` bytes (at least one element), without a copy of the whole tensor: runs
+    /// that are contiguous in memory are passed straight from the storage, the rest is gathered
+    /// through one buffer. The pieces together are [`Tensor::row_major_bytes`] long, so the
+    /// work is proportional to that, not to the file's size; bound it before calling for a
+    /// tensor from an untrusted file. Stops at the first error `f` returns.
+    ///
+    /// ```
+    /// use mmckpt::{Checkpoint, OpenOptions};
+    ///
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forms.pt");
+    /// let ckpt = Checkpoint::open(path, &OpenOptions::default())?;
+    /// let t = ckpt.tensor("transpose")?;
+    /// let mut streamed = Vec::new();
+    /// t.for_each_row_major_chunk(4096, |piece| {
+    ///     streamed.extend_from_slice(piece);
+    ///     Ok::<(), ()>(())
+    /// })
+    /// .unwrap();
+    /// assert_eq!(streamed, &*t.contiguous_bytes());
+    /// # Ok::<(), mmckpt::Error>(())
+    /// ```
+    pub fn for_each_row_major_chunk<E>(
+        &self,
+        chunk_bytes: usize,
+        f: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        crate::strided::for_each_chunk(
+            self.bytes(),
+            self.desc.dtype.itemsize(),
+            &self.desc.shape,
+            &self.desc.strides,
+            chunk_bytes,
+            f,
+        )
+    }
 }
 
+/// An open checkpoint: the mapping (shared by everything that points into it), the storages,
+/// the value tree, and the flat tensor table in a stable order (the order `torch.load` yields
+/// the state dict in). Immutable after open, so any number of threads may read one at once;
+/// everything it hands out borrows it.
+///
+/// ```
+/// use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
+///
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nested.pt");
+/// let ckpt = Checkpoint::open(path, &OpenOptions::default())?;
+/// let weight = ckpt.tensor("model.fc.weight")?;
+/// assert_eq!(ckpt.name_at(ckpt.index_of("model.fc.weight").unwrap()), Some(weight.name()));
+/// assert_eq!(ckpt.tensor("no.such").unwrap_err().kind, ErrorKind::NotFound);
+/// # Ok::<(), mmckpt::Error>(())
+/// ```
 pub struct Checkpoint {
     source: Arc<Source>,
     format: Format,
@@ -126,6 +315,16 @@ pub struct Checkpoint {
     tensors: Vec<TensorDesc>,
     table: Table,
     byte_order_big: bool,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("format", &self.format)
+            .field("tensors", &self.table.len())
+            .field("storages", &self.storages.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Checkpoint {
@@ -142,11 +341,14 @@ impl Checkpoint {
             .map_err(|e| e.context(format!("'{}'", path.display())))
     }
 
+    /// Opens a checkpoint held in memory (a zip archive, legacy stream or TorchScript
+    /// archive; not a shard index, whose shards are files). The bytes are copied once into
+    /// aligned memory that the checkpoint owns.
     pub fn from_bytes(bytes: &[u8], options: &OpenOptions) -> Result<Checkpoint> {
         Checkpoint::from_source(Arc::new(Source::from_bytes(bytes)?), options)
     }
 
-    pub fn from_source(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+    pub(crate) fn from_source(source: Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
         let result = formats::open(&source, options);
         // Opening is over: the mapping needs no file descriptor.
         source.release_file();
@@ -206,8 +408,8 @@ impl Checkpoint {
     /// is the byte range `storages[i]` (offset, length) with file offset = its offset; each
     /// table row is a name and a description whose `storage` indexes `storages`. Views are
     /// bounds-checked (FORMAT error).
-    #[doc(hidden)]
-    pub fn from_parts(
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn from_parts(
         bytes: &[u8],
         storages: &[(usize, usize)],
         tensors: Vec<(String, TensorDesc)>,
@@ -251,28 +453,50 @@ impl Checkpoint {
         })
     }
 
+    /// How the file was written.
     pub fn format(&self) -> Format {
         self.format
     }
-    pub fn source(&self) -> &Arc<Source> {
+    /// The whole file's bytes (of a shard index: the index's).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn source(&self) -> &Arc<Source> {
         &self.source
     }
+    /// Tells the kernel the mapped file will be read front to back (`MADV_SEQUENTIAL`):
+    /// more read-ahead. A hint; nothing for a file read in, or for a shard index's shards.
+    pub fn advise_sequential(&self) {
+        self.source.advise_sequential();
+    }
+    /// Tells the kernel the whole mapped file will be read soon (`MADV_WILLNEED`): it starts
+    /// reading it in now. A hint; nothing for a file read in, or for a shard index's shards.
+    pub fn advise_will_need(&self) {
+        self.source.advise_will_need();
+    }
+    /// The file stores its data big-endian (`byteorder` record): every multi-byte storage was
+    /// byte-swapped into owned memory.
     pub fn is_big_endian(&self) -> bool {
         self.byte_order_big
     }
+    /// Entries in the tensor table (including those that cannot be represented).
     pub fn len(&self) -> usize {
         self.table.len()
     }
+    /// The table has no entries.
     pub fn is_empty(&self) -> bool {
         self.table.len() == 0
     }
-    pub fn storages(&self) -> &[Storage] {
+    /// Storages the table's tensors use (tensors that share one count once).
+    pub fn storage_count(&self) -> usize {
+        self.storages.len()
+    }
+    #[cfg(test)]
+    pub(crate) fn storages(&self) -> &[Storage] {
         &self.storages
     }
-    pub fn arena(&self) -> &Arena {
+    pub(crate) fn arena(&self) -> &Arena {
         &self.arena
     }
-    pub fn root(&self) -> NodeId {
+    pub(crate) fn root(&self) -> NodeId {
         self.root
     }
 
@@ -280,11 +504,15 @@ impl Checkpoint {
     pub fn name_at(&self, index: usize) -> Option<&str> {
         self.name_c_at(index).map(|n| n.to_str().unwrap_or(""))
     }
+    /// [`Checkpoint::name_at`] as a C string.
     pub fn name_c_at(&self, index: usize) -> Option<&CStr> {
         self.table.name_c(index)
     }
 
-    pub fn tensor_at(&self, index: usize) -> Result<TensorRef<'_>> {
+    /// The tensor of entry `index` (in table order): `NotFound` past the end, and the entry's
+    /// own error (`Unsupported` for a sparse or quantized tensor, say) when it cannot be
+    /// represented.
+    pub fn tensor_at(&self, index: usize) -> Result<Tensor<'_>> {
         let (Some(row), Some(name)) = (self.table.row(index), self.table.name_c(index)) else {
             return Err(Error::not_found(format!(
                 "tensor index {index} is out of range (the table has {} tensors)",
@@ -294,7 +522,7 @@ impl Checkpoint {
         match self.table.tensor(row) {
             Ok(t) => {
                 let desc = &self.tensors[t];
-                Ok(TensorRef {
+                Ok(Tensor {
                     name,
                     desc,
                     storage: &self.storages[desc.storage],
@@ -304,11 +532,13 @@ impl Checkpoint {
         }
     }
 
+    /// The index of the first entry named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.table.find(name)
     }
 
-    pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
+    /// The tensor named `name` (the first entry of that name): `NotFound` when there is none.
+    pub fn tensor(&self, name: &str) -> Result<Tensor<'_>> {
         let index = self
             .index_of(name)
             .ok_or_else(|| Error::not_found(format!("no tensor named '{name}'")))?;
@@ -316,7 +546,7 @@ impl Checkpoint {
     }
 
     /// Every table row: name and tensor (or the reason it cannot be represented).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Result<TensorRef<'_>>)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Result<Tensor<'_>>)> + '_ {
         (0..self.table.len()).map(|i| (self.name_at(i).unwrap_or(""), self.tensor_at(i)))
     }
 }

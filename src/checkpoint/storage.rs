@@ -19,6 +19,7 @@ pub enum Backing {
 }
 
 impl Backing {
+    /// All the bytes of the backing (the whole file, or the whole copy).
     pub fn bytes(&self) -> &[u8] {
         match self {
             Backing::File(source) => source.bytes(),
@@ -93,9 +94,6 @@ impl Storage {
     }
     pub fn len(&self) -> usize {
         self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
     /// Absolute file offset of the first byte, when the bytes are the file's.
     pub fn file_offset(&self) -> Option<u64> {

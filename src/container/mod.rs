@@ -6,4 +6,6 @@
 pub mod source;
 pub mod zip;
 
-pub use source::{AlignedBuf, BorrowedBuf, OpenMode, Source, BUFFER_ALIGN};
+#[cfg(test)]
+pub use source::BUFFER_ALIGN;
+pub use source::{AlignedBuf, BorrowedBuf, OpenMode, Source};

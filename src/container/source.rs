@@ -51,17 +51,17 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -109,14 +109,8 @@ impl BorrowedBuf {
         // SAFETY: the from_raw contract makes ptr valid and exclusively ours for len bytes.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
-    }
     pub fn len(&self) -> usize {
         self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 

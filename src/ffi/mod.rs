@@ -14,8 +14,5 @@ mod module;
 mod types;
 mod values;
 
-pub use checkpoint::*;
-pub use guard::*;
-pub use module::*;
-pub use types::*;
-pub use values::*;
+// No re-exports: the exported symbols are `#[no_mangle]` (in the library whatever the module's
+// visibility), and the Rust API is the crate root's, not the C types.

@@ -1,7 +1,7 @@
 //! Version, dtypes, flags and the tensor description shared by checkpoints and modules.
 
 use super::guard::guard_value;
-use crate::checkpoint::TensorRef;
+use crate::checkpoint::Tensor;
 use crate::dtype::DType;
 use crate::module::Entry;
 use std::ffi::{c_char, c_void, CStr};
@@ -233,39 +233,38 @@ impl mmckpt_tensor {
         }
     }
 
-    pub(crate) fn from_checkpoint(t: &TensorRef<'_>) -> mmckpt_tensor {
-        let d = t.desc;
+    pub(crate) fn from_checkpoint(t: &Tensor<'_>) -> mmckpt_tensor {
         let mut flags = 0;
-        if t.storage.is_mapped() {
+        if t.is_mapped() {
             flags |= MMCKPT_TENSOR_MAPPED;
         }
-        if d.is_contiguous() {
+        if t.is_contiguous() {
             flags |= MMCKPT_TENSOR_CONTIGUOUS;
         }
-        if d.is_parameter {
+        if t.is_parameter() {
             flags |= MMCKPT_TENSOR_PARAMETER;
         }
-        if d.requires_grad {
+        if t.requires_grad() {
             flags |= MMCKPT_TENSOR_REQUIRES_GRAD;
         }
-        if d.conj {
+        if t.is_conj() {
             flags |= MMCKPT_TENSOR_CONJ;
         }
-        if d.neg {
+        if t.is_neg() {
             flags |= MMCKPT_TENSOR_NEG;
         }
         mmckpt_tensor {
             name: t.name_c().as_ptr(),
-            dtype: d.dtype.into(),
-            ndim: d.shape.len() as u32,
-            shape: dims_ptr(&d.shape),
-            strides: dims_ptr(&d.strides),
-            storage_offset: d.storage_offset,
-            numel: d.numel,
+            dtype: t.dtype().into(),
+            ndim: t.shape().len() as u32,
+            shape: dims_ptr(t.shape()),
+            strides: dims_ptr(t.strides()),
+            storage_offset: t.storage_offset(),
+            numel: t.numel(),
             data: t.data_ptr() as *const c_void,
-            nbytes: d.span_bytes(),
-            storage_id: t.storage.id,
-            file_offset: if t.storage.is_mapped() {
+            nbytes: t.span_bytes(),
+            storage_id: t.storage_id(),
+            file_offset: if t.is_mapped() {
                 t.file_offset().unwrap_or(MMCKPT_NO_OFFSET)
             } else {
                 MMCKPT_NO_OFFSET

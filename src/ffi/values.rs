@@ -4,7 +4,7 @@
 use super::checkpoint::mmckpt_checkpoint;
 use super::guard::*;
 use crate::error::{Error, Result};
-use crate::values::{self, ValueKind, ValueRef};
+use crate::values::{ValueKind, ValueRef};
 use std::ffi::{c_char, CStr};
 
 /// What a value is. Values are never renumbered. Python's bytes and bytearray are both
@@ -86,7 +86,7 @@ pub extern "C" fn mmckpt_value_kind_name(kind: mmckpt_value_kind_value) -> *cons
 fn find<'a>(ckpt: *const mmckpt_checkpoint, path: *const c_char) -> Result<ValueRef<'a>> {
     let ckpt: &'a mmckpt_checkpoint = arg_ref(ckpt, "ckpt")?;
     let path = arg_str(path, "path")?;
-    values::value(&ckpt.inner, path)
+    ckpt.inner.value(path)
 }
 
 /// Finds the value at `path` and writes what `read` makes of it to `out`; fails, in this

@@ -263,11 +263,6 @@ fn encode_f16(values: &[f16], dst: &mut [u8]) {
     }
 }
 
-/// `dst.copy_from_slice(src)`, by two threads when large.
-pub fn copy(src: &[u8], dst: &mut [u8]) {
-    convert(DType::UInt8, src, DType::UInt8, dst);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

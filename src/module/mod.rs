@@ -7,12 +7,12 @@
 //! the checkpoint is closed), module-owned aligned memory (materialize, conversion), or memory the
 //! caller lent (bind). This layer is safe Rust; memory comes from [`crate::container`].
 
-pub mod convert;
+pub(crate) mod convert;
 mod load;
 mod report;
 mod spec;
 
-pub use load::LoadOptions;
+pub use load::{LoadOptions, OnTensor};
 pub use report::LoadReport;
 pub use spec::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
 
@@ -27,10 +27,12 @@ use std::ffi::{CStr, CString};
 /// Parameter or buffer, as `nn.Module` registers it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
+    /// An `nn.Parameter`.
     Parameter,
     /// A buffer; a non-persistent one is not part of the state dict (never expected in a
     /// checkpoint, never loaded).
     Buffer {
+        /// Registered with `persistent=True` (the default): part of the state dict.
         persistent: bool,
     },
 }
@@ -77,18 +79,23 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The dotted name (`layers.0.weight`).
     pub fn name(&self) -> &str {
         self.name.to_str().unwrap_or("")
     }
+    /// [`Entry::name`] as a C string.
     pub fn name_c(&self) -> &CStr {
         &self.name
     }
+    /// Parameter or buffer.
     pub fn kind(&self) -> EntryKind {
         self.kind
     }
+    /// A parameter.
     pub fn is_parameter(&self) -> bool {
         self.kind == EntryKind::Parameter
     }
+    /// A buffer (persistent or not).
     pub fn is_buffer(&self) -> bool {
         matches!(self.kind, EntryKind::Buffer { .. })
     }
@@ -107,6 +114,7 @@ impl Entry {
             _ => self.dtype,
         }
     }
+    /// Sizes, outermost first.
     pub fn shape(&self) -> &[i64] {
         &self.dims[..self.dims.len() / 2]
     }
@@ -126,12 +134,11 @@ impl Entry {
             _ => 0,
         }
     }
+    /// Number of elements.
     pub fn numel(&self) -> u64 {
         self.numel
     }
-    pub fn data(&self) -> &Data {
-        &self.data
-    }
+    /// Has data (loaded, materialized or bound), not meta.
     pub fn has_data(&self) -> bool {
         !matches!(self.data, Data::Meta)
     }
@@ -175,6 +182,7 @@ impl Entry {
     pub fn is_mapped(&self) -> bool {
         matches!(&self.data, Data::View(v) if v.mapped)
     }
+    /// Row-major contiguous (only a view can be strided).
     pub fn is_contiguous(&self) -> bool {
         match &self.data {
             Data::View(View {
@@ -196,6 +204,25 @@ impl Entry {
 
 /// A module skeleton and, after a load or materialize, its data. `Send` and `Sync`: a shared
 /// checkpoint can be loaded into several modules from several threads.
+///
+/// ```
+/// use mmckpt::{Checkpoint, DType, EntryKind, LoadOptions, Module, OpenOptions};
+///
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proto4.pt");
+/// let ckpt = Checkpoint::open(path, &OpenOptions::default())?;
+/// // The skeleton `with torch.device('meta'): Model()` would build, declared by hand.
+/// let mut module = Module::new("Model");
+/// for index in 0..ckpt.len() {
+///     let t = ckpt.tensor_at(index)?;
+///     module.add(t.name(), t.dtype(), t.shape(), EntryKind::Parameter)?;
+/// }
+/// // A copy load (torch's default): into owned memory, which `materialize` allocates.
+/// module.materialize()?;
+/// let report = module.load(&ckpt, &LoadOptions::default())?;
+/// assert_eq!(report.message(), "<All keys matched successfully>");
+/// assert!(module.entries().iter().all(|e| e.has_data() && !e.is_mapped()));
+/// # Ok::<(), mmckpt::Error>(())
+/// ```
 pub struct Module {
     name: String,
     entries: Vec<Entry>,
@@ -203,6 +230,16 @@ pub struct Module {
     /// Submodule paths declared explicitly (modules without entries), with the number of
     /// entries that existed when each was declared (to keep first-seen order).
     declared: Vec<(usize, Box<str>)>,
+}
+
+/// A summary (the name and the number of entries), not every entry: a module may have 100,000.
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.name)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Module {
@@ -223,6 +260,7 @@ impl Module {
         }
     }
 
+    /// [`Module::new`] with room for `entries` entries.
     pub fn with_capacity(name: &str, entries: usize) -> Module {
         let mut m = Module::new(name);
         m.entries.reserve(entries);
@@ -268,24 +306,54 @@ impl Module {
         spec::parse(json)
     }
 
+    /// Reads the text of a spec file for [`Module::from_spec`]. Only a regular file is read: a
+    /// FIFO, a device or a directory is an `Io` error naming its type, returned at once
+    /// (opening a FIFO would otherwise wait for a writer). Text that is not UTF-8 is
+    /// `InvalidArgument`.
+    ///
+    /// ```
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recipe.spec.json");
+    /// let module = mmckpt::Module::from_spec(&mmckpt::Module::read_spec_file(path)?)?;
+    /// assert_eq!(module.name(), "SomeModule");
+    /// # Ok::<(), mmckpt::Error>(())
+    /// ```
+    pub fn read_spec_file(path: impl AsRef<std::path::Path>) -> Result<String> {
+        let path = path.as_ref();
+        let bytes = crate::container::source::read_regular_file(path)?;
+        String::from_utf8(bytes).map_err(|e| {
+            Error::invalid_argument(format!(
+                "spec '{}' is not UTF-8 (byte {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ))
+        })
+    }
+
+    /// The name given at creation (the spec's `name`, or `"Module"`).
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+    /// No entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+    /// Every entry, in the order added (a spec's order).
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
+    /// Entry `index`.
     pub fn entry_at(&self, index: usize) -> Option<&Entry> {
         self.entries.get(index)
     }
+    /// The index of the entry named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).map(|&i| i as usize)
     }
+    /// The entry named `name`.
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.index_of(name).map(|i| &self.entries[i])
     }
@@ -422,7 +490,7 @@ impl Module {
 
     /// Binds caller memory to entry `name` as its (contiguous) storage, replacing any data it
     /// had. `buf` must hold at least numel × itemsize of the declared dtype (BufferTooSmall).
-    pub fn bind(&mut self, name: &str, buf: BorrowedBuf) -> Result<()> {
+    pub(crate) fn bind(&mut self, name: &str, buf: BorrowedBuf) -> Result<()> {
         let i = self.entry_or_not_found(name)?;
         let e = &mut self.entries[i];
         if buf.len() < e.nbytes {

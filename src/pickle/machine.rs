@@ -19,7 +19,7 @@ use super::text::{self, Integer};
 use super::value::{Arena, NodeId, TupleItems, Value};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Bounds on what one [`load`] call may build. Every bound holds in release builds too.
+/// Bounds on what one run of the pickle machine may build (one pickle of a checkpoint). Every bound holds in release builds too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PickleLimits {
     /// Values this call may add to the arena. Items copied by interpreted constructors

@@ -9,4 +9,4 @@ pub mod value;
 mod tests;
 
 pub use machine::{load, PickleLimits};
-pub use value::{Arena, NodeId, ObjectItems, PoolStr, Value};
+pub use value::{Arena, NodeId, Value};

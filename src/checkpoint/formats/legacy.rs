@@ -46,6 +46,7 @@ pub struct LegacyHeader {
     /// Absolute offset of the first storage's element count.
     pub data_start: usize,
     /// The sys info's `little_endian` (informational: the data is little-endian either way).
+    #[allow(dead_code)] // kept to say what the file declared; nothing depends on it
     pub little_endian: bool,
 }
 

@@ -88,6 +88,7 @@ pub struct ZipArchive {
     pub(super) names: String,
     pub(super) records: Vec<Stored>,
     pub(super) index: NameIndex,
+    #[cfg_attr(not(test), allow(dead_code))] // checked by the tests against the input
     pub(super) file_len: u64,
 }
 
@@ -135,6 +136,7 @@ impl ZipArchive {
     }
 
     /// Length of the file this archive was parsed from.
+    #[cfg(test)]
     pub fn file_len(&self) -> u64 {
         self.file_len
     }

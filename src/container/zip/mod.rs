@@ -49,10 +49,15 @@ mod tests;
 pub(crate) mod writer;
 mod zip64;
 
-pub use archive::{ZipArchive, ZipLimits, ZipRecord};
+pub use archive::{ZipArchive, ZipLimits};
 pub use index::canonical_index;
-pub use parse::{guess_first_record, parse, parse_with};
-pub use reads::{read_from, HeaderReads, ReadAt};
+pub use parse::{guess_first_record, parse_with};
+pub use reads::HeaderReads;
+// The whole-slice parse and the reader over a slice serve the fuzz targets and the tests.
+#[cfg(test)]
+pub use archive::ZipRecord;
+#[cfg(any(test, feature = "fuzzing"))]
+pub use {parse::parse, reads::read_from};
 
 const FLAG_ENCRYPTED: u16 = 1 << 0;
 const FLAG_STRONG_ENCRYPTION: u16 = 1 << 6;

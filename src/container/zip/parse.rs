@@ -13,6 +13,7 @@ use super::ENCRYPTION_FLAGS;
 use crate::error::{Error, Result};
 
 /// Parses the archive: end records, central directory, local headers. Never reads record data.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn parse(bytes: &[u8], limits: &ZipLimits) -> Result<ZipArchive> {
     parse_with(bytes, limits, None)
 }

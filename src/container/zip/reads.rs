@@ -12,6 +12,7 @@ pub type ReadAt<'r> = &'r dyn Fn(u64, &mut [u8]) -> bool;
 ///
 /// [`parse`]: super::parse
 /// [`parse_with`]: super::parse_with
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn read_from(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
     move |offset, buf| {
         let src = usize::try_from(offset)
@@ -31,6 +32,7 @@ pub fn read_from(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
 /// `bytes`.
 #[derive(Clone, Copy)]
 pub struct HeaderReads<'r> {
+    /// Reads bytes of the file at an offset (`pread`).
     pub read_at: ReadAt<'r>,
     /// Used only when the records are at least this many bytes apart on average.
     pub min_spacing: u64,

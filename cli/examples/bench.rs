@@ -15,13 +15,9 @@
 //!
 //! Memory figures are read from the OS (`/proc/self/status`, `/proc/self/smaps`,
 //! `/proc/self/stat`), not estimated.
-use mmckpt::checkpoint::{Checkpoint, OpenOptions};
-use mmckpt::container::{OpenMode, Source};
-use mmckpt::dtype::DType;
-use mmckpt::module::{LoadOptions, Module};
+use mmckpt::{Checkpoint, DType, LoadOptions, Module, OpenMode, OpenOptions};
 use serde_json::{json, Value};
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Instant;
 
 fn main() {
@@ -110,6 +106,13 @@ fn file_len(path: &str) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// A read-only mapping of the whole file (the same mmap any loader would make).
+fn map(path: &str) -> memmap2::Mmap {
+    let file = std::fs::File::open(path).expect("open");
+    // SAFETY: the benchmark's inputs are not modified while it runs.
+    unsafe { memmap2::Mmap::map(&file) }.expect("map")
+}
+
 fn open_ckpt(path: &str, mode: OpenMode) -> Checkpoint {
     let options = OpenOptions {
         mode,
@@ -130,7 +133,7 @@ fn open(path: &str, reps: usize) -> Value {
     let tensor_bytes: u64 = ckpt
         .iter()
         .filter_map(|(_, t)| t.ok())
-        .map(|t| t.desc.span_bytes())
+        .map(|t| t.span_bytes())
         .sum();
     drop(ckpt);
     let (mut open_s, mut drop_s) = (Vec::new(), Vec::new());
@@ -204,7 +207,7 @@ fn copy(path: &str, to: &str, reps: usize) -> Value {
         (vec![], vec![], vec![], vec![]);
     let (mut src_bytes, mut dst_bytes) = (0u64, 0u64);
     // Warm the page cache (the scenario is warm-cache).
-    touch(black_box(open_ckpt(path, OpenMode::Map).source().bytes()));
+    touch(black_box(&map(path)[..]));
     for _ in 0..reps {
         // memcpy baseline: the same source bytes (a fresh mapping, as a load sees them) into
         // fresh memory, then again into the same (warm) memory.
@@ -265,23 +268,21 @@ fn safetensors(st_path: &str, pt_path: &str, spec_path: &str, reps: usize) -> Va
     let (mut st_open, mut st_deserialize, mut st_tensors) = (vec![], vec![], vec![]);
     let (mut mm_open, mut mm_recipe) = (vec![], vec![]);
     let mut count = (0, 0);
-    // mmckpt's own read-only mapping (the same mmap any loader would make).
-    let map = |p: &str| Source::open(Path::new(p), OpenMode::Map).expect("map");
     for _ in 0..reps {
         // The crate's documented zero-copy path: map the file, deserialize the header.
         let (t, n) = secs(|| {
             let m = map(st_path);
-            let st = SafeTensors::deserialize(m.bytes()).expect("deserialize");
+            let st = SafeTensors::deserialize(&m[..]).expect("deserialize");
             st.len()
         });
         st_open.push(t);
         let m = map(st_path);
         st_deserialize
-            .push(secs(|| black_box(SafeTensors::deserialize(m.bytes()).expect("d")).len()).0);
+            .push(secs(|| black_box(SafeTensors::deserialize(&m[..]).expect("d")).len()).0);
         // Every tensor as a view (name, dtype, shape, data slice), as a loader would use them.
         st_tensors.push(
             secs(|| {
-                let st = SafeTensors::deserialize(m.bytes()).expect("d");
+                let st = SafeTensors::deserialize(&m[..]).expect("d");
                 black_box(st.tensors()).len()
             })
             .0,
@@ -320,8 +321,8 @@ fn cold(path: &str, mode: &str) -> Value {
     let (t, sum) = secs(|| {
         let ckpt = open_ckpt(path, load_mode);
         match mode {
-            "sequential" => ckpt.source().advise_sequential(),
-            "willneed" => ckpt.source().advise_will_need(),
+            "sequential" => ckpt.advise_sequential(),
+            "willneed" => ckpt.advise_will_need(),
             "map" | "populate" | "read" => {}
             other => panic!("mode {other}"),
         }

@@ -1,7 +1,7 @@
 //! Times opening a checkpoint (metadata only), for profiling:
-//! `REPS=30 cargo run --release --example open_time FILE` prints each open, then the minimum and
+//! `REPS=30 cargo run --release -p mmckpt-cli --example open_time FILE` prints each open, then the minimum and
 //! median (under callgrind, the default of 3 keeps the run short).
-use mmckpt::checkpoint::{Checkpoint, OpenOptions};
+use mmckpt::{Checkpoint, OpenOptions};
 use std::time::Instant;
 
 fn main() {

@@ -1,0 +1,712 @@
+//! `mmckpt`, the command line: inspect and load PyTorch checkpoints, built on mmckpt's public
+//! Rust API only. The binary (`src/main.rs`) calls [`run`]; the tests and the `cli` fuzz target
+//! call the same functions.
+//!
+//! Output is written as it is produced (one tensor or value at a time), never built whole in
+//! memory, so its size is bounded by the checkpoint's own bounds (the table's, and
+//! [`ValueLimits`]'s name budget for the values `ls --json` lists) and its memory by a constant.
+#![warn(missing_docs)]
+
+use mmckpt::{
+    Checkpoint, DType, Error, ErrorKind, LoadOptions, LoadReport, Module, OpenMode, OpenOptions,
+    Tensor, ValueKind, ValueLimits, ValueRef,
+};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What `mmckpt help` prints. The synopsis lines are the README's `## Command line`.
+pub const USAGE: &str = "\
+usage:
+  mmckpt ls FILE [--root PATH] [--json] [--hash] [--max-hash-bytes N] [--strict] [--read]
+      list the tensor table (--hash adds the SHA-256 of each tensor's row-major bytes, at
+      most N bytes in all, default 256 GiB; --json also lists every non-tensor value, under
+      \"values\")
+  mmckpt load FILE [--spec SPEC] [--copy] [--dtype DTYPE] [--prefix P] [--non-strict]
+                   [--root PATH] [--read] [--quiet]
+      build a meta module (from SPEC, else from the checkpoint's own table) and load the
+      checkpoint into it: assign (zero-copy views, the default) or --copy into owned memory;
+      --dtype converts floating entries (e.g. bfloat16) while loading
+  mmckpt help";
+
+/// Default of `--max-hash-bytes`: the row-major bytes `ls --hash` hashes, over all tensors. A
+/// stride-0 view of a few stored bytes may describe exabytes; hashing is bounded by what the
+/// tensors describe, so it is bounded here (about two minutes of SHA-256 at 2 GB/s). Checked
+/// before anything is written.
+pub const DEFAULT_MAX_HASH_BYTES: u64 = 256 << 30;
+
+/// Columns of the text tables are padded to their widest cell, but to at most this many
+/// characters: a longer cell (a 100 KB name) sticks out rather than pad every row to its width.
+pub const MAX_COLUMN_WIDTH: usize = 120;
+
+/// Runs the command line `args` (without the program name), writing results to `out` and
+/// errors to `err`. Returns the exit status: 0 on success, 1 on an error, 2 on a usage error.
+pub fn run(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    match dispatch(args, out) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "mmckpt: {}: {}", e.kind.status_name(), e.message);
+            if e.kind == ErrorKind::InvalidArgument {
+                let _ = writeln!(err, "{USAGE}");
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn dispatch(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write) -> Result<(), Error> {
+    let program = std::iter::once(OsString::from("mmckpt"));
+    let mut parser = lexopt::Parser::from_iter(program.chain(args));
+    let command = match parser.next().map_err(usage)? {
+        Some(lexopt::Arg::Value(command)) => command,
+        Some(lexopt::Arg::Long("help")) | Some(lexopt::Arg::Short('h')) => {
+            return writeln!(out, "{USAGE}").map_err(output_error)
+        }
+        Some(other) => return Err(usage(other.unexpected())),
+        None => return Err(Error::invalid_argument("no command given")),
+    };
+    match command.to_str() {
+        Some("ls") => ls(&LsArgs::parse(parser)?, out),
+        Some("load") => load(&LoadArgs::parse(parser)?, out),
+        Some("help") => writeln!(out, "{USAGE}").map_err(output_error),
+        _ => Err(Error::invalid_argument(format!(
+            "unknown command '{}'",
+            command.to_string_lossy()
+        ))),
+    }
+}
+
+fn usage(e: lexopt::Error) -> Error {
+    Error::invalid_argument(e.to_string())
+}
+
+fn output_error(e: io::Error) -> Error {
+    Error::io(format!("cannot write the output: {e}"))
+}
+
+/// The options both commands take to open the file.
+#[derive(Default)]
+struct Open {
+    root: Option<String>,
+    strict: bool,
+    read: bool,
+}
+
+impl Open {
+    fn options(&self) -> OpenOptions {
+        OpenOptions {
+            mode: if self.read {
+                OpenMode::Read
+            } else {
+                OpenMode::Map
+            },
+            strict: self.strict,
+            root: self.root.clone(),
+            ..OpenOptions::default()
+        }
+    }
+}
+
+fn string(value: OsString) -> Result<String, Error> {
+    value
+        .into_string()
+        .map_err(|v| Error::invalid_argument(format!("'{}' is not UTF-8", v.to_string_lossy())))
+}
+
+/// Takes the positional FILE (once).
+fn take_file(file: &mut Option<PathBuf>, arg: lexopt::Arg) -> Result<(), Error> {
+    match arg {
+        lexopt::Arg::Value(value) if file.is_none() => {
+            *file = Some(value.into());
+            Ok(())
+        }
+        other => Err(usage(other.unexpected())),
+    }
+}
+
+fn required(file: Option<PathBuf>) -> Result<PathBuf, Error> {
+    file.ok_or_else(|| Error::invalid_argument("no FILE given"))
+}
+
+/// `ls`'s flags.
+struct LsArgs {
+    file: PathBuf,
+    open: Open,
+    view: LsView,
+}
+
+/// What `ls` prints, once the checkpoint is open.
+#[derive(Clone, Copy, Debug)]
+pub struct LsView {
+    /// JSON (with the values) instead of a table.
+    pub json: bool,
+    /// The SHA-256 of each tensor's row-major bytes.
+    pub hash: bool,
+    /// Row-major bytes hashed at most, over all tensors.
+    pub max_hash_bytes: u64,
+}
+
+impl LsArgs {
+    fn parse(mut parser: lexopt::Parser) -> Result<LsArgs, Error> {
+        let (mut file, mut open) = (None, Open::default());
+        let mut view = LsView {
+            json: false,
+            hash: false,
+            max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
+        };
+        while let Some(arg) = parser.next().map_err(usage)? {
+            match arg {
+                lexopt::Arg::Long("root") => {
+                    open.root = Some(string(parser.value().map_err(usage)?)?)
+                }
+                lexopt::Arg::Long("strict") => open.strict = true,
+                lexopt::Arg::Long("read") => open.read = true,
+                lexopt::Arg::Long("json") => view.json = true,
+                lexopt::Arg::Long("hash") => view.hash = true,
+                lexopt::Arg::Long("max-hash-bytes") => {
+                    let text = string(parser.value().map_err(usage)?)?;
+                    view.max_hash_bytes = text.parse().map_err(|_| {
+                        Error::invalid_argument(format!(
+                            "--max-hash-bytes {text}: not a number of bytes"
+                        ))
+                    })?;
+                }
+                other => take_file(&mut file, other)?,
+            }
+        }
+        Ok(LsArgs {
+            file: required(file)?,
+            open,
+            view,
+        })
+    }
+}
+
+fn ls(args: &LsArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let ckpt = Checkpoint::open(&args.file, &args.open.options())?;
+    let mut out = io::BufWriter::new(out);
+    print_ls(&ckpt, args.view, &mut out)?;
+    out.flush().map_err(output_error)
+}
+
+/// `ls`'s output for an open checkpoint: the table, or with `json` the JSON document. With
+/// `hash`, fails with `Limit` before writing anything when the tensors' row-major bytes add up
+/// to more than `max_hash_bytes`.
+pub fn print_ls(ckpt: &Checkpoint, view: LsView, out: &mut dyn Write) -> Result<(), Error> {
+    if view.hash {
+        check_hash_budget(ckpt, view.max_hash_bytes)?;
+    }
+    if view.json {
+        print_json(ckpt, view.hash, out)
+    } else {
+        print_table(ckpt, view.hash, out)
+    }
+}
+
+fn check_hash_budget(ckpt: &Checkpoint, max: u64) -> Result<(), Error> {
+    let mut total = 0u64;
+    for (name, tensor) in ckpt.iter() {
+        let Ok(t) = tensor else { continue };
+        total = total.saturating_add(t.row_major_bytes());
+        if total > max {
+            return Err(Error::limit(format!(
+                "--hash would hash more than {max} bytes (at tensor '{}', {} elements of {}); \
+                 raise --max-hash-bytes to hash them",
+                clip(name, 200),
+                t.numel(),
+                t.dtype()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The first `max` bytes of `text` (at a char boundary), for messages about huge names.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+/// SHA-256 of the tensor's row-major bytes, streamed (no copy of the tensor).
+fn sha256_hex(t: &Tensor<'_>) -> String {
+    let mut hasher = Sha256::new();
+    t.for_each_row_major_chunk(1 << 20, |piece| {
+        hasher.update(piece);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    text
+}
+
+fn error_json(e: &Error) -> Value {
+    json!({"status": e.kind.status_name(), "message": e.message})
+}
+
+/// `{"format", "tensors": [...], "values": [...], "values_truncated"?}`, written one entry at
+/// a time (each entry on its own line).
+fn print_json(ckpt: &Checkpoint, hash: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let format = json!(ckpt.format().name());
+    write!(out, "{{\n  \"format\": {format},\n  \"tensors\": [").map_err(output_error)?;
+    let mut first = true;
+    for (name, tensor) in ckpt.iter() {
+        let entry = match tensor {
+            Ok(t) => tensor_json(&t, hash),
+            Err(e) => json!({"name": name, "error": error_json(&e)}),
+        };
+        write_entry(out, &entry, &mut first)?;
+    }
+    let close = if first { "" } else { "\n  " };
+    write!(out, "{close}],\n  \"values\": [").map_err(output_error)?;
+    let mut first = true;
+    let truncated = ckpt.for_each_value_leaf(&ValueLimits::default(), |leaf| {
+        write_entry(out, &value_json(&leaf), &mut first)
+    })?;
+    let close = if first { "" } else { "\n  " };
+    write!(out, "{close}]").map_err(output_error)?;
+    if truncated {
+        write!(out, ",\n  \"values_truncated\": true").map_err(output_error)?;
+    }
+    writeln!(out, "\n}}").map_err(output_error)
+}
+
+fn write_entry(out: &mut dyn Write, entry: &Value, first: &mut bool) -> Result<(), Error> {
+    let separator: &[u8] = if *first { b"\n    " } else { b",\n    " };
+    out.write_all(separator).map_err(output_error)?;
+    *first = false;
+    serde_json::to_writer(&mut *out, entry)
+        .map_err(|e| Error::io(format!("cannot write the output: {e}")))
+}
+
+fn tensor_json(t: &Tensor<'_>, hash: bool) -> Value {
+    let mut v = json!({
+        "name": t.name(),
+        "dtype": t.dtype().name(),
+        "shape": t.shape(),
+        "stride": t.strides(),
+        "storage_offset": t.storage_offset(),
+        "numel": t.numel(),
+        "nbytes": t.span_bytes(),
+        "file_offset": if t.is_mapped() { t.file_offset() } else { None },
+        "storage_id": t.storage_id(),
+        "mapped": t.is_mapped(),
+        "parameter": t.is_parameter(),
+        "requires_grad": t.requires_grad(),
+    });
+    if t.is_conj() {
+        v["conj"] = json!(true);
+    }
+    if t.is_neg() {
+        v["neg"] = json!(true);
+    }
+    if hash {
+        v["sha256"] = json!(sha256_hex(t));
+    }
+    v
+}
+
+/// A JSON number, or for NaN and the infinities the strings "nan", "inf", "-inf".
+fn float_json(f: f64) -> Value {
+    if f.is_finite() {
+        json!(f)
+    } else if f.is_nan() {
+        json!("nan")
+    } else if f > 0.0 {
+        json!("inf")
+    } else {
+        json!("-inf")
+    }
+}
+
+/// `{"name", "kind", "value"}` of a non-tensor leaf. Kinds: none, bool, int (a JSON number
+/// within i64, else a decimal string), float, complex (`[real, imag]`), str, bytes (hex),
+/// global (the dotted name), other (null).
+fn value_json(v: &ValueRef<'_>) -> Value {
+    let (kind, value) = match v.kind() {
+        ValueKind::None => ("none", Value::Null),
+        ValueKind::Bool => ("bool", json!(v.as_bool().unwrap_or(false))),
+        ValueKind::Int => ("int", json!(v.as_i64().unwrap_or(0))),
+        ValueKind::BigInt => match v.decimal() {
+            Ok(text) => ("int", json!(text)),
+            Err(e) => {
+                return json!({"name": v.path(), "kind": "int", "value": null,
+                              "error": error_json(&e)})
+            }
+        },
+        ValueKind::Float => ("float", float_json(v.as_f64().unwrap_or(f64::NAN))),
+        ValueKind::Complex => {
+            let (re, im) = v.as_complex().unwrap_or((f64::NAN, f64::NAN));
+            ("complex", json!([float_json(re), float_json(im)]))
+        }
+        ValueKind::Str => ("str", json!(v.as_str().unwrap_or(""))),
+        ValueKind::Bytes => ("bytes", json!(hex(v.as_bytes().unwrap_or(&[])))),
+        ValueKind::Global => ("global", json!(v.class_name().unwrap_or_default())),
+        other => (other.name(), Value::Null),
+    };
+    json!({"name": v.path(), "kind": kind, "value": value})
+}
+
+/// Rows of cells separated by two spaces, each cell but the last padded to its column's width
+/// (at most [`MAX_COLUMN_WIDTH`]). Padding is written by hand: `format!`'s width argument is a
+/// `u16`, and a wider cell would panic.
+struct Columns {
+    widths: Vec<usize>,
+}
+
+impl Columns {
+    fn new() -> Columns {
+        Columns { widths: Vec::new() }
+    }
+    fn measure(&mut self, row: &[&str]) {
+        if self.widths.len() < row.len() {
+            self.widths.resize(row.len(), 0);
+        }
+        for (width, cell) in self.widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().take(MAX_COLUMN_WIDTH).count());
+        }
+    }
+    fn write(&self, out: &mut dyn Write, indent: &str, row: &[&str]) -> io::Result<()> {
+        const SPACES: &[u8] = &[b' '; MAX_COLUMN_WIDTH + 2];
+        out.write_all(indent.as_bytes())?;
+        for (c, cell) in row.iter().enumerate() {
+            out.write_all(cell.as_bytes())?;
+            if c + 1 < row.len() {
+                let width = self.widths.get(c).copied().unwrap_or(0);
+                let pad = width.saturating_sub(cell.chars().take(width).count());
+                out.write_all(&SPACES[..pad + 2])?;
+            }
+        }
+        out.write_all(b"\n")
+    }
+}
+
+/// The cells of one `ls` row, without the hash (computed while writing, never kept).
+fn table_row(name: &str, tensor: &mmckpt::Result<Tensor<'_>>) -> Vec<String> {
+    match tensor {
+        Ok(t) => vec![
+            name.to_string(),
+            t.dtype().name().to_string(),
+            format!("{:?}", t.shape()),
+            format!("{:?}", t.strides()),
+            t.storage_offset().to_string(),
+            t.span_bytes().to_string(),
+            match (t.is_mapped(), t.file_offset()) {
+                (true, Some(o)) => o.to_string(),
+                _ => "-".into(),
+            },
+            t.storage_key(),
+        ],
+        Err(e) => vec![
+            name.to_string(),
+            format!("<{}: {}>", e.kind.status_name(), e.message),
+        ],
+    }
+}
+
+const LS_HEADER: [&str; 8] = [
+    "name",
+    "dtype",
+    "shape",
+    "stride",
+    "offset",
+    "bytes",
+    "file offset",
+    "storage",
+];
+
+/// The table: a first pass measures the columns, a second writes each row.
+fn print_table(ckpt: &Checkpoint, hash: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let mut columns = Columns::new();
+    let header: Vec<&str> = LS_HEADER
+        .iter()
+        .copied()
+        .chain(hash.then_some("sha256"))
+        .collect();
+    columns.measure(&header);
+    for (name, tensor) in ckpt.iter() {
+        let row = table_row(name, &tensor);
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        // A row's last cell is not padded: an error row measures its name only.
+        columns.measure(&cells[..cells.len() - 1]);
+    }
+    columns.write(out, "", &header).map_err(output_error)?;
+    for (name, tensor) in ckpt.iter() {
+        let mut row = table_row(name, &tensor);
+        if let (true, Ok(t)) = (hash, &tensor) {
+            row.push(sha256_hex(t));
+        }
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        columns.write(out, "", &cells).map_err(output_error)?;
+    }
+    writeln!(
+        out,
+        "{} tensors, {} storages, format {}",
+        ckpt.len(),
+        ckpt.storage_count(),
+        ckpt.format().name()
+    )
+    .map_err(output_error)
+}
+
+/// `load`'s flags.
+struct LoadArgs {
+    file: PathBuf,
+    open: Open,
+    spec: Option<PathBuf>,
+    plan: LoadPlan,
+    quiet: bool,
+}
+
+impl LoadArgs {
+    fn parse(mut parser: lexopt::Parser) -> Result<LoadArgs, Error> {
+        let (mut file, mut open, mut spec, mut quiet) = (None, Open::default(), None, false);
+        let mut plan = LoadPlan::default();
+        while let Some(arg) = parser.next().map_err(usage)? {
+            match arg {
+                lexopt::Arg::Long("root") => {
+                    open.root = Some(string(parser.value().map_err(usage)?)?)
+                }
+                lexopt::Arg::Long("read") => open.read = true,
+                lexopt::Arg::Long("spec") => spec = Some(parser.value().map_err(usage)?.into()),
+                lexopt::Arg::Long("copy") => plan.copy = true,
+                lexopt::Arg::Long("dtype") => {
+                    let name = string(parser.value().map_err(usage)?)?;
+                    plan.dtype = Some(DType::from_name(&name).ok_or_else(|| {
+                        Error::invalid_argument(format!(
+                            "--dtype {name}: not a torch dtype name (e.g. bfloat16)"
+                        ))
+                    })?);
+                }
+                lexopt::Arg::Long("prefix") => {
+                    plan.prefix = string(parser.value().map_err(usage)?)?
+                }
+                lexopt::Arg::Long("non-strict") => plan.non_strict = true,
+                lexopt::Arg::Long("quiet") => quiet = true,
+                other => take_file(&mut file, other)?,
+            }
+        }
+        Ok(LoadArgs {
+            file: required(file)?,
+            open,
+            spec,
+            plan,
+            quiet,
+        })
+    }
+}
+
+/// How `load` loads: the module to build and the load options (`convert` follows `dtype`).
+#[derive(Clone, Debug, Default)]
+pub struct LoadPlan {
+    /// A JSON module spec; `None` mirrors the checkpoint's table under `prefix`.
+    pub spec: Option<String>,
+    /// Copy into owned memory instead of an assign load.
+    pub copy: bool,
+    /// Declare floating entries with this dtype (converting while loading).
+    pub dtype: Option<DType>,
+    /// Only checkpoint keys under this prefix, stripped.
+    pub prefix: String,
+    /// Missing or unexpected keys do not fail the load.
+    pub non_strict: bool,
+}
+
+/// A finished load: the module, torch's report, and when building and loading ended.
+pub struct Loaded {
+    /// The loaded module.
+    pub module: Module,
+    /// torch's report.
+    pub report: LoadReport,
+    /// The load converted dtypes (an assign load with a dtype).
+    pub convert: bool,
+    built: Instant,
+    loaded: Instant,
+}
+
+/// Builds the module `plan` asks for and loads `ckpt` into it.
+pub fn load_checkpoint(ckpt: &Checkpoint, plan: &LoadPlan) -> Result<Loaded, Error> {
+    let mut module = match &plan.spec {
+        Some(json) => Module::from_spec(json)?,
+        None => Module::from_checkpoint_under(ckpt, &plan.prefix)?,
+    };
+    if let Some(dtype) = plan.dtype {
+        module.set_floating_dtype(dtype)?;
+    }
+    if plan.copy {
+        module.materialize()?;
+    }
+    let built = Instant::now();
+    let options = LoadOptions {
+        assign: !plan.copy,
+        strict: !plan.non_strict,
+        convert: !plan.copy && plan.dtype.is_some(),
+        prefix: plan.prefix.clone(),
+    };
+    let report = module.load(ckpt, &options)?;
+    Ok(Loaded {
+        module,
+        report,
+        convert: options.convert,
+        built,
+        loaded: Instant::now(),
+    })
+}
+
+fn load(args: &LoadArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let mut plan = args.plan.clone();
+    if let Some(path) = &args.spec {
+        plan.spec = Some(Module::read_spec_file(path)?);
+    }
+    let started = Instant::now();
+    let ckpt = Checkpoint::open(&args.file, &args.open.options())?;
+    let opened = Instant::now();
+    let loaded = load_checkpoint(&ckpt, &plan)?;
+    let mut out = io::BufWriter::new(out);
+    let label = args.file.display().to_string();
+    print_load(&label, &ckpt, &loaded, plan.copy, args.quiet, &mut out)?;
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    let (zero_copy, copied) = data_bytes(&loaded.module);
+    writeln!(
+        out,
+        "open {:.3} ms, build {:.3} ms, load {:.3} ms; {zero_copy} bytes zero-copy, {copied} \
+         bytes copied",
+        ms(started, opened),
+        ms(opened, loaded.built),
+        ms(loaded.built, loaded.loaded),
+    )
+    .map_err(output_error)?;
+    out.flush().map_err(output_error)
+}
+
+/// Bytes of entry data that are the file's pages, and bytes that are copies.
+fn data_bytes(module: &Module) -> (usize, usize) {
+    let (mut zero_copy, mut copied) = (0usize, 0usize);
+    for entry in module.entries().iter().filter(|e| e.has_data()) {
+        if entry.is_mapped() {
+            zero_copy += entry.nbytes();
+        } else {
+            copied += entry.nbytes();
+        }
+    }
+    (zero_copy, copied)
+}
+
+/// `load`'s report without the timings: the header line, each entry and where its data is
+/// (unless `quiet`), and torch's report line.
+pub fn print_load(
+    label: &str,
+    ckpt: &Checkpoint,
+    loaded: &Loaded,
+    copy: bool,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let module = &loaded.module;
+    let mode = match (copy, loaded.convert) {
+        (true, _) => "copy",
+        (false, true) => "assign+convert",
+        (false, false) => "assign",
+    };
+    writeln!(
+        out,
+        "{label} -> {} ({} entries, {mode} load, {} checkpoint)",
+        module.name(),
+        module.len(),
+        ckpt.format().name()
+    )
+    .map_err(output_error)?;
+    if !quiet {
+        let row = |entry: &mmckpt::Entry| {
+            [
+                entry.name().to_string(),
+                entry.dtype().name().to_string(),
+                format!("{:?}", entry.shape()),
+                if !entry.has_data() {
+                    "no data".to_string()
+                } else if entry.is_mapped() {
+                    match entry.file_offset() {
+                        Some(offset) => format!("zero-copy @ file offset {offset}"),
+                        None => "zero-copy".to_string(),
+                    }
+                } else {
+                    "copied".to_string()
+                },
+            ]
+        };
+        let mut columns = Columns::new();
+        for entry in module.entries() {
+            let cells = row(entry);
+            columns.measure(&[&cells[0], &cells[1], &cells[2]]);
+        }
+        for entry in module.entries() {
+            let cells = row(entry);
+            let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+            columns.write(out, "  ", &cells).map_err(output_error)?;
+        }
+    }
+    writeln!(out, "{}", loaded.report.message()).map_err(output_error)
+}
+
+/// The `cli` fuzz target's body (fuzz/fuzz_targets/cli.rs): the first byte chooses the
+/// options, the rest is the checkpoint. Every output path runs on whatever opens — `ls` as a
+/// table and as JSON, with or without hashes (at most 16 MiB hashed), and `load` (assign, or
+/// copy / convert for checkpoints of at most 8 MiB of tensors) — into a sink; none may panic.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    let Some((&choice, bytes)) = data.split_first() else {
+        return;
+    };
+    let Ok(ckpt) = Checkpoint::from_bytes(bytes, &OpenOptions::default()) else {
+        return;
+    };
+    let mut sink = io::sink();
+    let view = LsView {
+        json: choice & 1 != 0,
+        hash: choice & 2 != 0,
+        max_hash_bytes: 16 << 20,
+    };
+    let _ = print_ls(&ckpt, view, &mut sink);
+    let other = LsView {
+        json: !view.json,
+        ..view
+    };
+    let _ = print_ls(&ckpt, other, &mut sink);
+    let declared = ckpt
+        .iter()
+        .filter_map(|(_, t)| t.ok())
+        .map(|t| t.row_major_bytes())
+        .fold(0u64, u64::saturating_add);
+    let plan = LoadPlan {
+        copy: choice & 4 != 0 && declared <= 8 << 20,
+        dtype: (choice & 8 != 0 && declared <= 4 << 20).then_some(DType::BFloat16),
+        non_strict: choice & 16 != 0,
+        ..LoadPlan::default()
+    };
+    if let Ok(loaded) = load_checkpoint(&ckpt, &plan) {
+        let quiet = choice & 32 != 0;
+        let _ = print_load("fuzz", &ckpt, &loaded, plan.copy, quiet, &mut sink);
+    }
+}

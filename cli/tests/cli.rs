@@ -1,0 +1,406 @@
+//! The command line: its synopsis against the README, its output against torch's manifest,
+//! hostile inputs (huge names, astronomic stride-0 views, amplifying value trees), and the
+//! `cli` fuzz target over the regression corpus and the seed checkpoints.
+
+#[path = "../../tests/support_zip/mod.rs"]
+mod support_zip;
+
+use serde_json::Value;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use support_zip::pk;
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+/// Runs the command line in this process: (exit status, stdout, stderr).
+fn cli(args: &[&str]) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = mmckpt_cli::run(args.iter().map(OsString::from), &mut out, &mut err);
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8 output");
+    (code, text(out), text(err))
+}
+
+/// A scratch file under the target directory, removed by the caller's test run next time.
+fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+const FOUR_FLOATS: [u8; 16] = [0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64];
+
+/// `--flag` words of the lines that start with `mmckpt <command>` (and their continuations).
+fn flags_of(text: &str, command: &str) -> Vec<String> {
+    let mut flags = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("mmckpt ") {
+            inside = trimmed.starts_with(&format!("mmckpt {command} "));
+        } else if !trimmed.starts_with('[') {
+            inside = false;
+        }
+        if inside {
+            for word in line.split(|c: char| c.is_whitespace() || c == '[' || c == ']') {
+                if word.starts_with("--") {
+                    flags.push(word.to_string());
+                }
+            }
+        }
+    }
+    flags.sort();
+    flags
+}
+
+#[test]
+fn the_readme_synopsis_is_the_usage() {
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let section = readme
+        .split("## Command line")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("README.md has a ## Command line code block");
+    for command in ["ls", "load"] {
+        let (ours, theirs) = (
+            flags_of(mmckpt_cli::USAGE, command),
+            flags_of(section, command),
+        );
+        assert!(!ours.is_empty(), "{command}: no flags in the usage");
+        assert_eq!(
+            ours, theirs,
+            "{command}: the usage and the README's synopsis"
+        );
+    }
+    let (code, out, _) = cli(&["help"]);
+    assert_eq!((code, out.trim_end()), (0, mmckpt_cli::USAGE));
+    let (code, _, err) = cli(&["ls", "x.pt", "--no-such-flag"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("MMCKPT_ERR_INVALID_ARGUMENT") && err.contains("--no-such-flag"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["load", "x.pt", "--dtype", "float33"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--dtype float33"), "{err}");
+}
+
+/// `ls --json --hash` of every torch-written fixture: the hashes (streamed in row-major order,
+/// strided views included) are the SHA-256 torch's bytes have.
+#[test]
+fn ls_json_hashes_match_torch() {
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/manifest.json")).unwrap();
+    let manifest: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+    let mut compared = 0;
+    for (file, want) in &manifest {
+        let path = repo_path("tests/fixtures").join(file);
+        let (code, out, err) = cli(&["ls", path.to_str().unwrap(), "--json", "--hash"]);
+        assert_eq!(code, 0, "{file}: {err}");
+        let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(doc["format"], want["format"], "{file}");
+        let tensors = doc["tensors"].as_array().unwrap();
+        let wanted = want["tensors"].as_array().unwrap();
+        assert_eq!(tensors.len(), wanted.len(), "{file}");
+        for (got, want) in tensors.iter().zip(wanted) {
+            assert_eq!(got["name"], want["name"], "{file}");
+            assert_eq!(got["sha256"], want["sha256"], "{file}: {}", want["name"]);
+            compared += 1;
+        }
+        if let Some(values) = want.get("values") {
+            let names: Vec<&Value> = doc["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| &v["name"])
+                .collect();
+            for value in values.as_array().unwrap() {
+                assert!(
+                    names.contains(&&value["name"]),
+                    "{file}: value {}",
+                    value["name"]
+                );
+            }
+        }
+    }
+    assert!(compared >= 50, "only {compared} tensors compared");
+}
+
+/// `ls --json` lists every non-tensor value with its kind and value, as torch loaded it.
+#[test]
+fn ls_json_lists_values() {
+    let path = repo_path("tests/fixtures/nested.pt");
+    let (code, out, err) = cli(&["ls", path.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert!(doc["tensors"].is_array());
+    assert_eq!(doc["format"], "zip");
+    assert!(doc.get("values_truncated").is_none());
+    let got = doc["values"].as_array().unwrap();
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/manifest.json")).unwrap();
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    for entry in manifest["nested.pt"]["values"].as_array().unwrap() {
+        assert!(got.contains(entry), "{entry} not in {got:?}");
+    }
+}
+
+/// A name of 80,001 bytes (two segments of 40,000): `format!`'s width is a u16, and padding to
+/// such a width used to panic ("Formatting argument out of range").
+#[test]
+fn names_of_more_than_65535_bytes_are_listed_and_loaded() {
+    let (outer, inner) = ("a".repeat(40_000), "b".repeat(40_000));
+    let mut pickle = b"\x80\x02}(".to_vec();
+    pickle.extend(pk::unicode(&outer));
+    pickle.extend(b"}(");
+    pickle.extend(pk::unicode(&inner));
+    pickle.extend(pk::tensor("0", 4, 0, &[4], &[1]));
+    pickle.extend(b"uu.");
+    let path = scratch(
+        "long_name.pt",
+        &support_zip::checkpoint(&pickle, &[("0", &FOUR_FLOATS)]),
+    );
+    let file = path.to_str().unwrap();
+    let name = format!("{outer}.{inner}");
+    for args in [
+        &["ls", file][..],
+        &["ls", file, "--hash"],
+        &["ls", file, "--json", "--hash"],
+        &["load", file],
+        &["load", file, "--copy", "--dtype", "bfloat16"],
+    ] {
+        let (code, out, err) = cli(args);
+        assert_eq!(code, 0, "{:?}: {err}", &args[2..]);
+        assert!(out.contains(&name), "{:?}: the name is listed", &args[2..]);
+        // Columns are padded to at most MAX_COLUMN_WIDTH: no line is the name's length again.
+        let longest = out.lines().map(str::len).max().unwrap();
+        assert!(
+            longest < name.len() + 400,
+            "{:?}: a line of {longest} bytes",
+            &args[2..]
+        );
+    }
+}
+
+/// A stride-0 view of 2^60 elements over 16 stored bytes: `--hash` refuses it (LIMIT, before
+/// any output) instead of allocating or hashing exabytes; without `--hash` it is listed.
+#[test]
+fn hashing_an_astronomic_stride_zero_view_is_a_limit_error() {
+    let mut pickle = b"\x80\x02}".to_vec();
+    pickle.extend(pk::unicode("w"));
+    pickle.extend(pk::tensor("0", 4, 0, &[1 << 30, 1 << 30], &[0, 0]));
+    pickle.extend(b"s.");
+    let path = scratch(
+        "stride0.pt",
+        &support_zip::checkpoint(&pickle, &[("0", &FOUR_FLOATS)]),
+    );
+    let file = path.to_str().unwrap();
+    for args in [
+        &["ls", file, "--hash"][..],
+        &["ls", file, "--json", "--hash"],
+    ] {
+        let (code, out, err) = cli(args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            out.is_empty(),
+            "{args:?}: nothing is written before the error"
+        );
+        assert!(
+            err.contains("MMCKPT_ERR_LIMIT")
+                && err.contains("'w'")
+                && err.contains("--max-hash-bytes"),
+            "{err}"
+        );
+    }
+    let (code, out, err) = cli(&["ls", file, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["tensors"][0]["numel"], 1u64 << 60);
+    // The limit is the caller's to raise: a small view hashes within a small budget.
+    let mut pickle = b"\x80\x02}".to_vec();
+    pickle.extend(pk::unicode("w"));
+    pickle.extend(pk::tensor("0", 4, 0, &[1 << 20, 4], &[0, 1]));
+    pickle.extend(b"s.");
+    let path = scratch(
+        "stride0_small.pt",
+        &support_zip::checkpoint(&pickle, &[("0", &FOUR_FLOATS)]),
+    );
+    let file = path.to_str().unwrap();
+    let (code, _, err) = cli(&["ls", file, "--hash", "--max-hash-bytes", "1000"]);
+    assert_eq!(code, 1, "16 MiB is over 1000 bytes: {err}");
+    let (code, out, err) = cli(&["ls", file, "--json", "--hash"]);
+    assert_eq!(code, 0, "{err}");
+    // 2^20 repeats of [1, 2, 3, 4] as float32, hashed in pieces, never copied whole.
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let mut whole = Vec::new();
+    for _ in 0..1 << 20 {
+        whole.extend_from_slice(&FOUR_FLOATS);
+    }
+    use sha2::{Digest, Sha256};
+    let want: String = Sha256::digest(&whole)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(doc["tensors"][0]["sha256"], want.as_str());
+}
+
+/// A 240 KB pickle whose values are named by 100,000 paths of 24 KB each (four levels of ten
+/// 6 KB keys over one shared list, each level a memo reference to the one below): listing them
+/// would write 2.4 GB of names. `ls --json` runs under a 1 GiB address-space limit and must end
+/// cleanly with the listing cut by the values' name budget.
+#[test]
+fn ls_json_of_an_amplifying_value_tree_is_bounded() {
+    let mut pickle = b"\x80\x02]q\x00(".to_vec();
+    for i in 0..10u8 {
+        pickle.extend([b'K', i]);
+    }
+    pickle.push(b'e');
+    for level in 1..=4u8 {
+        pickle.extend([b'}', b'q', level, b'(']);
+        for i in 0..10 {
+            pickle.extend(pk::unicode(&format!("{level}.{i}{}", "x".repeat(6000))));
+            pickle.extend([b'h', level - 1]);
+        }
+        pickle.push(b'u');
+    }
+    pickle.push(b'.');
+    assert!(pickle.len() < 250_000);
+    let path = scratch("amplify.pt", &support_zip::checkpoint(&pickle, &[]));
+    let out_path = path.with_extension("json");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" ls --json \"$1\" > \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_mmckpt"))
+        .arg(&path)
+        .arg(&out_path)
+        .status()
+        .expect("sh");
+    assert!(status.success(), "mmckpt ls --json: {status}");
+    let size = std::fs::metadata(&out_path).unwrap().len();
+    assert!(size < 128 << 20, "{size} bytes of output");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(doc["values_truncated"], true);
+    let values = doc["values"].as_array().unwrap();
+    assert!(
+        !values.is_empty() && values.len() < 100_000,
+        "{} values",
+        values.len()
+    );
+    assert!(values[0]["name"].as_str().unwrap().len() > 24_000);
+}
+
+/// Checkpoints the seed corpus starts from (as tests/hostile.rs lists them) and every
+/// regression input of every target: all through the `cli` target with several options bytes.
+#[test]
+fn the_cli_fuzz_target_passes_on_the_regressions_and_seeds() {
+    let mut files = Vec::new();
+    for dir in [
+        "tests/fixtures",
+        "tests/data/bad",
+        "tests/data/attacks",
+        "tests/data/differential",
+        "tests/data/zip",
+    ] {
+        for entry in std::fs::read_dir(repo_path(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "pt") && !path.ends_with("recipe.pt") {
+                files.push((path, true));
+            }
+        }
+    }
+    for dir in std::fs::read_dir(repo_path("tests/data/regressions")).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.is_dir() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                // Files under regressions/cli/ carry their options byte already.
+                let raw = !dir.ends_with("cli");
+                if path.extension().is_none_or(|e| e != "md") {
+                    files.push((path, raw));
+                }
+            }
+        }
+    }
+    assert!(files.len() >= 80, "only {} inputs", files.len());
+    for (path, raw) in &files {
+        let data = std::fs::read(path).unwrap();
+        if !raw {
+            mmckpt_cli::fuzz(&data);
+            continue;
+        }
+        for choice in [0u8, 1, 2, 3, 4 | 32, 8 | 16 | 1] {
+            let mut input = vec![choice];
+            input.extend_from_slice(&data);
+            mmckpt_cli::fuzz(&input);
+        }
+    }
+    // The fuzz crate runs the same function.
+    let target = std::fs::read_to_string(repo_path("fuzz/fuzz_targets/cli.rs")).unwrap();
+    assert!(target.contains("fuzz_target!(|data: &[u8]| mmckpt_cli::fuzz(data));"));
+    let manifest = std::fs::read_to_string(repo_path("fuzz/Cargo.toml")).unwrap();
+    assert!(manifest.contains("name = \"cli\"\npath = \"fuzz_targets/cli.rs\""));
+}
+
+/// A fresh, empty scratch directory under the target directory.
+fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY (test): c_path is a NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// `--spec` naming a FIFO is refused at once (reading it plainly would wait for a writer); the
+/// binary runs as a child under a deadline so that a regression fails instead of hanging.
+#[test]
+fn the_cli_refuses_a_fifo_spec_without_blocking() {
+    let dir = scratch_dir("fifo-spec");
+    let spec = dir.join("spec.json");
+    mkfifo(&spec);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mmckpt"))
+        .args([
+            "load",
+            repo_path("tests/fixtures/dtypes.pt").to_str().unwrap(),
+            "--spec",
+        ])
+        .arg(&spec)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("mmckpt load --spec FIFO blocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("spec.json") && stderr.contains("FIFO"),
+        "{stderr}"
+    );
+}
