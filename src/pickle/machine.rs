@@ -782,6 +782,15 @@ impl<'a> Machine<'a> {
 
     fn build(&mut self, target: NodeId, state: NodeId) -> Result<()> {
         match self.arena.get_mut(target) {
+            // One state per object: torch applies every BUILD in turn (`set_` twice, or
+            // `__setstate__` then `set_`), and the result depends on all of them; keeping only
+            // the last would describe a different object. Nothing torch or pickle writes
+            // builds one object twice.
+            Value::Dict { state: Some(_), .. } | Value::Object { state: Some(_), .. } => Err(self
+                .error(
+                    ErrorKind::Unsupported,
+                    "BUILD sets the state of an object a second time",
+                )),
             Value::Dict { state: s, .. } | Value::Object { state: s, .. } => {
                 *s = Some(state);
                 Ok(())
