@@ -213,14 +213,20 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
     let (module, name) = arena.global_name(items[1]).ok_or_else(|| {
         Error::format("a storage persistent id does not name its storage class as a global")
     })?;
-    // torch's weights_only unpickler refuses the whole file at a global off its allowlist
-    // (`torch.UntypedStorage` is one: it allows `torch.storage.UntypedStorage` only).
-    require_allowed(module, name, "storage class")?;
     let dtype = match (module, name) {
         ("torch", n) => DType::from_storage_class(n),
         _ => None,
     };
-    let untyped = (module, name) == ("torch.storage", "UntypedStorage");
+    let untyped = matches!(
+        (module, name),
+        ("torch.storage", "UntypedStorage") | ("torch", "UntypedStorage")
+    );
+    if dtype.is_some() || untyped {
+        // A class mmckpt could represent but spelled as torch's weights_only unpickler
+        // refuses (`torch.UntypedStorage`: it allows `torch.storage.UntypedStorage` only):
+        // torch never builds this tensor, so neither does mmckpt.
+        require_allowed(module, name, "storage class")?;
+    }
     if dtype.is_none() && !untyped {
         return Err(Error::unsupported(format!(
             "storage class {module}.{name} is not one mmckpt can represent"
@@ -416,10 +422,15 @@ impl TensorCall {
                 let (tm, tn) = arena.global_name(new_type).ok_or_else(|| {
                     Error::format("_rebuild_from_type_v2: the type is not a global")
                 })?;
-                require_allowed(tm, tn, "tensor type")?;
                 let is_parameter = match (tm, tn) {
                     ("torch", "Tensor") => false,
                     ("torch.nn.parameter", "Parameter") => true,
+                    // Another spelling of those classes (`torch._tensor.Tensor`,
+                    // `torch.nn.Parameter`): torch refuses the global, so the tensor it would
+                    // describe is never built.
+                    _ if tm.starts_with("torch") && matches!(tn, "Tensor" | "Parameter") => {
+                        return Err(unsafe_spelling(tm, tn, "tensor type"))
+                    }
                     _ => {
                         return Err(Error::unsupported(format!(
                             "tensor subclass {tm}.{tn} is not supported"
@@ -429,7 +440,6 @@ impl TensorCall {
                 let (m, n) = arena.global_name(func).ok_or_else(|| {
                     Error::format("_rebuild_from_type_v2: function is not a global")
                 })?;
-                require_allowed(m, n, "rebuild function")?;
                 let inner = TensorCall::classify(m, n).ok_or_else(|| {
                     Error::unsupported(format!("_rebuild_from_type_v2 with function {m}.{n}"))
                 })?;
@@ -922,10 +932,14 @@ fn require_allowed(module: &str, name: &str, what: &str) -> Result<()> {
     if is_allowed_global(module, name) {
         return Ok(());
     }
-    Err(Error::unsafe_global(format!(
+    Err(unsafe_spelling(module, name, what))
+}
+
+fn unsafe_spelling(module: &str, name: &str, what: &str) -> Error {
+    Error::unsafe_global(format!(
         "{what} global '{module}.{name}' is not one torch's weights_only unpickler allows \
          (torch refuses the file: \"Unsupported global\")"
-    )))
+    ))
 }
 
 fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
@@ -1047,11 +1061,11 @@ fn rebuild_tensor(
             let (m, n) = arena
                 .global_name(args[6])
                 .ok_or_else(|| Error::format("_rebuild_tensor_v3 dtype is not a global"))?;
+            let dtype = DType::from_name(n)
+                .ok_or_else(|| Error::unsupported(format!("dtype torch.{n} is not supported")))?;
             // Only `torch.<canonical name>` is allowed: torch refuses `torch.float`.
             require_allowed(m, n, "dtype")?;
-            DType::from_name(n)
-                .filter(|d| d.name() == n)
-                .ok_or_else(|| Error::unsupported(format!("dtype torch.{n} is not supported")))?
+            dtype
         }
         _ => storage_id.dtype.ok_or_else(|| {
             Error::unsupported(format!(
