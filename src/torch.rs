@@ -221,11 +221,11 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
         (module, name),
         ("torch.storage", "UntypedStorage") | ("torch", "UntypedStorage")
     );
-    if dtype.is_some() || untyped {
+    if untyped && module == "torch" {
         // A class mmckpt could represent but spelled as torch's weights_only unpickler
-        // refuses (`torch.UntypedStorage`: it allows `torch.storage.UntypedStorage` only):
-        // torch never builds this tensor, so neither does mmckpt.
-        require_allowed(module, name, "storage class")?;
+        // refuses (it allows `torch.storage.UntypedStorage` only): torch never builds this
+        // tensor, so neither does mmckpt. (Every `torch.<X>Storage` with a dtype is allowed.)
+        return Err(unsafe_spelling(module, name, "storage class"));
     }
     if dtype.is_none() && !untyped {
         return Err(Error::unsupported(format!(
@@ -307,15 +307,23 @@ pub fn interpret(
     node: NodeId,
     storages: &mut dyn StorageResolver,
 ) -> Option<Interpreted> {
-    let Value::Object { callable, .. } = arena.get(node) else {
+    let Value::Object {
+        callable,
+        args,
+        state,
+        ..
+    } = arena.get(node)
+    else {
         return None;
     };
     let (module, name) = arena.global_name(*callable)?;
     let kind = TensorCall::classify(module, name)?;
-    Some(match rebuild_node(arena, node, kind, storages, 0) {
-        Ok(desc) => Interpreted::Tensor(desc),
-        Err(e) => Interpreted::Unsupported(e),
-    })
+    Some(
+        match rebuild_node(arena, kind, *args, *state, storages, 0) {
+            Ok(desc) => Interpreted::Tensor(desc),
+            Err(e) => Interpreted::Unsupported(e),
+        },
+    )
 }
 
 /// True when `node` is a call of a tensor rebuild function (supported or not).
@@ -458,16 +466,14 @@ impl TensorCall {
 /// on a plain tensor, `Tensor.__setstate__` on a parameter.
 fn rebuild_node(
     arena: &Arena,
-    node: NodeId,
     kind: TensorCall,
+    args: NodeId,
+    state: Option<NodeId>,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<TensorDesc> {
-    let Value::Object { args, state, .. } = arena.get(node) else {
-        return Err(Error::format("a tensor is not a rebuild call"));
-    };
-    let mut desc = kind.rebuild(arena, *args, storages, depth)?;
-    if let Some(state) = *state {
+    let mut desc = kind.rebuild(arena, args, storages, depth)?;
+    if let Some(state) = state {
         if desc.is_parameter {
             parameter_setstate(arena, &mut desc, state, storages, depth)?;
         } else {
@@ -497,7 +503,10 @@ fn nested_tensor(
     what: &str,
 ) -> Result<TensorDesc> {
     if let Value::Object {
-        callable, state, ..
+        callable,
+        args,
+        state,
+        ..
     } = arena.get(node)
     {
         if let Some((m, n)) = arena.global_name(*callable) {
@@ -508,7 +517,7 @@ fn nested_tensor(
                          depends on when that state was applied)"
                     )));
                 }
-                return rebuild_node(arena, node, call, storages, depth + 1);
+                return rebuild_node(arena, call, *args, None, storages, depth + 1);
             }
         }
     }
@@ -598,11 +607,10 @@ fn tensor_set(
                 }
                 _ => unreachable!("lengths checked above"),
             };
-            let view = check_view(desc.dtype, offset, shape, strides)?;
+            desc.numel = check_view(desc.dtype, offset, &shape, &strides)?;
             desc.storage_offset = offset;
-            desc.numel = view.numel;
-            desc.shape = view.shape;
-            desc.strides = view.strides;
+            desc.shape = shape;
+            desc.strides = strides;
             desc.storage = storage;
             check_bounds(desc, storage_bytes, &id.key)
         }
@@ -984,16 +992,11 @@ fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
     Ok(Dims::Heap(items.iter().map(int).collect::<Result<_>>()?))
 }
 
-/// A checked view geometry.
-struct View {
-    shape: Dims,
-    strides: Dims,
-    numel: u64,
-}
-
 /// The checks every view torch builds passes: matching ranks, no negative offset, size or
 /// stride, and a logical size in bytes that fits an int64.
-fn check_view(dtype: DType, storage_offset: i64, shape: Dims, strides: Dims) -> Result<View> {
+/// Returns the element count.
+#[inline]
+fn check_view(dtype: DType, storage_offset: i64, shape: &[i64], strides: &[i64]) -> Result<u64> {
     if shape.len() != strides.len() {
         return Err(Error::format(format!(
             "size has {} dimensions but stride has {}",
@@ -1024,11 +1027,7 @@ fn check_view(dtype: DType, storage_offset: i64, shape: Dims, strides: Dims) -> 
             dtype.name()
         )));
     }
-    Ok(View {
-        shape,
-        strides,
-        numel,
-    })
+    Ok(numel)
 }
 
 fn rebuild_tensor(
@@ -1079,11 +1078,7 @@ fn rebuild_tensor(
         .ok_or_else(|| Error::format("storage offset is not an int"))?;
     let shape = int_tuple(arena, args[2], "size")?;
     let strides = int_tuple(arena, args[3], "stride")?;
-    let View {
-        shape,
-        strides,
-        numel,
-    } = check_view(dtype, storage_offset, shape, strides)?;
+    let numel = check_view(dtype, storage_offset, &shape, &strides)?;
     // v2: `tensor.requires_grad = requires_grad`; v3: `torch.empty(requires_grad=...)`: a
     // bool, and True only for floating and complex dtypes.
     let requires_grad = match call {
