@@ -155,6 +155,37 @@ DoubleStorage.__module__ = "torch"
 torch_mod.DoubleStorage = DoubleStorage
 
 
+tensor_mod = types.ModuleType("torch._tensor")
+
+
+class TensorSpelling:
+    """`torch._tensor.Tensor`: the class torch.Tensor under a name torch's weights_only
+    unpickler refuses (it allows `torch.Tensor`)."""
+
+
+TensorSpelling.__module__ = "torch._tensor"
+TensorSpelling.__qualname__ = TensorSpelling.__name__ = "Tensor"
+tensor_mod.Tensor = TensorSpelling
+
+
+def _rebuild_from_type_v2(*args):
+    raise AssertionError("never called")
+
+
+_rebuild_from_type_v2.__module__ = "torch._tensor"
+tensor_mod._rebuild_from_type_v2 = _rebuild_from_type_v2
+sys.modules["torch._tensor"] = tensor_mod
+
+
+class FromTypeV2:
+    def __init__(self, new_type, storage, rest):
+        self.new_type, self.storage, self.rest = new_type, storage, rest
+
+    def __reduce__(self):
+        return (_rebuild_from_type_v2,
+                (_rebuild_tensor_v2, self.new_type, (self.storage,) + self.rest, None))
+
+
 class ClassStorageRef(StorageRef):
     """A storage reference naming its storage class."""
 
@@ -318,6 +349,10 @@ def main():
           odd_archive({"w": OddTensor(ClassStorageRef("0", 16, UntypedStorage),
                                       (0, (16,), (1,), False, collections.OrderedDict()))}, four),
           "MMCKPT_ERR_UNSAFE", "torch.UntypedStorage")
+    write("tensor_type_torch_tensor_module.pt",
+          odd_archive({"w": FromTypeV2(TensorSpelling, StorageRef("0", 4),
+                                       (0, (4,), (1,), False, collections.OrderedDict()))}, four),
+          "MMCKPT_ERR_UNSAFE", "torch._tensor.Tensor")
     # Hugging Face shard indexes.
     os.makedirs(os.path.join(OUT, "shards_escape"), exist_ok=True)
     escape = {"metadata": {}, "weight_map": {"w": "pytorch_model-00001-of-00001.bin",
