@@ -128,8 +128,99 @@ def state_dict_archive(tensors, storages):
 FOUR_FLOATS = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
 
 
+def state_dict_archive_with_byteorder(byteorder):
+    sd = collections.OrderedDict({"w": Tensor("0", 4, 0, [4], [1])})
+    return archive([("data.pkl", torch_pickle(sd)), ("byteorder", byteorder),
+                    ("data/0", FOUR_FLOATS), ("version", b"3\n")])
+
+
 def good():
     return state_dict_archive({"w": Tensor("0", 4, 0, [2, 2], [2, 1])}, {"0": FOUR_FLOATS})
+
+
+class UntypedStorage:
+    """`torch.UntypedStorage`: a spelling torch's weights_only unpickler refuses (it allows
+    `torch.storage.UntypedStorage`)."""
+
+
+UntypedStorage.__module__ = "torch"
+torch_mod.UntypedStorage = UntypedStorage
+
+
+class DoubleStorage:
+    pass
+
+
+DoubleStorage.__module__ = "torch"
+torch_mod.DoubleStorage = DoubleStorage
+
+
+tensor_mod = types.ModuleType("torch._tensor")
+
+
+class TensorSpelling:
+    """`torch._tensor.Tensor`: the class torch.Tensor under a name torch's weights_only
+    unpickler refuses (it allows `torch.Tensor`)."""
+
+
+TensorSpelling.__module__ = "torch._tensor"
+TensorSpelling.__qualname__ = TensorSpelling.__name__ = "Tensor"
+tensor_mod.Tensor = TensorSpelling
+
+
+def _rebuild_from_type_v2(*args):
+    raise AssertionError("never called")
+
+
+_rebuild_from_type_v2.__module__ = "torch._tensor"
+tensor_mod._rebuild_from_type_v2 = _rebuild_from_type_v2
+sys.modules["torch._tensor"] = tensor_mod
+
+
+class FromTypeV2:
+    def __init__(self, new_type, storage, rest):
+        self.new_type, self.storage, self.rest = new_type, storage, rest
+
+    def __reduce__(self):
+        return (_rebuild_from_type_v2,
+                (_rebuild_tensor_v2, self.new_type, (self.storage,) + self.rest, None))
+
+
+class ClassStorageRef(StorageRef):
+    """A storage reference naming its storage class."""
+
+    def __init__(self, key, numel, cls):
+        super().__init__(key, numel)
+        self.cls = cls
+
+
+class ClassPickler(TorchPickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, ClassStorageRef):
+            return ("storage", obj.cls, obj.key, "cpu", obj.numel)
+        return super().persistent_id(obj)
+
+
+class OddTensor:
+    """_rebuild_tensor_v2 with chosen arguments after the storage (requires_grad, metadata)
+    and optionally BUILD state, as torch's weights_only unpickler reads them."""
+
+    def __init__(self, storage, rest, state=None):
+        self.storage, self.rest, self.state = storage, rest, state
+
+    def __reduce__(self):
+        if self.state is None:
+            return (_rebuild_tensor_v2, (self.storage,) + self.rest)
+        return (_rebuild_tensor_v2, (self.storage,) + self.rest, self.state)
+
+
+def odd_archive(tensors, storages, byteorder=b"little"):
+    buf = io.BytesIO()
+    ClassPickler(buf, protocol=2).dump(collections.OrderedDict(tensors))
+    records = [("data.pkl", buf.getvalue()), ("byteorder", byteorder)]
+    records += [(f"data/{k}", v) for k, v in storages.items()]
+    records.append(("version", b"3\n"))
+    return archive(records)
 
 
 def main():
@@ -228,6 +319,40 @@ def main():
           "MMCKPT_ERR_FORMAT", "type_sizes says 'long' is 16 bytes")
     write("legacy_bad_magic.pt", pickle.dumps(12345, protocol=2) + whole[20:],
           "MMCKPT_ERR_FORMAT", "magic number")
+    # torch compares the byteorder record's bytes exactly (issue 11, A.6).
+    for name, spelling in [("byteorder_newline.pt", b"big\n"), ("byteorder_space.pt", b" big"),
+                           ("byteorder_little_space.pt", b"little ")]:
+        write(name, state_dict_archive_with_byteorder(spelling), "MMCKPT_ERR_FORMAT", "byteorder")
+    # Tensor metadata and requires_grad as torch checks them (issue 11, A.1 / A.4).
+    plain = (0, (4,), (1,))
+    four = {"0": FOUR_FLOATS}
+    write("metadata_conj_on_float.pt",
+          odd_archive({"w": OddTensor(StorageRef("0", 4), plain + (False, collections.OrderedDict(),
+                                                                   {"conj": True}))}, four),
+          "MMCKPT_ERR_FORMAT", "conj on a float32")
+    write("metadata_value_str.pt",
+          odd_archive({"w": OddTensor(StorageRef("0", 4), plain + (False, collections.OrderedDict(),
+                                                                   {"neg": "yes"}))}, four),
+          "MMCKPT_ERR_FORMAT", "'neg' is a str")
+    write("requires_grad_int.pt",
+          odd_archive({"w": OddTensor(StorageRef("0", 4), plain + (1, collections.OrderedDict()))},
+                      four),
+          "MMCKPT_ERR_FORMAT", "requires_grad is a int")
+    # BUILD's set_ with a storage of another class: torch raises "Expected a Storage of type".
+    write("build_set_other_dtype.pt",
+          odd_archive({"w": OddTensor(StorageRef("0", 4), plain + (False, collections.OrderedDict()),
+                                      (ClassStorageRef("1", 2, DoubleStorage), 0, (2,), (1,)))},
+                      {"0": FOUR_FLOATS, "1": FOUR_FLOATS}),
+          "MMCKPT_ERR_FORMAT", "DoubleStorage")
+    # A storage class spelled as torch refuses: no tensor is built through it, strict or not.
+    write("storage_class_torch_untyped.pt",
+          odd_archive({"w": OddTensor(ClassStorageRef("0", 16, UntypedStorage),
+                                      (0, (16,), (1,), False, collections.OrderedDict()))}, four),
+          "MMCKPT_ERR_UNSAFE", "torch.UntypedStorage")
+    write("tensor_type_torch_tensor_module.pt",
+          odd_archive({"w": FromTypeV2(TensorSpelling, StorageRef("0", 4),
+                                       (0, (4,), (1,), False, collections.OrderedDict()))}, four),
+          "MMCKPT_ERR_UNSAFE", "torch._tensor.Tensor")
     # Hugging Face shard indexes.
     os.makedirs(os.path.join(OUT, "shards_escape"), exist_ok=True)
     escape = {"metadata": {}, "weight_map": {"w": "pytorch_model-00001-of-00001.bin",

@@ -40,6 +40,24 @@ impl StorageId<'_> {
     pub fn class_name(&self) -> String {
         format!("{}.{}", self.class.0, self.class.1)
     }
+
+    /// The dtype torch gives the storage object a persistent id loads as: the class's dtype,
+    /// `uint8` for `UntypedStorage` (`serialization.py`, `persistent_load`).
+    pub fn class_dtype(&self) -> DType {
+        self.dtype.unwrap_or(DType::UInt8)
+    }
+
+    /// The unit torch's `storage.byteswap(dtype)` reverses in a big-endian archive: the
+    /// class's element size, half of it for complex classes (`storage.py`, `byteswap`), so 1
+    /// (no swap) for `UntypedStorage`, whatever dtype a tensor later views the bytes as.
+    pub fn swap_unit(&self) -> usize {
+        let dtype = self.class_dtype();
+        if is_complex(dtype) {
+            (dtype.itemsize() / 2).max(1)
+        } else {
+            dtype.itemsize()
+        }
+    }
 }
 
 /// A tensor's sizes or strides. Up to four dimensions (nearly every tensor) live inline, so
@@ -201,8 +219,14 @@ pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
     };
     let untyped = matches!(
         (module, name),
-        ("torch", "UntypedStorage") | ("torch.storage", "UntypedStorage")
+        ("torch.storage", "UntypedStorage") | ("torch", "UntypedStorage")
     );
+    if untyped && module == "torch" {
+        // A class mmckpt could represent but spelled as torch's weights_only unpickler
+        // refuses (it allows `torch.storage.UntypedStorage` only): torch never builds this
+        // tensor, so neither does mmckpt. (Every `torch.<X>Storage` with a dtype is allowed.)
+        return Err(unsafe_spelling(module, name, "storage class"));
+    }
     if dtype.is_none() && !untyped {
         return Err(Error::unsupported(format!(
             "storage class {module}.{name} is not one mmckpt can represent"
@@ -283,16 +307,23 @@ pub fn interpret(
     node: NodeId,
     storages: &mut dyn StorageResolver,
 ) -> Option<Interpreted> {
-    let Value::Object { callable, args, .. } = arena.get(node) else {
+    let Value::Object {
+        callable,
+        args,
+        state,
+        ..
+    } = arena.get(node)
+    else {
         return None;
     };
     let (module, name) = arena.global_name(*callable)?;
     let kind = TensorCall::classify(module, name)?;
-    let result = kind.rebuild(arena, *args, storages, 0);
-    Some(match result {
-        Ok(desc) => Interpreted::Tensor(desc),
-        Err(e) => Interpreted::Unsupported(e),
-    })
+    Some(
+        match rebuild_node(arena, kind, *args, *state, storages, 0) {
+            Ok(desc) => Interpreted::Tensor(desc),
+            Err(e) => Interpreted::Unsupported(e),
+        },
+    )
 }
 
 /// True when `node` is a call of a tensor rebuild function (supported or not).
@@ -305,7 +336,7 @@ pub fn is_tensor_call(arena: &Arena, node: NodeId) -> bool {
         .is_some_and(|(m, n)| TensorCall::classify(m, n).is_some())
 }
 
-#[derive(Copy, Clone, Debug)]
+#[derive(Copy, Clone, Debug, PartialEq)]
 enum TensorCall {
     V1,
     V2,
@@ -315,6 +346,10 @@ enum TensorCall {
     FromTypeV2,
     Other(&'static str),
 }
+
+/// Most nested rebuild calls one tensor may go through (a parameter of a `_rebuild_from_type_v2`
+/// of a tensor, its state's `data`, ...): torch writes two.
+const MAX_REBUILD_DEPTH: u32 = 4;
 
 impl TensorCall {
     fn classify(module: &str, name: &str) -> Option<TensorCall> {
@@ -356,7 +391,7 @@ impl TensorCall {
         let args = arena
             .as_seq(args)
             .ok_or_else(|| Error::format("tensor rebuild arguments are not a tuple"))?;
-        if depth > 4 {
+        if depth > MAX_REBUILD_DEPTH {
             return Err(Error::format("tensor rebuild calls nested too deeply"));
         }
         match self {
@@ -364,30 +399,52 @@ impl TensorCall {
                 rebuild_tensor(self, arena, args, storages)
             }
             TensorCall::Parameter | TensorCall::ParameterWithState => {
+                // _utils.py: Parameter(data, requires_grad), then (with state)
+                // _set_obj_state(param, state).
                 let inner = *args
                     .first()
                     .ok_or_else(|| Error::format("_rebuild_parameter without arguments"))?;
-                let mut desc = rebuild_nested(arena, inner, storages, depth)?;
-                desc.requires_grad = args.get(1).and_then(|&v| arena.as_int(v)) != Some(0);
+                let mut desc = nested_tensor(arena, inner, storages, depth, "parameter data")?;
+                let requires_grad = args
+                    .get(1)
+                    .ok_or_else(|| Error::format("_rebuild_parameter without requires_grad"))?;
+                desc.requires_grad = bool_arg(arena, *requires_grad, "parameter requires_grad")?;
+                check_requires_grad(&desc)?;
                 desc.is_parameter = true;
+                if self == TensorCall::ParameterWithState {
+                    let state = *args.get(3).ok_or_else(|| {
+                        Error::format("_rebuild_parameter_with_state needs 4 arguments")
+                    })?;
+                    set_obj_state(arena, &mut desc, state, storages, depth)?;
+                }
                 Ok(desc)
             }
             TensorCall::FromTypeV2 => {
-                // (func, new_type, args, state): plain tensors and parameters that carry Python
-                // attributes; their data is func(*args).
-                let (func, new_type, inner_args) = match args {
-                    [f, t, a, ..] => (*f, *t, *a),
+                // (func, new_type, args, state): _tensor.py `_rebuild_from_type_v2`:
+                // ret = func(*args), as_subclass(new_type), then _set_obj_state(ret, state)
+                // (both allowed types keep Tensor.__setstate__).
+                let (func, new_type, inner_args, state) = match args {
+                    [f, t, a, s] => (*f, *t, *a, *s),
                     _ => return Err(Error::format("_rebuild_from_type_v2 needs 4 arguments")),
                 };
-                let type_name = arena
-                    .global_name(new_type)
-                    .map(|(m, n)| format!("{m}.{n}"))
-                    .unwrap_or_else(|| "<unknown>".into());
-                if type_name != "torch.Tensor" && type_name != "torch.nn.parameter.Parameter" {
-                    return Err(Error::unsupported(format!(
-                        "tensor subclass {type_name} is not supported"
-                    )));
-                }
+                let (tm, tn) = arena.global_name(new_type).ok_or_else(|| {
+                    Error::format("_rebuild_from_type_v2: the type is not a global")
+                })?;
+                let is_parameter = match (tm, tn) {
+                    ("torch", "Tensor") => false,
+                    ("torch.nn.parameter", "Parameter") => true,
+                    // Another spelling of those classes (`torch._tensor.Tensor`,
+                    // `torch.nn.Parameter`): torch refuses the global, so the tensor it would
+                    // describe is never built.
+                    _ if tm.starts_with("torch") && matches!(tn, "Tensor" | "Parameter") => {
+                        return Err(unsafe_spelling(tm, tn, "tensor type"))
+                    }
+                    _ => {
+                        return Err(Error::unsupported(format!(
+                            "tensor subclass {tm}.{tn} is not supported"
+                        )))
+                    }
+                };
                 let (m, n) = arena.global_name(func).ok_or_else(|| {
                     Error::format("_rebuild_from_type_v2: function is not a global")
                 })?;
@@ -395,7 +452,9 @@ impl TensorCall {
                     Error::unsupported(format!("_rebuild_from_type_v2 with function {m}.{n}"))
                 })?;
                 let mut desc = inner.rebuild(arena, inner_args, storages, depth + 1)?;
-                desc.is_parameter |= type_name == "torch.nn.parameter.Parameter";
+                // as_subclass keeps the data and requires_grad; the type is new_type's.
+                desc.is_parameter = is_parameter;
+                set_obj_state(arena, &mut desc, state, storages, depth)?;
                 Ok(desc)
             }
             TensorCall::Other(what) => Err(Error::unsupported(format!("{what} is not supported"))),
@@ -403,20 +462,492 @@ impl TensorCall {
     }
 }
 
-fn rebuild_nested(
+/// A rebuild call node and then the state BUILD attached to it, as torch applies it: `set_`
+/// on a plain tensor, `Tensor.__setstate__` on a parameter.
+fn rebuild_node(
+    arena: &Arena,
+    kind: TensorCall,
+    args: NodeId,
+    state: Option<NodeId>,
+    storages: &mut dyn StorageResolver,
+    depth: u32,
+) -> Result<TensorDesc> {
+    let mut desc = kind.rebuild(arena, args, storages, depth)?;
+    if let Some(state) = state {
+        if desc.is_parameter {
+            parameter_setstate(arena, &mut desc, state, storages, depth)?;
+        } else {
+            let items = arena.as_seq(state).ok_or_else(|| {
+                Error::unsupported(format!(
+                    "BUILD state of a tensor is a {} (torch calls set_(*state)); only a \
+                     (storage, offset, size[, stride]), (storage,) or (tensor,) tuple is \
+                     supported",
+                    kind_name(arena, state)
+                ))
+            })?;
+            tensor_set(arena, &mut desc, items, storages, depth)?;
+        }
+    }
+    Ok(desc)
+}
+
+/// A tensor used inside another's rebuild (a parameter's data, a `set_` source, a state's
+/// `data`). One that carries BUILD state of its own is refused: the pickle does not say
+/// whether that BUILD ran before or after the outer call used the tensor, and torch's result
+/// depends on it.
+fn nested_tensor(
     arena: &Arena,
     node: NodeId,
     storages: &mut dyn StorageResolver,
     depth: u32,
+    what: &str,
 ) -> Result<TensorDesc> {
-    if let Value::Object { callable, args, .. } = arena.get(node) {
+    if let Value::Object {
+        callable,
+        args,
+        state,
+        ..
+    } = arena.get(node)
+    {
         if let Some((m, n)) = arena.global_name(*callable) {
             if let Some(call) = TensorCall::classify(m, n) {
-                return call.rebuild(arena, *args, storages, depth + 1);
+                if state.is_some() {
+                    return Err(Error::unsupported(format!(
+                        "{what} is a tensor with BUILD state of its own (torch's result \
+                         depends on when that state was applied)"
+                    )));
+                }
+                return rebuild_node(arena, call, *args, None, storages, depth + 1);
             }
         }
     }
-    Err(Error::format("parameter data is not a tensor"))
+    Err(Error::format(format!(
+        "{what} is a {}, not a tensor (torch: \"Variable data has to be a tensor\")",
+        kind_name(arena, node)
+    )))
+}
+
+/// `Tensor.set_(*items)` (`_weights_only_unpickler.py`, BUILD on a `torch.Tensor`):
+/// `(storage, offset, size[, stride])`, `(storage,)` (1-D, the whole storage) or `(tensor,)`.
+fn tensor_set(
+    arena: &Arena,
+    desc: &mut TensorDesc,
+    items: &[NodeId],
+    storages: &mut dyn StorageResolver,
+    depth: u32,
+) -> Result<()> {
+    if desc.requires_grad {
+        return Err(Error::format(
+            "BUILD calls set_ on a tensor that requires grad (torch: \"a leaf Variable that \
+             requires grad is being used in an in-place operation\")",
+        ));
+    }
+    let first = match items {
+        [] => {
+            return Err(Error::unsupported(
+                "BUILD state () (torch's set_() makes an empty tensor with a new storage) is \
+                 not supported",
+            ))
+        }
+        [first] | [first, _, _] | [first, _, _, _] => *first,
+        _ => {
+            return Err(Error::format(format!(
+                "BUILD state has {} items; torch's set_ takes (storage, offset, size[, stride]), \
+                 (storage,) or (tensor,)",
+                items.len()
+            )))
+        }
+    };
+    match arena.get(first) {
+        Value::PersistentId(pid) => {
+            let id = parse_storage_pid(arena, *pid)?;
+            // set_ takes the TypedStorage persistent_load made: its class's dtype must be the
+            // tensor's ("Expected a Storage of type float ... but got type Double").
+            if id.class_dtype() != desc.dtype {
+                return Err(Error::format(format!(
+                    "BUILD sets a {} tensor to storage '{}' of class {} (torch: \"Expected a \
+                     Storage of type {}\")",
+                    desc.dtype.name(),
+                    id.key,
+                    id.class_name(),
+                    desc.dtype.name()
+                )));
+            }
+            let (storage, storage_bytes) = storages.resolve(&id)?;
+            let itemsize = desc.dtype.itemsize() as u64;
+            let (offset, shape, strides) = match items {
+                [_] => {
+                    let numel = storage_bytes / itemsize;
+                    let numel = i64::try_from(numel)
+                        .map_err(|_| Error::format("storage size overflows"))?;
+                    (0, Dims::from_slice(&[numel]), Dims::from_slice(&[1]))
+                }
+                [_, offset, size, rest @ ..] => {
+                    let offset = match arena.get(*offset) {
+                        Value::Int(o) if *o >= 0 => *o,
+                        Value::Int(o) => {
+                            return Err(Error::format(format!(
+                                "BUILD sets storage offset {o} (torch: \"invalid storage \
+                                 offset\")"
+                            )))
+                        }
+                        other => {
+                            return Err(Error::format(format!(
+                                "BUILD's storage offset is a {}, not an int",
+                                value_kind(other)
+                            )))
+                        }
+                    };
+                    let shape = int_tuple(arena, *size, "BUILD size")?;
+                    let strides = match rest.first() {
+                        Some(&stride) => int_tuple(arena, stride, "BUILD stride")?,
+                        None => contiguous_strides(&shape)?,
+                    };
+                    (offset, shape, strides)
+                }
+                _ => unreachable!("lengths checked above"),
+            };
+            desc.numel = check_view(desc.dtype, offset, &shape, &strides)?;
+            desc.storage_offset = offset;
+            desc.shape = shape;
+            desc.strides = strides;
+            desc.storage = storage;
+            check_bounds(desc, storage_bytes, &id.key)
+        }
+        Value::Object { .. } if items.len() == 1 => {
+            let source = nested_tensor(arena, first, storages, depth, "BUILD's set_ source")?;
+            if source.dtype != desc.dtype {
+                return Err(Error::format(format!(
+                    "BUILD sets a {} tensor to a {} tensor (torch: \"Could not set tensor of \
+                     type {} to a tensor of type {}\")",
+                    desc.dtype.name(),
+                    source.dtype.name(),
+                    source.dtype.name(),
+                    desc.dtype.name()
+                )));
+            }
+            // set_(source) takes its storage and geometry; the bits and flags stay the
+            // target's.
+            desc.storage = source.storage;
+            desc.storage_offset = source.storage_offset;
+            desc.shape = source.shape;
+            desc.strides = source.strides;
+            desc.numel = source.numel;
+            Ok(())
+        }
+        other => Err(Error::unsupported(format!(
+            "BUILD calls set_ with a {} first (only a storage or a tensor is supported)",
+            value_kind(other)
+        ))),
+    }
+}
+
+/// `Tensor.__setstate__(state)` (`_tensor.py`): a 4-tuple is `set_`, a 5-tuple
+/// `(data, _, hooks, requires_grad, _)` replaces the data then requires_grad, a 3-tuple
+/// `(requires_grad, _, hooks)` sets requires_grad.
+fn parameter_setstate(
+    arena: &Arena,
+    desc: &mut TensorDesc,
+    state: NodeId,
+    storages: &mut dyn StorageResolver,
+    depth: u32,
+) -> Result<()> {
+    let items = arena.as_seq(state).ok_or_else(|| {
+        Error::unsupported(format!(
+            "BUILD state of a parameter is a {} (Tensor.__setstate__ takes a 3-, 4- or 5-tuple)",
+            kind_name(arena, state)
+        ))
+    })?;
+    match items.len() {
+        4 => tensor_set(arena, desc, items, storages, depth),
+        5 => {
+            set_data(arena, desc, items[0], storages, depth)?;
+            set_requires_grad(arena, desc, items[3])
+        }
+        3 => set_requires_grad(arena, desc, items[0]),
+        n => Err(Error::format(format!(
+            "BUILD state of a parameter has {n} items (Tensor.__setstate__ unpacks 3)"
+        ))),
+    }
+}
+
+/// `_utils.py` `_set_obj_state(obj, state)`: `state` is an attribute dict, or a
+/// `(dict, slots)` pair; each item is `setattr(obj, key, value)`, in order. `data` and
+/// `requires_grad` are modelled; a key naming another Tensor descriptor (`grad`, `real`,
+/// `__class__`, ...) is refused; any other key is a plain Python attribute torch keeps
+/// beside the tensor, which changes nothing mmckpt reports.
+fn set_obj_state(
+    arena: &Arena,
+    desc: &mut TensorDesc,
+    state: NodeId,
+    storages: &mut dyn StorageResolver,
+    depth: u32,
+) -> Result<()> {
+    let parts: &[NodeId] = match arena.get(state) {
+        Value::Tuple(parts) if parts.len() == 2 => parts,
+        Value::Tuple(parts) => {
+            return Err(Error::format(format!(
+                "tensor state is a tuple of {} items (torch: \"Invalid serialized state\")",
+                parts.len()
+            )))
+        }
+        _ => std::slice::from_ref(&state),
+    };
+    for &part in parts {
+        match truthy(arena, part) {
+            Some(false) => continue,
+            Some(true) => {}
+            None => {
+                return Err(Error::unsupported(format!(
+                    "tensor state holds a {} whose truth torch decides by its class",
+                    kind_name(arena, part)
+                )))
+            }
+        }
+        let Value::Dict { items, .. } = arena.get(part) else {
+            return Err(Error::format(format!(
+                "tensor state is a {} (torch calls its .items())",
+                kind_name(arena, part)
+            )));
+        };
+        for &(key, value) in items {
+            let key = arena.as_str(key).ok_or_else(|| {
+                Error::format(format!(
+                    "tensor state has a {} key (torch: \"attribute name must be string\")",
+                    kind_name(arena, key)
+                ))
+            })?;
+            match key {
+                "data" => set_data(arena, desc, value, storages, depth)?,
+                "requires_grad" => set_requires_grad(arena, desc, value)?,
+                _ if is_tensor_descriptor(key) => {
+                    return Err(Error::unsupported(format!(
+                        "tensor state sets attribute '{}', a Tensor property that torch \
+                         applies to the tensor",
+                        key.escape_debug()
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tensor.data = value` (`set_data`): the storage, dtype and geometry become `value`'s;
+/// requires_grad and the type stay.
+fn set_data(
+    arena: &Arena,
+    desc: &mut TensorDesc,
+    value: NodeId,
+    storages: &mut dyn StorageResolver,
+    depth: u32,
+) -> Result<()> {
+    let data = nested_tensor(arena, value, storages, depth, "tensor state's data")?;
+    if desc.requires_grad && !can_require_grad(data.dtype) {
+        return Err(Error::format(format!(
+            "tensor state sets {} data on a tensor that requires grad (torch: \"data set to a \
+             tensor that requires gradients must be floating point or complex dtype\")",
+            data.dtype.name()
+        )));
+    }
+    if data.conj || data.neg || desc.conj || desc.neg {
+        return Err(Error::unsupported(
+            "tensor state sets data where the tensor or the data has a conj/neg bit",
+        ));
+    }
+    *desc = TensorDesc {
+        requires_grad: desc.requires_grad,
+        is_parameter: desc.is_parameter,
+        ..data
+    };
+    Ok(())
+}
+
+fn set_requires_grad(arena: &Arena, desc: &mut TensorDesc, value: NodeId) -> Result<()> {
+    desc.requires_grad = bool_arg(arena, value, "requires_grad")?;
+    check_requires_grad(desc)
+}
+
+/// torch's `requires_grad` setter and argument parsers take a bool, nothing else.
+fn bool_arg(arena: &Arena, node: NodeId, what: &str) -> Result<bool> {
+    match arena.get(node) {
+        Value::Bool(b) => Ok(*b),
+        other => Err(Error::format(format!(
+            "{what} is a {} (torch: \"requires_grad must be a bool\")",
+            value_kind(other)
+        ))),
+    }
+}
+
+fn check_requires_grad(desc: &TensorDesc) -> Result<()> {
+    if desc.requires_grad && !can_require_grad(desc.dtype) {
+        return Err(Error::format(format!(
+            "a {} tensor requires grad (torch: \"only Tensors of floating point and complex \
+             dtype can require gradients\")",
+            desc.dtype.name()
+        )));
+    }
+    Ok(())
+}
+
+/// torch's `is_floating_point() or is_complex()`: the dtypes that may require grad.
+fn can_require_grad(dtype: DType) -> bool {
+    use DType::*;
+    matches!(
+        dtype,
+        Float32
+            | Float64
+            | Float16
+            | BFloat16
+            | Float8E4M3Fn
+            | Float8E5M2
+            | Float8E4M3FnUz
+            | Float8E5M2FnUz
+            | Float8E8M0Fnu
+            | Float4E2M1FnX2
+            | Complex32
+            | Complex64
+            | Complex128
+    )
+}
+
+fn is_complex(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::Complex32 | DType::Complex64 | DType::Complex128
+    )
+}
+
+/// Attribute names that are data descriptors of `torch.nn.Parameter` (its class and bases,
+/// torch 2.15): `setattr` with one of these acts on the tensor itself. `data` and
+/// `requires_grad` are modelled before this is asked.
+fn is_tensor_descriptor(name: &str) -> bool {
+    (name.starts_with("__") && name.ends_with("__"))
+        || matches!(
+            name,
+            "H" | "T"
+                | "_backward_hooks"
+                | "_base"
+                | "_cdata"
+                | "_grad"
+                | "_grad_fn"
+                | "_has_grad_dtype_override"
+                | "_has_symbolic_sizes_strides"
+                | "_post_accumulate_grad_hooks"
+                | "_python_dispatch"
+                | "_version"
+                | "data"
+                | "device"
+                | "dtype"
+                | "grad"
+                | "grad_dtype"
+                | "grad_fn"
+                | "imag"
+                | "is_cpu"
+                | "is_cuda"
+                | "is_ipu"
+                | "is_leaf"
+                | "is_maia"
+                | "is_meta"
+                | "is_mkldnn"
+                | "is_mps"
+                | "is_mtia"
+                | "is_nested"
+                | "is_quantized"
+                | "is_sparse"
+                | "is_sparse_csr"
+                | "is_vulkan"
+                | "is_xla"
+                | "is_xpu"
+                | "itemsize"
+                | "layout"
+                | "mH"
+                | "mT"
+                | "name"
+                | "names"
+                | "nbytes"
+                | "ndim"
+                | "output_nr"
+                | "real"
+                | "requires_grad"
+                | "retains_grad"
+                | "shape"
+                | "volatile"
+        )
+}
+
+/// Python's truth value of a plain value; `None` for objects whose class decides.
+fn truthy(arena: &Arena, node: NodeId) -> Option<bool> {
+    Some(match arena.get(node) {
+        Value::None => false,
+        Value::Bool(b) => *b,
+        Value::Int(i) => *i != 0,
+        Value::BigInt(bytes) => bytes.iter().any(|&b| b != 0),
+        Value::Float(f) => *f != 0.0,
+        Value::Complex(re, im) => *re != 0.0 || *im != 0.0,
+        Value::Str(s) => !arena.str(*s).is_empty(),
+        Value::Bytes(b) | Value::ByteArray(b) => !b.is_empty(),
+        Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => !items.is_empty(),
+        Value::Tuple(items) => !items.is_empty(),
+        Value::Dict { items, .. } => !items.is_empty(),
+        Value::Global { .. } => true,
+        Value::Object { .. } | Value::PersistentId(_) => return None,
+    })
+}
+
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::None => "None",
+        Value::Bool(_) => "bool",
+        Value::Int(_) | Value::BigInt(_) => "int",
+        Value::Float(_) => "float",
+        Value::Complex(..) => "complex",
+        Value::Str(_) => "str",
+        Value::Bytes(_) => "bytes",
+        Value::ByteArray(_) => "bytearray",
+        Value::List(_) => "list",
+        Value::Tuple(_) => "tuple",
+        Value::Dict { .. } => "dict",
+        Value::Set(_) => "set",
+        Value::FrozenSet(_) => "frozenset",
+        Value::Global { .. } => "global",
+        Value::Object { .. } => "object",
+        Value::PersistentId(_) => "storage",
+    }
+}
+
+fn kind_name(arena: &Arena, node: NodeId) -> &'static str {
+    value_kind(arena.get(node))
+}
+
+/// Row-major strides of `shape` (torch's default when set_ gets no stride).
+fn contiguous_strides(shape: &[i64]) -> Result<Dims> {
+    let mut strides = [0i64; MAX_NDIM];
+    let mut step: i64 = 1;
+    for (slot, &size) in strides[..shape.len()].iter_mut().zip(shape).rev() {
+        *slot = step;
+        step = step
+            .checked_mul(size.max(1))
+            .ok_or_else(|| Error::format(format!("size {shape:?} overflows 64 bits")))?;
+    }
+    Ok(Dims::from_slice(&strides[..shape.len()]))
+}
+
+/// An error unless torch's weights_only unpickler allows the global `module.name`: torch
+/// refuses the whole file ("Unsupported global"), so no tensor may be built through it.
+fn require_allowed(module: &str, name: &str, what: &str) -> Result<()> {
+    if is_allowed_global(module, name) {
+        return Ok(());
+    }
+    Err(unsafe_spelling(module, name, what))
+}
+
+fn unsafe_spelling(module: &str, name: &str, what: &str) -> Error {
+    Error::unsafe_global(format!(
+        "{what} global '{module}.{name}' is not one torch's weights_only unpickler allows \
+         (torch refuses the file: \"Unsupported global\")"
+    ))
 }
 
 fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
@@ -461,56 +992,11 @@ fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
     Ok(Dims::Heap(items.iter().map(int).collect::<Result<_>>()?))
 }
 
-fn rebuild_tensor(
-    call: TensorCall,
-    arena: &Arena,
-    args: &[NodeId],
-    storages: &mut dyn StorageResolver,
-) -> Result<TensorDesc> {
-    // v1: (storage, offset, size, stride)
-    // v2: (storage, offset, size, stride, requires_grad, backward_hooks[, metadata])
-    // v3: (storage, offset, size, stride, requires_grad, backward_hooks, dtype[, metadata])
-    let min_args = match call {
-        TensorCall::V1 => 4,
-        TensorCall::V2 => 6,
-        _ => 7,
-    };
-    if args.len() < min_args {
-        return Err(Error::format(format!(
-            "{:?} rebuild call has {} arguments, expected at least {min_args}",
-            call,
-            args.len()
-        )));
-    }
-    let Value::PersistentId(pid) = arena.get(args[0]) else {
-        return Err(Error::format("tensor storage is not a persistent id"));
-    };
-    let storage_id = parse_storage_pid(arena, *pid)?;
-    let dtype = match call {
-        TensorCall::V3 => {
-            let (m, n) = arena
-                .global_name(args[6])
-                .ok_or_else(|| Error::format("_rebuild_tensor_v3 dtype is not a global"))?;
-            if m != "torch" {
-                return Err(Error::format(format!(
-                    "dtype global {m}.{n} is not torch.<dtype>"
-                )));
-            }
-            DType::from_name(n)
-                .ok_or_else(|| Error::unsupported(format!("dtype torch.{n} is not supported")))?
-        }
-        _ => storage_id.dtype.ok_or_else(|| {
-            Error::unsupported(format!(
-                "storage class {} carries no dtype mmckpt can represent",
-                storage_id.class_name()
-            ))
-        })?,
-    };
-    let storage_offset = arena
-        .as_int(args[1])
-        .ok_or_else(|| Error::format("storage offset is not an int"))?;
-    let shape = int_tuple(arena, args[2], "size")?;
-    let strides = int_tuple(arena, args[3], "stride")?;
+/// The checks every view torch builds passes: matching ranks, no negative offset, size or
+/// stride, and a logical size in bytes that fits an int64.
+/// Returns the element count.
+#[inline]
+fn check_view(dtype: DType, storage_offset: i64, shape: &[i64], strides: &[i64]) -> Result<u64> {
     if shape.len() != strides.len() {
         return Err(Error::format(format!(
             "size has {} dimensions but stride has {}",
@@ -541,22 +1027,71 @@ fn rebuild_tensor(
             dtype.name()
         )));
     }
+    Ok(numel)
+}
+
+fn rebuild_tensor(
+    call: TensorCall,
+    arena: &Arena,
+    args: &[NodeId],
+    storages: &mut dyn StorageResolver,
+) -> Result<TensorDesc> {
+    // v1: (storage, offset, size, stride)
+    // v2: (storage, offset, size, stride, requires_grad, backward_hooks[, metadata])
+    // v3: (storage, offset, size, stride, requires_grad, backward_hooks, dtype[, metadata])
+    let min_args = match call {
+        TensorCall::V1 => 4,
+        TensorCall::V2 => 6,
+        _ => 7,
+    };
+    if args.len() < min_args {
+        return Err(Error::format(format!(
+            "{:?} rebuild call has {} arguments, expected at least {min_args}",
+            call,
+            args.len()
+        )));
+    }
+    let Value::PersistentId(pid) = arena.get(args[0]) else {
+        return Err(Error::format("tensor storage is not a persistent id"));
+    };
+    let storage_id = parse_storage_pid(arena, *pid)?;
+    let dtype = match call {
+        TensorCall::V3 => {
+            let (m, n) = arena
+                .global_name(args[6])
+                .ok_or_else(|| Error::format("_rebuild_tensor_v3 dtype is not a global"))?;
+            let dtype = DType::from_name(n)
+                .ok_or_else(|| Error::unsupported(format!("dtype torch.{n} is not supported")))?;
+            // Only `torch.<canonical name>` is allowed: torch refuses `torch.float`.
+            require_allowed(m, n, "dtype")?;
+            dtype
+        }
+        _ => storage_id.dtype.ok_or_else(|| {
+            Error::unsupported(format!(
+                "storage class {} carries no dtype mmckpt can represent",
+                storage_id.class_name()
+            ))
+        })?,
+    };
+    let storage_offset = arena
+        .as_int(args[1])
+        .ok_or_else(|| Error::format("storage offset is not an int"))?;
+    let shape = int_tuple(arena, args[2], "size")?;
+    let strides = int_tuple(arena, args[3], "stride")?;
+    let numel = check_view(dtype, storage_offset, &shape, &strides)?;
+    // v2: `tensor.requires_grad = requires_grad`; v3: `torch.empty(requires_grad=...)`: a
+    // bool, and True only for floating and complex dtypes.
     let requires_grad = match call {
         TensorCall::V1 => false,
-        _ => arena.as_int(args[4]).is_some_and(|v| v != 0),
+        _ => bool_arg(arena, args[4], "requires_grad")?,
     };
     let metadata = match call {
         TensorCall::V2 => args.get(6).copied(),
         TensorCall::V3 => args.get(7).copied(),
         _ => None,
     };
-    let (conj, neg) = match metadata {
-        Some(m) => metadata_bits(arena, m)?,
-        None => (false, false),
-    };
-
     let (storage, storage_bytes) = storages.resolve(&storage_id)?;
-    let desc = TensorDesc {
+    let mut desc = TensorDesc {
         dtype,
         shape,
         strides,
@@ -565,10 +1100,14 @@ fn rebuild_tensor(
         storage,
         requires_grad,
         is_parameter: false,
-        conj,
-        neg,
+        conj: false,
+        neg: false,
     };
     check_bounds(&desc, storage_bytes, &storage_id.key)?;
+    check_requires_grad(&desc)?;
+    if let Some(m) = metadata {
+        (desc.conj, desc.neg) = metadata_bits(arena, m, dtype)?;
+    }
     Ok(desc)
 }
 
@@ -576,9 +1115,27 @@ fn rebuild_tensor(
 /// One dict can be shared by every tensor of a pickle, so scanning it must stay cheap.
 pub const MAX_METADATA_ITEMS: usize = 64;
 
-fn metadata_bits(arena: &Arena, metadata: NodeId) -> Result<(bool, bool)> {
+/// `_utils.py`: `if metadata: set_tensor_metadata(tensor, metadata)`, which asserts a dict and
+/// calls `torch._C._set_tensor_metadata(tensor, dict[str, bool])` (pybind11): every key a str,
+/// every value convertible to a C++ bool (bool, None, int, float, complex; not str or a
+/// container), and the bit set when its key is PRESENT, whatever the value. `conj` on a
+/// non-complex tensor fails torch's internal assert.
+fn metadata_bits(arena: &Arena, metadata: NodeId, dtype: DType) -> Result<(bool, bool)> {
+    match truthy(arena, metadata) {
+        Some(false) => return Ok((false, false)),
+        Some(true) => {}
+        None => {
+            return Err(Error::unsupported(format!(
+                "tensor metadata is a {} whose truth torch decides by its class",
+                kind_name(arena, metadata)
+            )))
+        }
+    }
     let Value::Dict { items, .. } = arena.get(metadata) else {
-        return Ok((false, false));
+        return Err(Error::format(format!(
+            "tensor metadata is a {} (torch asserts a dict)",
+            kind_name(arena, metadata)
+        )));
     };
     if items.len() > MAX_METADATA_ITEMS {
         return Err(Error::format(format!(
@@ -587,12 +1144,47 @@ fn metadata_bits(arena: &Arena, metadata: NodeId) -> Result<(bool, bool)> {
             items.len()
         )));
     }
-    let flag = |key: &str| {
-        items
-            .iter()
-            .any(|&(k, v)| arena.as_str(k) == Some(key) && arena.as_int(v).is_some_and(|b| b != 0))
-    };
-    Ok((flag("conj"), flag("neg")))
+    let (mut conj, mut neg) = (false, false);
+    for &(key, value) in items {
+        let key = arena.as_str(key).ok_or_else(|| {
+            Error::format(format!(
+                "tensor metadata has a {} key; torch requires dict[str, bool]",
+                kind_name(arena, key)
+            ))
+        })?;
+        match arena.get(value) {
+            Value::Bool(_)
+            | Value::None
+            | Value::Int(_)
+            | Value::BigInt(_)
+            | Value::Float(_)
+            | Value::Complex(..) => {}
+            Value::Object { .. } => {
+                return Err(Error::unsupported(format!(
+                    "tensor metadata value for '{}' is an object whose conversion to bool \
+                     torch decides by its class",
+                    key.escape_debug()
+                )))
+            }
+            other => {
+                return Err(Error::format(format!(
+                    "tensor metadata value for '{}' is a {}; torch requires a bool",
+                    key.escape_debug(),
+                    value_kind(other)
+                )))
+            }
+        }
+        conj |= key == "conj";
+        neg |= key == "neg";
+    }
+    if conj && !is_complex(dtype) {
+        return Err(Error::format(format!(
+            "tensor metadata sets conj on a {} tensor (torch fails an internal assert: \
+             isComplexType)",
+            dtype.name()
+        )));
+    }
+    Ok((conj, neg))
 }
 
 /// `(storage_offset + Σ (size_i − 1)·stride_i + 1) · itemsize ≤ storage bytes`, overflow-checked.
@@ -619,81 +1211,156 @@ pub fn check_bounds(desc: &TensorDesc, storage_bytes: u64, key: &str) -> Result<
     Ok(())
 }
 
-/// The globals that `MMCKPT_OPEN_STRICT` accepts: what torch's `weights_only` unpickler allows
-/// for checkpoints, and nothing that can run code.
+/// The globals torch 2.15's `weights_only` unpickler allows by default, by exact
+/// `module.name` (`_weights_only_unpickler.py`, `_get_allowed_globals`, plus the two classes
+/// `torch.distributed` registers with `add_safe_globals` on import). `MMCKPT_OPEN_STRICT`
+/// refuses every other global, and no tensor is built through one in any open. Module names
+/// are compared after the one renaming torch applies that mmckpt's pickle machine also
+/// applies (`__builtin__` → `builtins`, Python 2's `IMPORT_MAPPING`); Python 2 aliases of
+/// `collections` (`UserDict.OrderedDict`, ...) are refused, since the machine does not read
+/// them as dicts.
 pub fn is_allowed_global(module: &str, name: &str) -> bool {
     match module {
-        "collections" => name == "OrderedDict",
+        "collections" => matches!(name, "OrderedDict" | "Counter"),
+        "_codecs" => name == "encode",
+        "builtins" | "__builtin__" => matches!(name, "bytearray" | "set" | "complex"),
         "torch._utils" => matches!(
             name,
-            "_rebuild_tensor"
-                | "_rebuild_tensor_v2"
-                | "_rebuild_tensor_v3"
-                | "_rebuild_parameter"
+            "_rebuild_parameter"
                 | "_rebuild_parameter_with_state"
                 | "_rebuild_qtensor"
+                | "_rebuild_tensor"
+                | "_rebuild_tensor_v2"
+                | "_rebuild_tensor_v3"
                 | "_rebuild_sparse_tensor"
-                | "_rebuild_nested_tensor"
                 | "_rebuild_meta_tensor_no_storage"
+                | "_rebuild_wrapper_subclass"
+                | "_rebuild_device_tensor_from_numpy"
+                | "_rebuild_device_tensor_from_cpu_tensor"
         ),
         "torch._tensor" => name == "_rebuild_from_type_v2",
         "torch.nn.parameter" => name == "Parameter",
-        "torch.storage" => name == "UntypedStorage",
+        "torch.serialization" => name == "_get_layout",
+        "torch.storage" => matches!(name, "TypedStorage" | "UntypedStorage"),
+        "torch.distributed._mesh_layout" => matches!(name, "_FlatLayout" | "_MeshLayout"),
+        "torch.cuda" => {
+            (is_legacy_storage_class(name) && !name.starts_with('Q'))
+                || is_legacy_tensor_class(name)
+        }
+        "torch.sparse" | "torch.cuda.sparse" => {
+            is_legacy_tensor_class(name) && name != "BoolTensor"
+        }
         "torch" => {
-            name == "Size"
-                || name == "device"
-                || name == "Tensor"
-                || name == "UntypedStorage"
-                || name.ends_with("Storage")
-                    && (DType::from_storage_class(name).is_some()
-                        || matches!(
-                            name,
-                            "QInt8Storage"
-                                | "QUInt8Storage"
-                                | "QInt32Storage"
-                                | "QUInt4x2Storage"
-                                | "QUInt2x4Storage"
-                        ))
-                || DType::from_name(name).is_some()
+            matches!(name, "Size" | "Tensor" | "device")
+                || is_legacy_storage_class(name)
+                || is_legacy_tensor_class(name)
+                || is_dtype_name(name)
                 || matches!(
                     name,
                     "per_tensor_affine"
+                        | "per_tensor_symmetric"
                         | "per_channel_affine"
+                        | "per_channel_symmetric"
                         | "per_channel_affine_float_qparams"
-                        | "sparse_coo"
-                        | "sparse_csr"
-                        | "sparse_csc"
-                        | "sparse_bsr"
-                        | "sparse_bsc"
-                        | "strided"
-                        | "qint8"
-                        | "quint8"
-                        | "qint32"
-                        | "quint4x2"
-                        | "quint2x4"
                 )
         }
-        "builtins" | "__builtin__" => matches!(
-            name,
-            "set"
-                | "frozenset"
-                | "bytearray"
-                | "complex"
-                | "list"
-                | "dict"
-                | "tuple"
-                | "int"
-                | "float"
-                | "bool"
-                | "str"
-                | "bytes"
-                | "slice"
-                | "range"
-        ),
-        "_codecs" => name == "encode",
-        "copyreg" | "copy_reg" => name == "_reconstructor",
         _ => false,
     }
+}
+
+/// `torch.<X>Storage` (`torch._storage_classes`, torch 2.15).
+fn is_legacy_storage_class(name: &str) -> bool {
+    matches!(
+        name,
+        "BFloat16Storage"
+            | "BoolStorage"
+            | "ByteStorage"
+            | "CharStorage"
+            | "ComplexDoubleStorage"
+            | "ComplexFloatStorage"
+            | "DoubleStorage"
+            | "FloatStorage"
+            | "HalfStorage"
+            | "IntStorage"
+            | "LongStorage"
+            | "ShortStorage"
+            | "QInt32Storage"
+            | "QInt8Storage"
+            | "QUInt2x4Storage"
+            | "QUInt4x2Storage"
+            | "QUInt8Storage"
+    )
+}
+
+/// `torch.<X>Tensor` (`torch._tensor_classes`, torch 2.15).
+fn is_legacy_tensor_class(name: &str) -> bool {
+    matches!(
+        name,
+        "BFloat16Tensor"
+            | "BoolTensor"
+            | "ByteTensor"
+            | "CharTensor"
+            | "DoubleTensor"
+            | "FloatTensor"
+            | "HalfTensor"
+            | "IntTensor"
+            | "LongTensor"
+            | "ShortTensor"
+    )
+}
+
+/// `str(dtype)` of every dtype torch allows: `torch.float32`, never an alias (`torch.float`).
+fn is_dtype_name(name: &str) -> bool {
+    matches!(
+        name,
+        "bcomplex32"
+            | "bfloat16"
+            | "bits16"
+            | "bits1x8"
+            | "bits2x4"
+            | "bits4x2"
+            | "bits8"
+            | "bool"
+            | "complex128"
+            | "complex32"
+            | "complex64"
+            | "float16"
+            | "float32"
+            | "float4_e2m1fn_x2"
+            | "float64"
+            | "float8_e4m3fn"
+            | "float8_e4m3fnuz"
+            | "float8_e5m2"
+            | "float8_e5m2fnuz"
+            | "float8_e8m0fnu"
+            | "int1"
+            | "int16"
+            | "int2"
+            | "int3"
+            | "int32"
+            | "int4"
+            | "int5"
+            | "int6"
+            | "int64"
+            | "int7"
+            | "int8"
+            | "qint32"
+            | "qint8"
+            | "quint2x4"
+            | "quint4x2"
+            | "quint8"
+            | "uint1"
+            | "uint16"
+            | "uint2"
+            | "uint3"
+            | "uint32"
+            | "uint4"
+            | "uint5"
+            | "uint6"
+            | "uint64"
+            | "uint7"
+            | "uint8"
+    )
 }
 
 #[cfg(test)]

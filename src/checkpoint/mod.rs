@@ -596,29 +596,49 @@ pub(crate) fn finish<S: StorageSet>(
     })
 }
 
+/// Most refused globals a strict open's error names (a file may hold thousands).
+const MAX_NAMED_GLOBALS: usize = 4;
+
 fn check_globals(arena: &Arena) -> Result<()> {
+    // Every refused global is named (up to a few), not only the first: an attack usually
+    // reaches its payload (`os.system`) through a helper torch refuses too
+    // (`copyreg._reconstructor`), and the payload is what a reader needs to see.
+    let mut refused: Vec<(&str, &str)> = Vec::new();
+    let mut foreign_pid = false;
     for id in 0..arena.len() as NodeId {
         match arena.get(id) {
             Value::Global { module, name } if !torch::is_allowed_global(module, name) => {
-                return Err(Error::unsafe_global(format!(
-                    "global '{module}.{name}' is not on the allowlist of a strict open"
-                )));
+                let global = (&**module, &**name);
+                if !refused.contains(&global) && refused.len() < MAX_NAMED_GLOBALS {
+                    refused.push(global);
+                }
             }
             // torch.load rejects every persistent id that is not a ('storage', …) tuple; a
             // strict open does too, rather than keep an unknown reference in the tree.
             Value::PersistentId(pid) => {
                 let tag = arena.as_seq(*pid).and_then(|t| t.first().copied());
-                if tag.and_then(|t| arena.as_str(t)) != Some("storage") {
-                    return Err(Error::unsafe_global(
-                        "a persistent id is not a ('storage', …) tuple; a strict open allows \
-                         only storage references",
-                    ));
-                }
+                foreign_pid |= tag.and_then(|t| arena.as_str(t)) != Some("storage");
             }
             _ => {}
         }
     }
-    Ok(())
+    match refused.as_slice() {
+        [] if foreign_pid => Err(Error::unsafe_global(
+            "a persistent id is not a ('storage', …) tuple; a strict open allows only storage \
+             references",
+        )),
+        [] => Ok(()),
+        [(module, name)] => Err(Error::unsafe_global(format!(
+            "global '{module}.{name}' is not on the allowlist of a strict open"
+        ))),
+        globals => {
+            let names: Vec<String> = globals.iter().map(|(m, n)| format!("'{m}.{n}'")).collect();
+            Err(Error::unsafe_global(format!(
+                "globals {} are not on the allowlist of a strict open",
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 fn select_root(arena: &Arena, top: NodeId, root: Option<&str>) -> Result<NodeId> {

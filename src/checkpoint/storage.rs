@@ -79,6 +79,9 @@ pub struct Storage {
     backing: Backing,
     start: usize,
     len: usize,
+    /// The unit a big-endian archive's bytes are reversed by: the storage class's (see
+    /// [`crate::torch::StorageId::swap_unit`]); 0 when references disagree on it.
+    swap_unit: u8,
 }
 
 impl Storage {
@@ -125,6 +128,19 @@ impl Storage {
             backing: Backing::File(source.clone()),
             start,
             len,
+            swap_unit: 1,
+        }
+    }
+
+    /// Records the byte-swap unit of the storage class a reference names: the first sets it,
+    /// a later one with another unit marks the storage as ambiguous (torch swaps by the class
+    /// of the reference it unpickles first, an order the table's walk does not follow).
+    pub(crate) fn note_swap_unit(&mut self, unit: usize, first: bool) {
+        let unit = u8::try_from(unit).unwrap_or(0);
+        if first {
+            self.swap_unit = unit;
+        } else if self.swap_unit != unit {
+            self.swap_unit = 0;
         }
     }
 }
@@ -160,36 +176,39 @@ fn required_alignment(dtype: DType) -> usize {
 }
 
 /// Copies storages that cannot be handed out as they are: misaligned for one of their views'
-/// dtypes, or in big-endian byte order.
+/// dtypes, or in big-endian byte order. A big-endian storage is swapped by its storage
+/// class's unit, as torch's `load_tensor` does (`storage.byteswap(dtype)` with the class's
+/// dtype), never by the dtype of the tensors that view it.
 pub(crate) fn fix_storages(
     storages: &mut [Storage],
     tensors: &[TensorDesc],
     big_endian: bool,
 ) -> Result<()> {
     let mut align = vec![1usize; storages.len()];
-    let mut swap_size = vec![0usize; storages.len()];
     for t in tensors {
         let a = &mut align[t.storage];
         *a = (*a).max(required_alignment(t.dtype));
-        let unit = swap_unit(t.dtype);
-        let s = &mut swap_size[t.storage];
-        if big_endian && *s != 0 && *s != unit {
-            return Err(Error::unsupported(format!(
-                "big-endian storage '{}' is viewed with element sizes {} and {}",
-                storages[t.storage].key, *s, unit
-            )));
-        }
-        *s = unit;
     }
     for (i, storage) in storages.iter_mut().enumerate() {
+        if big_endian && storage.swap_unit == 0 {
+            return Err(Error::unsupported(format!(
+                "big-endian storage '{}' is referenced with storage classes of different \
+                 element sizes (torch swaps it by the class of the first reference it \
+                 unpickles)",
+                storage.key
+            )));
+        }
         let misaligned = (storage.bytes().as_ptr() as usize) % align[i] != 0;
-        let swap = big_endian && swap_size[i] > 1;
+        let swap = big_endian && storage.swap_unit > 1;
         if !misaligned && !swap {
             continue;
         }
         let mut buf = AlignedBuf::from_slice(storage.bytes())?;
         if swap {
-            for chunk in buf.as_mut_slice().chunks_exact_mut(swap_size[i]) {
+            for chunk in buf
+                .as_mut_slice()
+                .chunks_exact_mut(usize::from(storage.swap_unit))
+            {
                 chunk.reverse();
             }
         }
@@ -197,12 +216,4 @@ pub(crate) fn fix_storages(
         storage.start = 0;
     }
     Ok(())
-}
-
-/// The unit whose bytes a big-endian file reverses: the element, or each half of a complex.
-fn swap_unit(dtype: DType) -> usize {
-    match dtype {
-        DType::Complex32 | DType::Complex64 | DType::Complex128 => dtype.itemsize() / 2,
-        _ => dtype.itemsize(),
-    }
 }

@@ -781,6 +781,25 @@ impl<'a> Machine<'a> {
     }
 
     fn build(&mut self, target: NodeId, state: NodeId) -> Result<()> {
+        // One state per torch object: torch applies every BUILD on a tensor in turn (`set_`
+        // twice, or `__setstate__` then `set_`) and its result depends on all of them, so
+        // keeping only the last would describe a different tensor. Neither torch nor pickle
+        // builds one object twice.
+        if let Value::Object {
+            callable,
+            state: Some(_),
+            ..
+        } = self.arena.get(target)
+        {
+            if let Value::Global { module, name } = self.arena.get(*callable) {
+                if module.starts_with("torch") {
+                    return Err(self.error(
+                        ErrorKind::Unsupported,
+                        format!("BUILD sets the state of a {module}.{name} object a second time"),
+                    ));
+                }
+            }
+        }
         match self.arena.get_mut(target) {
             Value::Dict { state: s, .. } | Value::Object { state: s, .. } => {
                 *s = Some(state);

@@ -67,15 +67,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
             pkl.size, options.limits.max_pickle_bytes
         )));
     }
-    let byte_order_big = match archive.text(bytes, "byteorder")?.as_deref() {
-        None | Some("little") => false,
-        Some("big") => true,
-        Some(other) => {
-            return Err(Error::format(format!(
-                "byteorder record says {other:?}; expected 'little' or 'big'"
-            )))
-        }
-    };
+    let byte_order_big = byte_order_big(&archive, bytes)?;
     let pickle_bytes = archive.data(bytes, pkl)?;
     let (mut arena, top) = match early {
         Some((offset, size, parsed)) if (offset, size) == (pkl.data_offset, pkl.size) => parsed,
@@ -100,6 +92,24 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         storages,
     };
     finish(source.clone(), parsed, options)
+}
+
+/// The `byteorder` record, compared byte for byte as torch does (`serialization.py`, `_load`:
+/// `if byteorderdata not in [b"little", b"big"]: raise ValueError("Unknown endianness type")`):
+/// no trimming, no case folding. No record is little-endian.
+fn byte_order_big(archive: &ZipArchive, bytes: &[u8]) -> Result<bool> {
+    let Some(record) = archive.get("byteorder") else {
+        return Ok(false);
+    };
+    match archive.data(bytes, record)? {
+        b"little" => Ok(false),
+        b"big" => Ok(true),
+        other => Err(Error::format(format!(
+            "byteorder record is \"{}\"{}; torch accepts exactly 'little' or 'big'",
+            other[..other.len().min(32)].escape_ascii(),
+            if other.len() > 32 { "..." } else { "" }
+        ))),
+    }
 }
 
 /// Records from which a zip archive's directory is parsed on a thread of its own, beside the
@@ -127,7 +137,9 @@ impl StorageResolver for ZipStorages<'_> {
     fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
         let key = StorageKey::new(&id.key);
         if let Some(index) = self.lookup(&key, &id.key) {
-            return Ok((index, self.storages[index].len() as u64));
+            let storage = &mut self.storages[index];
+            storage.note_swap_unit(id.swap_unit(), false);
+            return Ok((index, storage.len() as u64));
         }
         if id.legacy_view.is_some() {
             return Err(Error::format(format!(
@@ -157,13 +169,15 @@ impl StorageResolver for ZipStorages<'_> {
         if key != StorageKey::Number(index as u32) {
             self.by_key.insert(id.key.to_string(), index);
         }
-        self.storages.push(Storage::in_file(
+        let mut storage = Storage::in_file(
             key,
             self.locations.intern(id.location),
             self.source,
             record.data_offset as usize,
             declared as usize,
-        ));
+        );
+        storage.note_swap_unit(id.swap_unit(), true);
+        self.storages.push(storage);
         Ok((index, declared))
     }
 
