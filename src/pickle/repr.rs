@@ -48,9 +48,12 @@ pub fn python_float_repr(f: f64) -> String {
 /// `str(n)` of an int given as little-endian two's complement (pickle's LONG form); `None`
 /// when it has more than [`MAX_DECIMAL_INT_BYTES`] bytes.
 pub fn int_decimal(bytes: &[u8]) -> Option<String> {
-    if bytes.len() > MAX_DECIMAL_INT_BYTES {
-        return None;
-    }
+    (bytes.len() <= MAX_DECIMAL_INT_BYTES).then(|| le_twos_complement_to_decimal(bytes))
+}
+
+/// Decimal text of a little-endian two's-complement integer of any length (O(bytes²): callers
+/// bound the length).
+pub fn le_twos_complement_to_decimal(bytes: &[u8]) -> String {
     let negative = bytes.last().is_some_and(|b| b & 0x80 != 0);
     // Magnitude as little-endian u32 limbs.
     let mut magnitude: Vec<u8> = bytes.to_vec();
@@ -94,7 +97,7 @@ pub fn int_decimal(bytes: &[u8]) -> Option<String> {
             }
         }
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]
