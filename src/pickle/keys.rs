@@ -40,7 +40,7 @@ pub(crate) enum Number {
     /// A complex with a non-zero imaginary part: the bits of both parts (-0.0 written +0.0).
     Complex(u64, u64),
     /// A NaN (or a complex with a NaN part): equal only to the same node.
-    NotANumber(NodeId),
+    Nan(NodeId),
 }
 
 /// The number a `None`/`bool`/`int`/`float`/`complex` node is; `None` for other values.
@@ -54,7 +54,7 @@ pub(crate) fn number(arena: &Arena, node: NodeId) -> Option<Number> {
             if *im == 0.0 {
                 float_number(*re, node)
             } else if re.is_nan() || im.is_nan() {
-                Number::NotANumber(node)
+                Number::Nan(node)
             } else {
                 Number::Complex((re + 0.0).to_bits(), im.to_bits())
             }
@@ -65,7 +65,7 @@ pub(crate) fn number(arena: &Arena, node: NodeId) -> Option<Number> {
 
 fn float_number(f: f64, node: NodeId) -> Number {
     if f.is_nan() {
-        return Number::NotANumber(node);
+        return Number::Nan(node);
     }
     if !f.is_finite() || f.fract() != 0.0 {
         return Number::Fraction(f.to_bits());

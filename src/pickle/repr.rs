@@ -163,6 +163,6 @@ mod tests {
             int_decimal(&ten40).as_deref(),
             Some("10000000000000000000000000000000000000000")
         );
-        assert_eq!(int_decimal(&vec![1; MAX_DECIMAL_INT_BYTES + 1]), None);
+        assert_eq!(int_decimal(&[1; MAX_DECIMAL_INT_BYTES + 1]), None);
     }
 }
