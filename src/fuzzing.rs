@@ -24,6 +24,7 @@ use crate::values::{self, ValueLimits};
 // reachable here rather than through the API, as the tests replay these targets anyway.
 pub use crate::checkpoint::Backing;
 pub use crate::container::zip;
+pub use crate::torch::is_allowed_global;
 
 /// The backing of a tensor's storage: the file's bytes (`Backing::File`, its `Source`) or a
 /// private aligned copy.

@@ -3,7 +3,8 @@
 //! use it, so a value and a tensor at the same place always have the same name (a C contract:
 //! values are "named as the tensor table names tensors").
 //!
-//! Names: dict keys as written (int keys in decimal, tuple keys as Python prints them), list /
+//! Names: dict keys as written (ints in decimal, floats as Python's `repr`, tuple keys as `(a, b)`
+//! of their items spelled the same way), list /
 //! tuple / set indices in decimal, opaque objects' attributes from their BUILD state, joined
 //! with `.`; a NUL inside a segment is written `\x00` (C strings end at a NUL). Tensors (rebuild
 //! calls, see [`crate::torch::is_tensor_call`]) are leaves.
@@ -14,6 +15,7 @@
 //! truncated listing) is the caller's choice.
 
 use crate::error::{Error, Result};
+use crate::pickle::repr::{int_decimal, python_float_repr};
 use crate::pickle::{Arena, NodeId, Value};
 use crate::torch;
 use std::borrow::Cow;
@@ -623,7 +625,8 @@ fn key_segment_upto(arena: &Arena, key: NodeId, max: usize) -> String {
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
             Value::None => out.push_str("None"),
-            Value::Float(f) => out.push_str(&format!("{f:?}")),
+            Value::Float(f) => out.push_str(&python_float_repr(*f)),
+            Value::BigInt(b) => out.push_str(int_decimal(b).as_deref().unwrap_or("?")),
             Value::Bytes(b) => {
                 let cut = &b[..b.len().min(max + 1)];
                 push_bounded(&mut out, &String::from_utf8_lossy(cut), max);

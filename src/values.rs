@@ -334,63 +334,7 @@ fn join(base: &str, segment: &str) -> String {
     }
 }
 
-/// Decimal text of a little-endian two's-complement integer of any length.
-pub(crate) fn le_twos_complement_to_decimal(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        return "0".to_string();
-    }
-    let negative = bytes[bytes.len() - 1] & 0x80 != 0;
-    let mut magnitude: Vec<u8> = bytes.to_vec();
-    if negative {
-        // Two's complement: invert and add one.
-        let mut carry = true;
-        for b in magnitude.iter_mut() {
-            let (v, c) = (!*b).overflowing_add(carry as u8);
-            *b = v;
-            carry = c;
-        }
-    }
-    // Big-endian u32 limbs, divided by 10^9 repeatedly.
-    let mut limbs: Vec<u32> = magnitude
-        .chunks(4)
-        .rev()
-        .map(|c| {
-            let mut buf = [0u8; 4];
-            buf[..c.len()].copy_from_slice(c);
-            u32::from_le_bytes(buf)
-        })
-        .collect();
-    let mut groups: Vec<u32> = Vec::new();
-    loop {
-        while limbs.first() == Some(&0) {
-            limbs.remove(0);
-        }
-        if limbs.is_empty() {
-            break;
-        }
-        let mut rem: u64 = 0;
-        for limb in limbs.iter_mut() {
-            let cur = (rem << 32) | *limb as u64;
-            *limb = (cur / 1_000_000_000) as u32;
-            rem = cur % 1_000_000_000;
-        }
-        groups.push(rem as u32);
-    }
-    let mut out = String::new();
-    if negative {
-        out.push('-');
-    }
-    match groups.split_last() {
-        None => out.push('0'),
-        Some((most, rest)) => {
-            out.push_str(&most.to_string());
-            for g in rest.iter().rev() {
-                out.push_str(&format!("{g:09}"));
-            }
-        }
-    }
-    out
-}
+pub(crate) use crate::pickle::repr::le_twos_complement_to_decimal;
 
 /// Every non-tensor leaf reachable from a root, in walk order
 /// ([`Checkpoint::value_leaves`]).

@@ -580,6 +580,7 @@ pub(crate) fn finish<S: StorageSet>(
     if options.strict {
         check_globals(&arena)?;
     }
+    check_identity_keys(&arena)?;
     let root = select_root(&arena, top, options.root.as_deref())?;
     let (tensors, table) = build_table(&arena, root, &mut resolver, &options.limits.table)?;
     let mut storages = resolver.into_storages();
@@ -598,6 +599,45 @@ pub(crate) fn finish<S: StorageSet>(
 
 /// Most refused globals a strict open's error names (a file may hold thousands).
 const MAX_NAMED_GLOBALS: usize = 4;
+
+/// The pickle machine compares opaque keys by identity, Python's default, which is torch's rule
+/// for tensors (each rebuild call is a new object). Instances of the other classes torch's
+/// weights-only unpickler builds (`torch.device`, `torch.Size`, layouts, storages cached by
+/// key) compare by value, which mmckpt does not decide: a dict or set holding such a key next to
+/// other keys is refused rather than possibly named differently from torch. Classes torch
+/// refuses to load anyway keep the identity rule.
+fn check_identity_keys(arena: &Arena) -> Result<()> {
+    for &(container, object) in arena.identity_keys() {
+        let len = match arena.get(container) {
+            Value::Dict { items, .. } => items.len(),
+            Value::Set(items) | Value::FrozenSet(items) => items.len(),
+            other => other.dict_items().len(),
+        };
+        if len <= 1 || torch::is_tensor_call(arena, object) {
+            continue;
+        }
+        let what = match arena.get(object) {
+            Value::PersistentId(_) => "a storage (persistent id)".to_string(),
+            Value::Object { callable, .. } => match arena.global_name(*callable) {
+                Some((module, name)) if torch::is_allowed_global(module, name) => {
+                    format!("a '{module}.{name}' object")
+                }
+                _ => continue,
+            },
+            _ => continue,
+        };
+        return Err(Error::unsupported(format!(
+            "a {} has {what} as a key (or in a tuple key) next to other keys: torch compares \
+             such keys by value, which mmckpt does not decide",
+            if matches!(arena.get(container), Value::Set(_) | Value::FrozenSet(_)) {
+                "set"
+            } else {
+                "dict"
+            }
+        )));
+    }
+    Ok(())
+}
 
 fn check_globals(arena: &Arena) -> Result<()> {
     // Every refused global is named (up to a few), not only the first: an attack usually

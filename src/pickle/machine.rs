@@ -8,12 +8,13 @@
 //! * A few well-known callables are interpreted into plain data (`OrderedDict`, `set`,
 //!   `frozenset`, `bytearray`, `bytes`, `complex`, `list`, `dict`, `tuple`, `_codecs.encode`,
 //!   `copyreg._reconstructor`); every other call becomes an opaque [`Value::Object`].
-//! * Dict (and set) inserts follow Python for `None`/`bool`/`int`/`str`/`bytes` keys: an equal
-//!   key replaces the value in place. A side index makes this O(1) per insert.
+//! * Dict (and set) inserts follow Python's key equality (see [`super::keys`]): an equal key
+//!   replaces the value in place, keeping the first key and its position. A side index makes
+//!   this O(1) per insert.
 
-use crate::hash::{HashMap, RandomState};
-use std::hash::{BuildHasher, Hash, Hasher};
+use crate::hash::HashMap;
 
+use super::keys::Keys;
 use super::opcodes as op;
 use super::text::{self, Integer};
 use super::value::{Arena, NodeId, TupleItems, Value};
@@ -74,8 +75,7 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &PickleLimits) -> Result<(No
         memo: Memo::with_capacity(data.len() / 12),
         shared: [NO_NODE; SHARED_SLOTS],
         index: HashMap::default(),
-        hash_cache: HashMap::default(),
-        hasher: RandomState::default(),
+        keys: Keys::default(),
         copied_items: 0,
         copied_bytes: 0,
     };
@@ -191,10 +191,6 @@ impl Memo {
 /// Most bytes of a global's module and name together.
 pub const MAX_GLOBAL_NAME_LEN: usize = 1024;
 
-/// Strings and bytes at least this long have their key hash cached, so that using one long
-/// memoized key many times costs its length once.
-const HASH_CACHE_MIN_LEN: usize = 64;
-
 /// How an interpreted callable is being invoked.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CallKind {
@@ -274,32 +270,6 @@ fn kind_name(value: &Value) -> &'static str {
     }
 }
 
-/// Python equality for the key kinds the side index handles (`None`, `bool`, `int`, `str`,
-/// `bytes`); `false` for every other pair, so other keys never merge.
-fn keys_equal(arena: &Arena, a: NodeId, b: NodeId) -> bool {
-    if a == b {
-        return matches!(
-            arena.get(a),
-            Value::None
-                | Value::Bool(_)
-                | Value::Int(_)
-                | Value::BigInt(_)
-                | Value::Str(_)
-                | Value::Bytes(_)
-        );
-    }
-    match (arena.get(a), arena.get(b)) {
-        (Value::None, Value::None) => true,
-        (Value::Bool(_) | Value::Int(_), Value::Bool(_) | Value::Int(_)) => {
-            arena.as_int(a) == arena.as_int(b)
-        }
-        (Value::BigInt(x), Value::BigInt(y)) => x == y,
-        (Value::Str(x), Value::Str(y)) => arena.str(*x) == arena.str(*y),
-        (Value::Bytes(x), Value::Bytes(y)) => x == y,
-        _ => false,
-    }
-}
-
 struct Machine<'a> {
     arena: &'a mut Arena,
     data: &'a [u8],
@@ -320,9 +290,8 @@ struct Machine<'a> {
     shared: [NodeId; SHARED_SLOTS],
     /// (dict or set node, key hash) → position of the item with that key.
     index: HashMap<(NodeId, u64), usize>,
-    /// Hashes of long string/bytes/int keys, by node.
-    hash_cache: HashMap<NodeId, u64>,
-    hasher: RandomState,
+    /// Python's key equality, for dict and set inserts.
+    keys: Keys,
     /// Items copied by interpreted constructors (charged with the nodes against `max_nodes`).
     copied_items: usize,
     /// Bytes copied by interpreted constructors (`bytearray(b)`, `_codecs.encode`).
@@ -604,39 +573,9 @@ impl<'a> Machine<'a> {
 
     // ----- dict and set inserts ---------------------------------------------------------
 
-    /// The index hash of a key, or `None` for key kinds that are never merged.
-    fn key_hash(&mut self, key: NodeId) -> Option<u64> {
-        let long = match self.arena.get(key) {
-            Value::None | Value::Bool(_) | Value::Int(_) => false,
-            Value::BigInt(b) | Value::Bytes(b) => b.len() >= HASH_CACHE_MIN_LEN,
-            Value::Str(s) => self.arena.str(*s).len() >= HASH_CACHE_MIN_LEN,
-            _ => return None,
-        };
-        if long {
-            if let Some(&h) = self.hash_cache.get(&key) {
-                return Some(h);
-            }
-        }
-        let mut h = self.hasher.build_hasher();
-        match self.arena.get(key) {
-            Value::None => 0u8.hash(&mut h),
-            Value::Bool(b) => (1u8, i64::from(*b)).hash(&mut h),
-            Value::Int(i) => (1u8, *i).hash(&mut h),
-            Value::BigInt(b) => (2u8, b).hash(&mut h),
-            Value::Str(s) => (3u8, self.arena.str(*s).as_bytes()).hash(&mut h),
-            Value::Bytes(b) => (4u8, b).hash(&mut h),
-            _ => return None,
-        }
-        let hash = h.finish();
-        if long {
-            self.hash_cache.insert(key, hash);
-        }
-        Some(hash)
-    }
-
     /// `target[key] = value` for a Dict (items) or an Object (dict_items).
     fn dict_insert(&mut self, target: NodeId, key: NodeId, value: NodeId) -> Result<()> {
-        let hash = self.key_hash(key);
+        let hash = self.keys.hash(self.arena, key);
         let arena: &Arena = self.arena;
         let items: &[(NodeId, NodeId)] = match arena.get(target) {
             Value::Dict { items, .. } => items,
@@ -650,11 +589,13 @@ impl<'a> Machine<'a> {
         if let Some(h) = hash {
             if let Some(&pos) = self.index.get(&(target, h)) {
                 index_it = false;
-                if keys_equal(arena, items[pos].0, key) {
+                if self.keys.equal(arena, items[pos].0, key) {
                     found = Some(pos);
                 } else {
                     // A 64-bit hash collision between different keys: rare, so scan.
-                    found = items.iter().position(|&(k, _)| keys_equal(arena, k, key));
+                    found = items
+                        .iter()
+                        .position(|&(k, _)| self.keys.equal(arena, k, key));
                 }
             }
         }
@@ -674,6 +615,9 @@ impl<'a> Machine<'a> {
                 if let (true, Some(h)) = (index_it, hash) {
                     self.index.insert((target, h), len);
                 }
+                if let Some(object) = self.keys.opaque_in(self.arena, key) {
+                    self.arena.note_identity_key(target, object);
+                }
             }
         }
         Ok(())
@@ -681,7 +625,7 @@ impl<'a> Machine<'a> {
 
     /// `target.add(item)` for a Set or FrozenSet under construction.
     fn set_insert(&mut self, target: NodeId, item: NodeId) -> Result<()> {
-        let hash = self.key_hash(item);
+        let hash = self.keys.hash(self.arena, item);
         let arena: &Arena = self.arena;
         let items: &[NodeId] = match arena.get(target) {
             Value::Set(items) | Value::FrozenSet(items) => items,
@@ -691,8 +635,8 @@ impl<'a> Machine<'a> {
         if let Some(h) = hash {
             if let Some(&pos) = self.index.get(&(target, h)) {
                 index_it = false;
-                if keys_equal(arena, items[pos], item)
-                    || items.iter().any(|&k| keys_equal(arena, k, item))
+                if self.keys.equal(arena, items[pos], item)
+                    || items.iter().any(|&k| self.keys.equal(arena, k, item))
                 {
                     return Ok(());
                 }
@@ -702,6 +646,9 @@ impl<'a> Machine<'a> {
         self.check_container_len(len + 1)?;
         if let Value::Set(items) | Value::FrozenSet(items) = self.arena.get_mut(target) {
             items.push(item);
+        }
+        if let Some(object) = self.keys.opaque_in(self.arena, item) {
+            self.arena.note_identity_key(target, object);
         }
         if let (true, Some(h)) = (index_it, hash) {
             self.index.insert((target, h), len);

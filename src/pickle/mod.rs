@@ -1,7 +1,9 @@
 //! A restricted pickle machine: it builds a value tree and never calls anything.
 
+mod keys;
 mod machine;
 mod opcodes;
+pub mod repr;
 mod text;
 pub mod value;
 

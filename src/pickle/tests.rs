@@ -507,15 +507,13 @@ fn codecs_encode_of_non_latin1_is_format() {
 
 #[test]
 fn dict_keys_follow_python_semantics() {
-    // {1: 2, 1: 3, True: 4} -> {1: 4}; 'a' twice from different nodes merges; tuples do not.
+    // {1: 2, 1: 3, True: 4} -> {1: 4}; 'a' twice from different nodes merges; so do equal
+    // tuples (`(1,)` twice: one key, the later value).
     let data = b"\x80\x02}(K\x01K\x02K\x01K\x03\x88K\x04X\x01\x00\x00\x00aK\x05\
                  X\x01\x00\x00\x00aK\x06C\x01aK\x07NK\x08NK\x09K\x01\x85K\x0aK\x01\x85K\x0bu.";
     assert_eq!(
         render_of(data),
-        format!(
-            "{{1: 4, {}: 6, b:61: 7, None: 9, (1): 10, (1): 11}}",
-            s("a")
-        )
+        format!("{{1: 4, {}: 6, b:61: 7, None: 9, (1): 11}}", s("a"))
     );
     // Sets deduplicate the same kinds.
     assert_eq!(
@@ -961,4 +959,70 @@ fn legacy_torch_stream_header() {
     )
     .unwrap();
     assert_eq!(render(&arena, info), "{}");
+}
+
+/// BINFLOAT: 'G' and the float big-endian.
+fn binfloat(f: f64) -> Vec<u8> {
+    let mut out = vec![b'G'];
+    out.extend_from_slice(&f.to_be_bytes());
+    out
+}
+
+/// A dict pickle (protocol 2) of the given key opcodes, each with the value `K i`.
+fn dict_of_keys(keys: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = b"\x80\x02}(".to_vec();
+    for (i, key) in keys.iter().enumerate() {
+        data.extend_from_slice(key);
+        data.extend_from_slice(&[b'K', i as u8]);
+    }
+    data.extend_from_slice(b"u.");
+    data
+}
+
+#[test]
+fn numeric_keys_fold_across_bool_int_bigint_float_and_complex() {
+    // {1: 0, 1.0: 1, True: 2, complex(1, 0): 3} -> {1: 3}, the first key kept.
+    let complex_one = b"c__builtin__\ncomplex\nG?\xf0\x00\x00\x00\x00\x00\x00G\x00\x00\x00\x00\x00\x00\x00\x00\x86R".to_vec();
+    let data = dict_of_keys(&[
+        b"K\x01".to_vec(),
+        binfloat(1.0),
+        b"\x88".to_vec(),
+        complex_one,
+    ]);
+    assert_eq!(render_of(&data), "{1: 3}");
+    // {-0.0: 0, 0: 1, False: 2} -> {-0.0: 2}.
+    let data = dict_of_keys(&[binfloat(-0.0), b"K\x00".to_vec(), b"\x89".to_vec()]);
+    assert_eq!(render_of(&data), "{f:8000000000000000: 2}");
+    // 2**64 (LONG1, padded with a zero byte) and float(2**64); 2**53 + 1 and its float differ.
+    let data = dict_of_keys(&[
+        b"\x8a\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00".to_vec(),
+        binfloat(2f64.powi(64)),
+        b"\x8a\x08\x01\x00\x00\x00\x00\x00\x20\x00".to_vec(),
+        binfloat(2f64.powi(53)),
+    ]);
+    assert_eq!(
+        render_of(&data),
+        "{big:000000000000000001: 1, 9007199254740993: 2, f:4340000000000000: 3}"
+    );
+}
+
+#[test]
+fn nan_keys_fold_only_when_the_same_object() {
+    let nan = binfloat(f64::NAN);
+    // Two NaN objects: two keys.
+    let data = dict_of_keys(&[nan.clone(), nan.clone()]);
+    assert_eq!(
+        render_of(&data),
+        "{f:7ff8000000000000: 0, f:7ff8000000000000: 1}"
+    );
+    // One memoized NaN (BINPUT 0, then BINGET 0): one key, the later value.
+    let mut memo = nan.clone();
+    memo.extend_from_slice(b"q\x00");
+    let data = dict_of_keys(&[memo, b"h\x00".to_vec()]);
+    assert_eq!(render_of(&data), "{f:7ff8000000000000: 1}");
+    // Inside tuples too: (nan,) built twice from the same memoized NaN is one key.
+    let mut first = nan;
+    first.extend_from_slice(b"q\x00\x85");
+    let data = dict_of_keys(&[first, b"h\x00\x85".to_vec()]);
+    assert_eq!(render_of(&data), "{(f:7ff8000000000000): 1}");
 }

@@ -158,6 +158,9 @@ pub struct Arena {
     nodes: Vec<Value>,
     /// The text of every `Str` value, back to back.
     strings: String,
+    /// (dict or set, opaque object) for every key that was compared by identity with an
+    /// object whose class mmckpt does not know (see [`Arena::identity_keys`]).
+    identity_keys: Vec<(NodeId, NodeId)>,
 }
 
 impl Arena {
@@ -196,6 +199,18 @@ impl Arena {
     pub fn push_str(&mut self, s: &str) -> NodeId {
         let s = self.store_str(s);
         self.push(Value::Str(s))
+    }
+    /// Records that a key of `container` (or an item of a tuple key) is the opaque `object`,
+    /// which the pickle machine compared with the other keys by identity.
+    pub fn note_identity_key(&mut self, container: NodeId, object: NodeId) {
+        self.identity_keys.push((container, object));
+    }
+    /// Every (dict or set, object) pair where an opaque object — an instance of a class the
+    /// pickle machine does not interpret, or a persistent id — is a key or part of one. The
+    /// machine compares such keys by identity (Python's default); classes that compare by value
+    /// are the caller's to refuse.
+    pub fn identity_keys(&self) -> &[(NodeId, NodeId)] {
+        &self.identity_keys
     }
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -218,6 +218,7 @@ pub fn parse(
 
     // Each key's element size: the storage class of its first persistent id.
     let mut itemsizes: HashMap<String, Option<usize>> = HashMap::new();
+    let mut roles = KeyRoles::default();
     for id in object_nodes {
         let Value::PersistentId(pid) = arena.get(id as NodeId) else {
             continue;
@@ -234,6 +235,24 @@ pub fn parse(
         let itemsize = arena
             .global_name(items[1])
             .and_then(|(m, n)| storage_class_itemsize(m, n));
+        let view = items
+            .get(5)
+            .and_then(|&v| arena.as_seq(v))
+            .and_then(|view| {
+                let [view_key, offset, size] = view else {
+                    return None; // malformed: reported when the tensor is interpreted
+                };
+                Some(KeyRole::View {
+                    root: key.clone(),
+                    view_key: key_of(arena, *view_key)?,
+                    offset: arena.as_int(*offset)?,
+                    size: arena.as_int(*size)?,
+                })
+            });
+        roles.claim(KeyRole::Root(key.clone()))?;
+        if let Some(view) = view {
+            roles.claim(view)?;
+        }
         itemsizes.entry(key).or_insert(itemsize);
     }
     Ok(LegacyHeader {
@@ -243,6 +262,55 @@ pub fn parse(
         data_start: pos,
         little_endian,
     })
+}
+
+/// What a legacy storage key names: a root storage, or a view of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum KeyRole {
+    Root(String),
+    View {
+        root: String,
+        view_key: String,
+        offset: i64,
+        size: i64,
+    },
+}
+
+/// The role of every key the persistent ids use. torch's `_legacy_load` keeps roots and views
+/// in one dict (`deserialized_objects`), so a key used both ways, or as two different views,
+/// makes torch alias one storage's bytes into another's depending on the order of the pickle
+/// and of the records: refused.
+#[derive(Default)]
+struct KeyRoles {
+    by_key: HashMap<String, KeyRole>,
+}
+
+impl KeyRoles {
+    fn claim(&mut self, role: KeyRole) -> Result<()> {
+        let key = match &role {
+            KeyRole::Root(key) => key,
+            KeyRole::View { view_key, .. } => view_key,
+        };
+        let Some(earlier) = self.by_key.get(key) else {
+            self.by_key.insert(key.clone(), role);
+            return Ok(());
+        };
+        if *earlier == role {
+            return Ok(());
+        }
+        let describe = |role: &KeyRole| match role {
+            KeyRole::Root(_) => "a root storage".to_string(),
+            KeyRole::View {
+                root, offset, size, ..
+            } => format!("a view of '{root}' (offset {offset}, {size} elements)"),
+        };
+        Err(Error::format(format!(
+            "legacy storage key '{key}' is both {} and {}: torch would read one storage's \
+             bytes into the other",
+            describe(earlier),
+            describe(&role)
+        )))
+    }
 }
 
 /// Walks the storage sections after the pickles: for each key, its count and bytes.

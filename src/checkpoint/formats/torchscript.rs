@@ -1,7 +1,8 @@
 //! TorchScript archives keep which attributes of a scripted module are parameters and buffers
 //! only in their (deflate-compressed) `code/` records: `__parameters__ = ["weight", ]` and
 //! `__buffers__ = [...]` lines of each class. mmckpt reads just those lines, so that a plain
-//! tensor attribute, which `torch.jit.load(f).state_dict()` leaves out, stays out of the table.
+//! tensor attribute, which `torch.jit.load(f).state_dict()` leaves out, stays out of the table,
+//! and so does a tensor inside a tuple, list or dict attribute.
 
 use crate::container::zip::ZipArchive;
 use crate::error::{Error, Result};
@@ -16,6 +17,8 @@ pub const MAX_CODE_BYTES: usize = 64 << 20;
 #[derive(Default, Debug)]
 pub struct ScriptClasses {
     state: HashMap<String, HashSet<String>>,
+    /// Classes declared `class Name(Module):` — scripted modules, whose objects are submodules.
+    modules: HashSet<String>,
 }
 
 impl ScriptClasses {
@@ -65,6 +68,9 @@ impl ScriptClasses {
                 let name = rest.split(['(', ':']).next().unwrap_or("").trim();
                 let qualified = format!("{module}.{name}");
                 self.state.entry(qualified.clone()).or_default();
+                if rest[name.len()..].trim_start().starts_with("(Module)") {
+                    self.modules.insert(qualified.clone());
+                }
                 current = Some(qualified);
                 continue;
             }
@@ -85,37 +91,38 @@ impl ScriptClasses {
         }
     }
 
-    /// Removes, from each scripted object whose class is known, the tensor attributes that are
-    /// neither parameters nor buffers (they are not part of its state dict).
+    /// Keeps, in each scripted module whose class is known, only what
+    /// `torch.jit.load(f).state_dict()` reaches: parameter and buffer slots, submodules (objects
+    /// of a scripted module class) and plain scalar attributes (`training`: no tensor can hide
+    /// in them). Everything else — a tensor attribute that is neither parameter nor buffer, a
+    /// tuple, list or dict attribute, an object of a scripted non-module class — is dropped,
+    /// since `state_dict()` only follows `_parameters`, `_buffers` and `_modules`
+    /// (`torch/jit/_script.py`: `ParameterDict` / `BufferDict` of the class type).
     pub fn prune_plain_tensor_attributes(&self, arena: &mut Arena) {
         for id in 0..arena.len() as NodeId {
+            let Some(qualified) = self.script_class(arena, id) else {
+                continue;
+            };
+            if !self.modules.contains(&qualified) {
+                continue;
+            }
+            let Some(state_names) = self.state.get(&qualified) else {
+                continue;
+            };
             let Value::Object {
-                callable, state, ..
+                state: Some(state), ..
             } = arena.get(id)
             else {
                 continue;
             };
-            let Some((module, name)) = arena.global_name(*callable) else {
-                continue;
-            };
-            if !module.starts_with("__torch__") {
-                continue;
-            }
-            let module = module.to_ascii_lowercase();
-            let Some(state_names) = self.state.get(&format!("{module}.{name}")) else {
-                continue;
-            };
-            let Some(state) = *state else { continue };
+            let state = *state;
             let Value::Dict { items, .. } = arena.get(state) else {
                 continue;
             };
             let keep: Vec<(NodeId, NodeId)> = items
                 .iter()
                 .copied()
-                .filter(|&(k, v)| {
-                    !crate::torch::is_tensor_call(arena, v)
-                        || arena.as_str(k).is_some_and(|k| state_names.contains(k))
-                })
+                .filter(|&(k, v)| self.is_state(arena, state_names, k, v))
                 .collect();
             if keep.len() == items.len() {
                 continue;
@@ -123,6 +130,44 @@ impl ScriptClasses {
             if let Value::Dict { items, .. } = arena.get_mut(state) {
                 *items = keep;
             }
+        }
+    }
+
+    /// `module.Name` of a scripted object (`__torch__…`).
+    fn script_class(&self, arena: &Arena, id: NodeId) -> Option<String> {
+        let Value::Object { callable, .. } = arena.get(id) else {
+            return None;
+        };
+        let (module, name) = arena.global_name(*callable)?;
+        // Module paths are keyed lowercased (`code/` records are found in any ASCII case).
+        module
+            .starts_with("__torch__")
+            .then(|| format!("{}.{name}", module.to_ascii_lowercase()))
+    }
+
+    fn is_state(
+        &self,
+        arena: &Arena,
+        state_names: &HashSet<String>,
+        key: NodeId,
+        value: NodeId,
+    ) -> bool {
+        if crate::torch::is_tensor_call(arena, value) {
+            return arena.as_str(key).is_some_and(|k| state_names.contains(k));
+        }
+        match arena.get(value) {
+            Value::None
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::BigInt(_)
+            | Value::Float(_)
+            | Value::Complex(..)
+            | Value::Str(_)
+            | Value::Bytes(_) => true,
+            Value::Object { .. } => self
+                .script_class(arena, value)
+                .is_some_and(|class| self.modules.contains(&class)),
+            _ => false,
         }
     }
 }
