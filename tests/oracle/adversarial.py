@@ -18,8 +18,6 @@ meaning depends on a torch rule a reader can miss. Each case is a random combina
 `make_case(rng, path)` writes one case and returns its description; everything follows from the
 rng, so a seed reproduces a file.
 """
-import os
-import struct
 
 from pickle_asm import (
     Build, Call, Dict, Global, Memo, Storage, ordered_dict, assemble, tensor_v2,

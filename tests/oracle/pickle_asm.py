@@ -7,7 +7,6 @@ assembled opcode by opcode from a tiny tree of nodes, using only opcodes that to
 (`torch._C.PyTorchFileWriter`, so records are 64-byte aligned as torch writes them).
 """
 import io
-import math
 import pickle
 import struct
 import sys

@@ -8,7 +8,6 @@ or refuse". A case passes when
 
 A file that both load but read differently fails, and so does one that torch refuses and mmckpt
 reads (its reading is a third answer). Nothing here is expected to fail: a failure is a defect."""
-import os
 import random
 import warnings
 
