@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_SEED = 20260415
 DEFAULT_CASES = 300
+DEFAULT_ADVERSARIAL_CASES = 200
 
 
 def pytest_addoption(parser):
@@ -20,6 +21,9 @@ def pytest_addoption(parser):
                     help=f"base seed (default $MMCKPT_ORACLE_SEED or {DEFAULT_SEED})")
     group.addoption("--cases", type=int, default=None,
                     help=f"random checkpoints (default $MMCKPT_ORACLE_CASES or {DEFAULT_CASES})")
+    group.addoption("--adversarial-cases", type=int, default=None,
+                    help="hand-made adversarial files (default $MMCKPT_ADVERSARIAL_CASES or "
+                         f"{DEFAULT_ADVERSARIAL_CASES})")
 
 
 def _setting(config, name, env, default):
@@ -38,17 +42,24 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore:ComplexHalf support is experimental")
     config.oracle_seed = _setting(config, "seed", "MMCKPT_ORACLE_SEED", DEFAULT_SEED)
     config.oracle_cases = _setting(config, "cases", "MMCKPT_ORACLE_CASES", DEFAULT_CASES)
+    config.adversarial_cases = _setting(config, "adversarial_cases", "MMCKPT_ADVERSARIAL_CASES",
+                                        DEFAULT_ADVERSARIAL_CASES)
 
 
 def pytest_report_header(config):
-    return (f"mmckpt oracle: seed {config.oracle_seed}, {config.oracle_cases} cases "
-            f"(reproduce with --seed {config.oracle_seed} -k 'case_N]')")
+    return (f"mmckpt oracle: seed {config.oracle_seed}, {config.oracle_cases} cases, "
+            f"{config.adversarial_cases} adversarial cases "
+            f"(reproduce with --seed {config.oracle_seed} -k 'case_N]' or -k 'adversarial_N]')")
 
 
 def pytest_generate_tests(metafunc):
     if "case_index" in metafunc.fixturenames:
         n = metafunc.config.oracle_cases
         metafunc.parametrize("case_index", range(n), ids=[f"case_{i}" for i in range(n)])
+    if "adversarial_index" in metafunc.fixturenames:
+        n = metafunc.config.adversarial_cases
+        metafunc.parametrize("adversarial_index", range(n),
+                             ids=[f"adversarial_{i}" for i in range(n)])
 
 
 @pytest.fixture(scope="session")
@@ -59,13 +70,19 @@ def mmckpt_bin():
     return path
 
 
+def run_ls_status(mmckpt_bin, path, *extra):
+    """`mmckpt ls PATH --json --hash`: (exit status, parsed JSON or None, stderr text)."""
+    proc = subprocess.run([mmckpt_bin, "ls", path, "--json", "--hash", *extra],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        return proc.returncode, None, proc.stderr.strip()
+    return 0, json.loads(proc.stdout), proc.stderr
+
+
 def run_ls(mmckpt_bin, path, *extra):
     """`mmckpt ls PATH --json --hash`: (parsed JSON or None, stderr text)."""
-    proc = subprocess.run([mmckpt_bin, "ls", path, "--json", "--hash", *extra],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return None, proc.stderr.strip()
-    return json.loads(proc.stdout), proc.stderr
+    _, doc, err = run_ls_status(mmckpt_bin, path, *extra)
+    return doc, err
 
 
 @pytest.fixture(scope="session")
