@@ -74,7 +74,8 @@ class Ctx:
             # byteswap unit follows the storage's class, not the tensor's dtype
             cls = cls or rng.choice(["UntypedStorage", "UntypedStorage", "matching", "any"])
             if cls == "matching":
-                cls = next(c for c, (e, d) in STORAGES.items() if d == dtype)
+                # dtypes newer than the typed storage classes have none: untyped, as torch
+                cls = next((c for c, (e, d) in STORAGES.items() if d == dtype), "UntypedStorage")
             elif cls == "any":
                 cls = rng.choice(list(STORAGES))
             elem = 1 if cls == "UntypedStorage" else STORAGES[cls][0]
