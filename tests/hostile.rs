@@ -506,3 +506,52 @@ fn a_spec_that_repeats_a_module_trillions_of_times_is_a_limit_error() {
     assert!(err.message.contains("repeat"), "{}", err.message);
     assert!(started.elapsed().as_secs() < 30);
 }
+
+/// `{A: None, (A,): None, "x": tensor}` where A is a `len`-byte string, followed by `repeats`
+/// inserts of B (a second string equal to A, memoized) and of new tuples `(B,)`, 4 and 5 bytes
+/// each: every insert folds into the existing key.
+fn equal_long_keys_pickle(len: usize, repeats: usize) -> Vec<u8> {
+    let text = "a".repeat(len);
+    let mut p = b"\x80\x02}".to_vec();
+    p.extend(pk::unicode(&text));
+    p.extend(b"q\x00Ns"); // d[A] = None
+    p.extend(pk::unicode(&text));
+    p.extend(b"q\x010Nq\x020("); // memo: 1 = B, 2 = None
+    p.extend(std::iter::repeat(*b"h\x01h\x02").take(repeats).flatten());
+    p.extend(b"uh\x00\x85Ns("); // d[B] = None, repeats times; d[(A,)] = None
+    p.extend(
+        std::iter::repeat(*b"h\x01\x85h\x02")
+            .take(repeats)
+            .flatten(),
+    );
+    p.extend(b"u"); // d[(B,)] = None, repeats times
+    p.extend(pk::unicode("x"));
+    p.extend(pk::tensor("0", 4, 0, &[4], &[1]));
+    p.extend(b"s.");
+    p
+}
+
+/// Found reading the dict-key folding (too big a shape for the fuzzer): a long string key and
+/// an equal one memoized apart were compared byte by byte on every one of a million inserts,
+/// and every new tuple `(B,)` copied and hashed the string again, so 9 MB of pickle took
+/// hours. A long key's content is now read once per node (a canonical id).
+#[test]
+fn equal_long_keys_inserted_a_million_times_are_compared_once() {
+    let pickle = equal_long_keys_pickle(1 << 20, 1 << 20);
+    let bytes = support_zip::checkpoint(&pickle, &[("0", &FOUR_FLOATS)]);
+    let started = std::time::Instant::now();
+    let result = open(&bytes);
+    let elapsed = started.elapsed();
+    match result {
+        Ok(ckpt) => panic!(
+            "{} entries, yet the 1 MiB key is over the name bound",
+            ckpt.len()
+        ),
+        // The pickle was read to its end: only naming the key refuses it.
+        Err(e) => assert!(
+            e.kind == ErrorKind::Limit && e.message.contains("name segment"),
+            "{e}"
+        ),
+    }
+    assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
+}

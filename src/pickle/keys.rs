@@ -16,7 +16,10 @@
 //!   they are never merged, as before.
 //!
 //! Costs: a string key (the common case) is hashed once by content and compared only on a hash
-//! match, allocating nothing. Tuple keys are interned: each tuple node gets, once, a canonical
+//! match, allocating nothing. A long string, bytes or big-int key (at least
+//! [`HASH_CACHE_MIN_LEN`] bytes) is read once per node: it gets a canonical id by content, so a
+//! memoized copy of it inserted a million times is compared in O(1), not by content each time.
+//! Tuple keys are interned: each tuple node gets, once, a canonical
 //! id from its items' ids, computed iteratively (no recursion, whatever the nesting), so two
 //! tuple keys compare in O(1) however deep they are and however often they are inserted.
 
@@ -135,6 +138,27 @@ fn minimal(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// Whether a key is a string, bytes or big int long enough to cache its hash and canonical id.
+fn is_long(arena: &Arena, node: NodeId) -> bool {
+    match arena.get(node) {
+        Value::BigInt(b) | Value::Bytes(b) => b.len() >= HASH_CACHE_MIN_LEN,
+        Value::Str(s) => arena.str(*s).len() >= HASH_CACHE_MIN_LEN,
+        _ => false,
+    }
+}
+
+/// The atom of a key that is not a tuple; `None` when it is unhashable (or a tuple).
+fn scalar_atom(arena: &Arena, node: NodeId) -> Option<Atom> {
+    Some(match arena.get(node) {
+        Value::None => Atom::None,
+        Value::Str(s) => Atom::Str(arena.str(*s).into()),
+        Value::Bytes(b) => Atom::Bytes(b.clone()),
+        Value::Global { module, name } => Atom::Global(module.clone(), name.clone()),
+        Value::Object { .. } | Value::PersistentId(_) => Atom::Object(node),
+        _ => Atom::Number(number(arena, node)?),
+    })
+}
+
 /// What an item of a tuple key is, for interning.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Atom {
@@ -163,6 +187,9 @@ pub(crate) struct Keys {
     hasher: RandomState,
     /// Hashes of long string / bytes / big-int keys, by node.
     hash_cache: HashMap<NodeId, u64>,
+    /// Canonical ids (in `atoms`) of long string / bytes / big-int keys and tuple items, by
+    /// node: equal contents share one id.
+    long_ids: HashMap<NodeId, u32>,
     /// Interned tuple nodes (`None`: unhashable).
     tuples: HashMap<NodeId, Option<Interned>>,
     /// Canonical ids of tuple items.
@@ -172,15 +199,13 @@ pub(crate) struct Keys {
 impl Keys {
     /// The hash of a key, or `None` for unhashable values (never merged).
     pub(crate) fn hash(&mut self, arena: &Arena, key: NodeId) -> Option<u64> {
-        let long = match arena.get(key) {
-            Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) => false,
-            Value::BigInt(b) | Value::Bytes(b) => b.len() >= HASH_CACHE_MIN_LEN,
-            Value::Str(s) => arena.str(*s).len() >= HASH_CACHE_MIN_LEN,
-            Value::List(_) | Value::Dict { .. } | Value::Set(_) | Value::ByteArray(_) => {
-                return None
-            }
-            _ => false,
-        };
+        if matches!(
+            arena.get(key),
+            Value::List(_) | Value::Dict { .. } | Value::Set(_) | Value::ByteArray(_)
+        ) {
+            return None;
+        }
+        let long = is_long(arena, key);
         if long {
             if let Some(&h) = self.hash_cache.get(&key) {
                 return Some(h);
@@ -212,8 +237,19 @@ impl Keys {
         let hash = h.finish();
         if long {
             self.hash_cache.insert(key, hash);
+            self.long_id(arena, key)?;
         }
         Some(hash)
+    }
+
+    /// The canonical id of a long key's content (computed once per node).
+    fn long_id(&mut self, arena: &Arena, node: NodeId) -> Option<u32> {
+        if let Some(&id) = self.long_ids.get(&node) {
+            return Some(id);
+        }
+        let id = self.intern(scalar_atom(arena, node)?);
+        self.long_ids.insert(node, id);
+        Some(id)
     }
 
     /// Python equality of two keys already hashed with [`Keys::hash`].
@@ -230,6 +266,19 @@ impl Keys {
         };
         if a == b {
             return hashable(a) && !matches!(self.tuples.get(&a), Some(None));
+        }
+        // Long keys compare by canonical id, never by content again; a short key equals a long
+        // one (a padded big int and a float) only if its atom is the long one's.
+        match (self.long_ids.get(&a), self.long_ids.get(&b)) {
+            (Some(x), Some(y)) => return x == y,
+            (Some(&id), None) | (None, Some(&id)) => {
+                let other = if self.long_ids.contains_key(&a) { b } else { a };
+                if !is_long(arena, other) {
+                    return scalar_atom(arena, other)
+                        .is_some_and(|atom| self.atoms.get(&atom) == Some(&id));
+                }
+            }
+            (None, None) => {}
         }
         match (arena.get(a), arena.get(b)) {
             (Value::Str(x), Value::Str(y)) => arena.str(*x) == arena.str(*y),
@@ -312,23 +361,21 @@ impl Keys {
         let mut ids = Vec::with_capacity(items.len());
         let mut opaque = None;
         for &item in items {
-            let atom = match arena.get(item) {
-                Value::Tuple(_) => {
-                    let inner = self.tuples.get(&item).copied().flatten()?;
-                    opaque = opaque.or(inner.opaque);
-                    ids.push(inner.id);
-                    continue;
-                }
-                Value::None => Atom::None,
-                Value::Str(s) => Atom::Str(arena.str(*s).into()),
-                Value::Bytes(b) => Atom::Bytes(b.clone()),
-                Value::Global { module, name } => Atom::Global(module.clone(), name.clone()),
-                Value::Object { .. } | Value::PersistentId(_) => {
-                    opaque = opaque.or(Some(item));
-                    Atom::Object(item)
-                }
-                _ => Atom::Number(number(arena, item)?),
-            };
+            if let Value::Tuple(_) = arena.get(item) {
+                let inner = self.tuples.get(&item).copied().flatten()?;
+                opaque = opaque.or(inner.opaque);
+                ids.push(inner.id);
+                continue;
+            }
+            if is_long(arena, item) {
+                // A memoized long string repeated in many tuples is copied and hashed once.
+                ids.push(self.long_id(arena, item)?);
+                continue;
+            }
+            let atom = scalar_atom(arena, item)?;
+            if let Atom::Object(object) = atom {
+                opaque = opaque.or(Some(object));
+            }
             ids.push(self.intern(atom));
         }
         let id = self.intern(Atom::Tuple(ids.into_boxed_slice()));
@@ -433,6 +480,51 @@ mod tests {
         assert!(!keys.equal(&a, with_nan, with_other_nan));
         assert_eq!(keys.hash(&a, unhashable), None);
         assert!(!keys.equal(&a, unhashable, unhashable));
+    }
+
+    #[test]
+    fn long_keys_fold_by_content_across_nodes_and_kinds() {
+        let mut a = Arena::new();
+        let text = "k".repeat(HASH_CACHE_MIN_LEN * 2);
+        let s1 = a.push_str(&text);
+        let s2 = a.push_str(&text);
+        let other = a.push_str(&"j".repeat(HASH_CACHE_MIN_LEN * 2));
+        let short = a.push_str("k");
+        let bytes = a.push(Value::Bytes(text.as_bytes().into()));
+        // 2**600 as a LONG padded to 200 bytes, as an unpadded LONG and as a float.
+        let mut padded = vec![0u8; 200];
+        padded[75] = 1;
+        let big_padded = a.push(Value::BigInt(padded.into()));
+        let mut unpadded = vec![0u8; 76];
+        unpadded[75] = 1;
+        let big = a.push(Value::BigInt(unpadded.into()));
+        let float = a.push(Value::Float(2f64.powi(600)));
+        let one_padded = a.push(Value::BigInt(
+            [1u8].into_iter().chain([0; 99]).collect::<Vec<_>>().into(),
+        ));
+        let one = a.push(Value::Int(1));
+        let t1 = a.push(Value::Tuple(vec![s1, big_padded].into()));
+        let t2 = a.push(Value::Tuple(vec![s2, float].into()));
+        let t3 = a.push(Value::Tuple(vec![other, big].into()));
+        let mut keys = Keys::default();
+        for n in [
+            s1, s2, other, short, bytes, big_padded, big, float, one_padded, one, t1, t2, t3,
+        ] {
+            assert!(keys.hash(&a, n).is_some());
+        }
+        assert!(keys.equal(&a, s1, s2));
+        assert_eq!(keys.hash(&a, s1), keys.hash(&a, s2));
+        assert!(!keys.equal(&a, s1, other));
+        assert!(!keys.equal(&a, s1, short));
+        assert!(!keys.equal(&a, s1, bytes));
+        assert!(keys.equal(&a, big_padded, big));
+        assert!(keys.equal(&a, big_padded, float));
+        assert!(keys.equal(&a, float, big_padded));
+        assert_eq!(keys.hash(&a, big_padded), keys.hash(&a, float));
+        assert!(keys.equal(&a, one_padded, one));
+        assert!(!keys.equal(&a, one_padded, big));
+        assert!(keys.equal(&a, t1, t2));
+        assert!(!keys.equal(&a, t1, t3));
     }
 
     #[test]
