@@ -4,7 +4,8 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pickle::{Arena, NodeId, Value};
+use crate::pickle::value::ObjectItems;
+use crate::pickle::{Arena, NodeId, ReadAt, Value};
 use std::borrow::Cow;
 
 /// Most dimensions a tensor may have (torch itself caps at 64).
@@ -194,9 +195,16 @@ pub const MAX_STORAGE_FIELD_LEN: usize = 1024;
 
 /// Parses a persistent id: `('storage', storage_class, key, location, numel[, view_metadata])`.
 pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
-    let items = arena
-        .as_seq(pid)
-        .ok_or_else(|| Error::format("a persistent id is not a tuple"))?;
+    // A tuple, which nothing can change after the BINPERSID: torch refuses any other id
+    // (`_weights_only_unpickler.py:535-549`, "persistent_load id must be tuple or int", and
+    // `persistent_load` asserts a tuple).
+    let Value::Tuple(items) = arena.get(pid) else {
+        return Err(Error::format(format!(
+            "a persistent id is a {}, not a tuple (torch: \"saved_id must be a tuple\")",
+            kind_name(arena, pid)
+        )));
+    };
+    let items: &[NodeId] = items;
     if items.len() != 5 && items.len() != 6 {
         return Err(Error::format(format!(
             "a persistent id has {} items; a storage id has 5 (or 6 in the legacy format)",
@@ -311,6 +319,7 @@ pub fn interpret(
         callable,
         args,
         state,
+        items,
         ..
     } = arena.get(node)
     else {
@@ -318,12 +327,12 @@ pub fn interpret(
     };
     let (module, name) = arena.global_name(*callable)?;
     let kind = TensorCall::classify(module, name)?;
-    Some(
-        match rebuild_node(arena, kind, *args, *state, storages, 0) {
-            Ok(desc) => Interpreted::Tensor(desc),
-            Err(e) => Interpreted::Unsupported(e),
-        },
-    )
+    let built = no_items(items.as_deref())
+        .and_then(|()| rebuild_node(arena, kind, node, *args, *state, storages, 0));
+    Some(match built {
+        Ok(desc) => Interpreted::Tensor(desc),
+        Err(e) => Interpreted::Unsupported(e),
+    })
 }
 
 /// True when `node` is a call of a tensor rebuild function (supported or not).
@@ -381,13 +390,16 @@ impl TensorCall {
         })
     }
 
+    /// The call `self(*args)`, made when torch reads `args` (`at`).
     fn rebuild(
         self,
         arena: &Arena,
         args: NodeId,
+        at: ReadAt,
         storages: &mut dyn StorageResolver,
         depth: u32,
     ) -> Result<TensorDesc> {
+        read_unchanged(arena, args, at, "the rebuild call's arguments")?;
         let args = arena
             .as_seq(args)
             .ok_or_else(|| Error::format("tensor rebuild arguments are not a tuple"))?;
@@ -396,7 +408,7 @@ impl TensorCall {
         }
         match self {
             TensorCall::V1 | TensorCall::V2 | TensorCall::V3 => {
-                rebuild_tensor(self, arena, args, storages)
+                rebuild_tensor(self, arena, args, at, storages)
             }
             TensorCall::Parameter | TensorCall::ParameterWithState => {
                 // _utils.py: Parameter(data, requires_grad), then (with state)
@@ -415,7 +427,7 @@ impl TensorCall {
                     let state = *args.get(3).ok_or_else(|| {
                         Error::format("_rebuild_parameter_with_state needs 4 arguments")
                     })?;
-                    set_obj_state(arena, &mut desc, state, storages, depth)?;
+                    set_obj_state(arena, &mut desc, state, at, storages, depth)?;
                 }
                 Ok(desc)
             }
@@ -451,10 +463,10 @@ impl TensorCall {
                 let inner = TensorCall::classify(m, n).ok_or_else(|| {
                     Error::unsupported(format!("_rebuild_from_type_v2 with function {m}.{n}"))
                 })?;
-                let mut desc = inner.rebuild(arena, inner_args, storages, depth + 1)?;
+                let mut desc = inner.rebuild(arena, inner_args, at, storages, depth + 1)?;
                 // as_subclass keeps the data and requires_grad; the type is new_type's.
                 desc.is_parameter = is_parameter;
-                set_obj_state(arena, &mut desc, state, storages, depth)?;
+                set_obj_state(arena, &mut desc, state, at, storages, depth)?;
                 Ok(desc)
             }
             TensorCall::Other(what) => Err(Error::unsupported(format!("{what} is not supported"))),
@@ -462,20 +474,42 @@ impl TensorCall {
     }
 }
 
-/// A rebuild call node and then the state BUILD attached to it, as torch applies it: `set_`
-/// on a plain tensor, `Tensor.__setstate__` on a parameter.
+/// torch refuses APPEND(S) or SETITEM(S) on a tensor (`_weights_only_unpickler.py:462-486`:
+/// APPEND needs a `list`, SETITEM a dict, OrderedDict or Counter).
+fn no_items(items: Option<&ObjectItems>) -> Result<()> {
+    let Some(items) = items else {
+        return Ok(());
+    };
+    let (op, torch_says) = if items.list.is_empty() {
+        (
+            "SETITEM",
+            "Can only SETITEM for dict, collections.OrderedDict, collections.Counter",
+        )
+    } else {
+        ("APPEND", "Can only append to lists")
+    };
+    Err(Error::format(format!(
+        "{op} adds items to a tensor (torch: \"{torch_says}, but got <class 'torch.Tensor'>\")"
+    )))
+}
+
+/// A rebuild call node (`kind(*args)`) and then the state BUILD attached to it, as torch
+/// applies it: `set_` on a plain tensor, `Tensor.__setstate__` on a parameter.
 fn rebuild_node(
     arena: &Arena,
     kind: TensorCall,
+    node: NodeId,
     args: NodeId,
     state: Option<NodeId>,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<TensorDesc> {
-    let mut desc = kind.rebuild(arena, args, storages, depth)?;
+    let mut desc = kind.rebuild(arena, args, ReadAt::Node(node), storages, depth)?;
     if let Some(state) = state {
+        let at = arena.build_read_at(node);
+        read_unchanged(arena, state, at, "the tensor's BUILD state")?;
         if desc.is_parameter {
-            parameter_setstate(arena, &mut desc, state, storages, depth)?;
+            parameter_setstate(arena, &mut desc, state, at, storages, depth)?;
         } else {
             let items = arena.as_seq(state).ok_or_else(|| {
                 Error::unsupported(format!(
@@ -485,10 +519,29 @@ fn rebuild_node(
                     kind_name(arena, state)
                 ))
             })?;
-            tensor_set(arena, &mut desc, items, storages, depth)?;
+            tensor_set(arena, &mut desc, items, at, storages, depth)?;
         }
     }
     Ok(desc)
+}
+
+/// An error when torch read `node` (at `at`) before a later opcode changed it: torch's result
+/// follows the contents at the read, the finished tree holds the later ones.
+#[inline(always)]
+fn read_unchanged(arena: &Arena, node: NodeId, at: ReadAt, what: &str) -> Result<()> {
+    if !arena.changed_after(node, at) {
+        return Ok(());
+    }
+    Err(changed_after_read(arena, node, what))
+}
+
+#[cold]
+fn changed_after_read(arena: &Arena, node: NodeId, what: &str) -> Error {
+    Error::unsupported(format!(
+        "{what} (a {}) changed after torch read it (APPEND/SETITEM/BUILD after the call or \
+         BUILD that used it; torch builds the tensor from the contents at that time)",
+        kind_name(arena, node)
+    ))
 }
 
 /// A tensor used inside another's rebuild (a parameter's data, a `set_` source, a state's
@@ -506,6 +559,7 @@ fn nested_tensor(
         callable,
         args,
         state,
+        items,
         ..
     } = arena.get(node)
     {
@@ -517,7 +571,8 @@ fn nested_tensor(
                          depends on when that state was applied)"
                     )));
                 }
-                return rebuild_node(arena, call, *args, None, storages, depth + 1);
+                no_items(items.as_deref())?;
+                return rebuild_node(arena, call, node, *args, None, storages, depth + 1);
             }
         }
     }
@@ -533,6 +588,7 @@ fn tensor_set(
     arena: &Arena,
     desc: &mut TensorDesc,
     items: &[NodeId],
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<()> {
@@ -598,9 +654,9 @@ fn tensor_set(
                             )))
                         }
                     };
-                    let shape = int_tuple(arena, *size, "BUILD size")?;
+                    let shape = int_tuple(arena, *size, at, "BUILD size")?;
                     let strides = match rest.first() {
-                        Some(&stride) => int_tuple(arena, stride, "BUILD stride")?,
+                        Some(&stride) => int_tuple(arena, stride, at, "BUILD stride")?,
                         None => contiguous_strides(&shape)?,
                     };
                     (offset, shape, strides)
@@ -649,6 +705,7 @@ fn parameter_setstate(
     arena: &Arena,
     desc: &mut TensorDesc,
     state: NodeId,
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<()> {
@@ -659,7 +716,7 @@ fn parameter_setstate(
         ))
     })?;
     match items.len() {
-        4 => tensor_set(arena, desc, items, storages, depth),
+        4 => tensor_set(arena, desc, items, at, storages, depth),
         5 => {
             set_data(arena, desc, items[0], storages, depth)?;
             set_requires_grad(arena, desc, items[3])
@@ -680,9 +737,11 @@ fn set_obj_state(
     arena: &Arena,
     desc: &mut TensorDesc,
     state: NodeId,
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<()> {
+    read_unchanged(arena, state, at, "the tensor's state")?;
     let parts: &[NodeId] = match arena.get(state) {
         Value::Tuple(parts) if parts.len() == 2 => parts,
         Value::Tuple(parts) => {
@@ -694,6 +753,7 @@ fn set_obj_state(
         _ => std::slice::from_ref(&state),
     };
     for &part in parts {
+        read_unchanged(arena, part, at, "a part of the tensor's state")?;
         match truthy(arena, part) {
             Some(false) => continue,
             Some(true) => {}
@@ -950,16 +1010,30 @@ fn unsafe_spelling(module: &str, name: &str, what: &str) -> Error {
     ))
 }
 
-fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
+/// A size or stride, read at `at`: a tuple, a list, or a `torch.Size` of either.
+fn int_tuple(arena: &Arena, node: NodeId, at: ReadAt, what: &str) -> Result<Dims> {
+    read_unchanged(arena, node, at, what)?;
     // torch.Size((…)) pickles as a plain tuple, but accept a REDUCE of torch.Size too.
     let node = match arena.get(node) {
-        Value::Object { callable, args, .. }
-            if arena.global_name(*callable) == Some(("torch", "Size")) =>
-        {
-            arena
+        Value::Object {
+            callable,
+            args,
+            state,
+            items,
+            ..
+        } if arena.global_name(*callable) == Some(("torch", "Size")) => {
+            if state.is_some() || items.is_some() {
+                return Err(Error::unsupported(format!(
+                    "{what}: a torch.Size with BUILD state or added items"
+                )));
+            }
+            let inner = arena
                 .as_seq(*args)
                 .and_then(|a| a.first().copied())
-                .ok_or_else(|| Error::format(format!("{what}: torch.Size without arguments")))?
+                .ok_or_else(|| Error::format(format!("{what}: torch.Size without arguments")))?;
+            // torch.Size(x) copies x when it is called.
+            read_unchanged(arena, inner, ReadAt::Node(node), what)?;
+            inner
         }
         _ => node,
     };
@@ -1034,6 +1108,7 @@ fn rebuild_tensor(
     call: TensorCall,
     arena: &Arena,
     args: &[NodeId],
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
 ) -> Result<TensorDesc> {
     // v1: (storage, offset, size, stride)
@@ -1076,8 +1151,8 @@ fn rebuild_tensor(
     let storage_offset = arena
         .as_int(args[1])
         .ok_or_else(|| Error::format("storage offset is not an int"))?;
-    let shape = int_tuple(arena, args[2], "size")?;
-    let strides = int_tuple(arena, args[3], "stride")?;
+    let shape = int_tuple(arena, args[2], at, "size")?;
+    let strides = int_tuple(arena, args[3], at, "stride")?;
     let numel = check_view(dtype, storage_offset, &shape, &strides)?;
     // v2: `tensor.requires_grad = requires_grad`; v3: `torch.empty(requires_grad=...)`: a
     // bool, and True only for floating and complex dtypes.
@@ -1106,6 +1181,7 @@ fn rebuild_tensor(
     check_bounds(&desc, storage_bytes, &storage_id.key)?;
     check_requires_grad(&desc)?;
     if let Some(m) = metadata {
+        read_unchanged(arena, m, at, "the tensor's metadata")?;
         (desc.conj, desc.neg) = metadata_bits(arena, m, dtype)?;
     }
     Ok(desc)
