@@ -95,9 +95,10 @@ def ints(*values):
     return tup(*(i(v) for v in values))
 
 
-def top(*pairs):
-    """The saved object: {name: value, ...}, then STOP."""
-    return b"\x80\x02" + dct(*pairs) + STOP
+def top(*pairs, before=b""):
+    """The saved object: {name: value, ...}, then STOP; `before` runs first and leaves its
+    values on the stack below it, where nothing reaches them."""
+    return b"\x80\x02" + before + dct(*pairs) + STOP
 
 
 # ---- torch's answer --------------------------------------------------------------------------
@@ -336,6 +337,109 @@ def userdict_ordereddict_is_collections_ordereddict(name):
     od = g("UserDict", "OrderedDict") + EMPTY_TUPLE + REDUCE + MARK + u("w") + v2(
         pid("0", 4), 0, ints(4), ints(1)) + SETITEMS
     return write_zip(name, top((u("o"), od)), {"0": data(16)})
+
+
+# ---- 3: one zip storage key behind storage classes of different sizes ------------------------
+# torch's persistent_load loads a key's record at its first reference (whose length must be the
+# record's: get_storage_from_record checks it); a later reference of the same dtype shares that
+# storage whatever it declares, one of another dtype shares it when the byte lengths agree and
+# is loaded again (and fails the same check) when they do not.
+
+
+def w_and_b(ref_w, ref_b, shape_w=(4,), shape_b=(2,)):
+    return ((u("w"), v2(ref_w, 0, ints(*shape_w), ints(1))),
+            (u("b"), v2(ref_b, 0, ints(*shape_b), ints(1))))
+
+
+@case()
+def zip_float_and_double_same_bytes(name):
+    p = top(*w_and_b(pid("0", 4), pid("0", 2, "DoubleStorage")))
+    return write_zip(name, p, {"0": data(16)})
+
+
+@case(FORMAT)
+def zip_float_and_double_different_bytes(name):
+    p = top(*w_and_b(pid("0", 4), pid("0", 4, "DoubleStorage"), shape_b=(4,)))
+    return write_zip(name, p, {"0": data(32)})
+
+
+@case(UNSUPPORTED)
+def zip_same_class_different_numel(name):
+    p = top(*w_and_b(pid("0", 2), pid("0", 4), shape_w=(2,), shape_b=(4,)))
+    return write_zip(name, p, {"0": data(16)})
+
+
+@case()
+def zip_empty_storage_two_dtypes(name):
+    p = top(*w_and_b(pid("0", 0), pid("0", 0, "IntStorage"), shape_w=(0,), shape_b=(0,)))
+    return write_zip(name, p, {"0": b""})
+
+
+@case()
+def zip_empty_storage_two_dtypes_big_endian(name):
+    p = top(*w_and_b(pid("0", 0), pid("0", 0, "DoubleStorage"), shape_w=(0,), shape_b=(0,)))
+    return write_zip(name, p, {"0": b""}, byteorder=b"big")
+
+
+@case(FORMAT)
+def zip_unreachable_reference_without_record(name):
+    p = top((u("w"), v2(pid("0", 4), 0, ints(4), ints(1))), before=pid("9", 4))
+    return write_zip(name, p, {"0": data(16)})
+
+
+@case(UNSUPPORTED)
+def zip_unreachable_reference_first_with_other_length(name):
+    p = top((u("w"), v2(pid("0", 4), 0, ints(4), ints(1))), before=pid("0", 1))
+    return write_zip(name, p, {"0": data(16)})
+
+
+@case(UNSUPPORTED)
+def zip_same_class_shorter_later(name):
+    # torch reads it: "w" loads the 16-byte record, "b" (same dtype) shares it.
+    p = top(*w_and_b(pid("0", 4), pid("0", 2), shape_b=(2,)))
+    return write_zip(name, p, {"0": data(16)})
+
+
+@case(FORMAT)
+def zip_other_dtype_and_length_later(name):
+    # The Double reference (32 bytes) is loaded again from the 16-byte record: torch fails.
+    p = top(*w_and_b(pid("0", 4), pid("0", 4, "DoubleStorage"), shape_b=(2,)))
+    return write_zip(name, p, {"0": data(16)})
+
+
+@case(FORMAT)
+def zip_unreachable_reference_first_other_dtype_and_length(name):
+    p = top((u("w"), v2(pid("0", 4), 0, ints(4), ints(1))),
+            (u("z"), lst(i(1))), before=pid("0", 4, "DoubleStorage"))
+    return write_zip(name, p, {"0": data(16)})
+
+
+# ---- 4: legacy int and str storage keys --------------------------------------------------------
+# torch's `_legacy_load` keeps storages in a dict keyed by the pickled key: 1 and '1' differ.
+
+def legacy_case(name, pids, key_list):
+    """`pids`: (name, key, int_key) tensors of 4 floats; `key_list`: the key list's items."""
+    import pickle
+    pairs = [(u(n), v2(pid(k, 4, int_key=ik, view=NONE), 0, ints(4), ints(1)))
+             for n, k, ik in pids]
+    keys = pickle.dumps(key_list, protocol=2)
+    return write_legacy(name, top(*pairs), keys,
+                        [(4, data(16, n)) for n, _ in enumerate(key_list)])
+
+
+@case()
+def legacy_int_keys_throughout(name):
+    return legacy_case(name, [("w", "1", True)], [1])
+
+
+@case(FORMAT)
+def legacy_int_key_listed_as_str(name):
+    return legacy_case(name, [("w", "1", True)], ["1"])
+
+
+@case(UNSUPPORTED)
+def legacy_int_and_str_key_are_two_storages(name):
+    return legacy_case(name, [("w", "1", True), ("b", "1", False)], [1, "1"])
 
 
 def main():

@@ -180,11 +180,18 @@ pub enum Interpreted {
 pub trait StorageResolver {
     /// Returns the index of the storage, creating it on first use. `nbytes_needed` is the
     /// declared size the tensor relies on.
-    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)>;
+    /// `persistent` is the persistent id node `id` was parsed from (one `persistent_load`
+    /// call in torch).
+    fn resolve(&mut self, persistent: NodeId, id: &StorageId<'_>) -> Result<(usize, u64)>;
     /// How many storages the file has room for (a capacity hint: torch saves about one
     /// tensor per storage).
     fn expected_storages(&self) -> usize {
         0
+    }
+    /// Called once the table's walk is done: checks what the persistent ids the walk did
+    /// not reach (torch loads those too) and how references to one storage agree.
+    fn finish_references(&mut self, _arena: &Arena) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -194,7 +201,10 @@ const TORCH_UTILS: &str = "torch._utils";
 pub const MAX_STORAGE_FIELD_LEN: usize = 1024;
 
 /// Parses a persistent id: `('storage', storage_class, key, location, numel[, view_metadata])`.
-pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
+pub fn parse_storage_pid(arena: &Arena, persistent: NodeId) -> Result<StorageId<'_>> {
+    let Value::PersistentId(pid) = *arena.get(persistent) else {
+        return Err(Error::format("tensor storage is not a persistent id"));
+    };
     // A tuple, which nothing can change after the BINPERSID: torch refuses any other id
     // (`_weights_only_unpickler.py:535-549`, "persistent_load id must be tuple or int", and
     // `persistent_load` asserts a tuple).
@@ -615,8 +625,8 @@ fn tensor_set(
         }
     };
     match arena.get(first) {
-        Value::PersistentId(pid) => {
-            let id = parse_storage_pid(arena, *pid)?;
+        Value::PersistentId(_) => {
+            let id = parse_storage_pid(arena, first)?;
             // set_ takes the TypedStorage persistent_load made: its class's dtype must be the
             // tensor's ("Expected a Storage of type float ... but got type Double").
             if id.class_dtype() != desc.dtype {
@@ -629,7 +639,7 @@ fn tensor_set(
                     desc.dtype.name()
                 )));
             }
-            let (storage, storage_bytes) = storages.resolve(&id)?;
+            let (storage, storage_bytes) = storages.resolve(first, &id)?;
             let itemsize = desc.dtype.itemsize() as u64;
             let (offset, shape, strides) = match items {
                 [_] => {
@@ -1126,10 +1136,7 @@ fn rebuild_tensor(
             args.len()
         )));
     }
-    let Value::PersistentId(pid) = arena.get(args[0]) else {
-        return Err(Error::format("tensor storage is not a persistent id"));
-    };
-    let storage_id = parse_storage_pid(arena, *pid)?;
+    let storage_id = parse_storage_pid(arena, args[0])?;
     let dtype = match call {
         TensorCall::V3 => {
             let (m, n) = arena
@@ -1165,7 +1172,7 @@ fn rebuild_tensor(
         TensorCall::V3 => args.get(7).copied(),
         _ => None,
     };
-    let (storage, storage_bytes) = storages.resolve(&storage_id)?;
+    let (storage, storage_bytes) = storages.resolve(args[0], &storage_id)?;
     let mut desc = TensorDesc {
         dtype,
         shape,

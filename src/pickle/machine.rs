@@ -1305,6 +1305,7 @@ impl<'a> Machine<'a> {
                 self.stack.push(id);
                 if opcode == op::BINPERSID {
                     self.read_until = self.arena.len();
+                    self.arena.note_persistent_id(id);
                 }
                 true
             }
@@ -1675,13 +1676,15 @@ impl<'a> Machine<'a> {
                 let s = std::str::from_utf8(line).expect("ASCII");
                 let s = self.arena.store_str(s);
                 let pid = self.new_node(Value::Str(s))?;
-                self.push_new(Value::PersistentId(pid))?;
+                let id = self.push_new(Value::PersistentId(pid))?;
                 self.read_until = self.arena.len();
+                self.arena.note_persistent_id(id);
             }
             op::BINPERSID => {
                 let pid = self.pop()?;
-                self.push_new(Value::PersistentId(pid))?;
+                let id = self.push_new(Value::PersistentId(pid))?;
                 self.read_until = self.arena.len();
+                self.arena.note_persistent_id(id);
             }
 
             // ----- framing and protocol -----

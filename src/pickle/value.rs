@@ -168,6 +168,9 @@ pub struct Arena {
     history: Option<Box<History>>,
     /// BUILD opcodes run so far, in every pickle of this arena.
     builds: u32,
+    /// Every persistent id node, in the order the pickles made them (torch's order of
+    /// `persistent_load` calls).
+    persistent_ids: Vec<NodeId>,
 }
 
 #[derive(Default, Debug)]
@@ -215,6 +218,8 @@ impl Arena {
         // A state dict's strings (names, storage keys) are about one byte in five of the
         // pickle, which is about one value per five bytes.
         let _ = self.strings.try_reserve(additional);
+        // A tensor takes about twenty values, one of them its persistent id.
+        let _ = self.persistent_ids.try_reserve(additional / 16);
     }
     /// Adds a string to the pool, for a `Value::Str`.
     pub fn store_str(&mut self, s: &str) -> PoolStr {
@@ -249,6 +254,15 @@ impl Arena {
     /// are the caller's to refuse.
     pub fn identity_keys(&self) -> &[(NodeId, NodeId)] {
         &self.identity_keys
+    }
+    /// Records a persistent id node (`persistent_load` runs for each, reachable or not).
+    #[inline]
+    pub fn note_persistent_id(&mut self, id: NodeId) {
+        self.persistent_ids.push(id);
+    }
+    /// Every persistent id node, in the order they were made.
+    pub fn persistent_ids(&self) -> &[NodeId] {
+        &self.persistent_ids
     }
     /// Records that the global `id` was written as `written` (`__builtin__.set`) and renamed.
     pub fn note_written_name(&mut self, id: NodeId, written: String) {
