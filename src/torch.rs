@@ -1297,11 +1297,10 @@ pub fn check_bounds(desc: &TensorDesc, storage_bytes: u64, key: &str) -> Result<
 /// The globals torch 2.15's `weights_only` unpickler allows by default, by exact
 /// `module.name` (`_weights_only_unpickler.py`, `_get_allowed_globals`, plus the two classes
 /// `torch.distributed` registers with `add_safe_globals` on import). `MMCKPT_OPEN_STRICT`
-/// refuses every other global, and no tensor is built through one in any open. Module names
-/// are compared after the one renaming torch applies that mmckpt's pickle machine also
-/// applies (`__builtin__` → `builtins`, Python 2's `IMPORT_MAPPING`); Python 2 aliases of
-/// `collections` (`UserDict.OrderedDict`, ...) are refused, since the machine does not read
-/// them as dicts.
+/// refuses every other global, and no tensor is built through one in any open. The pickle
+/// machine has already renamed Python 2 names as torch does (`UserDict.OrderedDict` is
+/// `collections.OrderedDict`); `__builtin__` stays accepted for a STACK_GLOBAL at protocol 3
+/// or more, which the machine leaves as written.
 pub fn is_allowed_global(module: &str, name: &str) -> bool {
     match module {
         "collections" => matches!(name, "OrderedDict" | "Counter"),
