@@ -4,7 +4,8 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pickle::{Arena, NodeId, Value};
+use crate::pickle::value::ObjectItems;
+use crate::pickle::{Arena, NodeId, ReadAt, Value};
 use std::borrow::Cow;
 
 /// Most dimensions a tensor may have (torch itself caps at 64).
@@ -179,11 +180,18 @@ pub enum Interpreted {
 pub trait StorageResolver {
     /// Returns the index of the storage, creating it on first use. `nbytes_needed` is the
     /// declared size the tensor relies on.
-    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)>;
+    /// `persistent` is the persistent id node `id` was parsed from (one `persistent_load`
+    /// call in torch).
+    fn resolve(&mut self, persistent: NodeId, id: &StorageId<'_>) -> Result<(usize, u64)>;
     /// How many storages the file has room for (a capacity hint: torch saves about one
     /// tensor per storage).
     fn expected_storages(&self) -> usize {
         0
+    }
+    /// Called once the table's walk is done: checks what the persistent ids the walk did
+    /// not reach (torch loads those too) and how references to one storage agree.
+    fn finish_references(&mut self, _arena: &Arena) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -193,10 +201,20 @@ const TORCH_UTILS: &str = "torch._utils";
 pub const MAX_STORAGE_FIELD_LEN: usize = 1024;
 
 /// Parses a persistent id: `('storage', storage_class, key, location, numel[, view_metadata])`.
-pub fn parse_storage_pid(arena: &Arena, pid: NodeId) -> Result<StorageId<'_>> {
-    let items = arena
-        .as_seq(pid)
-        .ok_or_else(|| Error::format("a persistent id is not a tuple"))?;
+pub fn parse_storage_pid(arena: &Arena, persistent: NodeId) -> Result<StorageId<'_>> {
+    let Value::PersistentId(pid) = *arena.get(persistent) else {
+        return Err(Error::format("tensor storage is not a persistent id"));
+    };
+    // A tuple, which nothing can change after the BINPERSID: torch refuses any other id
+    // (`_weights_only_unpickler.py:535-549`, "persistent_load id must be tuple or int", and
+    // `persistent_load` asserts a tuple).
+    let Value::Tuple(items) = arena.get(pid) else {
+        return Err(Error::format(format!(
+            "a persistent id is a {}, not a tuple (torch: \"saved_id must be a tuple\")",
+            kind_name(arena, pid)
+        )));
+    };
+    let items: &[NodeId] = items;
     if items.len() != 5 && items.len() != 6 {
         return Err(Error::format(format!(
             "a persistent id has {} items; a storage id has 5 (or 6 in the legacy format)",
@@ -311,6 +329,7 @@ pub fn interpret(
         callable,
         args,
         state,
+        items,
         ..
     } = arena.get(node)
     else {
@@ -318,12 +337,12 @@ pub fn interpret(
     };
     let (module, name) = arena.global_name(*callable)?;
     let kind = TensorCall::classify(module, name)?;
-    Some(
-        match rebuild_node(arena, kind, *args, *state, storages, 0) {
-            Ok(desc) => Interpreted::Tensor(desc),
-            Err(e) => Interpreted::Unsupported(e),
-        },
-    )
+    let built = no_items(items.as_deref())
+        .and_then(|()| rebuild_node(arena, kind, node, *args, *state, storages, 0));
+    Some(match built {
+        Ok(desc) => Interpreted::Tensor(desc),
+        Err(e) => Interpreted::Unsupported(e),
+    })
 }
 
 /// True when `node` is a call of a tensor rebuild function (supported or not).
@@ -381,13 +400,16 @@ impl TensorCall {
         })
     }
 
+    /// The call `self(*args)`, made when torch reads `args` (`at`).
     fn rebuild(
         self,
         arena: &Arena,
         args: NodeId,
+        at: ReadAt,
         storages: &mut dyn StorageResolver,
         depth: u32,
     ) -> Result<TensorDesc> {
+        read_unchanged(arena, args, at, "the rebuild call's arguments")?;
         let args = arena
             .as_seq(args)
             .ok_or_else(|| Error::format("tensor rebuild arguments are not a tuple"))?;
@@ -396,7 +418,7 @@ impl TensorCall {
         }
         match self {
             TensorCall::V1 | TensorCall::V2 | TensorCall::V3 => {
-                rebuild_tensor(self, arena, args, storages)
+                rebuild_tensor(self, arena, args, at, storages)
             }
             TensorCall::Parameter | TensorCall::ParameterWithState => {
                 // _utils.py: Parameter(data, requires_grad), then (with state)
@@ -415,7 +437,7 @@ impl TensorCall {
                     let state = *args.get(3).ok_or_else(|| {
                         Error::format("_rebuild_parameter_with_state needs 4 arguments")
                     })?;
-                    set_obj_state(arena, &mut desc, state, storages, depth)?;
+                    set_obj_state(arena, &mut desc, state, at, storages, depth)?;
                 }
                 Ok(desc)
             }
@@ -451,10 +473,10 @@ impl TensorCall {
                 let inner = TensorCall::classify(m, n).ok_or_else(|| {
                     Error::unsupported(format!("_rebuild_from_type_v2 with function {m}.{n}"))
                 })?;
-                let mut desc = inner.rebuild(arena, inner_args, storages, depth + 1)?;
+                let mut desc = inner.rebuild(arena, inner_args, at, storages, depth + 1)?;
                 // as_subclass keeps the data and requires_grad; the type is new_type's.
                 desc.is_parameter = is_parameter;
-                set_obj_state(arena, &mut desc, state, storages, depth)?;
+                set_obj_state(arena, &mut desc, state, at, storages, depth)?;
                 Ok(desc)
             }
             TensorCall::Other(what) => Err(Error::unsupported(format!("{what} is not supported"))),
@@ -462,20 +484,42 @@ impl TensorCall {
     }
 }
 
-/// A rebuild call node and then the state BUILD attached to it, as torch applies it: `set_`
-/// on a plain tensor, `Tensor.__setstate__` on a parameter.
+/// torch refuses APPEND(S) or SETITEM(S) on a tensor (`_weights_only_unpickler.py:462-486`:
+/// APPEND needs a `list`, SETITEM a dict, OrderedDict or Counter).
+fn no_items(items: Option<&ObjectItems>) -> Result<()> {
+    let Some(items) = items else {
+        return Ok(());
+    };
+    let (op, torch_says) = if items.list.is_empty() {
+        (
+            "SETITEM",
+            "Can only SETITEM for dict, collections.OrderedDict, collections.Counter",
+        )
+    } else {
+        ("APPEND", "Can only append to lists")
+    };
+    Err(Error::format(format!(
+        "{op} adds items to a tensor (torch: \"{torch_says}, but got <class 'torch.Tensor'>\")"
+    )))
+}
+
+/// A rebuild call node (`kind(*args)`) and then the state BUILD attached to it, as torch
+/// applies it: `set_` on a plain tensor, `Tensor.__setstate__` on a parameter.
 fn rebuild_node(
     arena: &Arena,
     kind: TensorCall,
+    node: NodeId,
     args: NodeId,
     state: Option<NodeId>,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<TensorDesc> {
-    let mut desc = kind.rebuild(arena, args, storages, depth)?;
+    let mut desc = kind.rebuild(arena, args, ReadAt::Node(node), storages, depth)?;
     if let Some(state) = state {
+        let at = arena.build_read_at(node);
+        read_unchanged(arena, state, at, "the tensor's BUILD state")?;
         if desc.is_parameter {
-            parameter_setstate(arena, &mut desc, state, storages, depth)?;
+            parameter_setstate(arena, &mut desc, state, at, storages, depth)?;
         } else {
             let items = arena.as_seq(state).ok_or_else(|| {
                 Error::unsupported(format!(
@@ -485,10 +529,29 @@ fn rebuild_node(
                     kind_name(arena, state)
                 ))
             })?;
-            tensor_set(arena, &mut desc, items, storages, depth)?;
+            tensor_set(arena, &mut desc, items, at, storages, depth)?;
         }
     }
     Ok(desc)
+}
+
+/// An error when torch read `node` (at `at`) before a later opcode changed it: torch's result
+/// follows the contents at the read, the finished tree holds the later ones.
+#[inline(always)]
+fn read_unchanged(arena: &Arena, node: NodeId, at: ReadAt, what: &str) -> Result<()> {
+    if !arena.changed_after(node, at) {
+        return Ok(());
+    }
+    Err(changed_after_read(arena, node, what))
+}
+
+#[cold]
+fn changed_after_read(arena: &Arena, node: NodeId, what: &str) -> Error {
+    Error::unsupported(format!(
+        "{what} (a {}) changed after torch read it (APPEND/SETITEM/BUILD after the call or \
+         BUILD that used it; torch builds the tensor from the contents at that time)",
+        kind_name(arena, node)
+    ))
 }
 
 /// A tensor used inside another's rebuild (a parameter's data, a `set_` source, a state's
@@ -506,6 +569,7 @@ fn nested_tensor(
         callable,
         args,
         state,
+        items,
         ..
     } = arena.get(node)
     {
@@ -517,7 +581,8 @@ fn nested_tensor(
                          depends on when that state was applied)"
                     )));
                 }
-                return rebuild_node(arena, call, *args, None, storages, depth + 1);
+                no_items(items.as_deref())?;
+                return rebuild_node(arena, call, node, *args, None, storages, depth + 1);
             }
         }
     }
@@ -533,6 +598,7 @@ fn tensor_set(
     arena: &Arena,
     desc: &mut TensorDesc,
     items: &[NodeId],
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<()> {
@@ -559,8 +625,8 @@ fn tensor_set(
         }
     };
     match arena.get(first) {
-        Value::PersistentId(pid) => {
-            let id = parse_storage_pid(arena, *pid)?;
+        Value::PersistentId(_) => {
+            let id = parse_storage_pid(arena, first)?;
             // set_ takes the TypedStorage persistent_load made: its class's dtype must be the
             // tensor's ("Expected a Storage of type float ... but got type Double").
             if id.class_dtype() != desc.dtype {
@@ -573,7 +639,7 @@ fn tensor_set(
                     desc.dtype.name()
                 )));
             }
-            let (storage, storage_bytes) = storages.resolve(&id)?;
+            let (storage, storage_bytes) = storages.resolve(first, &id)?;
             let itemsize = desc.dtype.itemsize() as u64;
             let (offset, shape, strides) = match items {
                 [_] => {
@@ -598,9 +664,9 @@ fn tensor_set(
                             )))
                         }
                     };
-                    let shape = int_tuple(arena, *size, "BUILD size")?;
+                    let shape = int_tuple(arena, *size, at, "BUILD size")?;
                     let strides = match rest.first() {
-                        Some(&stride) => int_tuple(arena, stride, "BUILD stride")?,
+                        Some(&stride) => int_tuple(arena, stride, at, "BUILD stride")?,
                         None => contiguous_strides(&shape)?,
                     };
                     (offset, shape, strides)
@@ -649,6 +715,7 @@ fn parameter_setstate(
     arena: &Arena,
     desc: &mut TensorDesc,
     state: NodeId,
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<()> {
@@ -659,7 +726,7 @@ fn parameter_setstate(
         ))
     })?;
     match items.len() {
-        4 => tensor_set(arena, desc, items, storages, depth),
+        4 => tensor_set(arena, desc, items, at, storages, depth),
         5 => {
             set_data(arena, desc, items[0], storages, depth)?;
             set_requires_grad(arena, desc, items[3])
@@ -680,9 +747,11 @@ fn set_obj_state(
     arena: &Arena,
     desc: &mut TensorDesc,
     state: NodeId,
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
     depth: u32,
 ) -> Result<()> {
+    read_unchanged(arena, state, at, "the tensor's state")?;
     let parts: &[NodeId] = match arena.get(state) {
         Value::Tuple(parts) if parts.len() == 2 => parts,
         Value::Tuple(parts) => {
@@ -694,6 +763,7 @@ fn set_obj_state(
         _ => std::slice::from_ref(&state),
     };
     for &part in parts {
+        read_unchanged(arena, part, at, "a part of the tensor's state")?;
         match truthy(arena, part) {
             Some(false) => continue,
             Some(true) => {}
@@ -950,16 +1020,30 @@ fn unsafe_spelling(module: &str, name: &str, what: &str) -> Error {
     ))
 }
 
-fn int_tuple(arena: &Arena, node: NodeId, what: &str) -> Result<Dims> {
+/// A size or stride, read at `at`: a tuple, a list, or a `torch.Size` of either.
+fn int_tuple(arena: &Arena, node: NodeId, at: ReadAt, what: &str) -> Result<Dims> {
+    read_unchanged(arena, node, at, what)?;
     // torch.Size((…)) pickles as a plain tuple, but accept a REDUCE of torch.Size too.
     let node = match arena.get(node) {
-        Value::Object { callable, args, .. }
-            if arena.global_name(*callable) == Some(("torch", "Size")) =>
-        {
-            arena
+        Value::Object {
+            callable,
+            args,
+            state,
+            items,
+            ..
+        } if arena.global_name(*callable) == Some(("torch", "Size")) => {
+            if state.is_some() || items.is_some() {
+                return Err(Error::unsupported(format!(
+                    "{what}: a torch.Size with BUILD state or added items"
+                )));
+            }
+            let inner = arena
                 .as_seq(*args)
                 .and_then(|a| a.first().copied())
-                .ok_or_else(|| Error::format(format!("{what}: torch.Size without arguments")))?
+                .ok_or_else(|| Error::format(format!("{what}: torch.Size without arguments")))?;
+            // torch.Size(x) copies x when it is called.
+            read_unchanged(arena, inner, ReadAt::Node(node), what)?;
+            inner
         }
         _ => node,
     };
@@ -1034,6 +1118,7 @@ fn rebuild_tensor(
     call: TensorCall,
     arena: &Arena,
     args: &[NodeId],
+    at: ReadAt,
     storages: &mut dyn StorageResolver,
 ) -> Result<TensorDesc> {
     // v1: (storage, offset, size, stride)
@@ -1051,10 +1136,7 @@ fn rebuild_tensor(
             args.len()
         )));
     }
-    let Value::PersistentId(pid) = arena.get(args[0]) else {
-        return Err(Error::format("tensor storage is not a persistent id"));
-    };
-    let storage_id = parse_storage_pid(arena, *pid)?;
+    let storage_id = parse_storage_pid(arena, args[0])?;
     let dtype = match call {
         TensorCall::V3 => {
             let (m, n) = arena
@@ -1076,8 +1158,8 @@ fn rebuild_tensor(
     let storage_offset = arena
         .as_int(args[1])
         .ok_or_else(|| Error::format("storage offset is not an int"))?;
-    let shape = int_tuple(arena, args[2], "size")?;
-    let strides = int_tuple(arena, args[3], "stride")?;
+    let shape = int_tuple(arena, args[2], at, "size")?;
+    let strides = int_tuple(arena, args[3], at, "stride")?;
     let numel = check_view(dtype, storage_offset, &shape, &strides)?;
     // v2: `tensor.requires_grad = requires_grad`; v3: `torch.empty(requires_grad=...)`: a
     // bool, and True only for floating and complex dtypes.
@@ -1090,7 +1172,7 @@ fn rebuild_tensor(
         TensorCall::V3 => args.get(7).copied(),
         _ => None,
     };
-    let (storage, storage_bytes) = storages.resolve(&storage_id)?;
+    let (storage, storage_bytes) = storages.resolve(args[0], &storage_id)?;
     let mut desc = TensorDesc {
         dtype,
         shape,
@@ -1106,6 +1188,7 @@ fn rebuild_tensor(
     check_bounds(&desc, storage_bytes, &storage_id.key)?;
     check_requires_grad(&desc)?;
     if let Some(m) = metadata {
+        read_unchanged(arena, m, at, "the tensor's metadata")?;
         (desc.conj, desc.neg) = metadata_bits(arena, m, dtype)?;
     }
     Ok(desc)
@@ -1214,11 +1297,10 @@ pub fn check_bounds(desc: &TensorDesc, storage_bytes: u64, key: &str) -> Result<
 /// The globals torch 2.15's `weights_only` unpickler allows by default, by exact
 /// `module.name` (`_weights_only_unpickler.py`, `_get_allowed_globals`, plus the two classes
 /// `torch.distributed` registers with `add_safe_globals` on import). `MMCKPT_OPEN_STRICT`
-/// refuses every other global, and no tensor is built through one in any open. Module names
-/// are compared after the one renaming torch applies that mmckpt's pickle machine also
-/// applies (`__builtin__` → `builtins`, Python 2's `IMPORT_MAPPING`); Python 2 aliases of
-/// `collections` (`UserDict.OrderedDict`, ...) are refused, since the machine does not read
-/// them as dicts.
+/// refuses every other global, and no tensor is built through one in any open. The pickle
+/// machine has already renamed Python 2 names as torch does (`UserDict.OrderedDict` is
+/// `collections.OrderedDict`); `__builtin__` stays accepted for a STACK_GLOBAL at protocol 3
+/// or more, which the machine leaves as written.
 pub fn is_allowed_global(module: &str, name: &str) -> bool {
     match module {
         "collections" => matches!(name, "OrderedDict" | "Counter"),

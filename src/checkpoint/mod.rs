@@ -583,6 +583,7 @@ pub(crate) fn finish<S: StorageSet>(
     check_identity_keys(&arena)?;
     let root = select_root(&arena, top, options.root.as_deref())?;
     let (tensors, table) = build_table(&arena, root, &mut resolver, &options.limits.table)?;
+    resolver.finish_references(&arena)?;
     let mut storages = resolver.into_storages();
     fix_storages(&mut storages, &tensors, byte_order_big)?;
     Ok(Checkpoint {
@@ -643,12 +644,16 @@ fn check_globals(arena: &Arena) -> Result<()> {
     // Every refused global is named (up to a few), not only the first: an attack usually
     // reaches its payload (`os.system`) through a helper torch refuses too
     // (`copyreg._reconstructor`), and the payload is what a reader needs to see.
-    let mut refused: Vec<(&str, &str)> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
     let mut foreign_pid = false;
     for id in 0..arena.len() as NodeId {
         match arena.get(id) {
             Value::Global { module, name } if !torch::is_allowed_global(module, name) => {
-                let global = (&**module, &**name);
+                // Named as the pickle wrote it (`__builtin__.eval`, read as `builtins.eval`).
+                let global = match arena.written_name(id) {
+                    Some(written) => written.to_string(),
+                    None => format!("{module}.{name}"),
+                };
                 if !refused.contains(&global) && refused.len() < MAX_NAMED_GLOBALS {
                     refused.push(global);
                 }
@@ -668,11 +673,11 @@ fn check_globals(arena: &Arena) -> Result<()> {
              references",
         )),
         [] => Ok(()),
-        [(module, name)] => Err(Error::unsafe_global(format!(
-            "global '{module}.{name}' is not on the allowlist of a strict open"
+        [global] => Err(Error::unsafe_global(format!(
+            "global '{global}' is not on the allowlist of a strict open"
         ))),
         globals => {
-            let names: Vec<String> = globals.iter().map(|(m, n)| format!("'{m}.{n}'")).collect();
+            let names: Vec<String> = globals.iter().map(|g| format!("'{g}'")).collect();
             Err(Error::unsafe_global(format!(
                 "globals {} are not on the allowlist of a strict open",
                 names.join(", ")

@@ -190,7 +190,8 @@ pub(crate) fn fix_storages(
         *a = (*a).max(required_alignment(t.dtype));
     }
     for (i, storage) in storages.iter_mut().enumerate() {
-        if big_endian && storage.swap_unit == 0 {
+        // An empty storage has nothing to swap, whatever its references' classes say.
+        if big_endian && storage.swap_unit == 0 && storage.len > 0 {
             return Err(Error::unsupported(format!(
                 "big-endian storage '{}' is referenced with storage classes of different \
                  element sizes (torch swaps it by the class of the first reference it \

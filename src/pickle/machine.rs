@@ -78,6 +78,8 @@ pub fn load(arena: &mut Arena, data: &[u8], limits: &PickleLimits) -> Result<(No
         keys: Keys::default(),
         copied_items: 0,
         copied_bytes: 0,
+        read_until: 0,
+        proto: 0,
     };
     machine.run()
 }
@@ -206,6 +208,8 @@ enum CallKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Known {
     OrderedDict,
+    /// `collections.Counter`: a dict subclass, pickled as `Counter(dict(self))`.
+    Counter,
     Dict,
     List,
     Tuple,
@@ -221,6 +225,7 @@ enum Known {
 fn classify(module: &str, name: &str) -> Option<Known> {
     match (module, name) {
         ("collections", "OrderedDict") => Some(Known::OrderedDict),
+        ("collections", "Counter") => Some(Known::Counter),
         ("_codecs", "encode") => Some(Known::CodecsEncode),
         ("copyreg" | "copy_reg", "_reconstructor") => Some(Known::Reconstructor),
         ("builtins" | "__builtin__", _) => match name {
@@ -236,6 +241,46 @@ fn classify(module: &str, name: &str) -> Option<Known> {
         },
         _ => None,
     }
+}
+
+/// Python 2 module and global names as torch 2.15 renames them (`torch/_utils.py`,
+/// `NAME_MAPPING` first, then `IMPORT_MAPPING`, applied by
+/// `_weights_only_unpickler._read_global_instruction`), so that `UserDict.OrderedDict` is
+/// `collections.OrderedDict` and `__builtin__.set` is `builtins.set`.
+fn python2_rename<'n>(module: &'n str, name: &'n str) -> (&'n str, &'n str) {
+    let renamed = match (module, name) {
+        ("__builtin__", "xrange") => Some(("builtins", "range")),
+        ("__builtin__", "reduce") => Some(("functools", "reduce")),
+        ("__builtin__", "intern") => Some(("sys", "intern")),
+        ("__builtin__", "unichr") => Some(("builtins", "chr")),
+        ("__builtin__", "unicode" | "basestring") => Some(("builtins", "str")),
+        ("__builtin__", "long") => Some(("builtins", "int")),
+        ("itertools", "izip") => Some(("builtins", "zip")),
+        ("itertools", "imap") => Some(("builtins", "map")),
+        ("itertools", "ifilter") => Some(("builtins", "filter")),
+        ("itertools", "ifilterfalse") => Some(("itertools", "filterfalse")),
+        ("itertools", "izip_longest") => Some(("itertools", "zip_longest")),
+        ("UserDict", "IterableUserDict" | "UserDict") => Some(("collections", "UserDict")),
+        ("UserList", "UserList") => Some(("collections", "UserList")),
+        ("UserString", "UserString") => Some(("collections", "UserString")),
+        ("exceptions", "StandardError") => Some(("builtins", "Exception")),
+        _ => None,
+    };
+    if let Some(renamed) = renamed {
+        return renamed;
+    }
+    let module = match module {
+        "__builtin__" => "builtins",
+        "copy_reg" => "copyreg",
+        "Queue" => "queue",
+        "repr" => "reprlib",
+        "_abcoll" => "collections.abc",
+        "UserDict" | "UserList" | "UserString" => "collections",
+        "whichdb" => "dbm",
+        "StringIO" | "cStringIO" => "io",
+        other => other,
+    };
+    (module, name)
 }
 
 /// `latin1`, `latin-1`, `iso-8859-1` and the other spellings Python's codec lookup accepts.
@@ -296,6 +341,13 @@ struct Machine<'a> {
     copied_items: usize,
     /// Bytes copied by interpreted constructors (`bytearray(b)`, `_codecs.encode`).
     copied_bytes: usize,
+    /// The arena's length after the last opcode that reads values it is given (a call that
+    /// stays an object, a persistent id, a BUILD): values below it may have been read, so a
+    /// change to one is recorded ([`Arena::note_change`]) for torch's interpretation, which
+    /// reads a call's arguments as they were at the call.
+    read_until: usize,
+    /// The protocol the PROTO opcode declared (0 without one), for Python 2 renames.
+    proto: u8,
 }
 
 impl<'a> Machine<'a> {
@@ -707,7 +759,16 @@ impl<'a> Machine<'a> {
 
     // ----- mutation opcodes ---------------------------------------------------------------
 
+    /// Records a change to `target` if anything could have read it before.
+    #[inline]
+    fn note_change(&mut self, target: NodeId) {
+        if (target as usize) < self.read_until {
+            self.arena.note_change(target);
+        }
+    }
+
     fn append(&mut self, target: NodeId, items: &[NodeId]) -> Result<()> {
+        self.note_change(target);
         let max = self.limits.max_container_len;
         let (list, kind) = match self.arena.get_mut(target) {
             Value::List(v) => (Some(v), ""),
@@ -747,6 +808,10 @@ impl<'a> Machine<'a> {
                 }
             }
         }
+        let object = matches!(self.arena.get(target), Value::Object { .. }).then_some(target);
+        self.arena.note_build(object);
+        self.note_change(target);
+        self.read_until = self.arena.len();
         match self.arena.get_mut(target) {
             Value::Dict { state: s, .. } | Value::Object { state: s, .. } => {
                 *s = Some(state);
@@ -791,14 +856,16 @@ impl<'a> Machine<'a> {
                 return Ok(id);
             }
         }
-        self.new_node(Value::Object {
+        let id = self.new_node(Value::Object {
             callable,
             args,
             kwargs,
             new_object: kind != CallKind::Reduce,
             state: None,
             items: None,
-        })
+        })?;
+        self.read_until = self.arena.len();
+        Ok(id)
     }
 
     fn arg(&self, args: NodeId, i: usize) -> NodeId {
@@ -913,7 +980,7 @@ impl<'a> Machine<'a> {
         // `cls.__new__(cls, ...)` of a mutable builtin ignores its arguments.
         if kind == CallKind::New {
             let empty = match known {
-                Known::OrderedDict | Known::Dict => Some(Value::Dict {
+                Known::OrderedDict | Known::Counter | Known::Dict => Some(Value::Dict {
                     items: Vec::new(),
                     state: None,
                 }),
@@ -934,6 +1001,18 @@ impl<'a> Machine<'a> {
                     Some(flat) => self.new_dict_from_pairs(&flat).map(Some),
                     None => Ok(None),
                 },
+                _ => Ok(None),
+            },
+            // `Counter(mapping)` copies the mapping's items (`Counter.update`: `dict.update`
+            // when the counter is empty); any other argument is counted, which stays a call.
+            Known::Counter => match argc {
+                0 => self.new_dict_from_pairs(&[]).map(Some),
+                1 if matches!(self.arena.get(self.arg(args, 0)), Value::Dict { .. }) => {
+                    match self.pair_items(self.arg(args, 0))? {
+                        Some(flat) => self.new_dict_from_pairs(&flat).map(Some),
+                        None => Ok(None),
+                    }
+                }
                 _ => Ok(None),
             },
             Known::List | Known::Tuple | Known::Set | Known::FrozenSet => {
@@ -1018,15 +1097,16 @@ impl<'a> Machine<'a> {
                     vec![state]
                 };
                 let new_args = self.new_node(Value::Tuple(new_args.into()))?;
-                self.new_node(Value::Object {
+                let id = self.new_node(Value::Object {
                     callable: cls,
                     args: new_args,
                     kwargs: None,
                     new_object: true,
                     state: None,
                     items: None,
-                })
-                .map(Some)
+                })?;
+                self.read_until = self.arena.len();
+                Ok(Some(id))
             }
         }
     }
@@ -1096,6 +1176,21 @@ impl<'a> Machine<'a> {
             module: module.into(),
             name: name.into(),
         })
+    }
+
+    /// A global, renamed from Python 2's names when `rename` (see [`python2_rename`]); a
+    /// renamed one keeps its written name for messages.
+    fn new_renamed_global(&mut self, module: &str, name: &str, rename: bool) -> Result<NodeId> {
+        let (new_module, new_name) = if rename {
+            python2_rename(module, name)
+        } else {
+            (module, name)
+        };
+        let id = self.new_global(new_module, new_name)?;
+        if (new_module, new_name) != (module, name) {
+            self.arena.note_written_name(id, format!("{module}.{name}"));
+        }
+        Ok(id)
     }
 
     // ----- the loop -----------------------------------------------------------------------
@@ -1208,6 +1303,10 @@ impl<'a> Machine<'a> {
                 self.stack.truncate(start);
                 let id = self.arena.push(value);
                 self.stack.push(id);
+                if opcode == op::BINPERSID {
+                    self.read_until = self.arena.len();
+                    self.arena.note_persistent_id(id);
+                }
                 true
             }
             op::TUPLE if room && self.can_add_node() => {
@@ -1446,6 +1545,7 @@ impl<'a> Machine<'a> {
                 let value = self.pop()?;
                 let key = self.pop()?;
                 let target = self.top()?;
+                self.note_change(target);
                 self.dict_insert(target, key, value)?;
             }
             op::SETITEMS => {
@@ -1454,6 +1554,7 @@ impl<'a> Machine<'a> {
                 if items.len() % 2 != 0 {
                     return Err(self.format("odd number of items"));
                 }
+                self.note_change(target);
                 self.index.reserve(items.len() / 2);
                 for pair in items.chunks_exact(2) {
                     self.dict_insert(target, pair[0], pair[1])?;
@@ -1466,6 +1567,7 @@ impl<'a> Machine<'a> {
                     let kind = kind_name(self.arena.get(target));
                     return Err(self.format(format!("cannot add items to a {kind}")));
                 }
+                self.note_change(target);
                 for item in items {
                     self.set_insert(target, item)?;
                 }
@@ -1510,7 +1612,8 @@ impl<'a> Machine<'a> {
             op::GLOBAL => {
                 let module = self.utf8_line("module name")?;
                 let name = self.utf8_line("global name")?;
-                let id = self.new_global(module, name)?;
+                // torch's weights_only unpickler renames Python 2 names at every GLOBAL.
+                let id = self.new_renamed_global(module, name, true)?;
                 self.push(id)?;
             }
             op::STACK_GLOBAL => {
@@ -1520,8 +1623,10 @@ impl<'a> Machine<'a> {
                 else {
                     return Err(self.format("module and name must be strings"));
                 };
+                // CPython's find_class renames Python 2 names below protocol 3 only (torch's
+                // weights_only unpickler refuses STACK_GLOBAL).
                 let (m, n) = (m.to_owned(), n.to_owned());
-                let id = self.new_global(&m, &n)?;
+                let id = self.new_renamed_global(&m, &n, self.proto < 3)?;
                 self.push(id)?;
             }
             op::REDUCE => {
@@ -1547,7 +1652,7 @@ impl<'a> Machine<'a> {
                 let module = self.utf8_line("module name")?;
                 let name = self.utf8_line("class name")?;
                 let items = self.pop_mark()?;
-                let cls = self.new_global(module, name)?;
+                let cls = self.new_renamed_global(module, name, self.proto < 3)?;
                 let args = self.new_seq(items, true)?;
                 let id = self.call(cls, args, None, CallKind::Instantiate)?;
                 self.push(id)?;
@@ -1571,16 +1676,21 @@ impl<'a> Machine<'a> {
                 let s = std::str::from_utf8(line).expect("ASCII");
                 let s = self.arena.store_str(s);
                 let pid = self.new_node(Value::Str(s))?;
-                self.push_new(Value::PersistentId(pid))?;
+                let id = self.push_new(Value::PersistentId(pid))?;
+                self.read_until = self.arena.len();
+                self.arena.note_persistent_id(id);
             }
             op::BINPERSID => {
                 let pid = self.pop()?;
-                self.push_new(Value::PersistentId(pid))?;
+                let id = self.push_new(Value::PersistentId(pid))?;
+                self.read_until = self.arena.len();
+                self.arena.note_persistent_id(id);
             }
 
             // ----- framing and protocol -----
             op::PROTO => {
                 let proto = self.read_u8()?;
+                self.proto = proto;
                 if proto > op::HIGHEST_PROTOCOL {
                     return Err(self.error(
                         ErrorKind::Unsupported,

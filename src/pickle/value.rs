@@ -2,6 +2,8 @@
 //! memo sharing never copies, cycles cannot leak, deep trees drop without recursion, and the
 //! finished tree is `Send + Sync`.
 
+use crate::hash::HashMap;
+
 /// Index of a value in its [`Arena`].
 pub type NodeId = u32;
 
@@ -161,6 +163,45 @@ pub struct Arena {
     /// (dict or set, opaque object) for every key that was compared by identity with an
     /// object whose class mmckpt does not know (see [`Arena::identity_keys`]).
     identity_keys: Vec<(NodeId, NodeId)>,
+    /// What happened to values after they were made, for the few pickles where something
+    /// did (out of line: the arena of a plain state dict stays as it was).
+    history: Option<Box<History>>,
+    /// BUILD opcodes run so far, in every pickle of this arena.
+    builds: u32,
+    /// Every persistent id node, in the order the pickles made them (torch's order of
+    /// `persistent_load` calls).
+    persistent_ids: Vec<NodeId>,
+}
+
+#[derive(Default, Debug)]
+struct History {
+    /// Containers changed (APPEND(S), SETITEM(S), ADDITEMS, BUILD) after something that
+    /// could have read them (a call, a persistent id, a BUILD): when, by [`Change`]. Empty for
+    /// files that fill every container before passing it on, as picklers do.
+    changes: HashMap<NodeId, Change>,
+    /// One bit per node, set for the keys of `changes`: the test every read makes is a bit
+    /// test, not a hash lookup (a state dict filled after its tensors is such a key).
+    changed: Vec<u64>,
+    /// The BUILD count ([`Change::builds`]) at which each object got its BUILD state.
+    built_at: HashMap<NodeId, u32>,
+    /// `module.name` as the pickle wrote it, for globals renamed from Python 2's names.
+    written_names: HashMap<NodeId, Box<str>>,
+}
+
+/// When a container was last changed: the arena's length then (a value created later was
+/// created after the change) and the BUILD count then.
+#[derive(Clone, Copy, Debug)]
+struct Change {
+    len: u32,
+    builds: u32,
+}
+
+/// When a caller read a value: during the call or persistent id that created node `Node` (its
+/// arguments), or during the BUILD with a given count (its state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadAt {
+    Node(NodeId),
+    Build(u32),
 }
 
 impl Arena {
@@ -177,6 +218,8 @@ impl Arena {
         // A state dict's strings (names, storage keys) are about one byte in five of the
         // pickle, which is about one value per five bytes.
         let _ = self.strings.try_reserve(additional);
+        // A tensor takes about twenty values, one of them its persistent id.
+        let _ = self.persistent_ids.try_reserve(additional / 16);
     }
     /// Adds a string to the pool, for a `Value::Str`.
     pub fn store_str(&mut self, s: &str) -> PoolStr {
@@ -211,6 +254,70 @@ impl Arena {
     /// are the caller's to refuse.
     pub fn identity_keys(&self) -> &[(NodeId, NodeId)] {
         &self.identity_keys
+    }
+    /// Records a persistent id node (`persistent_load` runs for each, reachable or not).
+    #[inline]
+    pub fn note_persistent_id(&mut self, id: NodeId) {
+        self.persistent_ids.push(id);
+    }
+    /// Every persistent id node, in the order they were made.
+    pub fn persistent_ids(&self) -> &[NodeId] {
+        &self.persistent_ids
+    }
+    /// Records that the global `id` was written as `written` (`__builtin__.set`) and renamed.
+    pub fn note_written_name(&mut self, id: NodeId, written: String) {
+        self.history_mut().written_names.insert(id, written.into());
+    }
+    /// `module.name` of a renamed global as the pickle wrote it; `None` when not renamed.
+    pub fn written_name(&self, id: NodeId) -> Option<&str> {
+        self.history.as_ref()?.written_names.get(&id).map(|s| &**s)
+    }
+    /// Records that `container` was changed now (its items, or its BUILD state).
+    pub fn note_change(&mut self, container: NodeId) {
+        let change = Change {
+            len: self.nodes.len() as u32,
+            builds: self.builds,
+        };
+        let history = self.history_mut();
+        history.changes.insert(container, change);
+        let word = container as usize / 64;
+        if word >= history.changed.len() {
+            history.changed.resize(word + 1 + word / 2, 0);
+        }
+        history.changed[word] |= 1 << (container % 64);
+    }
+    /// Counts a BUILD opcode; `object` (when it is one) gets its state at this count.
+    pub fn note_build(&mut self, object: Option<NodeId>) -> u32 {
+        self.builds = self.builds.saturating_add(1);
+        if let Some(object) = object {
+            let builds = self.builds;
+            self.history_mut().built_at.insert(object, builds);
+        }
+        self.builds
+    }
+    /// When `object`'s BUILD state was read: at its BUILD (at its creation when it had none).
+    pub fn build_read_at(&self, object: NodeId) -> ReadAt {
+        match self.history.as_ref().and_then(|h| h.built_at.get(&object)) {
+            Some(&builds) => ReadAt::Build(builds),
+            None => ReadAt::Node(object),
+        }
+    }
+    /// True when `container` was changed after a reader read it at `at`: the reader saw
+    /// other contents than the finished tree holds.
+    #[inline(always)]
+    pub fn changed_after(&self, container: NodeId, at: ReadAt) -> bool {
+        let Some(history) = &self.history else {
+            return false;
+        };
+        let bit = history
+            .changed
+            .get(container as usize / 64)
+            .is_some_and(|word| word >> (container % 64) & 1 != 0);
+        bit && history.changed_after(container, at)
+    }
+
+    fn history_mut(&mut self) -> &mut History {
+        self.history.get_or_insert_with(Default::default)
     }
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -262,6 +369,18 @@ impl Arena {
         match self.get(id) {
             Value::Global { module, name } => Some((module, name)),
             _ => None,
+        }
+    }
+}
+
+impl History {
+    #[inline(never)]
+    fn changed_after(&self, container: NodeId, at: ReadAt) -> bool {
+        match (self.changes.get(&container), at) {
+            (None, _) => false,
+            // A change made after node `n` existed saw an arena longer than `n`.
+            (Some(change), ReadAt::Node(n)) => change.len > n,
+            (Some(change), ReadAt::Build(b)) => change.builds >= b,
         }
     }
 }

@@ -13,14 +13,19 @@ meaning depends on a torch rule a reader can miss. Each case is a random combina
 - zip record names that collide case-insensitively (data.pkl / DATA.PKL, data/K / DATA/K, an
   upper-case archive folder) or exist only upper-case (BYTEORDER, DATA.PKL);
 - legacy (non-zip) views whose view key is another storage's root key;
-- TorchScript modules with tuple (and list) attributes holding tensors.
+- TorchScript modules with tuple (and list) attributes holding tensors;
+- a rebuild's argument (a size list, the metadata dict, a state dict) changed by APPEND /
+  SETITEM after the call, or filled before it; `collections.Counter` and torch's Python 2
+  renames (`UserDict.Counter`, `UserDict.OrderedDict`) holding tensors;
+- one zip storage key behind storage classes of the same or another byte length, reached or
+  not; legacy storage keys that are ints, beside strs or not.
 
 `make_case(rng, path)` writes one case and returns its description; everything follows from the
 rng, so a seed reproduces a file.
 """
 
 from pickle_asm import (
-    Build, Call, Dict, Global, Memo, Storage, ordered_dict, assemble, tensor_v2,
+    Build, Call, Dict, Global, Memo, Mutate, Storage, ordered_dict, assemble, tensor_v2,
     tensor_v3, write_legacy, write_zip,
 )
 
@@ -212,11 +217,76 @@ def shared_tensor(ctx):
     return ctx.tensor()
 
 
+def changed_argument(ctx):
+    """A tensor whose rebuild argument is a memoized list or dict, changed (or not) after the
+    call: {"t": tensor, "z": the container, fetched again and changed}."""
+    rng = ctx.rng
+    st, numel, _ = ctx.storage(rng.choice(FLOAT_STORAGES))
+    kind = rng.choice(["size", "metadata", "state", "before"])
+    hooks = ordered_dict()
+    if kind in ("size", "before"):
+        n = rng.randint(0, numel)
+        size = Memo([n] if kind == "size" else [])
+        args = (st, 0, size, (1,), False, hooks)
+        change = Mutate(size, append=[rng.randint(0, 1)] if kind == "size" else [])
+        if kind == "before":  # filled by APPEND before the call: the same reading
+            size.node = [n]
+        t = Call("torch._utils", "_rebuild_tensor_v2", *args)
+        return Dict([("t", t), ("z", change)])
+    if kind == "metadata":
+        meta = Memo(Dict([]))
+        t = Call("torch._utils", "_rebuild_tensor_v2", st, 0, (numel,), (1,), False, hooks, meta)
+        return Dict([("t", t), ("z", Mutate(meta, setitems=[("neg", True)]))])
+    state = Memo(Dict([]))
+    base = Call("torch._utils", "_rebuild_tensor_v2", st, 0, (numel,), (1,), False, hooks)
+    t = Call("torch._utils", "_rebuild_parameter_with_state", base, False, ordered_dict(),
+             state)
+    return Dict([("t", t), ("z", Mutate(state, setitems=[("requires_grad", True)]))])
+
+
+def counter(ctx):
+    """collections.Counter (or a Python 2 spelling torch renames) holding tensors."""
+    rng = ctx.rng
+    pairs = [(f"k{i}", value(ctx)) for i in range(rng.randint(0, 3))]
+    module = rng.choice(["collections", "collections", "UserDict"])
+    if rng.random() < 0.3:  # an OrderedDict, filled by SETITEMS
+        return Dict(pairs, ordered=True) if module == "collections" else Mutate(
+            Memo(Call("UserDict", "OrderedDict")), setitems=pairs)
+    source = Memo(Dict(pairs))
+    made = Call(module, "Counter", source)
+    if rng.random() < 0.3:  # the dict changes after Counter copied it
+        return Dict([("c", made), ("d", Mutate(source, setitems=[("late", value(ctx))]))])
+    return made
+
+
+def storage_class_mix(ctx):
+    """Two references to one storage key through storage classes of the same or another
+    byte length; the second one reached by the walk or not."""
+    rng = ctx.rng
+    cls_a, cls_b = rng.choice(list(STORAGES)), rng.choice(list(STORAGES))
+    elem_a, elem_b = STORAGES[cls_a][0], STORAGES[cls_b][0]
+    st_a, numel_a, _ = ctx.storage(cls_a, rng.randint(0, 4) * 16 // elem_a)
+    nbytes = numel_a * elem_a
+    numel_b = nbytes // elem_b if rng.random() < 0.7 else rng.randint(0, 8)
+    st_b = Storage(cls_b, st_a.key, numel_b)
+    a = tensor_v2(st_a, 0, (numel_a,), (1,))
+    b = tensor_v2(st_b, 0, (min(numel_b, nbytes // elem_b),), (1,))
+    if rng.random() < 0.3:
+        # The second reference where no walk reaches it (an attribute torch sets on a
+        # parameter): torch still loads it.
+        return Call("torch._utils", "_rebuild_parameter_with_state", a, False, ordered_dict(),
+                    Dict([("x", (st_b,))]))
+    return Dict([("a", a), ("b", b)] if rng.random() < 0.5 else [("b", b), ("a", a)])
+
+
 ENTRY_KINDS = {
     "equal_keys": equal_key_dict,
     "state": state_tensor,
     "metadata": odd_metadata_tensor,
     "plain": shared_tensor,
+    "changed_argument": changed_argument,
+    "counter": counter,
+    "storage_class_mix": storage_class_mix,
 }
 
 
@@ -300,6 +370,20 @@ def write_legacy_views_case(rng, path):
     return f"legacy, view key B is a root key too, {cls}, records {order}"
 
 
+def write_legacy_int_keys_case(rng, path):
+    """Legacy storage keys that are ints: torch keeps 1 and '1' apart."""
+    cls = rng.choice(list(STORAGES))
+    elem = STORAGES[cls][0]
+    n = rng.randint(1, 8)
+    used = rng.choice([[1], [1, "1"], ["1"], [1, 2]])
+    listed = list(used) if rng.random() < 0.7 else [str(k) for k in used]
+    entries = [(f"t{i}", tensor_v2(Storage(cls, k, n, legacy=True), 0, (n,), (1,)))
+               for i, k in enumerate(used)]
+    write_legacy(path, assemble(Dict(entries, ordered=True)),
+                 [(k, elem, rng.randbytes(n * elem)) for k in listed])
+    return f"legacy, storage keys {used!r} listed as {listed!r}"
+
+
 def write_torchscript_case(rng, path):
     import torch
     from typing import List, Tuple
@@ -327,8 +411,10 @@ def write_torchscript_case(rng, path):
 
 def make_case(rng, path):
     r = rng.random()
-    if r < 0.12:
+    if r < 0.08:
         return "legacy", write_legacy_views_case(rng, path)
+    if r < 0.12:
+        return "legacy", write_legacy_int_keys_case(rng, path)
     if r < 0.2:
         return "torchscript", write_torchscript_case(rng, path)
     return "zip", write_zip_case(rng, path)

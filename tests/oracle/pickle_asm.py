@@ -54,6 +54,14 @@ class Memo:
         self.node = node
 
 
+class Mutate:
+    """The memoized list or dict `memo` (already pickled earlier) fetched again (BINGET) and
+    changed: APPEND of each of `append`, SETITEM of each of `setitems`; its value is the
+    container. torch reads a rebuild's arguments at the call, so a change after it matters."""
+    def __init__(self, memo, append=(), setitems=()):
+        self.memo, self.append, self.setitems = memo, list(append), list(setitems)
+
+
 def ordered_dict(pairs=()):
     return Dict(pairs, ordered=True)
 
@@ -162,6 +170,15 @@ def assemble(root):
             todo.append(("raw", b"b"))
             todo.append(("node", x.state))
             todo.append(("node", x.obj))
+        elif isinstance(x, Mutate):
+            for k, v in reversed(x.setitems):
+                todo.append(("raw", b"s"))
+                todo.append(("node", v))
+                todo.append(("node", k))
+            for item in reversed(x.append):
+                todo.append(("raw", b"a"))
+                todo.append(("node", item))
+            todo.append(("node", x.memo))
         elif isinstance(x, Storage):
             module = x.module or ("torch.storage" if x.cls == "UntypedStorage" else "torch")
             pid = ["storage", Global(module, x.cls), x.key, "cpu", x.numel]

@@ -67,7 +67,9 @@ def test_adversarial_checkpoint(adversarial_index, request, tmp_path, mmckpt_bin
         if kind == "torchscript":
             check_tensor_list(list(loaded.items()), doc["tensors"], detached=True)
         else:
-            check_tensors(loaded, doc)
+            # A rebuild argument changed after the call: torch's reading follows unpickling
+            # time, which mmckpt refuses to model (LIMITS.md, "Tensors as torch builds them").
+            check_tensors(loaded, doc, refusals=("changed after torch read it",))
             check_values(loaded, doc)
     except AssertionError as e:
         raise AssertionError(f"{where}: {e}") from None

@@ -216,6 +216,8 @@ pub fn parse(
         })
         .collect::<Result<Vec<String>>>()?;
 
+    check_key_types(arena, object_nodes.clone(), items)?;
+
     // Each key's element size: the storage class of its first persistent id.
     let mut itemsizes: HashMap<String, Option<usize>> = HashMap::new();
     let mut roles = KeyRoles::default();
@@ -262,6 +264,79 @@ pub fn parse(
         data_start: pos,
         little_endian,
     })
+}
+
+/// Bits of [`check_key_types`]: a key spelled as a str, as an int.
+const STR_KEY: u8 = 1;
+const INT_KEY: u8 = 2;
+
+fn key_type(arena: &Arena, node: NodeId) -> u8 {
+    match arena.get(node) {
+        Value::Str(_) => STR_KEY,
+        Value::Int(_) => INT_KEY,
+        _ => 0,
+    }
+}
+
+/// torch's `_legacy_load` keeps storages in a dict keyed by the pickled keys, where the int
+/// `1` and the str `'1'` are different keys (`serialization.py:1855-1858`, and
+/// `:1927-1931`, `if key not in deserialized_objects: raise AssertionError`), while mmckpt
+/// names storages by text. A key text used as both an int and a str by the persistent ids is
+/// two storages in torch: refused (`UNSUPPORTED`). A key of the key list whose type differs
+/// from the persistent ids' makes torch fail: refused as it does (`FORMAT`).
+fn check_key_types(
+    arena: &Arena,
+    object_nodes: std::ops::Range<usize>,
+    key_list: &[NodeId],
+) -> Result<()> {
+    let mut types: HashMap<String, u8> = HashMap::new();
+    for id in object_nodes {
+        let Value::PersistentId(pid) = arena.get(id as NodeId) else {
+            continue;
+        };
+        let Some(items) = arena.as_seq(*pid) else {
+            continue;
+        };
+        let view_key = items
+            .get(5)
+            .and_then(|&v| arena.as_seq(v))
+            .and_then(|view| view.first().copied());
+        for key in items.get(2).copied().into_iter().chain(view_key) {
+            let Some(text) = key_of(arena, key) else {
+                continue;
+            };
+            let seen = types.entry(text).or_insert(0);
+            *seen |= key_type(arena, key);
+            if *seen == STR_KEY | INT_KEY {
+                return Err(Error::unsupported(format!(
+                    "legacy storage key {} is used both as an int and as a str: torch keeps two \
+                     storages under them, mmckpt names storages by text",
+                    key_of(arena, key).unwrap_or_default()
+                )));
+            }
+        }
+    }
+    for &key in key_list {
+        let Some(text) = key_of(arena, key) else {
+            continue;
+        };
+        let listed = key_type(arena, key);
+        if let Some(&used) = types.get(&text) {
+            if used != listed {
+                let (spelled, as_used) = if listed == INT_KEY {
+                    (text.clone(), format!("'{text}'"))
+                } else {
+                    (format!("'{text}'"), text.clone())
+                };
+                return Err(Error::format(format!(
+                    "legacy storage key list names {spelled}, but the persistent ids use \
+                     {as_used} (torch: \"storage key {spelled} not found in \
+                     deserialized_objects\")"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a legacy storage key names: a root storage, or a view of one.
@@ -417,7 +492,7 @@ struct LegacyStorages<'a> {
 }
 
 impl StorageResolver for LegacyStorages<'_> {
-    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
+    fn resolve(&mut self, _persistent: NodeId, id: &StorageId<'_>) -> Result<(usize, u64)> {
         let own_key: &str = id.legacy_view.as_ref().map_or(&id.key, |(view, _, _)| view);
         if let Some(&index) = self.by_key.get(own_key) {
             return Ok((index, self.storages[index].len() as u64));

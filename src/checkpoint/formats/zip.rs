@@ -83,6 +83,11 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         storages: Vec::with_capacity(archive.records().len()),
         by_key: HashMap::default(),
         locations: Locations::default(),
+        fits: Vec::with_capacity(archive.records().len()),
+        misfits: Vec::new(),
+        resolved: 0,
+        last_persistent: None,
+        in_order: true,
     };
     let parsed = Parsed {
         format,
@@ -132,15 +137,190 @@ struct ZipStorages<'a> {
     storages: Vec<Storage>,
     by_key: HashMap<String, usize>,
     locations: Locations,
+    /// Per storage: its record's size and the dtypes of references that declare exactly it.
+    fits: Vec<RecordFit>,
+    /// References whose declared length is not their record's (see `note_reference`).
+    misfits: Vec<Misfit>,
+    /// References the table's walk resolved, and whether their persistent id nodes came in
+    /// increasing order (then they were all different).
+    resolved: usize,
+    last_persistent: Option<NodeId>,
+    in_order: bool,
 }
+
+#[derive(Clone, Copy)]
+struct RecordFit {
+    record_size: u64,
+    /// Bit `dtype as u32` for each storage class dtype a reference declared the record's size with.
+    fitting_dtypes: u64,
+}
+
+struct Misfit {
+    key: String,
+    class: String,
+    declared: u64,
+    record_size: u64,
+    dtype_bit: u64,
+    /// Index into `fits`, or `None` for a key only unreached references name.
+    storage: Option<usize>,
+}
+
+fn dtype_bit(id: &StorageId<'_>) -> u64 {
+    1u64 << (id.class_dtype() as u32 % 64)
+}
+
 impl StorageResolver for ZipStorages<'_> {
-    fn resolve(&mut self, id: &StorageId<'_>) -> Result<(usize, u64)> {
+    fn resolve(&mut self, persistent: NodeId, id: &StorageId<'_>) -> Result<(usize, u64)> {
+        self.resolved += 1;
+        self.in_order &= self.last_persistent < Some(persistent);
+        self.last_persistent = Some(persistent);
         let key = StorageKey::new(&id.key);
         if let Some(index) = self.lookup(&key, &id.key) {
-            let storage = &mut self.storages[index];
-            storage.note_swap_unit(id.swap_unit(), false);
-            return Ok((index, storage.len() as u64));
+            self.note_reference(index, id)?;
+            return Ok((index, self.storages[index].len() as u64));
         }
+        let (data_offset, record_size, declared) = self.record_of(id)?;
+        let index = self.storages.len();
+        if key != StorageKey::Number(index as u32) {
+            self.by_key.insert(id.key.to_string(), index);
+        }
+        // The record's length: whenever torch loads the file, the storage is exactly the
+        // record (see `misfit_error`; a reference declaring another length refuses the open).
+        let mut storage = Storage::in_file(
+            key,
+            self.locations.intern(id.location),
+            self.source,
+            data_offset as usize,
+            record_size as usize,
+        );
+        storage.note_swap_unit(id.swap_unit(), true);
+        self.storages.push(storage);
+        let fits = declared == record_size;
+        self.fits.push(RecordFit {
+            record_size,
+            fitting_dtypes: if fits { dtype_bit(id) } else { 0 },
+        });
+        if !fits {
+            self.misfits
+                .push(Misfit::new(id, declared, record_size, Some(index)));
+        }
+        Ok((index, record_size))
+    }
+
+    fn expected_storages(&self) -> usize {
+        self.storages.capacity()
+    }
+
+    /// torch runs `persistent_load` for every persistent id, reached or not: one the walk did
+    /// not reach must name a record torch can load, and its length counts as every other
+    /// reference's does. When the walk resolved every persistent id once, in pickle order (a
+    /// file torch wrote), nothing is parsed again; otherwise every id is checked again (which
+    /// changes nothing for those the walk resolved).
+    fn finish_references(&mut self, arena: &Arena) -> Result<()> {
+        let mut unreached: HashMap<String, RecordFit> = HashMap::default();
+        if !(self.in_order && self.resolved == arena.persistent_ids().len()) {
+            for &node in arena.persistent_ids() {
+                // An id mmckpt cannot parse is no storage it could read; a strict open names
+                // the globals torch refuses.
+                let Ok(id) = crate::torch::parse_storage_pid(arena, node) else {
+                    continue;
+                };
+                let key = StorageKey::new(&id.key);
+                if let Some(index) = self.lookup(&key, &id.key) {
+                    self.note_reference(index, &id)?;
+                    continue;
+                }
+                let (_, record_size, declared) = self
+                    .record_of(&id)
+                    .map_err(|e| e.context("a storage no tensor reaches"))?;
+                let fit = unreached.entry(id.key.to_string()).or_insert(RecordFit {
+                    record_size,
+                    fitting_dtypes: 0,
+                });
+                if declared == record_size {
+                    fit.fitting_dtypes |= dtype_bit(&id);
+                } else {
+                    self.misfits
+                        .push(Misfit::new(&id, declared, record_size, None));
+                }
+            }
+        }
+        self.misfit_error(&unreached)
+    }
+}
+
+impl Misfit {
+    fn new(id: &StorageId<'_>, declared: u64, record_size: u64, storage: Option<usize>) -> Misfit {
+        Misfit {
+            key: id.key.to_string(),
+            class: id.class_name(),
+            declared,
+            record_size,
+            dtype_bit: dtype_bit(id),
+            storage,
+        }
+    }
+}
+
+impl ZipStorages<'_> {
+    /// Another reference to storage `index`.
+    #[inline]
+    fn note_reference(&mut self, index: usize, id: &StorageId<'_>) -> Result<()> {
+        let declared = id.declared_bytes().ok_or_else(|| {
+            Error::format(format!("storage '{}': declared size overflows", id.key))
+        })?;
+        self.storages[index].note_swap_unit(id.swap_unit(), false);
+        let fit = &mut self.fits[index];
+        if declared == fit.record_size {
+            fit.fitting_dtypes |= dtype_bit(id);
+        } else {
+            let record_size = fit.record_size;
+            self.misfits
+                .push(Misfit::new(id, declared, record_size, Some(index)));
+        }
+        Ok(())
+    }
+
+    /// torch 2.15's `persistent_load` (`serialization.py:2186-2226`) loads a key's record at
+    /// its first reference in unpickling order, and `get_storage_from_record` requires the
+    /// declared length to be the record's ("record size (N bytes) does not match expected
+    /// size"); a later reference of the same dtype gets that storage whatever it declares, one
+    /// of another dtype shares it when the lengths agree and is loaded again (and so fails)
+    /// when they do not. So references that all declare the record's length share one
+    /// storage, in any order. A reference that does not: torch fails for certain unless a
+    /// reference of the same dtype declares the record's length (`FORMAT`); with one, torch
+    /// reads the file when such a reference comes first, an order the table's walk does not
+    /// follow (`UNSUPPORTED`).
+    fn misfit_error(&self, unreached: &HashMap<String, RecordFit>) -> Result<()> {
+        let fits_dtype = |m: &Misfit| {
+            let fit = match m.storage {
+                Some(i) => self.fits.get(i),
+                None => unreached.get(&m.key),
+            };
+            fit.is_some_and(|f| f.fitting_dtypes & m.dtype_bit != 0)
+        };
+        if let Some(m) = self.misfits.iter().find(|m| !fits_dtype(m)) {
+            return Err(Error::format(format!(
+                "storage '{}' is referenced as {} of {} bytes, but its record holds {} bytes \
+                 (torch: \"record size ({} bytes) does not match expected size ({} bytes)\")",
+                m.key, m.class, m.declared, m.record_size, m.record_size, m.declared
+            )));
+        }
+        if let Some(m) = self.misfits.first() {
+            return Err(Error::unsupported(format!(
+                "storage '{}' is referenced as {} of {} bytes beside references of its record's \
+                 {} bytes: torch reads it only when one of the latter comes first in unpickling \
+                 order, which mmckpt does not follow",
+                m.key, m.class, m.declared, m.record_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where the record a new storage reads starts, its size, and the bytes the reference
+    /// declares, checked as torch's loader needs them.
+    #[inline(always)]
+    fn record_of(&self, id: &StorageId<'_>) -> Result<(u64, u64, u64)> {
         if id.legacy_view.is_some() {
             return Err(Error::format(format!(
                 "storage '{}' carries legacy view metadata inside a zip archive",
@@ -165,30 +345,12 @@ impl StorageResolver for ZipStorages<'_> {
                 id.key, id.numel, id.class_name(), record.size
             )));
         }
-        let index = self.storages.len();
-        if key != StorageKey::Number(index as u32) {
-            self.by_key.insert(id.key.to_string(), index);
-        }
-        let mut storage = Storage::in_file(
-            key,
-            self.locations.intern(id.location),
-            self.source,
-            record.data_offset as usize,
-            declared as usize,
-        );
-        storage.note_swap_unit(id.swap_unit(), true);
-        self.storages.push(storage);
-        Ok((index, declared))
+        Ok((record.data_offset, record.size, declared))
     }
 
-    fn expected_storages(&self) -> usize {
-        self.storages.capacity()
-    }
-}
-
-impl ZipStorages<'_> {
     /// The storage with this key. torch numbers storages "0", "1", … in first-use order, so a
     /// key that is its own index is found without hashing (and never enters `by_key`).
+    #[inline(always)]
     fn lookup(&self, key: &StorageKey, text: &str) -> Option<usize> {
         if let StorageKey::Number(i) = *key {
             if self.storages.get(i as usize).is_some_and(|s| s.key == *key) {
