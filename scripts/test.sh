@@ -13,6 +13,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy (the workspace: the library and the CLI)"
 cargo clippy --workspace --all-targets --release -- -D warnings
+# The library alone, as a project that depends on it builds it (no test-only `fuzzing` feature).
+cargo clippy -p mmckpt --lib --release -- -D warnings
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "cargo test (the workspace, doc examples included)"
