@@ -966,24 +966,11 @@ fn truthy(arena: &Arena, node: NodeId) -> Option<bool> {
     })
 }
 
+/// The value's type for messages; a persistent id is what torch makes of it, a storage.
 fn value_kind(value: &Value) -> &'static str {
     match value {
-        Value::None => "None",
-        Value::Bool(_) => "bool",
-        Value::Int(_) | Value::BigInt(_) => "int",
-        Value::Float(_) => "float",
-        Value::Complex(..) => "complex",
-        Value::Str(_) => "str",
-        Value::Bytes(_) => "bytes",
-        Value::ByteArray(_) => "bytearray",
-        Value::List(_) => "list",
-        Value::Tuple(_) => "tuple",
-        Value::Dict { .. } => "dict",
-        Value::Set(_) => "set",
-        Value::FrozenSet(_) => "frozenset",
-        Value::Global { .. } => "global",
-        Value::Object { .. } => "object",
         Value::PersistentId(_) => "storage",
+        other => other.type_name(),
     }
 }
 

@@ -294,27 +294,6 @@ fn is_utf8(encoding: &str) -> bool {
     matches!(e.as_str(), "utf8" | "u8" | "utf")
 }
 
-fn kind_name(value: &Value) -> &'static str {
-    match value {
-        Value::None => "None",
-        Value::Bool(_) => "bool",
-        Value::Int(_) | Value::BigInt(_) => "int",
-        Value::Float(_) => "float",
-        Value::Complex(..) => "complex",
-        Value::Str(_) => "str",
-        Value::Bytes(_) => "bytes",
-        Value::ByteArray(_) => "bytearray",
-        Value::List(_) => "list",
-        Value::Tuple(_) => "tuple",
-        Value::Dict { .. } => "dict",
-        Value::Set(_) => "set",
-        Value::FrozenSet(_) => "frozenset",
-        Value::Global { .. } => "global",
-        Value::Object { .. } => "object",
-        Value::PersistentId(_) => "persistent id",
-    }
-}
-
 struct Machine<'a> {
     arena: &'a mut Arena,
     data: &'a [u8],
@@ -633,7 +612,7 @@ impl<'a> Machine<'a> {
             Value::Dict { items, .. } => items,
             Value::Object { items, .. } => items.as_deref().map_or(&[][..], |i| &i.dict),
             other => {
-                return Err(self.format(format!("cannot set an item on a {}", kind_name(other))))
+                return Err(self.format(format!("cannot set an item on a {}", other.type_name())))
             }
         };
         let mut found = None;
@@ -681,7 +660,9 @@ impl<'a> Machine<'a> {
         let arena: &Arena = self.arena;
         let items: &[NodeId] = match arena.get(target) {
             Value::Set(items) | Value::FrozenSet(items) => items,
-            other => return Err(self.format(format!("cannot add items to a {}", kind_name(other)))),
+            other => {
+                return Err(self.format(format!("cannot add items to a {}", other.type_name())))
+            }
         };
         let mut index_it = hash.is_some();
         if let Some(h) = hash {
@@ -776,7 +757,7 @@ impl<'a> Machine<'a> {
                 Some(&mut items.get_or_insert_with(Default::default).list),
                 "",
             ),
-            other => (None, kind_name(other)),
+            other => (None, other.type_name()),
         };
         match list {
             Some(v) if v.len().saturating_add(items.len()) <= max => {
@@ -818,7 +799,7 @@ impl<'a> Machine<'a> {
                 Ok(())
             }
             other => {
-                let kind = kind_name(other);
+                let kind = other.type_name();
                 Err(self.format(format!("cannot set the state of a {kind}")))
             }
         }
@@ -834,14 +815,14 @@ impl<'a> Machine<'a> {
         kind: CallKind,
     ) -> Result<NodeId> {
         if !matches!(self.arena.get(args), Value::Tuple(_)) {
-            let got = kind_name(self.arena.get(args));
+            let got = self.arena.get(args).type_name();
             return Err(self.format(format!("the arguments must be a tuple, not a {got}")));
         }
         let no_kwargs = match kwargs.map(|k| self.arena.get(k)) {
             None => true,
             Some(Value::Dict { items, .. }) => items.is_empty(),
             Some(other) => {
-                let got = kind_name(other);
+                let got = other.type_name();
                 return Err(
                     self.format(format!("the keyword arguments must be a dict, not a {got}"))
                 );
@@ -1564,7 +1545,7 @@ impl<'a> Machine<'a> {
                 let items = self.pop_mark()?;
                 let target = self.top()?;
                 if !matches!(self.arena.get(target), Value::Set(_)) {
-                    let kind = kind_name(self.arena.get(target));
+                    let kind = self.arena.get(target).type_name();
                     return Err(self.format(format!("cannot add items to a {kind}")));
                 }
                 self.note_change(target);

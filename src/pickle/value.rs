@@ -151,6 +151,30 @@ impl Value {
     }
 }
 
+impl Value {
+    /// Python's name for the value's type, for messages (`dict`, `tuple`, `persistent id`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::BigInt(_) => "int",
+            Value::Float(_) => "float",
+            Value::Complex(..) => "complex",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::ByteArray(_) => "bytearray",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict { .. } => "dict",
+            Value::Set(_) => "set",
+            Value::FrozenSet(_) => "frozenset",
+            Value::Global { .. } => "global",
+            Value::Object { .. } => "object",
+            Value::PersistentId(_) => "persistent id",
+        }
+    }
+}
+
 // Values are stored by the million: keep them at 40 bytes.
 const _: () = assert!(std::mem::size_of::<Value>() <= 40);
 
