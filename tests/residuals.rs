@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{repo_path, sha256_hex, status_kind};
+use common::{repo_path, status_kind};
 use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -63,39 +63,8 @@ fn residual_cases_match_torch_or_are_refused() {
             let t = ckpt
                 .tensor(name)
                 .unwrap_or_else(|e| panic!("{file}: {name}: {e}"));
-            let ints = |v: &Value| -> Vec<i64> {
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_i64().unwrap())
-                    .collect()
-            };
             let at = format!("{file}: {name}");
-            assert_eq!(t.dtype().name(), row["dtype"].as_str().unwrap(), "{at}");
-            assert_eq!(t.shape(), ints(&row["shape"]).as_slice(), "{at}: shape");
-            assert_eq!(t.strides(), ints(&row["stride"]).as_slice(), "{at}: stride");
-            assert_eq!(
-                t.storage_offset(),
-                row["storage_offset"].as_i64().unwrap(),
-                "{at}: offset"
-            );
-            assert_eq!(
-                t.requires_grad(),
-                row["requires_grad"].as_bool().unwrap(),
-                "{at}: requires_grad"
-            );
-            assert_eq!(
-                t.is_parameter(),
-                row["parameter"].as_bool().unwrap(),
-                "{at}"
-            );
-            assert_eq!(t.is_conj(), row["conj"].as_bool().unwrap(), "{at}: conj");
-            assert_eq!(t.is_neg(), row["neg"].as_bool().unwrap(), "{at}: neg");
-            assert_eq!(
-                sha256_hex(&t.contiguous_bytes()),
-                row["sha256"].as_str().unwrap(),
-                "{at}: bytes"
-            );
+            common::assert_tensor_matches_torch_row(&t, row, &at);
             let storage = row["storage"].as_i64().unwrap();
             let id = t.storage_id();
             assert_eq!(*pairs.entry(storage).or_insert(id), id, "{at}: shares");

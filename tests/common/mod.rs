@@ -59,3 +59,46 @@ pub fn status_kind(status: &str) -> Option<ErrorKind> {
             .unwrap_or_else(|| panic!("unexpected status {status} in expected.tsv")),
     )
 }
+
+/// Asserts that `t` is the tensor torch recorded in `row` (a `expected.json` row written by a
+/// scripts/make_*.py generator: dtype, shape, stride, storage_offset, requires_grad, parameter,
+/// conj, neg, sha256 of the row-major bytes); `at` names it in failures.
+#[allow(dead_code)] // not every test binary that includes `common` compares torch rows
+pub fn assert_tensor_matches_torch_row(t: &mmckpt::Tensor<'_>, row: &serde_json::Value, at: &str) {
+    let ints = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        t.dtype().name(),
+        row["dtype"].as_str().unwrap(),
+        "{at}: dtype"
+    );
+    assert_eq!(t.shape(), ints(&row["shape"]).as_slice(), "{at}: shape");
+    assert_eq!(t.strides(), ints(&row["stride"]).as_slice(), "{at}: stride");
+    assert_eq!(
+        t.storage_offset(),
+        row["storage_offset"].as_i64().unwrap(),
+        "{at}: offset"
+    );
+    assert_eq!(
+        t.requires_grad(),
+        row["requires_grad"].as_bool().unwrap(),
+        "{at}: requires_grad"
+    );
+    assert_eq!(
+        t.is_parameter(),
+        row["parameter"].as_bool().unwrap(),
+        "{at}: parameter"
+    );
+    assert_eq!(t.is_conj(), row["conj"].as_bool().unwrap(), "{at}: conj");
+    assert_eq!(t.is_neg(), row["neg"].as_bool().unwrap(), "{at}: neg");
+    assert_eq!(
+        sha256_hex(&t.contiguous_bytes()),
+        row["sha256"].as_str().unwrap(),
+        "{at}: bytes"
+    );
+}
