@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine (as root): cmake for the C tests,
-# valgrind for the memcheck pass, and the torch virtualenv (the test oracle, outside the repo).
+# valgrind for the memcheck pass, make and pkg-config for the consumer programs
+# (c_tests/consumers), and the torch virtualenv (the test oracle, outside the repo).
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v g++ >/dev/null || need+=(g++)
+command -v make >/dev/null || need+=(make)
+command -v pkg-config >/dev/null || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, Rust unit and integration tests, the C/C++ tests with
-# ctest (plain, under ASan+UBSan, and under valgrind memcheck), and the torch oracle suite.
+# ctest (plain, under ASan+UBSan, and under valgrind memcheck), programs built against an
+# installed prefix (c_tests/consumers), and the torch oracle suite.
 # Installs missing tools first (scripts/install-deps.sh). Usage: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,8 @@ MMCKPT_TEST_SKIP_LARGE=1 ctest --test-dir c_tests/build --output-on-failure -j "
   -T memcheck >/tmp/mmckpt-memcheck.log 2>&1 || { cat /tmp/mmckpt-memcheck.log; exit 1; }
 # valgrind exits 1 on any error or definite leak, which fails that test and ctest.
 grep -E "tests passed|Memory checking results" -A3 /tmp/mmckpt-memcheck.log
+step "installed library: scripts/install.sh into a temporary prefix, consumers built with pkg-config and find_package"
+bash c_tests/consumers/run.sh
 step "torch oracle suite (pytest tests/oracle: random checkpoints, torch.load vs mmckpt ls)"
 cargo build --release
 venv=$(bash scripts/setup-venv.sh)
