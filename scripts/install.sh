@@ -16,7 +16,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 prefix=/usr/local
 libdir=lib
 destdir=${DESTDIR:-}
-usage() { sed -n '10,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '10,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) [ $# -ge 2 ] || usage; prefix=$2; shift 2 ;;
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     --libdir=*) libdir=${1#*=}; shift ;;
     --destdir) [ $# -ge 2 ] || usage; destdir=$2; shift 2 ;;
     --destdir=*) destdir=${1#*=}; shift ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) echo "install.sh: unknown argument '$1'" >&2; usage ;;
   esac
 done
