@@ -618,6 +618,9 @@ LAYERS = {
     "PReLU": ([], {"num_parameters": 1}, nn.PReLU),
 }
 NODE_KEYS = {"type", "dtype", "name"}
+# Layers without state (scripts/stateless_layers.py), with the arguments torch was built with.
+with open(os.path.join(REPO, "src", "module", "stateless_layers.json")) as _f:
+    STATELESS_LAYERS = json.load(_f)["layers"]
 
 
 def spec_dtype(name):
@@ -652,8 +655,10 @@ def build(node, dtype="float32"):
         return nn.ModuleList(mods) if kind == "ModuleList" else nn.Sequential(*mods)
     if kind == "ModuleDict":
         return nn.ModuleDict({k: build(v, dtype) for k, v in node["children"].items()})
-    required, optional, ctor = LAYERS[kind]
     args = {k: v for k, v in node.items() if k not in NODE_KEYS}
+    if kind in STATELESS_LAYERS:
+        return getattr(nn, kind)(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    required, optional, ctor = LAYERS[kind]
     assert set(args) <= set(required) | set(optional), (kind, args)
     assert set(required) <= set(args), (kind, args)
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}

@@ -15,22 +15,120 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// What `mmckpt help` prints. The synopsis lines are the README's `## Command line`.
-pub const USAGE: &str = "\
-usage:
-  mmckpt ls FILE [--root PATH] [--json] [--hash] [--max-hash-bytes N] [--strict] [--read]
-      list the tensor table (--hash adds the SHA-256 of each tensor's row-major bytes, at
-      most N bytes in all, default 256 GiB; --json also lists every non-tensor value, under
-      \"values\")
-  mmckpt load FILE [--spec SPEC] [--copy] [--dtype DTYPE] [--prefix P] [--non-strict]
-                   [--root PATH] [--read] [--quiet]
-      build a meta module (from SPEC, else from the checkpoint's own table) and load the
-      checkpoint into it: assign (zero-copy views, the default) or --copy into owned memory;
-      --dtype converts floating entries (e.g. bfloat16) while loading
-  mmckpt help";
+/// `ls`'s synopsis (in [`USAGE`] and `mmckpt help ls`).
+macro_rules! ls_synopsis {
+    () => {
+        "  mmckpt ls FILE [--root PATH] [--json] [--hash] [--max-hash-bytes N] [--strict] [--read]"
+    };
+}
+
+/// `load`'s synopsis (in [`USAGE`] and `mmckpt help load`).
+macro_rules! load_synopsis {
+    () => {
+        "  mmckpt load FILE [--spec SPEC] [--copy] [--dtype DTYPE] [--prefix P] [--non-strict]
+                   [--root PATH] [--read] [--quiet]"
+    };
+}
+
+/// What `mmckpt --help` and `mmckpt help` print; the README's `## Command line` shows it
+/// verbatim (a test compares them).
+pub const USAGE: &str = concat!(
+    "usage:\n",
+    ls_synopsis!(),
+    "
+      list FILE's tensor table (--json: every tensor and every non-tensor value, as JSON)\n",
+    load_synopsis!(),
+    "
+      build a meta module (from SPEC, else from FILE's own table) and load FILE into it
+  mmckpt help [COMMAND]
+      this text, or what COMMAND's options do (also: mmckpt COMMAND --help)
+  mmckpt --version
+      the version
+
+FILE is a torch.save file (zip or legacy), a TorchScript archive, or a sharded checkpoint's
+index (.index.json); SPEC is a module spec (JSON)."
+);
+
+/// What `mmckpt help ls` and `mmckpt ls --help` print.
+pub const LS_HELP: &str = concat!(
+    "usage:\n",
+    ls_synopsis!(),
+    "
+
+List FILE's tensors, one row each: name, dtype, shape, stride, storage offset, bytes spanned,
+file offset (\"-\" when not mapped) and storage id (tensors that share storage share it; the
+same number as --json's \"storage_id\"). A tensor mmckpt cannot represent has its error in
+place of the columns.
+
+options:
+  --root PATH         list the tensors under the sub-object PATH (dotted, as names are)
+  --json              print JSON: {\"format\", \"tensors\": [...], \"values\": [...]}
+  --hash              add the SHA-256 of each tensor's row-major bytes
+  --max-hash-bytes N  refuse --hash when the tensors hold more than N bytes in all
+                      (default 256 GiB)
+  --strict            refuse globals outside the allowlist
+  --read              read the file into memory instead of mapping it
+  -h, --help          this text"
+);
+
+/// What `mmckpt help load` and `mmckpt load --help` print.
+pub const LOAD_HELP: &str = concat!(
+    "usage:\n",
+    load_synopsis!(),
+    "
+
+Build a meta module and load FILE into it, as torch's load_state_dict does, then print each
+entry and where its data is, torch's report line, and how long open, build and load took.
+
+options:
+  --spec SPEC      build the module from the JSON module spec SPEC (docs/spec.md), else
+                   from FILE's own table
+  --copy           copy into memory the module owns (default: assign zero-copy views)
+  --dtype DTYPE    declare floating entries as DTYPE (e.g. bfloat16), converting on load
+  --prefix P       load only the keys under P (stripped)
+  --non-strict     missing and unexpected keys do not fail the load
+  --root PATH      take the tensors under the sub-object PATH
+  --read           read the file into memory instead of mapping it
+  --quiet          print no entry rows
+  -h, --help       this text"
+);
+
+/// What a usage error in `ls`'s arguments prints after the message.
+const LS_USAGE: &str = concat!(
+    "usage:\n",
+    ls_synopsis!(),
+    "\n(mmckpt help ls: what each option does)"
+);
+
+/// What a usage error in `load`'s arguments prints after the message.
+const LOAD_USAGE: &str = concat!(
+    "usage:\n",
+    load_synopsis!(),
+    "\n(mmckpt help load: what each option does)"
+);
+
+/// A command's name, the usage shown with an error in its arguments, and its help.
+struct Command {
+    name: &'static str,
+    usage: &'static str,
+    help: &'static str,
+}
+
+static COMMANDS: [Command; 2] = [
+    Command {
+        name: "ls",
+        usage: LS_USAGE,
+        help: LS_HELP,
+    },
+    Command {
+        name: "load",
+        usage: LOAD_USAGE,
+        help: LOAD_HELP,
+    },
+];
 
 /// Default of `--max-hash-bytes`: the row-major bytes `ls --hash` hashes, over all tensors. A
 /// stride-0 view of a few stored bytes may describe exabytes; hashing is bounded by what the
@@ -43,46 +141,101 @@ pub const DEFAULT_MAX_HASH_BYTES: u64 = 256 << 30;
 pub const MAX_COLUMN_WIDTH: usize = 120;
 
 /// Runs the command line `args` (without the program name), writing results to `out` and
-/// errors to `err`. Returns the exit status: 0 on success, 1 on an error, 2 on a usage error.
+/// errors to `err`. Returns the exit status: 0 on success, 1 on an error, 2 on a usage error
+/// or another invalid argument (a bad spec).
 pub fn run(
     args: impl IntoIterator<Item = OsString>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    match dispatch(args, out) {
-        Ok(()) => 0,
-        Err(e) => {
-            let _ = writeln!(err, "mmckpt: {}: {}", e.kind.status_name(), e.message);
-            if e.kind == ErrorKind::InvalidArgument {
-                let _ = writeln!(err, "{USAGE}");
-                2
-            } else {
-                1
-            }
-        }
+    let (e, usage) = match dispatch(args, out) {
+        Ok(()) => return 0,
+        Err(Failure::Usage(e, usage)) => (e, Some(usage)),
+        Err(Failure::Run(e)) => (e, None),
+    };
+    let _ = writeln!(err, "mmckpt: {}: {}", e.kind.status_name(), e.message);
+    if let Some(usage) = usage {
+        let _ = writeln!(err, "{usage}");
+    }
+    if e.kind == ErrorKind::InvalidArgument {
+        2
+    } else {
+        1
     }
 }
 
-fn dispatch(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write) -> Result<(), Error> {
+/// Why a command line failed: its arguments (the usage to show with the error), or the run.
+enum Failure {
+    Usage(Error, &'static str),
+    Run(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Run(e)
+    }
+}
+
+/// What a command's arguments ask for: running it, or its help.
+enum Parsed<T> {
+    Run(T),
+    Help,
+}
+
+fn dispatch(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write) -> Result<(), Failure> {
     let program = std::iter::once(OsString::from("mmckpt"));
     let mut parser = lexopt::Parser::from_iter(program.chain(args));
-    let command = match parser.next().map_err(usage)? {
+    let top = |e: Error| Failure::Usage(e, USAGE);
+    let print = |out: &mut dyn Write, text: &str| -> Result<(), Failure> {
+        Ok(writeln!(out, "{text}").map_err(output_error)?)
+    };
+    let command = match parser.next().map_err(|e| top(usage(e)))? {
         Some(lexopt::Arg::Value(command)) => command,
         Some(lexopt::Arg::Long("help")) | Some(lexopt::Arg::Short('h')) => {
-            return writeln!(out, "{USAGE}").map_err(output_error)
+            return print(out, USAGE)
         }
-        Some(other) => return Err(usage(other.unexpected())),
-        None => return Err(Error::invalid_argument("no command given")),
+        Some(lexopt::Arg::Long("version")) | Some(lexopt::Arg::Short('V')) => {
+            return print(out, &format!("mmckpt {}", env!("CARGO_PKG_VERSION")))
+        }
+        Some(other) => return Err(top(usage(other.unexpected()))),
+        None => return Err(top(Error::invalid_argument("no command given"))),
     };
-    match command.to_str() {
-        Some("ls") => ls(&LsArgs::parse(parser)?, out),
-        Some("load") => load(&LoadArgs::parse(parser)?, out),
-        Some("help") => writeln!(out, "{USAGE}").map_err(output_error),
-        _ => Err(Error::invalid_argument(format!(
-            "unknown command '{}'",
-            command.to_string_lossy()
-        ))),
+    let command = command.to_string_lossy();
+    if command == "help" {
+        return match parser.next().map_err(|e| top(usage(e)))? {
+            None => print(out, USAGE),
+            Some(lexopt::Arg::Value(name)) => match command_named(&name.to_string_lossy()) {
+                Some(c) if parser.next().map_err(|e| top(usage(e)))?.is_none() => {
+                    print(out, c.help)
+                }
+                Some(_) => Err(top(Error::invalid_argument("help takes one COMMAND"))),
+                None => Err(top(unknown_command(&name.to_string_lossy()))),
+            },
+            Some(other) => Err(top(usage(other.unexpected()))),
+        };
     }
+    let c = command_named(&command).ok_or_else(|| top(unknown_command(&command)))?;
+    let arguments = |e: Error| Failure::Usage(e, c.usage);
+    match c.name {
+        "ls" => match LsArgs::parse(parser).map_err(arguments)? {
+            Parsed::Run(args) => Ok(ls(&args, out)?),
+            Parsed::Help => print(out, c.help),
+        },
+        _ => match LoadArgs::parse(parser).map_err(arguments)? {
+            Parsed::Run(args) => Ok(load(&args, out)?),
+            Parsed::Help => print(out, c.help),
+        },
+    }
+}
+
+fn command_named(name: &str) -> Option<&'static Command> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+fn unknown_command(command: &str) -> Error {
+    Error::invalid_argument(format!(
+        "unknown command '{command}' (the commands: ls, load, help)"
+    ))
 }
 
 fn usage(e: lexopt::Error) -> Error {
@@ -156,7 +309,7 @@ pub struct LsView {
 }
 
 impl LsArgs {
-    fn parse(mut parser: lexopt::Parser) -> Result<LsArgs, Error> {
+    fn parse(mut parser: lexopt::Parser) -> Result<Parsed<LsArgs>, Error> {
         let (mut file, mut open) = (None, Open::default());
         let mut view = LsView {
             json: false,
@@ -165,6 +318,7 @@ impl LsArgs {
         };
         while let Some(arg) = parser.next().map_err(usage)? {
             match arg {
+                lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Parsed::Help),
                 lexopt::Arg::Long("root") => {
                     open.root = Some(string(parser.value().map_err(usage)?)?)
                 }
@@ -183,19 +337,53 @@ impl LsArgs {
                 other => take_file(&mut file, other)?,
             }
         }
-        Ok(LsArgs {
+        Ok(Parsed::Run(LsArgs {
             file: required(file)?,
             open,
             view,
-        })
+        }))
     }
 }
 
 fn ls(args: &LsArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let ckpt = Checkpoint::open(&args.file, &args.open.options())?;
+    let ckpt = open_checkpoint(&args.file, &args.open)?;
     let mut out = io::BufWriter::new(out);
     print_ls(&ckpt, args.view, &mut out)?;
     out.flush().map_err(output_error)
+}
+
+/// Opens FILE; a module spec given as FILE (JSON, as a shard index is) is told apart.
+fn open_checkpoint(file: &Path, open: &Open) -> Result<Checkpoint, Error> {
+    Checkpoint::open(file, &open.options()).map_err(|e| spec_given_as_file(file).unwrap_or(e))
+}
+
+/// Spec files looked at again when opening them as a checkpoint failed: at most this many
+/// bytes (the library has read the whole file once already, as a shard index).
+const MAX_MISPLACED_SPEC_BYTES: u64 = 64 << 20;
+
+/// When FILE, which failed to open, is a JSON object with a `"type"` or `"entries"` member and
+/// no `"weight_map"`: the error that says it is a module spec and how to use it.
+fn spec_given_as_file(file: &Path) -> Option<Error> {
+    let size = std::fs::metadata(file).ok()?.len();
+    if size > MAX_MISPLACED_SPEC_BYTES {
+        return None;
+    }
+    // Only a regular file is read (a FIFO would block): read_spec_file refuses others.
+    let text = Module::read_spec_file(file).ok()?;
+    let doc: Value = serde_json::from_str(&text).ok()?;
+    let members = doc.as_object()?;
+    let key = ["type", "entries"]
+        .into_iter()
+        .find(|key| members.contains_key(*key))?;
+    if members.contains_key("weight_map") {
+        return None;
+    }
+    let shown = file.display();
+    Some(Error::invalid_argument(format!(
+        "'{shown}' is a module spec (it has \"{key}\"), not a checkpoint or a shard index: \
+         to load a checkpoint into the module it describes, run `mmckpt load CHECKPOINT --spec \
+         {shown}`"
+    )))
 }
 
 /// `ls`'s output for an open checkpoint: the table, or with `json` the JSON document. With
@@ -418,7 +606,9 @@ fn table_row(name: &str, tensor: &mmckpt::Result<Tensor<'_>>) -> Vec<String> {
                 (true, Some(o)) => o.to_string(),
                 _ => "-".into(),
             },
-            t.storage_key(),
+            // One numbering with --json's "storage_id" (the key in the file is an address for
+            // legacy files, a record name for zip ones).
+            t.storage_id().to_string(),
         ],
         Err(e) => vec![
             name.to_string(),
@@ -435,7 +625,7 @@ const LS_HEADER: [&str; 8] = [
     "offset",
     "bytes",
     "file offset",
-    "storage",
+    "storage id",
 ];
 
 /// The table: a first pass measures the columns, a second writes each row.
@@ -482,11 +672,12 @@ struct LoadArgs {
 }
 
 impl LoadArgs {
-    fn parse(mut parser: lexopt::Parser) -> Result<LoadArgs, Error> {
+    fn parse(mut parser: lexopt::Parser) -> Result<Parsed<LoadArgs>, Error> {
         let (mut file, mut open, mut spec, mut quiet) = (None, Open::default(), None, false);
         let mut plan = LoadPlan::default();
         while let Some(arg) = parser.next().map_err(usage)? {
             match arg {
+                lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Parsed::Help),
                 lexopt::Arg::Long("root") => {
                     open.root = Some(string(parser.value().map_err(usage)?)?)
                 }
@@ -509,13 +700,13 @@ impl LoadArgs {
                 other => take_file(&mut file, other)?,
             }
         }
-        Ok(LoadArgs {
+        Ok(Parsed::Run(LoadArgs {
             file: required(file)?,
             open,
             spec,
             plan,
             quiet,
-        })
+        }))
     }
 }
 
@@ -548,10 +739,15 @@ pub struct Loaded {
 
 /// Builds the module `plan` asks for and loads `ckpt` into it.
 pub fn load_checkpoint(ckpt: &Checkpoint, plan: &LoadPlan) -> Result<Loaded, Error> {
-    let mut module = match &plan.spec {
+    let module = match &plan.spec {
         Some(json) => Module::from_spec(json)?,
         None => Module::from_checkpoint_under(ckpt, &plan.prefix)?,
     };
+    load_module(module, ckpt, plan)
+}
+
+/// Loads `ckpt` into `module` (built from a spec, or from the checkpoint) as `plan` says.
+fn load_module(mut module: Module, ckpt: &Checkpoint, plan: &LoadPlan) -> Result<Loaded, Error> {
     if let Some(dtype) = plan.dtype {
         module.set_floating_dtype(dtype)?;
     }
@@ -575,15 +771,38 @@ pub fn load_checkpoint(ckpt: &Checkpoint, plan: &LoadPlan) -> Result<Loaded, Err
     })
 }
 
+/// The module the spec file at `path` describes; its errors name the file.
+fn module_from_spec_file(path: &Path) -> Result<Module, Error> {
+    let text = Module::read_spec_file(path)?;
+    Module::from_spec(&text).map_err(|e| {
+        let detail = e
+            .message
+            .strip_prefix("module spec: ")
+            .unwrap_or(&e.message);
+        Error {
+            message: format!("spec '{}': {detail}", path.display()),
+            ..e
+        }
+    })
+}
+
 fn load(args: &LoadArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let mut plan = args.plan.clone();
-    if let Some(path) = &args.spec {
-        plan.spec = Some(Module::read_spec_file(path)?);
-    }
+    let plan = &args.plan;
+    // The spec first: its errors come before the checkpoint is even opened.
+    let spec_started = Instant::now();
+    let spec_module = args
+        .spec
+        .as_deref()
+        .map(module_from_spec_file)
+        .transpose()?;
     let started = Instant::now();
-    let ckpt = Checkpoint::open(&args.file, &args.open.options())?;
+    let ckpt = open_checkpoint(&args.file, &args.open)?;
     let opened = Instant::now();
-    let loaded = load_checkpoint(&ckpt, &plan)?;
+    let module = match spec_module {
+        Some(module) => module,
+        None => Module::from_checkpoint_under(&ckpt, &plan.prefix)?,
+    };
+    let loaded = load_module(module, &ckpt, plan)?;
     let mut out = io::BufWriter::new(out);
     let label = args.file.display().to_string();
     print_load(&label, &ckpt, &loaded, plan.copy, args.quiet, &mut out)?;
@@ -594,7 +813,7 @@ fn load(args: &LoadArgs, out: &mut dyn Write) -> Result<(), Error> {
         "open {:.3} ms, build {:.3} ms, load {:.3} ms; {zero_copy} bytes zero-copy, {copied} \
          bytes copied",
         ms(started, opened),
-        ms(opened, loaded.built),
+        ms(spec_started, started) + ms(opened, loaded.built),
         ms(loaded.built, loaded.loaded),
     )
     .map_err(output_error)?;

@@ -77,6 +77,14 @@ fn the_readme_synopsis_is_the_usage() {
             "{command}: the usage and the README's synopsis"
         );
     }
+    // The block between the markers is `mmckpt --help`'s output, verbatim.
+    let block = readme
+        .split("<!-- mmckpt --help -->\n```\n")
+        .nth(1)
+        .and_then(|s| s.split("```\n<!-- end of mmckpt --help -->").next())
+        .expect("README.md has the marked `mmckpt --help` block");
+    let (code, out, _) = cli(&["--help"]);
+    assert_eq!((code, out.as_str()), (0, block));
     let (code, out, _) = cli(&["help"]);
     assert_eq!((code, out.trim_end()), (0, mmckpt_cli::USAGE));
     let (code, _, err) = cli(&["ls", "x.pt", "--no-such-flag"]);
@@ -88,6 +96,229 @@ fn the_readme_synopsis_is_the_usage() {
     let (code, _, err) = cli(&["load", "x.pt", "--dtype", "float33"]);
     assert_eq!(code, 2);
     assert!(err.contains("--dtype float33"), "{err}");
+}
+
+/// `--version`, `help COMMAND`, `COMMAND --help`: each prints, succeeds, and opens nothing.
+#[test]
+fn version_and_help_of_each_command() {
+    let version = format!("mmckpt {}\n", env!("CARGO_PKG_VERSION"));
+    for flag in ["--version", "-V"] {
+        assert_eq!(cli(&[flag]), (0, version.clone(), String::new()), "{flag}");
+    }
+    for (command, help) in [("ls", mmckpt_cli::LS_HELP), ("load", mmckpt_cli::LOAD_HELP)] {
+        let want = (0, format!("{help}\n"), String::new());
+        for args in [
+            &["help", command][..],
+            &[command, "--help"],
+            &[command, "-h"],
+            &[command, "no-such-file.pt", "--help"],
+        ] {
+            assert_eq!(cli(args), want, "{args:?}");
+        }
+        // The help's synopsis is the usage's, and its options section describes every flag.
+        assert_eq!(
+            flags_of(help, command),
+            flags_of(mmckpt_cli::USAGE, command)
+        );
+        let mut described: Vec<String> = help
+            .split("options:")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|word| word.starts_with("--"))
+            .map(str::to_string)
+            .collect();
+        described.sort();
+        let mut flags = flags_of(help, command);
+        flags.dedup();
+        assert_eq!(described, flags, "{command}: options described");
+        // A usage error shows the command's synopsis, not every command's.
+        let (code, _, err) = cli(&[command, "--no-such-flag"]);
+        assert_eq!(code, 2);
+        assert!(err.contains(&format!("mmckpt help {command}")), "{err}");
+        let other = if command == "ls" { "load" } else { "ls" };
+        assert!(!err.contains(&format!("mmckpt {other} FILE")), "{err}");
+    }
+    let (code, out, err) = cli(&["help", "frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.is_empty() && err.contains("unknown command 'frobnicate'"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["--frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("'--frobnicate'") && err.contains("usage:"),
+        "{err}"
+    );
+}
+
+/// The table's storage column is the JSON's `storage_id` (not the key in the file, which for a
+/// legacy file is a heap address); the binary numbers a file's storages from 1.
+#[test]
+fn the_table_and_json_number_storages_alike() {
+    use mmckpt::{Checkpoint, OpenOptions};
+    use mmckpt_cli::LsView;
+    for fixture in [
+        "legacy.pt",
+        "exotic.pt",
+        "nested.pt",
+        "shards/pytorch_model.bin.index.json",
+    ] {
+        let ckpt = Checkpoint::open(
+            repo_path("tests/fixtures").join(fixture),
+            &OpenOptions::default(),
+        )
+        .unwrap();
+        let print = |json: bool| {
+            let mut out = Vec::new();
+            let view = LsView {
+                json,
+                hash: false,
+                max_hash_bytes: 0,
+            };
+            mmckpt_cli::print_ls(&ckpt, view, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let (table, json) = (print(false), print(true));
+        let doc: Value = serde_json::from_str(&json).unwrap();
+        let mut compared = 0;
+        for tensor in doc["tensors"].as_array().unwrap() {
+            let Some(id) = tensor["storage_id"].as_u64() else {
+                continue; // an error row
+            };
+            let name = tensor["name"].as_str().unwrap();
+            let row = table
+                .lines()
+                .find(|line| line.split_whitespace().next() == Some(name))
+                .unwrap();
+            assert_eq!(
+                row.split_whitespace().last(),
+                Some(id.to_string().as_str()),
+                "{fixture}: {row}"
+            );
+            compared += 1;
+        }
+        assert!(compared > 0, "{fixture}");
+        assert!(table.lines().next().unwrap().ends_with("storage id"));
+    }
+    let legacy = repo_path("tests/fixtures/legacy.pt");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mmckpt"))
+        .arg("ls")
+        .arg(&legacy)
+        .output()
+        .unwrap();
+    let table = String::from_utf8(output.stdout).unwrap();
+    let ids: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(|line| line.split_whitespace().last().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"], "{table}");
+}
+
+/// A tensor mmckpt cannot represent has its message after its name; the message widens no
+/// column (the dtype column is as wide as the widest dtype).
+#[test]
+fn error_rows_do_not_stretch_the_columns() {
+    let path = repo_path("tests/fixtures/exotic.pt");
+    let (code, out, err) = cli(&["ls", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let header = out.lines().next().unwrap();
+    let dtype_width = header.find("shape").unwrap() - header.find("dtype").unwrap() - 2;
+    assert_eq!(dtype_width, "complex64".len(), "{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.contains("<MMCKPT_ERR_")).collect();
+    assert_eq!(errors.len(), 4, "{out}");
+    for line in errors {
+        assert_eq!(line.find('<'), header.find("dtype"), "{line}");
+        assert!(line.contains("is not supported>"), "{line}");
+    }
+}
+
+/// A module spec passed as FILE (JSON, like a shard index) is named as a spec, with the
+/// command that uses it; JSON that is neither keeps the shard index's message.
+#[test]
+fn a_spec_given_as_file_is_told_apart_from_a_shard_index() {
+    let spec = repo_path("tests/fixtures/recipe.spec.json");
+    let flat = scratch(
+        "flat.spec.json",
+        br#"{"name": "Net", "entries": [{"name": "w", "shape": [2]}]}"#,
+    );
+    for file in [&spec, &flat] {
+        let file = file.to_str().unwrap();
+        for command in ["ls", "load"] {
+            let (code, out, err) = cli(&[command, file]);
+            assert_eq!(code, 2, "{command} {file}");
+            assert!(out.is_empty());
+            assert!(
+                err.contains(&format!("'{file}' is a module spec"))
+                    && err.contains(&format!("mmckpt load CHECKPOINT --spec {file}")),
+                "{err}"
+            );
+        }
+    }
+    let neither = scratch("neither.json", br#"{"metadata": {}}"#);
+    let (code, _, err) = cli(&["ls", neither.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no \"weight_map\""), "{err}");
+    let index = repo_path("tests/fixtures/shards/pytorch_model.bin.index.json");
+    let (code, out, err) = cli(&["ls", index.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("format sharded\n"), "{out}");
+}
+
+/// `load FILE --spec SPEC`: every error of the spec names SPEC (and is not followed by the
+/// usage); a spec that mirrors `__init__` with stateless layers loads like one without them.
+#[test]
+fn spec_errors_name_the_spec_file() {
+    let ckpt = repo_path("tests/fixtures/recipe.pt");
+    let ckpt = ckpt.to_str().unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "unknown.json",
+            br#"{"type": "Module", "children": {"act": {"type": "Relu"}}}"#,
+            "node 'act': unknown type 'Relu' (did you mean 'ReLU'?)",
+        ),
+        ("broken.json", b"{\"type\": ", "not valid JSON"),
+        (
+            "args.json",
+            br#"{"type": "Linear", "in_features": 1}"#,
+            "missing argument 'out_features'",
+        ),
+        ("latin1.json", b"{\"name\": \"\xe9\"}", "is not UTF-8"),
+    ];
+    for (name, text, detail) in cases {
+        let spec = scratch(name, text);
+        let (code, out, err) = cli(&["load", ckpt, "--spec", spec.to_str().unwrap()]);
+        assert_eq!(code, 2, "{name}");
+        assert!(out.is_empty());
+        assert!(err.contains(&format!("spec '{}'", spec.display())), "{err}");
+        assert!(err.contains(detail), "{err}");
+        assert!(!err.contains("usage:"), "{err}");
+    }
+    let mirrored = scratch(
+        "mirrored.json",
+        br#"{"name": "SomeModule", "type": "Module", "children": {
+              "linears": {"type": "ModuleList", "repeat": 10, "item":
+                  {"type": "Linear", "in_features": 1000, "out_features": 1000}},
+              "act": {"type": "ReLU", "inplace": true},
+              "drop": {"type": "Dropout", "p": 0.1},
+              "pool": {"type": "AdaptiveAvgPool2d", "output_size": [1, 1]}}}"#,
+    );
+    let (code, out, err) = cli(&[
+        "load",
+        ckpt,
+        "--spec",
+        mirrored.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("-> SomeModule (20 entries, assign load"),
+        "{out}"
+    );
 }
 
 /// `ls --json --hash` of every torch-written fixture: the hashes (streamed in row-major order,

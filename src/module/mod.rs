@@ -8,6 +8,7 @@
 //! caller lent (bind). This layer is safe Rust; memory comes from [`crate::container`].
 
 pub(crate) mod convert;
+mod layers;
 mod load;
 mod report;
 mod spec;

@@ -1,12 +1,15 @@
 //! JSON module specs (docs/spec.md): the layer form (containers and torch.nn layers with
 //! torch's constructor arguments and defaults) and the flat form (a state dict's keys and
-//! shapes), which may be mixed. Errors are InvalidArgument and name the node's path.
+//! shapes), which may be mixed. Errors are InvalidArgument and name the node's path. The
+//! known types are listed in `layers.rs`; stateless layers (activations, pooling, …) are
+//! submodules without entries.
 //!
 //! The JSON is read into an order-preserving tree (object members keep document order, which is
 //! torch's registration order; duplicate members are reported, not silently merged). Members a
 //! node does not use (torch arguments that do not change the entries, like `stride` or `eps`)
 //! are ignored.
 
+use super::layers;
 use super::{EntryKind, Module};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -722,7 +725,9 @@ impl Builder {
                 let count = n.size_or("num_parameters", 1)?;
                 self.param(n, "weight", dtype, &[count])?;
             }
-            other => return Err(n.err(format!("unknown type '{other}'"))),
+            // Nothing to declare: the layer is a submodule, as in torch, whatever its arguments.
+            stateless if layers::is_stateless(stateless) => {}
+            other => return Err(n.err(layers::unknown_type_message(other))),
         }
         Ok(())
     }

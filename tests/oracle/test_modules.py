@@ -71,7 +71,15 @@ def kernel(rng, dims):
     return [rng.randint(1, 3) for _ in range(dims)]
 
 
+def random_stateless_layer(rng):
+    """A layer without state, with the arguments torch's derivation built it with."""
+    kind = rng.choice(sorted(make_fixtures.STATELESS_LAYERS))
+    return {"type": kind, **make_fixtures.STATELESS_LAYERS[kind]}
+
+
 def random_layer(rng):
+    if rng.random() < 0.3:
+        return random_stateless_layer(rng)
     kind = rng.choice(list(make_fixtures.LAYERS))
     node = {"type": kind}
     if kind == "Linear":
@@ -169,6 +177,15 @@ def test_random_specs_match_torch_meta_modules(request, lib):
         spec["name"] = f"Case{case}"
         text = json.dumps(spec)
         assert mmckpt_entries(lib, text) == torch_entries(spec), f"seed {seed}, spec case {case}: {text}"
+
+
+def test_stateless_layers_are_torchs():
+    """src/module/stateless_layers.json (which the Rust table is checked against) is what
+    scripts/stateless_layers.py derives from this torch."""
+    import subprocess
+    script = os.path.join(REPO, "scripts", "stateless_layers.py")
+    done = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr + done.stdout
 
 
 def test_committed_spec_cases(lib):
