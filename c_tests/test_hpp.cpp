@@ -322,6 +322,80 @@ void test_modules_and_loads() {
   EXPECT_ERROR(MMCKPT_ERR_STATE, "moved from", [&] { mirror.load(moved_from); });
 }
 
+void test_refusals_and_other_types() {
+  // Range-for stops at an entry mmckpt cannot represent, naming it; names() lists every entry.
+  mmckpt::checkpoint exotic(path("fixtures/exotic.pt"));
+  std::vector<std::string> reached;
+  EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "tensor 'quantized'", [&] {
+    for (const mmckpt::tensor &t : exotic) reached.emplace_back(t.name());
+  });
+  CHECK(reached == (std::vector<std::string>{"plain"}));
+  size_t representable = 0;
+  for (std::string_view name : exotic.names()) {
+    try {
+      exotic.tensor(name);
+      representable++;
+    } catch (const mmckpt::error &e) {
+      CHECK(e.status() == MMCKPT_ERR_UNSUPPORTED);
+    }
+  }
+  CHECK(representable == 4);
+  // Lazily conjugated or negated tensors: their values are not their bytes, so typed access
+  // refuses them.
+  EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "'neg' is lazily negated", [&] { exotic.tensor("neg").data<float>(); });
+  EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "'neg' is lazily negated", [&] { exotic.tensor("neg").to_vector<float>(); });
+  EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "'conj' is lazily conjugated",
+               [&] { exotic.tensor("conj").strided<std::complex<float>>(); });
+  CHECK(exotic.tensor("plain_int").to_vector<int32_t>().size() == 4);
+
+  // Every C++ element type reads as a row-major gather of its dtype.
+  mmckpt::checkpoint dtypes(path("fixtures/dtypes.pt"));
+  auto same_bytes = [&](const char *name, auto sample) {
+    using T = decltype(sample);
+    const mmckpt::tensor t = dtypes.tensor(name);
+    const std::vector<T> values = t.to_vector<T>();
+    unsigned char *gathered = gather_row_major(&t.raw());
+    bool equal = values.size() == t.numel();
+    for (size_t i = 0; equal && i < values.size(); i++) {
+      T expected;
+      std::memcpy(static_cast<void *>(&expected), gathered + i * sizeof(T), sizeof(T));
+      equal = values[i] == expected && t.data<T>()[i] == expected;
+    }
+    free(gathered);
+    CHECK(equal);
+  };
+  same_bytes("float64", double());
+  same_bytes("int8", int8_t());
+  same_bytes("uint8", uint8_t());
+  same_bytes("int16", int16_t());
+  same_bytes("uint16", uint16_t());
+  same_bytes("int32", int32_t());
+  same_bytes("uint32", uint32_t());
+  same_bytes("int64", int64_t());
+  same_bytes("uint64", uint64_t());
+  same_bytes("complex64", std::complex<float>());
+  same_bytes("complex128", std::complex<double>());
+  const mmckpt::tensor flags = dtypes.tensor("bool");
+  const std::vector<bool> bits = flags.to_vector<bool>();
+  const bool *stored = flags.data<bool>();
+  bool equal = bits.size() == 15;
+  for (size_t i = 0; equal && i < bits.size(); i++) equal = bits[i] == stored[i];
+  CHECK(equal);
+  EXPECT_ERROR(MMCKPT_ERR_DTYPE_MISMATCH, "'float8_e4m3fn' is float8_e4m3fn, not uint8",
+               [&] { dtypes.tensor("float8_e4m3fn").to_vector<uint8_t>(); });
+
+  // Caller memory bound at an address not aligned for the element type: typed pointers are
+  // refused, copies work.
+  mmckpt::module m = mmckpt::module::empty();
+  m.add("w", MMCKPT_DTYPE_FLOAT32, {2});
+  alignas(8) unsigned char storage[16] = {};
+  m.bind("w", storage + 1, 8);
+  EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "'w' is not aligned", [&] { m.get("w").data<float>(); });
+  const float two[2] = {1.5f, -2.0f};
+  std::memcpy(storage + 1, two, sizeof two);
+  CHECK(m.get("w").to_vector<float>() == (std::vector<float>{1.5f, -2.0f}));
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -331,6 +405,7 @@ int main(int argc, char **argv) {
     test_iteration_and_access();
     test_half_and_bfloat16();
     test_values();
+    test_refusals_and_other_types();
     test_modules_and_loads();
   } catch (const std::exception &e) {
     fprintf(stderr, "unexpected exception: %s\n", e.what());

@@ -348,22 +348,32 @@ class tensor {
     if constexpr (std::is_same_v<T, float>) {
       if (raw_.dtype == MMCKPT_DTYPE_FLOAT16 || raw_.dtype == MMCKPT_DTYPE_BFLOAT16) {
         const bool half = raw_.dtype == MMCKPT_DTYPE_FLOAT16;
-        check_values_are_bytes();
-        check_has_data();
+        check_readable();
         std::vector<float> out;
         out.reserve(static_cast<size_t>(raw_.numel));
+        const auto *bytes = static_cast<const unsigned char *>(raw_.data);
         for_each_offset([&](int64_t offset) {
-          const uint16_t bits = static_cast<const uint16_t *>(raw_.data)[offset];
+          uint16_t bits;
+          std::memcpy(&bits, bytes + offset * 2, 2);
           out.push_back(half ? detail::half_bits_to_float(bits)
                              : detail::bfloat16_bits_to_float(bits));
         });
         return out;
       }
     }
-    const T *base = strided<T>().base();
-    std::vector<T> out;
-    out.reserve(static_cast<size_t>(raw_.numel));
-    for_each_offset([&](int64_t offset) { out.push_back(base[offset]); });
+    check_dtype<T>();
+    check_readable();
+    // Byte copies: no alignment needed.
+    const auto *bytes = static_cast<const unsigned char *>(raw_.data);
+    std::vector<T> out(static_cast<size_t>(raw_.numel));
+    size_t n = 0;
+    for_each_offset([&](int64_t offset) {
+      if constexpr (std::is_same_v<T, bool>) {
+        out[n++] = bytes[offset] != 0;  // std::vector<bool> has no element addresses
+      } else {
+        std::memcpy(&out[n++], bytes + offset * static_cast<int64_t>(sizeof(T)), sizeof(T));
+      }
+    });
     return out;
   }
 
@@ -391,14 +401,30 @@ class tensor {
   }
 
   template <class T>
-  void check_access() const {
+  void check_dtype() const {
     if (raw_.dtype != dtype_of<T>::value) {
       throw error(MMCKPT_ERR_DTYPE_MISMATCH,
                   "tensor " + detail::quoted(name()) + " is " + std::string(dtype_name()) +
                       ", not " + std::string(mmckpt::dtype_name(dtype_of<T>::value)));
     }
+  }
+
+  void check_readable() const {
     check_values_are_bytes();
     check_has_data();
+  }
+
+  /// What data<T>() and strided<T>() need: T's dtype, values that are the bytes, data, and
+  /// T's alignment (caller-bound memory may lack it; mmckpt's own storage never does).
+  template <class T>
+  void check_access() const {
+    check_dtype<T>();
+    check_readable();
+    if (reinterpret_cast<uintptr_t>(raw_.data) % alignof(T) != 0) {
+      throw error(MMCKPT_ERR_UNSUPPORTED,
+                  "tensor " + detail::quoted(name()) + " is not aligned for its element type " +
+                      "(caller-bound memory?): use to_vector<T>()");
+    }
   }
 
   /// Calls f(element offset) for every element in row-major order.
