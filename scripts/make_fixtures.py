@@ -596,7 +596,7 @@ RECIPE_SPEC = {"name": "SomeModule", "type": "Module", "children": {
 
 
 # --------------------------------------------------------------------------------------------
-# spec interpreter (the format of docs/spec.md), building real torch modules
+# spec interpreter (the format of docs/module-spec.md), building real torch modules
 
 LAYERS = {
     # type: (required args, {optional arg: default}, constructor)

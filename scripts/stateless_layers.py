@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Derives from torch itself the torch.nn layers a module spec accepts as stateless: the ones
 that hold no parameter, no buffer (persistent or not) and no submodule in ANY configuration, so
-that `{"type": "<name>", ...}` contributes nothing to a state dict (docs/spec.md).
+that `{"type": "<name>", ...}` contributes nothing to a state dict (docs/module-spec.md).
 
 Usage:  $(bash scripts/setup-venv.sh)/bin/python scripts/stateless_layers.py [--check]
 

@@ -84,7 +84,7 @@ Build a meta module and load FILE into it, as torch's load_state_dict does, then
 entry and where its data is, torch's report line, and how long open, build and load took.
 
 options:
-  --spec SPEC      build the module from the JSON module spec SPEC (docs/spec.md), else
+  --spec SPEC      build the module from the JSON module spec SPEC (docs/module-spec.md), else
                    from FILE's own table
   --copy           copy into memory the module owns (default: assign zero-copy views)
   --dtype DTYPE    declare floating entries as DTYPE (e.g. bfloat16), converting on load

@@ -1,4 +1,4 @@
-//! The node types a module spec knows (docs/spec.md): containers, torch.nn layers that declare
+//! The node types a module spec knows (docs/module-spec.md): containers, torch.nn layers that declare
 //! entries (built in `spec.rs`), and stateless torch.nn layers, which declare none.
 //!
 //! The stateless list is torch's own: `scripts/stateless_layers.py` derives it from torch 2.15

@@ -299,7 +299,7 @@ impl Module {
         Ok(m)
     }
 
-    /// Builds a meta module from a JSON spec (both forms of docs/spec.md). What the spec
+    /// Builds a meta module from a JSON spec (both forms of docs/module-spec.md). What the spec
     /// expands to (modules, entries, bytes of names, JSON values with `repeat` unrolled) is
     /// counted before anything is built and bounded by the `MAX_SPEC_*` constants (Limit,
     /// naming the node); see LIMITS.md.

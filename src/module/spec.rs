@@ -1,4 +1,4 @@
-//! JSON module specs (docs/spec.md): the layer form (containers and torch.nn layers with
+//! JSON module specs (docs/module-spec.md): the layer form (containers and torch.nn layers with
 //! torch's constructor arguments and defaults) and the flat form (a state dict's keys and
 //! shapes), which may be mixed. Errors are InvalidArgument and name the node's path. The
 //! known types are listed in `layers.rs`; stateless layers (activations, pooling, …) are

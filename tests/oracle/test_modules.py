@@ -1,4 +1,4 @@
-"""Meta modules: random specs of docs/spec.md, built by torch under torch.device('meta') and by
+"""Meta modules: random specs of docs/module-spec.md, built by torch under torch.device('meta') and by
 mmckpt (`mmckpt_module_from_spec` through ctypes); the entries — names, order, shapes, dtypes,
 parameter or buffer — must be equal, and mmckpt's entries must have no data."""
 import ctypes
