@@ -40,7 +40,8 @@
 #define MMCKPT_OPEN_POPULATE (1 << 2)
 
 /**
- * The value mmckpt_open_options_init writes into `version`.
+ * The newest version of mmckpt_open_options this header declares. Version 1: `version`,
+ * `flags`, `root`. The library accepts every version from 1 to its own.
  */
 #define MMCKPT_OPEN_OPTIONS_VERSION 1
 
@@ -72,7 +73,9 @@
 #define MMCKPT_LOAD_CONVERT (1 << 2)
 
 /**
- * The value mmckpt_load_options_init writes into `version`.
+ * The newest version of mmckpt_load_options this header declares. Version 1: `version`,
+ * `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
+ * its own.
  */
 #define MMCKPT_LOAD_OPTIONS_VERSION 1
 
@@ -309,11 +312,13 @@ typedef struct mmckpt_load_report mmckpt_load_report;
 typedef struct mmckpt_module mmckpt_module;
 
 /**
- * Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init.
+ * Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init(&opts,
+ * MMCKPT_OPEN_OPTIONS_VERSION) or `= MMCKPT_OPEN_OPTIONS_INIT`; fields added in later
+ * versions come after these, and the library reads only the fields of `version`.
  */
 typedef struct mmckpt_open_options {
   /**
-   * Set by mmckpt_open_options_init; do not change.
+   * The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
    */
   uint32_t version;
   /**
@@ -391,11 +396,13 @@ typedef struct mmckpt_tensor {
 typedef int32_t (*mmckpt_tensor_fn)(void *user_data, const struct mmckpt_tensor *entry);
 
 /**
- * Options for mmckpt_module_load. Initialise with mmckpt_load_options_init.
+ * Options for mmckpt_module_load. Initialise with mmckpt_load_options_init(&opts,
+ * MMCKPT_LOAD_OPTIONS_VERSION) or `= MMCKPT_LOAD_OPTIONS_INIT`; fields added in later
+ * versions come after these, and the library reads only the fields of `version`.
  */
 typedef struct mmckpt_load_options {
   /**
-   * Set by mmckpt_load_options_init; do not change.
+   * The version of this struct the caller was compiled against (MMCKPT_LOAD_OPTIONS_VERSION).
    */
   uint32_t version;
   /**
@@ -422,9 +429,13 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `opts` with the defaults (no flags, whole object). NULL is a no-op.
+ * Fills the fields of version `version` of `*opts` with the defaults (no flags, the whole
+ * object) and sets `opts->version`; nothing past that version's fields is written. Pass
+ * MMCKPT_OPEN_OPTIONS_VERSION. A version this library does not know (0, or newer than the
+ * library) is MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is not written;
+ * NULL is MMCKPT_ERR_NULL_ARGUMENT.
  */
-void mmckpt_open_options_init(struct mmckpt_open_options *opts);
+mmckpt_status mmckpt_open_options_init(struct mmckpt_open_options *opts, uint32_t version);
 
 /**
  * Opens a checkpoint: maps the file and parses its metadata; no tensor byte is read.
@@ -581,9 +592,13 @@ mmckpt_status mmckpt_module_bind(struct mmckpt_module *m,
                                  size_t nbytes);
 
 /**
- * Fills `opts` with the defaults: a strict copy load, no prefix, no callback. NULL is a no-op.
+ * Fills the fields of version `version` of `*opts` with the defaults (a strict copy load, no
+ * prefix, no callback) and sets `opts->version`; nothing past that version's fields is
+ * written. Pass MMCKPT_LOAD_OPTIONS_VERSION. A version this library does not know is
+ * MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is not written; NULL is
+ * MMCKPT_ERR_NULL_ARGUMENT.
  */
-void mmckpt_load_options_init(struct mmckpt_load_options *opts);
+mmckpt_status mmckpt_load_options_init(struct mmckpt_load_options *opts, uint32_t version);
 
 /**
  * Loads a checkpoint into a module, as load_state_dict does. `opts` NULL means the defaults (a
@@ -773,3 +788,8 @@ mmckpt_status mmckpt_checkpoint_value_child_key(const struct mmckpt_checkpoint *
 #endif  // __cplusplus
 
 #endif  /* MMCKPT_H */
+
+/* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` equals
+ * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION). */
+#define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
+#define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }

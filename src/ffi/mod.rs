@@ -11,6 +11,7 @@
 mod checkpoint;
 mod guard;
 mod module;
+mod options;
 mod types;
 mod values;
 

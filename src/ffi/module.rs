@@ -11,6 +11,7 @@
 
 use super::checkpoint::{mmckpt_checkpoint, CheckpointHold};
 use super::guard::*;
+use super::options::{self as versioned, Versioned};
 use super::types::{mmckpt_dtype_value, mmckpt_tensor};
 use crate::container::BorrowedBuf;
 use crate::dtype::DType;
@@ -341,13 +342,17 @@ pub const MMCKPT_LOAD_STRICT: u32 = 1 << 1;
 pub const MMCKPT_LOAD_CONVERT: u32 = 1 << 2;
 const LOAD_FLAGS: u32 = MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_STRICT | MMCKPT_LOAD_CONVERT;
 
-/// The value mmckpt_load_options_init writes into `version`.
+/// The newest version of mmckpt_load_options this header declares. Version 1: `version`,
+/// `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
+/// its own.
 pub const MMCKPT_LOAD_OPTIONS_VERSION: u32 = 1;
 
-/// Options for mmckpt_module_load. Initialise with mmckpt_load_options_init.
+/// Options for mmckpt_module_load. Initialise with mmckpt_load_options_init(&opts,
+/// MMCKPT_LOAD_OPTIONS_VERSION) or `= MMCKPT_LOAD_OPTIONS_INIT`; fields added in later
+/// versions come after these, and the library reads only the fields of `version`.
 #[repr(C)]
 pub struct mmckpt_load_options {
-    /// Set by mmckpt_load_options_init; do not change.
+    /// The version of this struct the caller was compiled against (MMCKPT_LOAD_OPTIONS_VERSION).
     pub version: u32,
     /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT.
     pub flags: u32,
@@ -360,20 +365,38 @@ pub struct mmckpt_load_options {
     pub user_data: *mut c_void,
 }
 
-/// Fills `opts` with the defaults: a strict copy load, no prefix, no callback. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn mmckpt_load_options_init(opts: *mut mmckpt_load_options) {
-    guard_value((), || {
-        if let Ok(out) = out_ptr(opts, "opts") {
-            out.write(mmckpt_load_options {
-                version: MMCKPT_LOAD_OPTIONS_VERSION,
-                flags: MMCKPT_LOAD_STRICT,
-                prefix: std::ptr::null(),
-                on_tensor: None,
-                user_data: std::ptr::null_mut(),
-            });
+// SAFETY: repr(C), starts with the u32 version; u32, raw pointers and a nullable function
+// pointer accept any bits a C caller can write.
+unsafe impl Versioned for mmckpt_load_options {
+    const NAME: &'static str = "mmckpt_load_options";
+    const INIT: &'static str = "mmckpt_load_options_init";
+    const CURRENT: u32 = MMCKPT_LOAD_OPTIONS_VERSION;
+    fn prefix_len(_version: u32) -> usize {
+        // Version 1 is every field.
+        std::mem::offset_of!(mmckpt_load_options, user_data) + std::mem::size_of::<*mut c_void>()
+    }
+    fn defaults() -> Self {
+        mmckpt_load_options {
+            version: MMCKPT_LOAD_OPTIONS_VERSION,
+            flags: MMCKPT_LOAD_STRICT,
+            prefix: std::ptr::null(),
+            on_tensor: None,
+            user_data: std::ptr::null_mut(),
         }
-    })
+    }
+}
+
+/// Fills the fields of version `version` of `*opts` with the defaults (a strict copy load, no
+/// prefix, no callback) and sets `opts->version`; nothing past that version's fields is
+/// written. Pass MMCKPT_LOAD_OPTIONS_VERSION. A version this library does not know is
+/// MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is not written; NULL is
+/// MMCKPT_ERR_NULL_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_options_init(
+    opts: *mut mmckpt_load_options,
+    version: u32,
+) -> mmckpt_status {
+    guard(|| versioned::init(opts, version))
 }
 
 /// The outcome of a successful load: missing and unexpected keys and torch's wording. Opaque;
@@ -402,16 +425,9 @@ type Callback = (
 
 fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option<Callback>)> {
     let mut options = LoadOptions::default();
-    if opts.is_null() {
+    let Some(opts) = versioned::read(opts)? else {
         return Ok((options, None));
-    }
-    let opts = arg_ref(opts, "opts")?;
-    if opts.version != MMCKPT_LOAD_OPTIONS_VERSION {
-        return Err(Error::invalid_argument(format!(
-            "opts.version is {}; initialise options with mmckpt_load_options_init",
-            opts.version
-        )));
-    }
+    };
     if opts.flags & !LOAD_FLAGS != 0 {
         return Err(Error::invalid_argument(format!(
             "opts.flags has unknown bits 0x{:x}",
@@ -682,7 +698,10 @@ mod tests {
             on_tensor: None,
             user_data: std::ptr::null_mut(),
         };
-        mmckpt_load_options_init(&mut opts);
+        assert_eq!(
+            mmckpt_load_options_init(&mut opts, MMCKPT_LOAD_OPTIONS_VERSION),
+            MMCKPT_OK
+        );
         assert_eq!(opts.flags, MMCKPT_LOAD_STRICT);
         opts.prefix = c"module".as_ptr();
         assert_eq!(
