@@ -73,6 +73,16 @@
 #define MMCKPT_LOAD_CONVERT (1 << 2)
 
 /**
+ * Every loaded entry is row-major contiguous, so its `data` may be read as a plain C array.
+ * With ASSIGN, an entry whose checkpoint tensor is already row-major stays a zero-copy view;
+ * a strided one (transposed, permuted, as_strided) is copied into module-owned row-major
+ * memory in the checkpoint's dtype (with CONVERT, the declared one).
+ * mmckpt_load_report_copied lists the copies. Copy loads (materialize / bind, no ASSIGN)
+ * always write row-major memory, so for them this flag changes nothing.
+ */
+#define MMCKPT_LOAD_CONTIGUOUS (1 << 3)
+
+/**
  * The newest version of mmckpt_load_options this header declares. Version 1: `version`,
  * `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
  * its own.
@@ -406,7 +416,7 @@ typedef struct mmckpt_load_options {
    */
   uint32_t version;
   /**
-   * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT.
+   * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS.
    */
   uint32_t flags;
   /**
@@ -636,6 +646,19 @@ size_t mmckpt_load_report_unexpected_count(const struct mmckpt_load_report *r);
  * Unexpected key `i` (prefix stripped), borrowed from the report; NULL if out of range or NULL.
  */
 const char *mmckpt_load_report_unexpected(const struct mmckpt_load_report *r, size_t i);
+
+/**
+ * Number of entries an assign load copied instead of binding a zero-copy view (converted with
+ * MMCKPT_LOAD_CONVERT, or strided and re-laid out with MMCKPT_LOAD_CONTIGUOUS); 0 for copy
+ * loads and for NULL.
+ */
+size_t mmckpt_load_report_copied_count(const struct mmckpt_load_report *r);
+
+/**
+ * Copied entry `i` (its module name), in load order, borrowed from the report; NULL if out of
+ * range or NULL.
+ */
+const char *mmckpt_load_report_copied(const struct mmckpt_load_report *r, size_t i);
 
 /**
  * torch's wording of the result: `"<All keys matched successfully>"` or

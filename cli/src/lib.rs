@@ -563,6 +563,7 @@ pub fn load_checkpoint(ckpt: &Checkpoint, plan: &LoadPlan) -> Result<Loaded, Err
         assign: !plan.copy,
         strict: !plan.non_strict,
         convert: !plan.copy && plan.dtype.is_some(),
+        contiguous: false,
         prefix: plan.prefix.clone(),
     };
     let report = module.load(ckpt, &options)?;

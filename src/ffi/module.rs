@@ -340,7 +340,15 @@ pub const MMCKPT_LOAD_STRICT: u32 = 1 << 1;
 /// With ASSIGN: keep the module's dtypes, converting (into owned storage) where the
 /// checkpoint's differ; matching entries stay zero-copy.
 pub const MMCKPT_LOAD_CONVERT: u32 = 1 << 2;
-const LOAD_FLAGS: u32 = MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_STRICT | MMCKPT_LOAD_CONVERT;
+/// Every loaded entry is row-major contiguous, so its `data` may be read as a plain C array.
+/// With ASSIGN, an entry whose checkpoint tensor is already row-major stays a zero-copy view;
+/// a strided one (transposed, permuted, as_strided) is copied into module-owned row-major
+/// memory in the checkpoint's dtype (with CONVERT, the declared one).
+/// mmckpt_load_report_copied lists the copies. Copy loads (materialize / bind, no ASSIGN)
+/// always write row-major memory, so for them this flag changes nothing.
+pub const MMCKPT_LOAD_CONTIGUOUS: u32 = 1 << 3;
+const LOAD_FLAGS: u32 =
+    MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_STRICT | MMCKPT_LOAD_CONVERT | MMCKPT_LOAD_CONTIGUOUS;
 
 /// The newest version of mmckpt_load_options this header declares. Version 1: `version`,
 /// `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
@@ -354,7 +362,7 @@ pub const MMCKPT_LOAD_OPTIONS_VERSION: u32 = 1;
 pub struct mmckpt_load_options {
     /// The version of this struct the caller was compiled against (MMCKPT_LOAD_OPTIONS_VERSION).
     pub version: u32,
-    /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT.
+    /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS.
     pub flags: u32,
     /// Nullable. Only checkpoint keys under this prefix are considered, and it is stripped
     /// ("module." of DataParallel); a missing final '.' is implied. Read during the call only.
@@ -404,6 +412,7 @@ pub extern "C" fn mmckpt_load_options_init(
 pub struct mmckpt_load_report {
     missing: Vec<CString>,
     unexpected: Vec<CString>,
+    copied: Vec<CString>,
     message: CString,
 }
 
@@ -412,6 +421,7 @@ impl mmckpt_load_report {
         mmckpt_load_report {
             missing: r.missing_keys().iter().map(|k| c_text(k)).collect(),
             unexpected: r.unexpected_keys().iter().map(|k| c_text(k)).collect(),
+            copied: r.copied_keys().iter().map(|k| c_text(k)).collect(),
             message: c_text(&r.message()),
         }
     }
@@ -437,6 +447,7 @@ fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option
     options.assign = opts.flags & MMCKPT_LOAD_ASSIGN != 0;
     options.strict = opts.flags & MMCKPT_LOAD_STRICT != 0;
     options.convert = opts.flags & MMCKPT_LOAD_CONVERT != 0;
+    options.contiguous = opts.flags & MMCKPT_LOAD_CONTIGUOUS != 0;
     options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
         .unwrap_or("")
         .to_string();
@@ -575,6 +586,24 @@ pub extern "C" fn mmckpt_load_report_unexpected(
     i: usize,
 ) -> *const c_char {
     report_key(r, i, |r| &r.unexpected)
+}
+
+/// Number of entries an assign load copied instead of binding a zero-copy view (converted with
+/// MMCKPT_LOAD_CONVERT, or strided and re-laid out with MMCKPT_LOAD_CONTIGUOUS); 0 for copy
+/// loads and for NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_copied_count(r: *const mmckpt_load_report) -> usize {
+    guard_value(0, || arg_ref(r, "r").map_or(0, |r| r.copied.len()))
+}
+
+/// Copied entry `i` (its module name), in load order, borrowed from the report; NULL if out of
+/// range or NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_copied(
+    r: *const mmckpt_load_report,
+    i: usize,
+) -> *const c_char {
+    report_key(r, i, |r| &r.copied)
 }
 
 /// torch's wording of the result: `"<All keys matched successfully>"` or
