@@ -116,6 +116,36 @@ static void without_the_flag_strides_are_the_checkpoints(const char *path, const
   mmckpt_checkpoint_close(ckpt);
 }
 
+/* With CONVERT, the float16 tensor is converted into the declared float32, row-major. */
+static void convert_and_contiguous(const char *path) {
+  mmckpt_load_options lo = MMCKPT_LOAD_OPTIONS_INIT;
+  mmckpt_checkpoint *ckpt = NULL;
+  mmckpt_module *m = NULL;
+  mmckpt_load_report *report = NULL;
+  mmckpt_tensor src, t;
+  const int64_t shape[2] = {3, 5};
+  unsigned char *gathered;
+  float expected[15];
+  size_t i;
+  CHECK_OK(mmckpt_checkpoint_open(path, NULL, &ckpt));
+  if (!ckpt) return;
+  CHECK_OK(mmckpt_module_new("Net", &m));
+  CHECK_OK(mmckpt_module_add(m, "half_t", MMCKPT_DTYPE_FLOAT32, shape, 2, 0));
+  lo.flags = MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_CONVERT | MMCKPT_LOAD_CONTIGUOUS;
+  CHECK_OK(mmckpt_module_load(m, ckpt, &lo, &report));
+  CHECK(mmckpt_load_report_copied_count(report) == 1);
+  CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "half_t", &src));
+  gathered = gather_row_major(&src);
+  CHECK_OK(mmckpt_convert(expected, MMCKPT_DTYPE_FLOAT32, gathered, MMCKPT_DTYPE_FLOAT16, 15));
+  free(gathered);
+  CHECK_OK(mmckpt_module_get(m, "half_t", &t));
+  CHECK(t.dtype == MMCKPT_DTYPE_FLOAT32 && (t.flags & MMCKPT_TENSOR_CONTIGUOUS));
+  for (i = 0; i < 15; i++) CHECK(((const float *)t.data)[i] == expected[i]);
+  mmckpt_load_report_free(report);
+  mmckpt_module_free(m);
+  mmckpt_checkpoint_close(ckpt);
+}
+
 /* Copy loads (materialize, then load without ASSIGN) always write row-major memory. */
 static void copy_loads_are_row_major(const char *path, const manifest_row *rows, size_t count) {
   mmckpt_checkpoint *ckpt = NULL;
@@ -149,6 +179,7 @@ int main(int argc, char **argv) {
   load_and_check(path, MMCKPT_OPEN_READ, MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_CONTIGUOUS, rows, count);
   without_the_flag_strides_are_the_checkpoints(path, rows, count);
   copy_loads_are_row_major(path, rows, count);
+  convert_and_contiguous(path);
   free(rows);
   return test_finish("test_contiguous");
 }

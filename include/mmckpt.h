@@ -497,13 +497,35 @@ const char *mmckpt_checkpoint_name_at(const struct mmckpt_checkpoint *ckpt, size
 const char *mmckpt_checkpoint_format(const struct mmckpt_checkpoint *ckpt);
 
 /**
+ * Converts `count` elements of `src_dtype` at `src` into `dst_dtype` elements at `dst`, bit
+ * for bit as torch's `.to(dst_dtype)` on the CPU: any two of float64, float32, float16 and
+ * bfloat16 (round to nearest even; float64 into float16 / bfloat16 through float32, as torch;
+ * NaN payloads, subnormals and infinities as torch keeps them), each float8 kind into float32
+ * (exact), and any dtype into itself (a copy). Elements are little-endian, and neither buffer
+ * needs any alignment. Other pairs (into a float8 kind, integers, complex) are
+ * MMCKPT_ERR_UNSUPPORTED naming both dtypes. `src` holds count × itemsize(src_dtype) bytes,
+ * `dst` count × itemsize(dst_dtype); they must not overlap (MMCKPT_ERR_INVALID_ARGUMENT).
+ * `src` and `dst` may be NULL only when `count` is 0. On failure `dst` is not written.
+ */
+mmckpt_status mmckpt_convert(void *dst,
+                             mmckpt_dtype dst_dtype,
+                             const void *src,
+                             mmckpt_dtype src_dtype,
+                             size_t count);
+
+/**
  * Static text describing a status: never NULL, never freed. Unknown values get a generic text.
  */
 const char *mmckpt_status_str(mmckpt_status status);
 
 /**
- * This thread's detail text for its last failed call ("" if none failed yet). Never NULL.
- * The pointer stays valid until this thread's next mmckpt call.
+ * The message of this thread's last failed mmckpt call: what was wrong, naming the argument,
+ * entry, path or file. Per thread: a failure on one thread never changes another thread's
+ * text. Every call that returns a status other than MMCKPT_OK sets it; successful calls and
+ * calls that return no status leave it as it is (success does not clear it), so it may
+ * describe a call several calls back: read it only right after a call returned an error.
+ * "" when no call on this thread has failed yet. Never NULL. The text (and the pointer) stays
+ * valid and unchanged until this thread's next failed call or its exit; copy it to keep it.
  */
 const char *mmckpt_last_error(void);
 
