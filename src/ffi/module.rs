@@ -118,7 +118,7 @@ pub extern "C" fn mmckpt_module_new(
 }
 
 /// Builds a meta module from a JSON spec (`json`, `len` bytes, need not be NUL-terminated; read
-/// during the call only; the format is docs/spec.md). No tensor memory is allocated. A bad spec
+/// during the call only; the format is docs/module-spec.md). No tensor memory is allocated. A bad spec
 /// is MMCKPT_ERR_INVALID_ARGUMENT with a message naming the node's path; a spec that expands
 /// past a bound (2^20 modules or entries, 64 MiB of names, 2^22 JSON values, 128 levels) is
 /// MMCKPT_ERR_LIMIT, checked before anything is built. On success `*out` receives a new handle
