@@ -59,13 +59,13 @@ static void test_arguments(void) {
   CHECK_ERROR_MENTIONS("out");
   CHECK(ckpt == (mmckpt_checkpoint *)(void *)0x1);
 
-  mmckpt_open_options_init(NULL); /* no-op */
-  mmckpt_open_options_init(&opts);
+  CHECK_STATUS(mmckpt_open_options_init(NULL, MMCKPT_OPEN_OPTIONS_VERSION), MMCKPT_ERR_NULL_ARGUMENT);
+  CHECK_STATUS(mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION), MMCKPT_OK);
   CHECK(opts.version == MMCKPT_OPEN_OPTIONS_VERSION && opts.flags == 0 && opts.root == NULL);
   opts.version = 0;
   CHECK_STATUS(mmckpt_checkpoint_open(path, &opts, &ckpt), MMCKPT_ERR_INVALID_ARGUMENT);
   CHECK_ERROR_MENTIONS("mmckpt_open_options_init");
-  mmckpt_open_options_init(&opts);
+  mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
   opts.flags = 1u << 30;
   CHECK_STATUS(mmckpt_checkpoint_open(path, &opts, &ckpt), MMCKPT_ERR_INVALID_ARGUMENT);
   CHECK_ERROR_MENTIONS("flags");

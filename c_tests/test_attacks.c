@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
       ckpt = NULL;
     }
 
-    mmckpt_open_options_init(&opts);
+    mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
     opts.flags = MMCKPT_OPEN_STRICT;
     got = mmckpt_checkpoint_open(path, &opts, &ckpt);
     if (got != status_by_name(strict)) {

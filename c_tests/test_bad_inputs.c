@@ -37,7 +37,7 @@ static void run_table(void) {
     if (needle) *needle++ = 0; else needle = (char *)"";
     expected = status_by_name(status);
     snprintf(path, sizeof path, "%s/data/bad/%s", test_data_dir, file);
-    mmckpt_open_options_init(&opts);
+    mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
     if (strcmp(flags, "STRICT") == 0) opts.flags = MMCKPT_OPEN_STRICT;
     got = mmckpt_checkpoint_open(path, &opts, &ckpt);
     if (strcmp(flags, "TENSOR") == 0) {

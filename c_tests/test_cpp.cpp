@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
       mmckpt_module *m = nullptr;
       if (mmckpt_module_from_checkpoint(ckpt, &m) != MMCKPT_OK) { load_failures++; return; }
       mmckpt_load_options opts;
-      mmckpt_load_options_init(&opts);
+      mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
       if (k % 2 == 0) opts.flags |= MMCKPT_LOAD_ASSIGN;
       else if (mmckpt_module_materialize(m) != MMCKPT_OK) load_failures++;
       if (mmckpt_module_load(m, ckpt, &opts, nullptr) != MMCKPT_OK) load_failures++;

@@ -33,7 +33,7 @@ static void load_and_report(mmckpt_module *m, const char *name) {
 
   CHECK_OK(mmckpt_checkpoint_open(data_path("fixtures/recipe.pt"), NULL, &ckpt));
   if (!ckpt) return;
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   /* Strict: torch's error text names the missing deep key; nothing changes. */
   CHECK_STATUS(mmckpt_module_load(m, ckpt, &opts, NULL), MMCKPT_ERR_KEY_MISMATCH);
   CHECK(strlen(mmckpt_last_error()) > name_len);

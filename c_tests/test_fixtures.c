@@ -16,7 +16,7 @@ static void check_file(const manifest_row *rows, size_t count, const char *file,
   strncat(path, file, sizeof path - strlen(path) - 1);
   bytes = read_file(path, &len);
   CHECK(bytes != NULL);
-  mmckpt_open_options_init(&opts);
+  mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
   opts.flags = flags;
   CHECK_OK(mmckpt_checkpoint_open(path, &opts, &ckpt));
   if (!ckpt) {
@@ -118,7 +118,7 @@ static void test_root(void) {
   mmckpt_checkpoint *ckpt = NULL;
   mmckpt_open_options opts;
   mmckpt_tensor t;
-  mmckpt_open_options_init(&opts);
+  mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
   opts.root = "model";
   CHECK_OK(mmckpt_checkpoint_open(data_path("fixtures/nested.pt"), &opts, &ckpt));
   if (!ckpt) return;

@@ -3,6 +3,7 @@
 #include "mmckpt.hpp"
 #include "support.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <stdexcept>
@@ -396,6 +397,32 @@ void test_refusals_and_other_types() {
   CHECK(m.get("w").to_vector<float>() == (std::vector<float>{1.5f, -2.0f}));
 }
 
+// contiguous(): the engine's strided weights come back row-major, copied only where needed,
+// and the report names the copies; data<float>() then accepts every float32 weight.
+void test_contiguous_loads() {
+  mmckpt::checkpoint ckpt(path("fixtures/engine/net.pt"));
+  const std::string spec = read_text_file(path("fixtures/engine/net.spec.json"));
+  mmckpt::module plain = mmckpt::module::from_spec(spec);
+  plain.load(ckpt, mmckpt::load_options().assign().convert());
+  EXPECT_ERROR(MMCKPT_ERR_STATE, "classifier.1.weight", [&] { plain.get("classifier.1.weight").data<float>(); });
+
+  mmckpt::module net = mmckpt::module::from_spec(spec);
+  const mmckpt::load_report report = net.load(ckpt, mmckpt::load_options().assign().convert().contiguous());
+  const std::vector<std::string_view> copied = report.copied();
+  CHECK(copied == (std::vector<std::string_view>{"features.4.weight", "classifier.1.weight", "classifier.3.weight"}));
+  for (const mmckpt::tensor &e : net) {
+    CHECK(e.is_contiguous());
+    const bool was_copied = std::find(copied.begin(), copied.end(), e.name()) != copied.end();
+    CHECK(e.is_mapped() == !was_copied);
+  }
+  // Same elements as the strided view of the plain load, now in row-major order.
+  const mmckpt::tensor w = net.get("classifier.1.weight");
+  const auto view = plain.get("classifier.1.weight").strided<float>();
+  const float *rows = w.data<float>();
+  for (int64_t o = 0; o < view.size(0); o++)
+    for (int64_t i = 0; i < view.size(1); i++) CHECK(rows[o * view.size(1) + i] == view(o, i));
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -407,6 +434,7 @@ int main(int argc, char **argv) {
     test_values();
     test_refusals_and_other_types();
     test_modules_and_loads();
+    test_contiguous_loads();
   } catch (const std::exception &e) {
     fprintf(stderr, "unexpected exception: %s\n", e.what());
     test_failures++;

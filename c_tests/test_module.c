@@ -66,7 +66,7 @@ static void test_recipe_assign(const manifest_row *rows, size_t count) {
     CHECK(e.data == NULL && e.storage_id == 0);
     CHECK(e.dtype == MMCKPT_DTYPE_FLOAT32);
   }
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   CHECK(opts.flags & MMCKPT_LOAD_STRICT);
   opts.flags |= MMCKPT_LOAD_ASSIGN;
   CHECK_OK(mmckpt_module_load(m, ckpt, &opts, &report));
@@ -200,7 +200,7 @@ static void test_strictness(void) {
     CHECK(mmckpt_module_count(m) == 5);
   }
 
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   opts.flags |= MMCKPT_LOAD_ASSIGN;
   opts.prefix = "model.";
   /* strict: "neg" and "extra" are missing (torch's order: the root's parameters, its buffers,
@@ -276,7 +276,7 @@ static void test_callback_and_bind(void) {
   CHECK_OK(mmckpt_checkpoint_open(data_path("fixtures/recipe.pt"), NULL, &ckpt));
   if (!m || !ckpt) return;
   memset(&log, 0, sizeof log);
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   opts.flags |= MMCKPT_LOAD_ASSIGN;
   opts.on_tensor = on_tensor;
   opts.user_data = &log;
@@ -302,7 +302,7 @@ static void test_callback_and_bind(void) {
   CHECK_OK(mmckpt_module_bind(m, "linears.0.bias", big, 1000 * sizeof(float)));
   CHECK_OK(mmckpt_module_get(m, "linears.0.bias", &e));
   CHECK(e.data == big);
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   opts.flags &= ~(uint32_t)MMCKPT_LOAD_STRICT; /* only the bound entry has storage */
   CHECK_STATUS(mmckpt_module_load(m, ckpt, &opts, NULL), MMCKPT_ERR_STATE);
   CHECK_ERROR_MENTIONS("linears.0.weight");
@@ -330,7 +330,7 @@ static void test_tied_and_skeleton(void) {
   CHECK(mmckpt_module_count(m) == mmckpt_checkpoint_tensor_count(ckpt));
   CHECK_OK(mmckpt_module_get(m, "embed.weight", &a));
   CHECK(a.data == NULL);
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   opts.flags |= MMCKPT_LOAD_ASSIGN;
   CHECK_OK(mmckpt_module_load(m, ckpt, &opts, NULL));
   mmckpt_checkpoint_close(ckpt);

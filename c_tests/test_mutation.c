@@ -120,7 +120,7 @@ static void load_into_modules(mmckpt_checkpoint *ckpt, const char *what) {
   mmckpt_status st = mmckpt_module_from_checkpoint(ckpt, &m);
   check_no_panic(st, what, "module_from_checkpoint");
   if (st != MMCKPT_OK) return;
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   opts.flags = MMCKPT_LOAD_ASSIGN; /* non-strict */
   check_no_panic(mmckpt_module_load(m, ckpt, &opts, NULL), what, "assign load");
   for (i = 0; i < mmckpt_module_count(m); i++) {
@@ -134,7 +134,7 @@ static void load_into_modules(mmckpt_checkpoint *ckpt, const char *what) {
   m = NULL;
   if (mmckpt_module_from_checkpoint(ckpt, &m) != MMCKPT_OK) return;
   check_no_panic(mmckpt_module_materialize(m), what, "materialize");
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   opts.flags = 0; /* non-strict copy */
   check_no_panic(mmckpt_module_load(m, ckpt, &opts, NULL), what, "copy load");
   mmckpt_module_free(m);
@@ -188,7 +188,7 @@ static void try_mutant(const unsigned char *bytes, size_t len, const char *file,
   if (!f) return;
   if (len) CHECK(fwrite(bytes, 1, len, f) == len);
   fclose(f);
-  mmckpt_open_options_init(&opts);
+  mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
   switch (mutants % 3) {
     case 0: break;
     case 1: opts.flags = MMCKPT_OPEN_READ; break;

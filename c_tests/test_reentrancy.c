@@ -48,7 +48,7 @@ static void reads(context *c, const mmckpt_tensor *entry) {
   CHECK(mmckpt_version() != NULL && mmckpt_version_number() == MMCKPT_VERSION_NUMBER);
   /* A new module from the checkpoint being loaded, itself loaded (assign) and freed. */
   CHECK_OK(mmckpt_module_from_checkpoint(c->ckpt, &other));
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   opts.flags |= MMCKPT_LOAD_ASSIGN;
   CHECK_OK(mmckpt_module_load(other, c->ckpt, &opts, NULL));
   CHECK_OK(mmckpt_module_get(other, "linears.9.bias", &t));
@@ -103,7 +103,7 @@ static void run(enum mode mode, enum action action) {
   c.m = linear(mode);
   CHECK_OK(mmckpt_checkpoint_open(data_path("fixtures/recipe.pt"), NULL, &c.ckpt));
   if (!c.m || !c.ckpt) return;
-  mmckpt_load_options_init(&opts);
+  mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION);
   if (mode != COPY) opts.flags |= MMCKPT_LOAD_ASSIGN;
   if (mode == ASSIGN_CONVERT) opts.flags |= MMCKPT_LOAD_CONVERT;
   opts.prefix = "linears.0";

@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
   expected = checksum(ckpt);
   mmckpt_checkpoint_close(ckpt);
   ckpt = NULL;
-  mmckpt_open_options_init(&opts);
+  mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
   opts.flags = MMCKPT_OPEN_READ;
   CHECK_OK(mmckpt_checkpoint_open(path, &opts, &ckpt));
   CHECK(truncate(path, 0) == 0);

@@ -6,7 +6,7 @@
 static mmckpt_checkpoint *open_nested(const char *root) {
   mmckpt_checkpoint *ckpt = NULL;
   mmckpt_open_options opts;
-  mmckpt_open_options_init(&opts);
+  mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
   opts.root = root;
   CHECK_OK(mmckpt_checkpoint_open(data_path("fixtures/nested.pt"), &opts, &ckpt));
   return ckpt;

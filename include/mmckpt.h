@@ -1,13 +1,31 @@
 /*
  * mmckpt — PyTorch checkpoints, memory-mapped and zero-copy, through a C ABI.
  *
- * Conventions (see README.md and docs/architecture.md):
+ * Read with this header (all in the mmckpt repository): docs/c-api.md (conventions, ownership,
+ * lifetimes, threads, every status, strides and storage_offset, mapped and copied tensors),
+ * docs/module-spec.md (the JSON module spec), LIMITS.md (bounds and what mmckpt refuses),
+ * README.md (a first program).
+ *
+ * Sections, in this order:
+ *   1. Errors
+ *   2. Versions, dtypes and tensor descriptions
+ *   3. Element conversion
+ *   4. Checkpoints
+ *   5. Values
+ *   6. Modules and loads
+ *
+ * Conventions (docs/c-api.md has them in full):
  *  - Every fallible function returns mmckpt_status; on failure mmckpt_last_error() holds a
  *    message naming what was wrong, and no output argument is written.
  *  - Constructors write *out only on success; destructors accept NULL.
  *  - Every pointer argument is checked (MMCKPT_ERR_NULL_ARGUMENT) unless documented nullable.
  *  - Strings passed in are NUL-terminated UTF-8 and are only read during the call.
  *  - Enum-typed arguments are uint32_t, so any value is safe to pass.
+ *  - Option structs are versioned: initialise them with mmckpt_*_options_init(&o,
+ *    MMCKPT_*_OPTIONS_VERSION) or MMCKPT_*_OPTIONS_INIT.
+ *  - A tensor's `data` points at element [0, ..., 0] (storage_offset is already applied); its
+ *    elements are at data + sum(index[d] * strides[d]) * itemsize, which is row-major only when
+ *    MMCKPT_TENSOR_CONTIGUOUS is set (MMCKPT_LOAD_CONTIGUOUS makes every loaded entry so).
  *  - Handles are like malloc'd pointers: using a handle after it was freed or closed (or a
  *    description or name borrowed from it), or freeing it twice, is undefined behaviour, as
  *    with free(). A non-NULL pointer that is not a live handle cannot be detected.
@@ -23,104 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/**
- * Fail the open if the pickle names any global outside the allowlist (MMCKPT_ERR_UNSAFE).
- */
-#define MMCKPT_OPEN_STRICT (1 << 0)
-
-/**
- * Read the file into memory instead of mapping it: results are identical, tensors are not
- * flagged MAPPED, and the file may change or vanish afterwards without harm.
- */
-#define MMCKPT_OPEN_READ (1 << 1)
-
-/**
- * Map the file and prefault every page now (MAP_POPULATE).
- */
-#define MMCKPT_OPEN_POPULATE (1 << 2)
-
-/**
- * The value mmckpt_open_options_init writes into `version`.
- */
-#define MMCKPT_OPEN_OPTIONS_VERSION 1
-
-/**
- * mmckpt_module_add: the entry is a buffer (default: a parameter).
- */
-#define MMCKPT_ENTRY_BUFFER (1 << 0)
-
-/**
- * mmckpt_module_add: a non-persistent buffer (not in the state dict; never loaded). Implies
- * MMCKPT_ENTRY_BUFFER.
- */
-#define MMCKPT_ENTRY_NON_PERSISTENT (1 << 1)
-
-/**
- * Bind views into the checkpoint instead of copying (torch's assign=True).
- */
-#define MMCKPT_LOAD_ASSIGN (1 << 0)
-
-/**
- * Missing or unexpected keys fail the load (on after mmckpt_load_options_init).
- */
-#define MMCKPT_LOAD_STRICT (1 << 1)
-
-/**
- * With ASSIGN: keep the module's dtypes, converting (into owned storage) where the
- * checkpoint's differ; matching entries stay zero-copy.
- */
-#define MMCKPT_LOAD_CONVERT (1 << 2)
-
-/**
- * The value mmckpt_load_options_init writes into `version`.
- */
-#define MMCKPT_LOAD_OPTIONS_VERSION 1
-
-#define MMCKPT_VERSION_MAJOR 0
-
-#define MMCKPT_VERSION_MINOR 1
-
-#define MMCKPT_VERSION_PATCH 0
-
-#define MMCKPT_VERSION_NUMBER (((MMCKPT_VERSION_MAJOR * 10000) + (MMCKPT_VERSION_MINOR * 100)) + MMCKPT_VERSION_PATCH)
-
-/**
- * `file_offset` of a tensor whose bytes are not the file's (copied, converted, caller-bound).
- */
-#define MMCKPT_NO_OFFSET UINT64_MAX
-
-/**
- * `data` points into the file mapping (zero-copy).
- */
-#define MMCKPT_TENSOR_MAPPED (1 << 0)
-
-/**
- * Row-major contiguous.
- */
-#define MMCKPT_TENSOR_CONTIGUOUS (1 << 1)
-
-/**
- * Saved as an nn.Parameter (or declared a parameter in a module).
- */
-#define MMCKPT_TENSOR_PARAMETER (1 << 2)
-
-#define MMCKPT_TENSOR_REQUIRES_GRAD (1 << 3)
-
-/**
- * torch's lazy conjugate bit: the values are the conjugates of the stored bytes.
- */
-#define MMCKPT_TENSOR_CONJ (1 << 4)
-
-/**
- * torch's lazy negation bit: the values are the negations of the stored bytes.
- */
-#define MMCKPT_TENSOR_NEG (1 << 5)
-
-/**
- * A module entry that is a buffer rather than a parameter.
- */
-#define MMCKPT_TENSOR_BUFFER (1 << 6)
-
+/* ==== Errors ==========================================================================*/
+/* Status codes, their text, and the thread's last error message. */
 /**
  * Status of every fallible call. Values are never renumbered.
  */
@@ -182,6 +104,77 @@ typedef uint32_t mmckpt_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Static text describing a status: never NULL, never freed. Unknown values get a generic text.
+ */
+const char *mmckpt_status_str(mmckpt_status status);
+
+/**
+ * The message of this thread's last failed mmckpt call: what was wrong, naming the argument,
+ * entry, path or file. Per thread: a failure on one thread never changes another thread's
+ * text. Every call that returns a status other than MMCKPT_OK sets it; successful calls and
+ * calls that return no status leave it as it is (success does not clear it), so it may
+ * describe a call several calls back: read it only right after a call returned an error.
+ * "" when no call on this thread has failed yet. Never NULL. The text (and the pointer) stays
+ * valid and unchanged until this thread's next failed call or its exit; copy it to keep it.
+ */
+const char *mmckpt_last_error(void);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==== Versions, dtypes and tensor descriptions ========================================*/
+/* The library's version, element types, and mmckpt_tensor, the description of a tensor that checkpoints and modules both hand out (strides, storage_offset, data: see docs/c-api.md). */
+#define MMCKPT_VERSION_MAJOR 0
+
+#define MMCKPT_VERSION_MINOR 1
+
+#define MMCKPT_VERSION_PATCH 0
+
+#define MMCKPT_VERSION_NUMBER (((MMCKPT_VERSION_MAJOR * 10000) + (MMCKPT_VERSION_MINOR * 100)) + MMCKPT_VERSION_PATCH)
+
+/**
+ * `file_offset` of a tensor whose bytes are not the file's (copied, converted, caller-bound).
+ */
+#define MMCKPT_NO_OFFSET UINT64_MAX
+
+/**
+ * `data` points into the file mapping (zero-copy).
+ */
+#define MMCKPT_TENSOR_MAPPED (1 << 0)
+
+/**
+ * Row-major contiguous.
+ */
+#define MMCKPT_TENSOR_CONTIGUOUS (1 << 1)
+
+/**
+ * Saved as an nn.Parameter (or declared a parameter in a module).
+ */
+#define MMCKPT_TENSOR_PARAMETER (1 << 2)
+
+#define MMCKPT_TENSOR_REQUIRES_GRAD (1 << 3)
+
+/**
+ * torch's lazy conjugate bit: the values are the conjugates of the stored bytes.
+ */
+#define MMCKPT_TENSOR_CONJ (1 << 4)
+
+/**
+ * torch's lazy negation bit: the values are the negations of the stored bytes.
+ */
+#define MMCKPT_TENSOR_NEG (1 << 5)
+
+/**
+ * A module entry that is a buffer rather than a parameter.
+ */
+#define MMCKPT_TENSOR_BUFFER (1 << 6)
+
 /**
  * Element types, spelled as torch spells them. Values are never renumbered.
  */
@@ -232,6 +225,230 @@ typedef uint32_t mmckpt_dtype;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+/**
+ * A tensor description. Borrowed: every pointer in it stays valid while the handle it came
+ * from (checkpoint or module) lives and, for modules, until the entry is next changed by a
+ * load, materialize or bind.
+ */
+typedef struct mmckpt_tensor {
+  /**
+   * Full dotted name, NUL-terminated.
+   */
+  const char *name;
+  mmckpt_dtype dtype;
+  uint32_t ndim;
+  /**
+   * ndim entries (NULL when ndim == 0).
+   */
+  const int64_t *shape;
+  /**
+   * ndim entries, in elements (NULL when ndim == 0).
+   */
+  const int64_t *strides;
+  /**
+   * In elements.
+   */
+  int64_t storage_offset;
+  uint64_t numel;
+  /**
+   * Element [0, …, 0]; NULL when there is no data yet (meta).
+   */
+  const void *data;
+  /**
+   * Bytes from data to the end of the last reachable element.
+   */
+  uint64_t nbytes;
+  /**
+   * Equal non-zero ids <=> same storage (aliasing); 0 when there is no data.
+   */
+  uint64_t storage_id;
+  /**
+   * Absolute file offset of *data, or MMCKPT_NO_OFFSET.
+   */
+  uint64_t file_offset;
+  /**
+   * MMCKPT_TENSOR_* bits.
+   */
+  uint32_t flags;
+} mmckpt_tensor;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * The library's version as MAJOR*10000 + MINOR*100 + PATCH; equals MMCKPT_VERSION_NUMBER of
+ * the header it was built with.
+ */
+uint32_t mmckpt_version_number(void);
+
+/**
+ * The library's version as static text, e.g. "0.1.0". Never NULL, never freed.
+ */
+const char *mmckpt_version(void);
+
+/**
+ * Bytes per element of a dtype; 0 if the value is not a known mmckpt_dtype.
+ */
+size_t mmckpt_dtype_itemsize(mmckpt_dtype dtype);
+
+/**
+ * torch's name of a dtype ("bfloat16"): static text, never freed; NULL if `dtype` is not a
+ * mmckpt_dtype value (as mmckpt_value_kind_name for value kinds). Status codes have
+ * mmckpt_status_str instead, which is for printing and so is never NULL.
+ */
+const char *mmckpt_dtype_name(mmckpt_dtype dtype);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==== Element conversion ==============================================================*/
+/* Converting a buffer between float dtypes exactly as torch's .to() does. */
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Converts `count` elements of `src_dtype` at `src` into `dst_dtype` elements at `dst`, bit
+ * for bit as torch's `.to(dst_dtype)` on the CPU: any two of float64, float32, float16 and
+ * bfloat16 (round to nearest even; float64 into float16 / bfloat16 through float32, as torch;
+ * NaN payloads, subnormals and infinities as torch keeps them), each float8 kind into float32
+ * (exact), and any dtype into itself (a copy). Elements are little-endian, and neither buffer
+ * needs any alignment. Other pairs (into a float8 kind, integers, complex) are
+ * MMCKPT_ERR_UNSUPPORTED naming both dtypes. `src` holds count × itemsize(src_dtype) bytes,
+ * `dst` count × itemsize(dst_dtype); they must not overlap (MMCKPT_ERR_INVALID_ARGUMENT).
+ * `src` and `dst` may be NULL only when `count` is 0. On failure `dst` is not written.
+ */
+mmckpt_status mmckpt_convert(void *dst,
+                             mmckpt_dtype dst_dtype,
+                             const void *src,
+                             mmckpt_dtype src_dtype,
+                             size_t count);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==== Checkpoints =====================================================================*/
+/* Open options, open and close, and the tensor table. */
+/**
+ * Fail the open if the pickle names any global outside the allowlist (MMCKPT_ERR_UNSAFE).
+ */
+#define MMCKPT_OPEN_STRICT (1 << 0)
+
+/**
+ * Read the file into memory instead of mapping it: results are identical, tensors are not
+ * flagged MAPPED, and the file may change or vanish afterwards without harm.
+ */
+#define MMCKPT_OPEN_READ (1 << 1)
+
+/**
+ * Map the file and prefault every page now (MAP_POPULATE).
+ */
+#define MMCKPT_OPEN_POPULATE (1 << 2)
+
+/**
+ * The newest version of mmckpt_open_options this header declares. Version 1: `version`,
+ * `flags`, `root`. The library accepts every version from 1 to its own.
+ */
+#define MMCKPT_OPEN_OPTIONS_VERSION 1
+
+/**
+ * An open checkpoint: opaque, immutable after open, safe to read from any number of threads
+ * at once. Free it with mmckpt_checkpoint_close.
+ */
+typedef struct mmckpt_checkpoint mmckpt_checkpoint;
+
+/**
+ * Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init(&opts,
+ * MMCKPT_OPEN_OPTIONS_VERSION) or `= MMCKPT_OPEN_OPTIONS_INIT`; fields added in later
+ * versions come after these, and the library reads only the fields of `version`.
+ */
+typedef struct mmckpt_open_options {
+  /**
+   * The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
+   */
+  uint32_t version;
+  /**
+   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE.
+   */
+  uint32_t flags;
+  /**
+   * Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
+   * NULL = the whole object. Read during the call only.
+   */
+  const char *root;
+} mmckpt_open_options;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Fills the fields of version `version` of `*opts` with the defaults (no flags, the whole
+ * object) and sets `opts->version`; nothing past that version's fields is written. Pass
+ * MMCKPT_OPEN_OPTIONS_VERSION. A version this library does not know (0, or newer than the
+ * library) is MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is not written;
+ * NULL is MMCKPT_ERR_NULL_ARGUMENT.
+ */
+mmckpt_status mmckpt_open_options_init(struct mmckpt_open_options *opts, uint32_t version);
+
+/**
+ * Opens a checkpoint: maps the file and parses its metadata; no tensor byte is read.
+ * `opts` may be NULL (defaults). On success `*out` receives a new handle that the caller
+ * frees with mmckpt_checkpoint_close; on failure `*out` is left unchanged.
+ */
+mmckpt_status mmckpt_checkpoint_open(const char *path,
+                                     const struct mmckpt_open_options *opts,
+                                     struct mmckpt_checkpoint **out);
+
+/**
+ * Closes a checkpoint. NULL is a no-op. Modules that were assign-loaded from it keep the
+ * mapping alive and stay valid. Closing the same handle twice, or using it after close, is
+ * undefined behaviour (as with free()). Closing it from inside the on_tensor callback of a load
+ * that reads it is allowed: the load goes on, and the checkpoint is freed when it returns.
+ */
+void mmckpt_checkpoint_close(struct mmckpt_checkpoint *ckpt);
+
+/**
+ * Number of entries in the tensor table; 0 for NULL.
+ */
+size_t mmckpt_checkpoint_tensor_count(const struct mmckpt_checkpoint *ckpt);
+
+/**
+ * Describes entry `index` (0-based, in table order). The description borrows from the
+ * checkpoint and stays valid while it is open. A tensor mmckpt cannot represent (quantized,
+ * sparse, unknown dtype) gives MMCKPT_ERR_UNSUPPORTED naming it; other entries are unaffected.
+ */
+mmckpt_status mmckpt_checkpoint_tensor_at(const struct mmckpt_checkpoint *ckpt,
+                                          size_t index,
+                                          mmckpt_tensor *out);
+
+/**
+ * Describes the tensor with this full dotted name (MMCKPT_ERR_NOT_FOUND if none).
+ */
+mmckpt_status mmckpt_checkpoint_tensor(const struct mmckpt_checkpoint *ckpt,
+                                       const char *name,
+                                       mmckpt_tensor *out);
+
+/**
+ * Name of entry `index`, also for entries whose tensor cannot be represented; NULL if out of
+ * range. Borrowed from the checkpoint: valid until mmckpt_checkpoint_close.
+ */
+const char *mmckpt_checkpoint_name_at(const struct mmckpt_checkpoint *ckpt, size_t index);
+
+/**
+ * "zip", "torchscript", …: static text; NULL for a NULL handle.
+ */
+const char *mmckpt_checkpoint_format(const struct mmckpt_checkpoint *ckpt);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==== Values ==========================================================================*/
+/* Non-tensor values (epoch, config, optimizer settings) read by dotted path. */
 /**
  * What a value is. Values are never renumbered. Python's bytes and bytearray are both
  * MMCKPT_VALUE_BYTES, set and frozenset both MMCKPT_VALUE_SET, dict and OrderedDict both
@@ -289,11 +506,170 @@ typedef uint32_t mmckpt_value_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
 /**
- * An open checkpoint: opaque, immutable after open, safe to read from any number of threads
- * at once. Free it with mmckpt_checkpoint_close.
+ * Python's name of a value kind ("int", "str", "bigint", …): static text, never freed; NULL if
+ * `kind` is not a mmckpt_value_kind value (as mmckpt_dtype_name for dtypes).
  */
-typedef struct mmckpt_checkpoint mmckpt_checkpoint;
+const char *mmckpt_value_kind_name(mmckpt_value_kind kind);
+
+/**
+ * The kind of the value at `path`, a dotted name relative to the checkpoint's root, named as
+ * the tensor table names tensors (dict keys as written, int keys and list/tuple indices in
+ * decimal, object attributes); "" is the root itself. A path that names nothing gives
+ * MMCKPT_ERR_NOT_FOUND, and the last error says which part of the path is missing.
+ *
+ * Every mmckpt_checkpoint_value_* function reads `path` during the call only, finds the value
+ * the same way, never changes the checkpoint, and may run on any number of threads at once.
+ * When a value has the wrong kind for the call they fail with MMCKPT_ERR_INVALID_ARGUMENT and
+ * a message naming the path and the value's kind.
+ */
+mmckpt_status mmckpt_checkpoint_value_kind(const mmckpt_checkpoint *ckpt,
+                                           const char *path,
+                                           mmckpt_value_kind *out);
+
+/**
+ * A bool as 0 or 1. Only MMCKPT_VALUE_BOOL values (an int is not a bool).
+ */
+mmckpt_status mmckpt_checkpoint_value_bool(const mmckpt_checkpoint *ckpt,
+                                           const char *path,
+                                           int32_t *out);
+
+/**
+ * An int (MMCKPT_VALUE_INT), or a bool as 0 / 1 (Python's bool is an int). A
+ * MMCKPT_VALUE_BIGINT does not fit: MMCKPT_ERR_LIMIT (read its decimal text with
+ * mmckpt_checkpoint_value_string). Floats are not converted (MMCKPT_ERR_INVALID_ARGUMENT).
+ */
+mmckpt_status mmckpt_checkpoint_value_int(const mmckpt_checkpoint *ckpt,
+                                          const char *path,
+                                          int64_t *out);
+
+/**
+ * A float, or an int / bigint / bool converted as Python's float() does (rounded to nearest,
+ * ties to even); an int too large for a double gives MMCKPT_ERR_LIMIT (Python raises
+ * OverflowError). NaN and infinities are returned as they are.
+ */
+mmckpt_status mmckpt_checkpoint_value_float(const mmckpt_checkpoint *ckpt,
+                                            const char *path,
+                                            double *out);
+
+/**
+ * A complex as its real and imaginary parts; a real number (as mmckpt_checkpoint_value_float
+ * accepts) gives imag 0.
+ */
+mmckpt_status mmckpt_checkpoint_value_complex(const mmckpt_checkpoint *ckpt,
+                                              const char *path,
+                                              double *real,
+                                              double *imag);
+
+/**
+ * Copies the text of a value into the caller's buffer `buf` of `cap` bytes, followed by a NUL:
+ * the UTF-8 bytes of a str (MMCKPT_VALUE_STRING), the raw bytes of bytes / bytearray
+ * (MMCKPT_VALUE_BYTES: may contain NUL bytes, so use `*len`), or the decimal digits of an int
+ * of any size (MMCKPT_VALUE_INT, MMCKPT_VALUE_BIGINT, e.g. "1180591620717411303424"; at most
+ * about 4300 digits, as Python, else MMCKPT_ERR_LIMIT). Other kinds: MMCKPT_ERR_INVALID_ARGUMENT.
+ *
+ * On success `*len` is the length without the NUL. When `cap < length + 1` nothing is copied,
+ * `*len` still receives the length, and the call returns MMCKPT_ERR_BUFFER_TOO_SMALL: call
+ * with `buf = NULL, cap = 0` to ask for the size. `buf` may be NULL only when `cap` is 0.
+ * The caller owns the buffer; nothing is retained.
+ */
+mmckpt_status mmckpt_checkpoint_value_string(const mmckpt_checkpoint *ckpt,
+                                             const char *path,
+                                             char *buf,
+                                             size_t cap,
+                                             size_t *len);
+
+/**
+ * The dotted class name of a MMCKPT_VALUE_OBJECT ("argparse.Namespace"), or the name a
+ * MMCKPT_VALUE_GLOBAL refers to ("torch.float32"), copied into `buf` as
+ * mmckpt_checkpoint_value_string does (same buffer rules). Other kinds:
+ * MMCKPT_ERR_INVALID_ARGUMENT.
+ */
+mmckpt_status mmckpt_checkpoint_value_class(const mmckpt_checkpoint *ckpt,
+                                            const char *path,
+                                            char *buf,
+                                            size_t cap,
+                                            size_t *len);
+
+/**
+ * Number of children of a container (list, tuple, dict, set, object); 0 for every other kind,
+ * tensors included. Dict children are its items (not an OrderedDict's attributes); an object's
+ * children are the attributes of its pickled state, then any list / dict items.
+ */
+mmckpt_status mmckpt_checkpoint_value_child_count(const mmckpt_checkpoint *ckpt,
+                                                  const char *path,
+                                                  size_t *out);
+
+/**
+ * The name segment of child `index` (0-based, in walk order) of the value at `path`, as it
+ * appears in paths: a dict key as written (int keys in decimal), a list / tuple / set index in
+ * decimal, an attribute name. The child's own path is `path + "." + key` ("key" alone when
+ * `path` is ""). Copied into `buf` as mmckpt_checkpoint_value_string does (same buffer rules).
+ * An index past the last child: MMCKPT_ERR_NOT_FOUND.
+ *
+ * Keys may contain dots. A path then resolves to the first value, in walk order, whose full
+ * name equals it, exactly as the tensor table keeps the first tensor of a name.
+ */
+mmckpt_status mmckpt_checkpoint_value_child_key(const mmckpt_checkpoint *ckpt,
+                                                const char *path,
+                                                size_t index,
+                                                char *buf,
+                                                size_t cap,
+                                                size_t *len);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==== Modules and loads ===============================================================*/
+/* Meta modules (from a spec, docs/module-spec.md, or a checkpoint), their storage (materialize, bind), and load_state_dict: load options, the per-tensor callback, the load report. */
+/**
+ * mmckpt_module_add: the entry is a buffer (default: a parameter).
+ */
+#define MMCKPT_ENTRY_BUFFER (1 << 0)
+
+/**
+ * mmckpt_module_add: a non-persistent buffer (not in the state dict; never loaded). Implies
+ * MMCKPT_ENTRY_BUFFER.
+ */
+#define MMCKPT_ENTRY_NON_PERSISTENT (1 << 1)
+
+/**
+ * Bind views into the checkpoint instead of copying (torch's assign=True).
+ */
+#define MMCKPT_LOAD_ASSIGN (1 << 0)
+
+/**
+ * Missing or unexpected keys fail the load (on after mmckpt_load_options_init).
+ */
+#define MMCKPT_LOAD_STRICT (1 << 1)
+
+/**
+ * With ASSIGN: keep the module's dtypes, converting (into owned storage) where the
+ * checkpoint's differ; matching entries stay zero-copy.
+ */
+#define MMCKPT_LOAD_CONVERT (1 << 2)
+
+/**
+ * Every loaded entry is row-major contiguous, so its `data` may be read as a plain C array.
+ * With ASSIGN, an entry whose checkpoint tensor is already row-major stays a zero-copy view;
+ * a strided one (transposed, permuted, as_strided) is copied into module-owned row-major
+ * memory in the checkpoint's dtype (with CONVERT, the declared one).
+ * mmckpt_load_report_copied lists the copies. Copy loads (materialize / bind, no ASSIGN)
+ * always write row-major memory, so for them this flag changes nothing.
+ */
+#define MMCKPT_LOAD_CONTIGUOUS (1 << 3)
+
+/**
+ * The newest version of mmckpt_load_options this header declares. Version 1: `version`,
+ * `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
+ * its own.
+ */
+#define MMCKPT_LOAD_OPTIONS_VERSION 1
 
 /**
  * The outcome of a successful load: missing and unexpected keys and torch's wording. Opaque;
@@ -309,72 +685,6 @@ typedef struct mmckpt_load_report mmckpt_load_report;
 typedef struct mmckpt_module mmckpt_module;
 
 /**
- * Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init.
- */
-typedef struct mmckpt_open_options {
-  /**
-   * Set by mmckpt_open_options_init; do not change.
-   */
-  uint32_t version;
-  /**
-   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE.
-   */
-  uint32_t flags;
-  /**
-   * Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
-   * NULL = the whole object. Read during the call only.
-   */
-  const char *root;
-} mmckpt_open_options;
-
-/**
- * A tensor description. Borrowed: every pointer in it stays valid while the handle it came
- * from (checkpoint or module) lives and, for modules, until the entry is next changed by a
- * load, materialize or bind.
- */
-typedef struct mmckpt_tensor {
-  /**
-   * Full dotted name, NUL-terminated.
-   */
-  const char *name;
-  mmckpt_dtype dtype;
-  uint32_t ndim;
-  /**
-   * ndim entries (NULL when ndim == 0).
-   */
-  const int64_t *shape;
-  /**
-   * ndim entries, in elements (NULL when ndim == 0).
-   */
-  const int64_t *strides;
-  /**
-   * In elements.
-   */
-  int64_t storage_offset;
-  uint64_t numel;
-  /**
-   * Element [0, …, 0]; NULL when there is no data yet (meta).
-   */
-  const void *data;
-  /**
-   * Bytes from data to the end of the last reachable element.
-   */
-  uint64_t nbytes;
-  /**
-   * Equal non-zero ids <=> same storage (aliasing); 0 when there is no data.
-   */
-  uint64_t storage_id;
-  /**
-   * Absolute file offset of *data, or MMCKPT_NO_OFFSET.
-   */
-  uint64_t file_offset;
-  /**
-   * MMCKPT_TENSOR_* bits.
-   */
-  uint32_t flags;
-} mmckpt_tensor;
-
-/**
  * Per-tensor callback of mmckpt_module_load: called once per loaded entry, after it is bound
  * or copied, in file-offset order. `entry` is valid during the call only. Return 0 to go on;
  * non-zero stops the load with MMCKPT_ERR_CALLBACK. It must not unwind (throw) into mmckpt.
@@ -388,18 +698,20 @@ typedef struct mmckpt_tensor {
  * module when mmckpt_module_load returns. mmckpt_checkpoint_close of the checkpoint being
  * loaded lets the load finish and frees the checkpoint when it returns.
  */
-typedef int32_t (*mmckpt_tensor_fn)(void *user_data, const struct mmckpt_tensor *entry);
+typedef int32_t (*mmckpt_tensor_fn)(void *user_data, const mmckpt_tensor *entry);
 
 /**
- * Options for mmckpt_module_load. Initialise with mmckpt_load_options_init.
+ * Options for mmckpt_module_load. Initialise with mmckpt_load_options_init(&opts,
+ * MMCKPT_LOAD_OPTIONS_VERSION) or `= MMCKPT_LOAD_OPTIONS_INIT`; fields added in later
+ * versions come after these, and the library reads only the fields of `version`.
  */
 typedef struct mmckpt_load_options {
   /**
-   * Set by mmckpt_load_options_init; do not change.
+   * The version of this struct the caller was compiled against (MMCKPT_LOAD_OPTIONS_VERSION).
    */
   uint32_t version;
   /**
-   * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT.
+   * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS.
    */
   uint32_t flags;
   /**
@@ -422,71 +734,6 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `opts` with the defaults (no flags, whole object). NULL is a no-op.
- */
-void mmckpt_open_options_init(struct mmckpt_open_options *opts);
-
-/**
- * Opens a checkpoint: maps the file and parses its metadata; no tensor byte is read.
- * `opts` may be NULL (defaults). On success `*out` receives a new handle that the caller
- * frees with mmckpt_checkpoint_close; on failure `*out` is left unchanged.
- */
-mmckpt_status mmckpt_checkpoint_open(const char *path,
-                                     const struct mmckpt_open_options *opts,
-                                     struct mmckpt_checkpoint **out);
-
-/**
- * Closes a checkpoint. NULL is a no-op. Modules that were assign-loaded from it keep the
- * mapping alive and stay valid. Closing the same handle twice, or using it after close, is
- * undefined behaviour (as with free()). Closing it from inside the on_tensor callback of a load
- * that reads it is allowed: the load goes on, and the checkpoint is freed when it returns.
- */
-void mmckpt_checkpoint_close(struct mmckpt_checkpoint *ckpt);
-
-/**
- * Number of entries in the tensor table; 0 for NULL.
- */
-size_t mmckpt_checkpoint_tensor_count(const struct mmckpt_checkpoint *ckpt);
-
-/**
- * Describes entry `index` (0-based, in table order). The description borrows from the
- * checkpoint and stays valid while it is open. A tensor mmckpt cannot represent (quantized,
- * sparse, unknown dtype) gives MMCKPT_ERR_UNSUPPORTED naming it; other entries are unaffected.
- */
-mmckpt_status mmckpt_checkpoint_tensor_at(const struct mmckpt_checkpoint *ckpt,
-                                          size_t index,
-                                          struct mmckpt_tensor *out);
-
-/**
- * Describes the tensor with this full dotted name (MMCKPT_ERR_NOT_FOUND if none).
- */
-mmckpt_status mmckpt_checkpoint_tensor(const struct mmckpt_checkpoint *ckpt,
-                                       const char *name,
-                                       struct mmckpt_tensor *out);
-
-/**
- * Name of entry `index`, also for entries whose tensor cannot be represented; NULL if out of
- * range. Borrowed from the checkpoint: valid until mmckpt_checkpoint_close.
- */
-const char *mmckpt_checkpoint_name_at(const struct mmckpt_checkpoint *ckpt, size_t index);
-
-/**
- * "zip", "torchscript", …: static text; NULL for a NULL handle.
- */
-const char *mmckpt_checkpoint_format(const struct mmckpt_checkpoint *ckpt);
-
-/**
- * Static text describing a status: never NULL, never freed. Unknown values get a generic text.
- */
-const char *mmckpt_status_str(mmckpt_status status);
-
-/**
- * This thread's detail text for its last failed call ("" if none failed yet). Never NULL.
- * The pointer stays valid until this thread's next mmckpt call.
- */
-const char *mmckpt_last_error(void);
-
-/**
  * Creates an empty meta module. `name` (nullable: "Module") is used in load messages, as
  * torch uses the class name; it is copied. On success `*out` receives a new handle that the
  * caller frees with mmckpt_module_free.
@@ -495,20 +742,22 @@ mmckpt_status mmckpt_module_new(const char *name, struct mmckpt_module **out);
 
 /**
  * Builds a meta module from a JSON spec (`json`, `len` bytes, need not be NUL-terminated; read
- * during the call only; the format is docs/module-spec.md). No tensor memory is allocated. A
- * bad spec is MMCKPT_ERR_INVALID_ARGUMENT with a message naming the node's path; a spec that
- * expands past a bound (2^20 modules or entries, 64 MiB of names, 2^22 JSON values, 128
- * levels) is MMCKPT_ERR_LIMIT, checked before anything is built. On success `*out` receives a
- * new handle (free with mmckpt_module_free).
+ * during the call only; the format is docs/module-spec.md). No tensor memory is allocated. A bad spec
+ * is MMCKPT_ERR_INVALID_ARGUMENT with a message naming the node's path; a spec that expands
+ * past a bound (2^20 modules or entries, 64 MiB of names, 2^22 JSON values, 128 levels) is
+ * MMCKPT_ERR_LIMIT, checked before anything is built. On success `*out` receives a new handle
+ * (free with mmckpt_module_free).
  */
-mmckpt_status mmckpt_module_from_spec(const char *json, size_t len, struct mmckpt_module **out);
+mmckpt_status mmckpt_module_from_spec(const char *json,
+                                      size_t len,
+                                      struct mmckpt_module **out);
 
 /**
  * Builds a meta module mirroring a checkpoint's tensor table (every tensor a parameter with the
  * checkpoint's name, dtype and shape; no data). The module does not reference the checkpoint.
  * On success `*out` receives a new handle (free with mmckpt_module_free).
  */
-mmckpt_status mmckpt_module_from_checkpoint(const struct mmckpt_checkpoint *ckpt,
+mmckpt_status mmckpt_module_from_checkpoint(const mmckpt_checkpoint *ckpt,
                                             struct mmckpt_module **out);
 
 /**
@@ -547,9 +796,7 @@ size_t mmckpt_module_count(const struct mmckpt_module *m);
  * bind. `data` is NULL for a meta entry. Refused (MMCKPT_ERR_STATE) from inside the on_tensor
  * callback of a load into this module: use the callback's `entry`.
  */
-mmckpt_status mmckpt_module_at(const struct mmckpt_module *m,
-                               size_t index,
-                               struct mmckpt_tensor *out);
+mmckpt_status mmckpt_module_at(const struct mmckpt_module *m, size_t index, mmckpt_tensor *out);
 
 /**
  * Describes the entry with this dotted name (MMCKPT_ERR_NOT_FOUND if none); borrowed as in
@@ -557,7 +804,7 @@ mmckpt_status mmckpt_module_at(const struct mmckpt_module *m,
  */
 mmckpt_status mmckpt_module_get(const struct mmckpt_module *m,
                                 const char *name,
-                                struct mmckpt_tensor *out);
+                                mmckpt_tensor *out);
 
 /**
  * Like torch's to_empty(): gives every entry without data module-owned, zeroed, 64-byte
@@ -581,9 +828,13 @@ mmckpt_status mmckpt_module_bind(struct mmckpt_module *m,
                                  size_t nbytes);
 
 /**
- * Fills `opts` with the defaults: a strict copy load, no prefix, no callback. NULL is a no-op.
+ * Fills the fields of version `version` of `*opts` with the defaults (a strict copy load, no
+ * prefix, no callback) and sets `opts->version`; nothing past that version's fields is
+ * written. Pass MMCKPT_LOAD_OPTIONS_VERSION. A version this library does not know is
+ * MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is not written; NULL is
+ * MMCKPT_ERR_NULL_ARGUMENT.
  */
-void mmckpt_load_options_init(struct mmckpt_load_options *opts);
+mmckpt_status mmckpt_load_options_init(struct mmckpt_load_options *opts, uint32_t version);
 
 /**
  * Loads a checkpoint into a module, as load_state_dict does. `opts` NULL means the defaults (a
@@ -598,7 +849,7 @@ void mmckpt_load_options_init(struct mmckpt_load_options *opts);
  * a load into a module from inside that module's own callback is refused (MMCKPT_ERR_STATE).
  */
 mmckpt_status mmckpt_module_load(struct mmckpt_module *m,
-                                 const struct mmckpt_checkpoint *ckpt,
+                                 const mmckpt_checkpoint *ckpt,
                                  const struct mmckpt_load_options *opts,
                                  struct mmckpt_load_report **report);
 
@@ -623,6 +874,19 @@ size_t mmckpt_load_report_unexpected_count(const struct mmckpt_load_report *r);
 const char *mmckpt_load_report_unexpected(const struct mmckpt_load_report *r, size_t i);
 
 /**
+ * Number of entries an assign load copied instead of binding a zero-copy view (converted with
+ * MMCKPT_LOAD_CONVERT, or strided and re-laid out with MMCKPT_LOAD_CONTIGUOUS); 0 for copy
+ * loads and for NULL.
+ */
+size_t mmckpt_load_report_copied_count(const struct mmckpt_load_report *r);
+
+/**
+ * Copied entry `i` (its module name), in load order, borrowed from the report; NULL if out of
+ * range or NULL.
+ */
+const char *mmckpt_load_report_copied(const struct mmckpt_load_report *r, size_t i);
+
+/**
  * torch's wording of the result: `"<All keys matched successfully>"` or
  * "_IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])". Borrowed from the report;
  * NULL for NULL.
@@ -634,142 +898,13 @@ const char *mmckpt_load_report_message(const struct mmckpt_load_report *r);
  */
 void mmckpt_load_report_free(struct mmckpt_load_report *r);
 
-/**
- * The library's version as MAJOR*10000 + MINOR*100 + PATCH; equals MMCKPT_VERSION_NUMBER of
- * the header it was built with.
- */
-uint32_t mmckpt_version_number(void);
-
-/**
- * The library's version as static text, e.g. "0.1.0". Never NULL, never freed.
- */
-const char *mmckpt_version(void);
-
-/**
- * Bytes per element of a dtype; 0 if the value is not a known mmckpt_dtype.
- */
-size_t mmckpt_dtype_itemsize(mmckpt_dtype dtype);
-
-/**
- * torch's name of a dtype ("bfloat16"): static text, never freed; NULL if `dtype` is not a
- * mmckpt_dtype value (as mmckpt_value_kind_name for value kinds). Status codes have
- * mmckpt_status_str instead, which is for printing and so is never NULL.
- */
-const char *mmckpt_dtype_name(mmckpt_dtype dtype);
-
-/**
- * Python's name of a value kind ("int", "str", "bigint", …): static text, never freed; NULL if
- * `kind` is not a mmckpt_value_kind value (as mmckpt_dtype_name for dtypes).
- */
-const char *mmckpt_value_kind_name(mmckpt_value_kind kind);
-
-/**
- * The kind of the value at `path`, a dotted name relative to the checkpoint's root, named as
- * the tensor table names tensors (dict keys as written, int keys and list/tuple indices in
- * decimal, object attributes); "" is the root itself. A path that names nothing gives
- * MMCKPT_ERR_NOT_FOUND, and the last error says which part of the path is missing.
- *
- * Every mmckpt_checkpoint_value_* function reads `path` during the call only, finds the value
- * the same way, never changes the checkpoint, and may run on any number of threads at once.
- * When a value has the wrong kind for the call they fail with MMCKPT_ERR_INVALID_ARGUMENT and
- * a message naming the path and the value's kind.
- */
-mmckpt_status mmckpt_checkpoint_value_kind(const struct mmckpt_checkpoint *ckpt,
-                                           const char *path,
-                                           mmckpt_value_kind *out);
-
-/**
- * A bool as 0 or 1. Only MMCKPT_VALUE_BOOL values (an int is not a bool).
- */
-mmckpt_status mmckpt_checkpoint_value_bool(const struct mmckpt_checkpoint *ckpt,
-                                           const char *path,
-                                           int32_t *out);
-
-/**
- * An int (MMCKPT_VALUE_INT), or a bool as 0 / 1 (Python's bool is an int). A
- * MMCKPT_VALUE_BIGINT does not fit: MMCKPT_ERR_LIMIT (read its decimal text with
- * mmckpt_checkpoint_value_string). Floats are not converted (MMCKPT_ERR_INVALID_ARGUMENT).
- */
-mmckpt_status mmckpt_checkpoint_value_int(const struct mmckpt_checkpoint *ckpt,
-                                          const char *path,
-                                          int64_t *out);
-
-/**
- * A float, or an int / bigint / bool converted as Python's float() does (rounded to nearest,
- * ties to even); an int too large for a double gives MMCKPT_ERR_LIMIT (Python raises
- * OverflowError). NaN and infinities are returned as they are.
- */
-mmckpt_status mmckpt_checkpoint_value_float(const struct mmckpt_checkpoint *ckpt,
-                                            const char *path,
-                                            double *out);
-
-/**
- * A complex as its real and imaginary parts; a real number (as mmckpt_checkpoint_value_float
- * accepts) gives imag 0.
- */
-mmckpt_status mmckpt_checkpoint_value_complex(const struct mmckpt_checkpoint *ckpt,
-                                              const char *path,
-                                              double *real,
-                                              double *imag);
-
-/**
- * Copies the text of a value into the caller's buffer `buf` of `cap` bytes, followed by a NUL:
- * the UTF-8 bytes of a str (MMCKPT_VALUE_STRING), the raw bytes of bytes / bytearray
- * (MMCKPT_VALUE_BYTES: may contain NUL bytes, so use `*len`), or the decimal digits of an int
- * of any size (MMCKPT_VALUE_INT, MMCKPT_VALUE_BIGINT, e.g. "1180591620717411303424"; at most
- * about 4300 digits, as Python, else MMCKPT_ERR_LIMIT). Other kinds: MMCKPT_ERR_INVALID_ARGUMENT.
- *
- * On success `*len` is the length without the NUL. When `cap < length + 1` nothing is copied,
- * `*len` still receives the length, and the call returns MMCKPT_ERR_BUFFER_TOO_SMALL: call
- * with `buf = NULL, cap = 0` to ask for the size. `buf` may be NULL only when `cap` is 0.
- * The caller owns the buffer; nothing is retained.
- */
-mmckpt_status mmckpt_checkpoint_value_string(const struct mmckpt_checkpoint *ckpt,
-                                             const char *path,
-                                             char *buf,
-                                             size_t cap,
-                                             size_t *len);
-
-/**
- * The dotted class name of a MMCKPT_VALUE_OBJECT ("argparse.Namespace"), or the name a
- * MMCKPT_VALUE_GLOBAL refers to ("torch.float32"), copied into `buf` as
- * mmckpt_checkpoint_value_string does (same buffer rules). Other kinds:
- * MMCKPT_ERR_INVALID_ARGUMENT.
- */
-mmckpt_status mmckpt_checkpoint_value_class(const struct mmckpt_checkpoint *ckpt,
-                                            const char *path,
-                                            char *buf,
-                                            size_t cap,
-                                            size_t *len);
-
-/**
- * Number of children of a container (list, tuple, dict, set, object); 0 for every other kind,
- * tensors included. Dict children are its items (not an OrderedDict's attributes); an object's
- * children are the attributes of its pickled state, then any list / dict items.
- */
-mmckpt_status mmckpt_checkpoint_value_child_count(const struct mmckpt_checkpoint *ckpt,
-                                                  const char *path,
-                                                  size_t *out);
-
-/**
- * The name segment of child `index` (0-based, in walk order) of the value at `path`, as it
- * appears in paths: a dict key as written (int keys in decimal), a list / tuple / set index in
- * decimal, an attribute name. The child's own path is `path + "." + key` ("key" alone when
- * `path` is ""). Copied into `buf` as mmckpt_checkpoint_value_string does (same buffer rules).
- * An index past the last child: MMCKPT_ERR_NOT_FOUND.
- *
- * Keys may contain dots. A path then resolves to the first value, in walk order, whose full
- * name equals it, exactly as the tensor table keeps the first tensor of a name.
- */
-mmckpt_status mmckpt_checkpoint_value_child_key(const struct mmckpt_checkpoint *ckpt,
-                                                const char *path,
-                                                size_t index,
-                                                char *buf,
-                                                size_t cap,
-                                                size_t *len);
-
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
+
+/* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as
+ * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load options. */
+#define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
+#define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }
 
 #endif  /* MMCKPT_H */

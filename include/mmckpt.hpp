@@ -72,17 +72,17 @@ inline std::string quoted(std::string_view name) {
   return s;
 }
 
-/// The one place the C option structs are initialised, so that a change in how the C API
-/// versions them (an init that takes the version and returns a status) is made here only.
+/// The one place the C option structs are initialised: at the version this header was compiled
+/// with, so that a newer library reads only the fields this header knows.
 inline mmckpt_open_options default_open_options() {
   mmckpt_open_options opts;
-  mmckpt_open_options_init(&opts);
+  check(mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION));
   return opts;
 }
 
 inline mmckpt_load_options default_load_options() {
   mmckpt_load_options opts;
-  mmckpt_load_options_init(&opts);
+  check(mmckpt_load_options_init(&opts, MMCKPT_LOAD_OPTIONS_VERSION));
   return opts;
 }
 
@@ -675,6 +675,14 @@ class load_report {
       keys.emplace_back(mmckpt_load_report_unexpected(handle_, i));
     return keys;
   }
+  /// Entries an assign load copied instead of viewing (converted, or made row-major), in load
+  /// order.
+  std::vector<std::string_view> copied() const {
+    std::vector<std::string_view> keys;
+    for (size_t i = 0; i < mmckpt_load_report_copied_count(handle_); i++)
+      keys.emplace_back(mmckpt_load_report_copied(handle_, i));
+    return keys;
+  }
   /// "<All keys matched successfully>" or "_IncompatibleKeys(missing_keys=[...], ...)".
   std::string_view message() const {
     const char *text = mmckpt_load_report_message(handle_);
@@ -695,6 +703,9 @@ class load_options {
   load_options &strict(bool on = true) { return set(MMCKPT_LOAD_STRICT, on); }
   /// With assign: keep the module's dtypes, converting where the checkpoint's differ.
   load_options &convert(bool on = true) { return set(MMCKPT_LOAD_CONVERT, on); }
+  /// With assign: every entry row-major. Entries the checkpoint stores strided (transposed,
+  /// channels_last) are copied into module-owned row-major memory; the rest stay views.
+  load_options &contiguous(bool on = true) { return set(MMCKPT_LOAD_CONTIGUOUS, on); }
   /// Only checkpoint keys under this prefix, stripped ("module.").
   load_options &prefix(std::string_view p) {
     prefix_ = std::string(p);

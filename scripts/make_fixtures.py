@@ -576,6 +576,27 @@ class SomeModule(nn.Module):
         return self.linears(x)
 
 
+def transposed_ckpt():
+    """Weights saved as-is in non-row-major layouts, as facenet-pytorch's MTCNN weights are
+    (its conv1.weight has strides [1, 10, 30, 90]): what an engine that reads `data` row-major
+    gets wrong, and what MMCKPT_LOAD_CONTIGUOUS re-lays out. Own generator: the other fixtures'
+    random streams are untouched."""
+    g = torch.Generator().manual_seed(1313)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    sd = collections.OrderedDict()
+    sd["conv1.weight"] = randn(3, 3, 3, 10).permute(3, 2, 1, 0)  # [10, 3, 3, 3], strides [1, 10, 30, 90]
+    sd["conv1.bias"] = randn(10)
+    sd["fc.weight"] = randn(6, 4).t()  # [4, 6], strides [1, 4]
+    sd["fc.bias"] = randn(4)
+    sd["strided"] = randn(40).as_strided((3, 4), (8, 2), 1)
+    sd["half_t"] = randn(5, 3).half().t()  # float16 [3, 5], strides [1, 3]
+    assert sd["conv1.weight"].stride() == (1, 10, 30, 90)
+    return sd
+
+
 def recipe_ckpt():
     # Build on meta (no 40 MB of random init), then give each tensor a deterministic,
     # low-entropy pattern so that git's zlib stores the 40 MB file in well under 1 MB.
@@ -980,6 +1001,9 @@ def main():
     with open(p("recipe.spec.json"), "w") as f:
         json.dump(RECIPE_SPEC, f, indent=2)
         f.write("\n")
+
+    save_zip(transposed_ckpt(), p("transposed.pt"))
+    record("transposed.pt", "zip", load("transposed.pt"))
 
     with open(p("manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -32,6 +32,8 @@
 //!   [`Checkpoint::value_leaves`] lists them all;
 //! - modules: [`Module`] of [`Entry`]s ([`EntryKind`]), loaded with [`LoadOptions`] into a
 //!   [`LoadReport`];
+//! - element conversion between float dtypes, as torch's `.to()`: [`convert_elements`],
+//!   [`can_convert`];
 //! - errors: [`Error`] of an [`ErrorKind`] (one per C status), [`Result`].
 //!
 //! The C ABI (`include/mmckpt.h`) is built from the same crate and goes through the same
@@ -63,6 +65,7 @@ pub use container::zip::ZipLimits;
 pub use container::OpenMode;
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
+pub use module::convert::{can_convert, convert_elements};
 pub use module::{Entry, EntryKind, LoadOptions, LoadReport, Module, OnTensor};
 pub use module::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
 pub use pickle::PickleLimits;

@@ -266,6 +266,7 @@ fn open_and_load(path: &Path) {
             assign,
             strict: false,
             convert,
+            contiguous: false,
             prefix: String::new(),
         };
         if let Err(e) = module.load(&ckpt, &options) {

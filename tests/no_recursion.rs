@@ -88,6 +88,7 @@ fn a_module_with_a_million_segment_name_loads_and_reports() {
                     assign,
                     strict: true,
                     convert,
+                    contiguous: false,
                     prefix: String::new(),
                 };
                 let report = module.load(&ckpt, &options).unwrap();

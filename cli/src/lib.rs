@@ -759,6 +759,7 @@ fn load_module(mut module: Module, ckpt: &Checkpoint, plan: &LoadPlan) -> Result
         assign: !plan.copy,
         strict: !plan.non_strict,
         convert: !plan.copy && plan.dtype.is_some(),
+        contiguous: false,
         prefix: plan.prefix.clone(),
     };
     let report = module.load(ckpt, &options)?;

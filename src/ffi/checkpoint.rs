@@ -1,6 +1,7 @@
 //! Checkpoint handles: open, close, the tensor table.
 
 use super::guard::*;
+use super::options::{self as versioned, Versioned};
 use super::types::mmckpt_tensor;
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::OpenMode;
@@ -70,13 +71,16 @@ pub const MMCKPT_OPEN_READ: u32 = 1 << 1;
 pub const MMCKPT_OPEN_POPULATE: u32 = 1 << 2;
 const OPEN_FLAGS: u32 = MMCKPT_OPEN_STRICT | MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE;
 
-/// The value mmckpt_open_options_init writes into `version`.
+/// The newest version of mmckpt_open_options this header declares. Version 1: `version`,
+/// `flags`, `root`. The library accepts every version from 1 to its own.
 pub const MMCKPT_OPEN_OPTIONS_VERSION: u32 = 1;
 
-/// Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init.
+/// Options for mmckpt_checkpoint_open. Initialise with mmckpt_open_options_init(&opts,
+/// MMCKPT_OPEN_OPTIONS_VERSION) or `= MMCKPT_OPEN_OPTIONS_INIT`; fields added in later
+/// versions come after these, and the library reads only the fields of `version`.
 #[repr(C)]
 pub struct mmckpt_open_options {
-    /// Set by mmckpt_open_options_init; do not change.
+    /// The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
     pub version: u32,
     /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE.
     pub flags: u32,
@@ -85,32 +89,42 @@ pub struct mmckpt_open_options {
     pub root: *const c_char,
 }
 
-/// Fills `opts` with the defaults (no flags, whole object). NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn mmckpt_open_options_init(opts: *mut mmckpt_open_options) {
-    guard_value((), || {
-        if let Ok(out) = out_ptr(opts, "opts") {
-            out.write(mmckpt_open_options {
-                version: MMCKPT_OPEN_OPTIONS_VERSION,
-                flags: 0,
-                root: std::ptr::null(),
-            });
+// SAFETY: repr(C), starts with the u32 version; u32 and a raw pointer accept any bits.
+unsafe impl Versioned for mmckpt_open_options {
+    const NAME: &'static str = "mmckpt_open_options";
+    const INIT: &'static str = "mmckpt_open_options_init";
+    const CURRENT: u32 = MMCKPT_OPEN_OPTIONS_VERSION;
+    fn prefix_len(_version: u32) -> usize {
+        // Version 1 is every field.
+        std::mem::offset_of!(mmckpt_open_options, root) + std::mem::size_of::<*const c_char>()
+    }
+    fn defaults() -> Self {
+        mmckpt_open_options {
+            version: MMCKPT_OPEN_OPTIONS_VERSION,
+            flags: 0,
+            root: std::ptr::null(),
         }
-    })
+    }
+}
+
+/// Fills the fields of version `version` of `*opts` with the defaults (no flags, the whole
+/// object) and sets `opts->version`; nothing past that version's fields is written. Pass
+/// MMCKPT_OPEN_OPTIONS_VERSION. A version this library does not know (0, or newer than the
+/// library) is MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is not written;
+/// NULL is MMCKPT_ERR_NULL_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn mmckpt_open_options_init(
+    opts: *mut mmckpt_open_options,
+    version: u32,
+) -> mmckpt_status {
+    guard(|| versioned::init(opts, version))
 }
 
 fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
     let mut options = OpenOptions::default();
-    if opts.is_null() {
+    let Some(opts) = versioned::read(opts)? else {
         return Ok(options);
-    }
-    let opts = arg_ref(opts, "opts")?;
-    if opts.version != MMCKPT_OPEN_OPTIONS_VERSION {
-        return Err(Error::invalid_argument(format!(
-            "opts.version is {}; initialise options with mmckpt_open_options_init",
-            opts.version
-        )));
-    }
+    };
     if opts.flags & !OPEN_FLAGS != 0 {
         return Err(Error::invalid_argument(format!(
             "opts.flags has unknown bits 0x{:x}",

@@ -135,8 +135,13 @@ pub(crate) fn c_text(text: &str) -> CString {
     CString::new(crate::tree::sanitize(text).into_owned()).expect("every NUL was escaped")
 }
 
-/// This thread's detail text for its last failed call ("" if none failed yet). Never NULL.
-/// The pointer stays valid until this thread's next mmckpt call.
+/// The message of this thread's last failed mmckpt call: what was wrong, naming the argument,
+/// entry, path or file. Per thread: a failure on one thread never changes another thread's
+/// text. Every call that returns a status other than MMCKPT_OK sets it; successful calls and
+/// calls that return no status leave it as it is (success does not clear it), so it may
+/// describe a call several calls back: read it only right after a call returned an error.
+/// "" when no call on this thread has failed yet. Never NULL. The text (and the pointer) stays
+/// valid and unchanged until this thread's next failed call or its exit; copy it to keep it.
 #[no_mangle]
 pub extern "C" fn mmckpt_last_error() -> *const c_char {
     guard_value(c"".as_ptr(), || {

@@ -9,8 +9,10 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod checkpoint;
+mod convert;
 mod guard;
 mod module;
+mod options;
 mod types;
 mod values;
 

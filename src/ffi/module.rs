@@ -11,6 +11,7 @@
 
 use super::checkpoint::{mmckpt_checkpoint, CheckpointHold};
 use super::guard::*;
+use super::options::{self as versioned, Versioned};
 use super::types::{mmckpt_dtype_value, mmckpt_tensor};
 use crate::container::BorrowedBuf;
 use crate::dtype::DType;
@@ -339,17 +340,29 @@ pub const MMCKPT_LOAD_STRICT: u32 = 1 << 1;
 /// With ASSIGN: keep the module's dtypes, converting (into owned storage) where the
 /// checkpoint's differ; matching entries stay zero-copy.
 pub const MMCKPT_LOAD_CONVERT: u32 = 1 << 2;
-const LOAD_FLAGS: u32 = MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_STRICT | MMCKPT_LOAD_CONVERT;
+/// Every loaded entry is row-major contiguous, so its `data` may be read as a plain C array.
+/// With ASSIGN, an entry whose checkpoint tensor is already row-major stays a zero-copy view;
+/// a strided one (transposed, permuted, as_strided) is copied into module-owned row-major
+/// memory in the checkpoint's dtype (with CONVERT, the declared one).
+/// mmckpt_load_report_copied lists the copies. Copy loads (materialize / bind, no ASSIGN)
+/// always write row-major memory, so for them this flag changes nothing.
+pub const MMCKPT_LOAD_CONTIGUOUS: u32 = 1 << 3;
+const LOAD_FLAGS: u32 =
+    MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_STRICT | MMCKPT_LOAD_CONVERT | MMCKPT_LOAD_CONTIGUOUS;
 
-/// The value mmckpt_load_options_init writes into `version`.
+/// The newest version of mmckpt_load_options this header declares. Version 1: `version`,
+/// `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
+/// its own.
 pub const MMCKPT_LOAD_OPTIONS_VERSION: u32 = 1;
 
-/// Options for mmckpt_module_load. Initialise with mmckpt_load_options_init.
+/// Options for mmckpt_module_load. Initialise with mmckpt_load_options_init(&opts,
+/// MMCKPT_LOAD_OPTIONS_VERSION) or `= MMCKPT_LOAD_OPTIONS_INIT`; fields added in later
+/// versions come after these, and the library reads only the fields of `version`.
 #[repr(C)]
 pub struct mmckpt_load_options {
-    /// Set by mmckpt_load_options_init; do not change.
+    /// The version of this struct the caller was compiled against (MMCKPT_LOAD_OPTIONS_VERSION).
     pub version: u32,
-    /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT.
+    /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS.
     pub flags: u32,
     /// Nullable. Only checkpoint keys under this prefix are considered, and it is stripped
     /// ("module." of DataParallel); a missing final '.' is implied. Read during the call only.
@@ -360,20 +373,38 @@ pub struct mmckpt_load_options {
     pub user_data: *mut c_void,
 }
 
-/// Fills `opts` with the defaults: a strict copy load, no prefix, no callback. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn mmckpt_load_options_init(opts: *mut mmckpt_load_options) {
-    guard_value((), || {
-        if let Ok(out) = out_ptr(opts, "opts") {
-            out.write(mmckpt_load_options {
-                version: MMCKPT_LOAD_OPTIONS_VERSION,
-                flags: MMCKPT_LOAD_STRICT,
-                prefix: std::ptr::null(),
-                on_tensor: None,
-                user_data: std::ptr::null_mut(),
-            });
+// SAFETY: repr(C), starts with the u32 version; u32, raw pointers and a nullable function
+// pointer accept any bits a C caller can write.
+unsafe impl Versioned for mmckpt_load_options {
+    const NAME: &'static str = "mmckpt_load_options";
+    const INIT: &'static str = "mmckpt_load_options_init";
+    const CURRENT: u32 = MMCKPT_LOAD_OPTIONS_VERSION;
+    fn prefix_len(_version: u32) -> usize {
+        // Version 1 is every field.
+        std::mem::offset_of!(mmckpt_load_options, user_data) + std::mem::size_of::<*mut c_void>()
+    }
+    fn defaults() -> Self {
+        mmckpt_load_options {
+            version: MMCKPT_LOAD_OPTIONS_VERSION,
+            flags: MMCKPT_LOAD_STRICT,
+            prefix: std::ptr::null(),
+            on_tensor: None,
+            user_data: std::ptr::null_mut(),
         }
-    })
+    }
+}
+
+/// Fills the fields of version `version` of `*opts` with the defaults (a strict copy load, no
+/// prefix, no callback) and sets `opts->version`; nothing past that version's fields is
+/// written. Pass MMCKPT_LOAD_OPTIONS_VERSION. A version this library does not know is
+/// MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is not written; NULL is
+/// MMCKPT_ERR_NULL_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_options_init(
+    opts: *mut mmckpt_load_options,
+    version: u32,
+) -> mmckpt_status {
+    guard(|| versioned::init(opts, version))
 }
 
 /// The outcome of a successful load: missing and unexpected keys and torch's wording. Opaque;
@@ -381,6 +412,7 @@ pub extern "C" fn mmckpt_load_options_init(opts: *mut mmckpt_load_options) {
 pub struct mmckpt_load_report {
     missing: Vec<CString>,
     unexpected: Vec<CString>,
+    copied: Vec<CString>,
     message: CString,
 }
 
@@ -389,6 +421,7 @@ impl mmckpt_load_report {
         mmckpt_load_report {
             missing: r.missing_keys().iter().map(|k| c_text(k)).collect(),
             unexpected: r.unexpected_keys().iter().map(|k| c_text(k)).collect(),
+            copied: r.copied_keys().iter().map(|k| c_text(k)).collect(),
             message: c_text(&r.message()),
         }
     }
@@ -402,16 +435,9 @@ type Callback = (
 
 fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option<Callback>)> {
     let mut options = LoadOptions::default();
-    if opts.is_null() {
+    let Some(opts) = versioned::read(opts)? else {
         return Ok((options, None));
-    }
-    let opts = arg_ref(opts, "opts")?;
-    if opts.version != MMCKPT_LOAD_OPTIONS_VERSION {
-        return Err(Error::invalid_argument(format!(
-            "opts.version is {}; initialise options with mmckpt_load_options_init",
-            opts.version
-        )));
-    }
+    };
     if opts.flags & !LOAD_FLAGS != 0 {
         return Err(Error::invalid_argument(format!(
             "opts.flags has unknown bits 0x{:x}",
@@ -421,6 +447,7 @@ fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option
     options.assign = opts.flags & MMCKPT_LOAD_ASSIGN != 0;
     options.strict = opts.flags & MMCKPT_LOAD_STRICT != 0;
     options.convert = opts.flags & MMCKPT_LOAD_CONVERT != 0;
+    options.contiguous = opts.flags & MMCKPT_LOAD_CONTIGUOUS != 0;
     options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
         .unwrap_or("")
         .to_string();
@@ -561,6 +588,24 @@ pub extern "C" fn mmckpt_load_report_unexpected(
     report_key(r, i, |r| &r.unexpected)
 }
 
+/// Number of entries an assign load copied instead of binding a zero-copy view (converted with
+/// MMCKPT_LOAD_CONVERT, or strided and re-laid out with MMCKPT_LOAD_CONTIGUOUS); 0 for copy
+/// loads and for NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_copied_count(r: *const mmckpt_load_report) -> usize {
+    guard_value(0, || arg_ref(r, "r").map_or(0, |r| r.copied.len()))
+}
+
+/// Copied entry `i` (its module name), in load order, borrowed from the report; NULL if out of
+/// range or NULL.
+#[no_mangle]
+pub extern "C" fn mmckpt_load_report_copied(
+    r: *const mmckpt_load_report,
+    i: usize,
+) -> *const c_char {
+    report_key(r, i, |r| &r.copied)
+}
+
 /// torch's wording of the result: `"<All keys matched successfully>"` or
 /// "_IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])". Borrowed from the report;
 /// NULL for NULL.
@@ -682,7 +727,10 @@ mod tests {
             on_tensor: None,
             user_data: std::ptr::null_mut(),
         };
-        mmckpt_load_options_init(&mut opts);
+        assert_eq!(
+            mmckpt_load_options_init(&mut opts, MMCKPT_LOAD_OPTIONS_VERSION),
+            MMCKPT_OK
+        );
         assert_eq!(opts.flags, MMCKPT_LOAD_STRICT);
         opts.prefix = c"module".as_ptr();
         assert_eq!(

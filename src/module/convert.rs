@@ -15,6 +15,7 @@
 //! blocks that stay in L1, around `half`'s slice conversions (F16C where available).
 
 use crate::dtype::DType;
+use crate::error::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -27,6 +28,121 @@ const BLOCK: usize = 1024;
 /// True when [`convert`] can turn `from` elements into `to` elements.
 pub fn is_convertible(from: DType, to: DType) -> bool {
     from == to || (from.is_floating() && to.is_floating())
+}
+
+/// True when [`convert_elements`] turns `from` elements into `to` elements: any dtype into
+/// itself (a copy), any two of float64, float32, float16 and bfloat16, and each float8 kind
+/// into float32.
+pub fn can_convert(from: DType, to: DType) -> bool {
+    is_convertible(from, to) || (is_float8(from) && to == DType::Float32)
+}
+
+fn is_float8(d: DType) -> bool {
+    use DType::*;
+    matches!(
+        d,
+        Float8E4M3Fn | Float8E5M2 | Float8E4M3FnUz | Float8E5M2FnUz | Float8E8M0Fnu
+    )
+}
+
+/// Converts the elements of `src` (little-endian `from` elements, any alignment) into `dst` as
+/// `to` elements, bit for bit as torch's `.to(dtype)` does on the CPU (rounding to nearest even,
+/// float64 to float16/bfloat16 through float32, NaN payloads, subnormals and infinities as
+/// torch keeps them; see the module documentation for the NaN rules). `dst` must hold exactly
+/// as many elements as `src`.
+///
+/// Errors: `Unsupported` for a pair [`can_convert`] refuses (into a float8 kind mmckpt does not
+/// yet round as torch does; integers, complex and bit types only copy into themselves);
+/// `InvalidArgument` when `src` is not a whole number of elements or `dst` has another count.
+///
+/// ```
+/// use mmckpt::{convert_elements, DType};
+/// let src: Vec<u8> = [1.0f32, -2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+/// let mut dst = [0u8; 4];
+/// convert_elements(&src, DType::Float32, &mut dst, DType::BFloat16)?;
+/// assert_eq!(dst, [0x80, 0x3f, 0x20, 0xc0]);
+/// # Ok::<(), mmckpt::Error>(())
+/// ```
+pub fn convert_elements(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> Result<()> {
+    if !can_convert(from, to) {
+        return Err(Error::unsupported(format!(
+            "converting {from} to {to} is not supported: mmckpt converts between float64, \
+             float32, float16 and bfloat16, from each float8 kind to float32, and any dtype \
+             into itself"
+        )));
+    }
+    if src.len() % from.itemsize() != 0 {
+        return Err(Error::invalid_argument(format!(
+            "the source is {} bytes, not a whole number of {from} elements",
+            src.len()
+        )));
+    }
+    let count = src.len() / from.itemsize();
+    if count.checked_mul(to.itemsize()) != Some(dst.len()) {
+        return Err(Error::invalid_argument(format!(
+            "the destination is {} bytes; {count} {to} elements are {} bytes",
+            dst.len(),
+            count.saturating_mul(to.itemsize())
+        )));
+    }
+    if from != to && is_float8(from) {
+        for (&byte, out) in src.iter().zip(dst.chunks_exact_mut(4)) {
+            out.copy_from_slice(&float8_to_f32_bits(from, byte).to_le_bytes());
+        }
+    } else {
+        convert(from, src, to, dst);
+    }
+    Ok(())
+}
+
+/// One float8 element as float32 bits, as torch's c10 conversions compute it.
+fn float8_to_f32_bits(from: DType, x: u8) -> u32 {
+    match from {
+        DType::Float8E4M3Fn => {
+            // c10::detail::fp8e4m3fn_to_fp32_value, including its NaN (sign | 0x7ff00000).
+            let w = u32::from(x) << 24;
+            let sign = w & 0x8000_0000;
+            let nonsign = w & 0x7fff_ffff;
+            let renorm_shift = nonsign.leading_zeros().saturating_sub(4);
+            let inf_nan_mask = ((nonsign.wrapping_add(0x0100_0000) as i32) >> 8) & 0x7f80_0000;
+            let zero_mask = (nonsign.wrapping_sub(1) as i32) >> 31;
+            let body = ((nonsign << renorm_shift >> 4).wrapping_add((0x78 - renorm_shift) << 23))
+                | inf_nan_mask as u32;
+            sign | (body & !(zero_mask as u32))
+        }
+        // The top byte of a float16 (c10: fp16_ieee_to_fp32_value of x << 8).
+        DType::Float8E5M2 => f16::from_bits(u16::from(x) << 8).to_f32().to_bits(),
+        DType::Float8E4M3FnUz => fnuz_to_f32_bits(x, 4, 3),
+        DType::Float8E5M2FnUz => fnuz_to_f32_bits(x, 5, 2),
+        DType::Float8E8M0Fnu => match x {
+            0 => 0x0040_0000,    // 2^-127, a float32 subnormal
+            0xff => 0x7f80_0001, // c10's NaN
+            e => u32::from(e) << 23,
+        },
+        other => unreachable!("{other} is not a float8 kind"),
+    }
+}
+
+/// c10::detail::fp8_fnuz_to_fp32_value<we, wm>: no infinities, no negative zero, 0x80 is NaN.
+fn fnuz_to_f32_bits(x: u8, we: u32, wm: u32) -> u32 {
+    if x == 0 {
+        return 0;
+    }
+    if x == 0x80 {
+        return 0x7f80_0001;
+    }
+    let mut mantissa = u32::from(x) & ((1 << wm) - 1);
+    let mut exponent = (u32::from(x) & 0x7f) >> wm;
+    if exponent == 0 {
+        let sh = 1 + mantissa.leading_zeros() - (32 - wm);
+        mantissa <<= sh;
+        exponent = exponent + 1 - sh;
+        mantissa &= (1 << wm) - 1;
+    }
+    let exp_low_cutoff = (1u32 << 7) - (1 << (we - 1));
+    exponent = exponent.wrapping_add(exp_low_cutoff - 1);
+    mantissa <<= 23 - wm;
+    (u32::from(x >> 7) << 31) | (exponent << 23) | mantissa
 }
 
 /// Writes `src` (contiguous elements of `from`) into `dst` as elements of `to`. `dst` holds

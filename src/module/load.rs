@@ -18,10 +18,11 @@
 use super::convert;
 use super::report::{size_mismatch, LoadReport};
 use super::{Data, Entry, Module, View};
-use crate::checkpoint::new_storage_id;
+use crate::checkpoint::{new_storage_id, Backing};
 use crate::checkpoint::{Checkpoint, TensorRef};
 use crate::container::AlignedBuf;
 use crate::error::{Error, ErrorKind, Result};
+use std::sync::Arc;
 
 /// How to load (the C `mmckpt_load_options` and the CLI's switches).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +35,13 @@ pub struct LoadOptions {
     /// With `assign`: keep the module's declared dtypes, converting where the checkpoint's
     /// differs (into owned storage); matching dtypes stay zero-copy.
     pub convert: bool,
+    /// Every loaded entry is row-major contiguous. With `assign`, an entry whose checkpoint
+    /// tensor is already row-major stays a zero-copy view, and one that is strided (a
+    /// transposed or permuted weight, an `as_strided` view) is copied into module-owned
+    /// row-major memory in the checkpoint's dtype (or, with `convert`, the declared one);
+    /// [`LoadReport::copied_keys`] names the copies. Copy loads always write row-major
+    /// memory, so for them this changes nothing.
+    pub contiguous: bool,
     /// Only checkpoint keys under this prefix are considered, and it is stripped. A prefix that
     /// does not end in `.` gets one (`module` and `module.` are the same).
     pub prefix: String,
@@ -45,6 +53,7 @@ impl Default for LoadOptions {
             assign: false,
             strict: true,
             convert: false,
+            contiguous: false,
             prefix: String::new(),
         }
     }
@@ -140,12 +149,14 @@ impl Module {
         pairs.sort_by_key(|(_, src, t)| (t.file_offset().unwrap_or(u64::MAX), *src));
         let strict = options.strict;
         let outcome = if options.assign {
-            self.apply_assign(&pairs, options.convert, strict, &mut on_tensor)
+            self.apply_assign(&pairs, options, &mut on_tensor)
         } else {
             self.apply_copy(&pairs, strict, &mut on_tensor)
+                .map(|()| Vec::new())
         };
-        outcome.map(|()| LoadReport {
+        outcome.map(|copied| LoadReport {
             loaded: pairs.len(),
+            copied,
             ..report
         })
     }
@@ -241,29 +252,38 @@ impl Module {
         Ok((report, pairs))
     }
 
+    /// Binds views (or, for conversions and with `contiguous` for strided tensors, owned
+    /// copies); returns the names of the entries that were copied, in load order.
     fn apply_assign(
         &mut self,
         pairs: &[Pair<'_>],
-        convert: bool,
-        strict: bool,
+        options: &LoadOptions,
         on_tensor: &mut Option<OnTensor<'_>>,
-    ) -> Result<()> {
-        // Without a callback or conversions nothing can fail mid-way: no undo list needed.
-        let keep = strict && (on_tensor.is_some() || convert);
+    ) -> Result<Vec<String>> {
+        // Without a callback or copies nothing can fail mid-way: no undo list needed.
+        let keep = options.strict && (on_tensor.is_some() || options.convert || options.contiguous);
         let mut undo: Vec<(usize, Data)> = Vec::new();
+        let mut copied = Vec::new();
         for (e, _, t) in pairs {
             let entry = &self.entries[*e];
-            let new = if convert && t.desc.dtype != entry.dtype {
-                match converted(t, entry) {
-                    Ok(data) => data,
-                    Err(err) => {
-                        self.undo(undo);
-                        return Err(err);
-                    }
-                }
+            let view = view_of(t, entry);
+            let (new, is_copy) = if options.convert && t.desc.dtype != entry.dtype {
+                (converted(t, entry), true)
+            } else if options.contiguous && !view_is_contiguous(&view, entry) {
+                (row_major_copy(t, entry), true)
             } else {
-                Data::View(view_of(t, entry))
+                (Ok(Data::View(view)), false)
             };
+            let new = match new {
+                Ok(data) => data,
+                Err(err) => {
+                    self.undo(undo);
+                    return Err(err);
+                }
+            };
+            if is_copy {
+                copied.push(entry.name().to_string());
+            }
             let old = std::mem::replace(&mut self.entries[*e].data, new);
             if keep {
                 undo.push((*e, old));
@@ -276,7 +296,7 @@ impl Module {
                 }
             }
         }
-        Ok(())
+        Ok(copied)
     }
 
     fn undo(&mut self, undo: Vec<(usize, Data)>) {
@@ -357,6 +377,37 @@ fn view_of(t: &TensorRef<'_>, entry: &Entry) -> View {
         file_offset: t.file_offset(),
         mapped: t.storage.is_mapped(),
     }
+}
+
+/// True when a view's elements are row-major contiguous (its strides are the shape's own).
+fn view_is_contiguous(view: &View, entry: &Entry) -> bool {
+    match &view.strides {
+        None => true,
+        Some(strides) => crate::strided::is_contiguous(entry.shape(), strides),
+    }
+}
+
+/// The checkpoint tensor's elements in row-major order, in the checkpoint's dtype, in new
+/// module-owned storage: a view of that storage, so that the entry keeps the checkpoint's
+/// dtype as an assign load does.
+fn row_major_copy(t: &TensorRef<'_>, entry: &Entry) -> Result<Data> {
+    let dtype = t.desc.dtype;
+    let nbytes = entry.numel as usize * dtype.itemsize();
+    let mut buf = AlignedBuf::zeroed(nbytes)
+        .map_err(|err| err.context(format!("copying '{}' into row-major order", entry.name())))?;
+    let src = t.contiguous_bytes();
+    buf.as_mut_slice()[..nbytes].copy_from_slice(&src[..nbytes]);
+    Ok(Data::View(View {
+        backing: Backing::Owned(Arc::new(buf)),
+        offset: 0,
+        dtype,
+        strides: None,
+        storage_offset: 0,
+        nbytes,
+        storage_id: new_storage_id(),
+        file_offset: None,
+        mapped: false,
+    }))
 }
 
 /// The checkpoint tensor converted to the entry's declared dtype, in new owned storage.

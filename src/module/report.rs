@@ -14,6 +14,8 @@ pub struct LoadReport {
     pub(crate) errors: Vec<String>,
     pub(crate) strict: bool,
     pub(crate) loaded: usize,
+    /// Entries an assign load copied instead of binding a view, in load order.
+    pub(crate) copied: Vec<String>,
 }
 
 impl LoadReport {
@@ -28,6 +30,13 @@ impl LoadReport {
     /// Entries that were bound or copied.
     pub fn loaded(&self) -> usize {
         self.loaded
+    }
+    /// Entries an assign load copied into module-owned row-major memory instead of binding a
+    /// zero-copy view: those it converted (`convert`) and those whose checkpoint tensor was
+    /// strided (`contiguous`), in load order (file order). Empty for copy loads, whose every
+    /// entry is written into the module's own storage.
+    pub fn copied_keys(&self) -> &[String] {
+        &self.copied
     }
     /// What torch returns or raises: `<All keys matched successfully>`,
     /// `_IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])`, or the

@@ -430,6 +430,7 @@ fn report_wording_matches_torch() {
         errors: vec![report::size_mismatch("x.weight", &[5, 3], &[4, 3])],
         strict: true,
         loaded: 0,
+        copied: Vec::new(),
     };
     assert_eq!(
         r.message(),
