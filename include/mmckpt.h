@@ -742,15 +742,13 @@ mmckpt_status mmckpt_module_new(const char *name, struct mmckpt_module **out);
 
 /**
  * Builds a meta module from a JSON spec (`json`, `len` bytes, need not be NUL-terminated; read
- * during the call only; the format is docs/module-spec.md). No tensor memory is allocated. A bad spec
- * is MMCKPT_ERR_INVALID_ARGUMENT with a message naming the node's path; a spec that expands
- * past a bound (2^20 modules or entries, 64 MiB of names, 2^22 JSON values, 128 levels) is
- * MMCKPT_ERR_LIMIT, checked before anything is built. On success `*out` receives a new handle
- * (free with mmckpt_module_free).
+ * during the call only; the format is docs/module-spec.md). No tensor memory is allocated. A
+ * bad spec is MMCKPT_ERR_INVALID_ARGUMENT with a message naming the node's path; a spec that
+ * expands past a bound (2^20 modules or entries, 64 MiB of names, 2^22 JSON values, 128
+ * levels) is MMCKPT_ERR_LIMIT, checked before anything is built. On success `*out` receives a
+ * new handle (free with mmckpt_module_free).
  */
-mmckpt_status mmckpt_module_from_spec(const char *json,
-                                      size_t len,
-                                      struct mmckpt_module **out);
+mmckpt_status mmckpt_module_from_spec(const char *json, size_t len, struct mmckpt_module **out);
 
 /**
  * Builds a meta module mirroring a checkpoint's tensor table (every tensor a parameter with the

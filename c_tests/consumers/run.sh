@@ -4,7 +4,8 @@
 #   pkgconfig/  make, with cc $(pkg-config --cflags --libs mmckpt), and a static link through
 #               pkg-config --static; its list.c is the README's "Use from C" program
 #   cmake/      find_package(mmckpt 0.1 REQUIRED), mmckpt::mmckpt and mmckpt::mmckpt_static,
-#               against the prefix after it was moved (the CMake package is relocatable)
+#               against the prefix after it was moved (the CMake package is relocatable); its
+#               load.cpp (C++17, mmckpt.hpp) is the README's "Use from C++" program
 # Each program runs and must find libmmckpt.so.0 through its SONAME in the prefix, with no
 # path into this repository recorded in it. Usage: bash c_tests/consumers/run.sh
 set -euo pipefail
@@ -68,6 +69,11 @@ awk '/^## Use from C$/ { section = 1; next } /^## / { section = 0 }
   "$repo/README.md" >"$work/readme.c"
 diff -u "$here/pkgconfig/list.c" "$work/readme.c" || fail "README's C program differs from pkgconfig/list.c"
 pass "README's \"Use from C\" program is pkgconfig/list.c"
+awk '/^## Use from C\+\+$/ { section = 1; next } /^## / { section = 0 }
+     section && /^```cpp$/ { code = 1; next } code && /^```$/ { exit } code { print }' \
+  "$repo/README.md" >"$work/readme.cpp"
+diff -u "$here/cmake/load.cpp" "$work/readme.cpp" || fail "README's C++ program differs from cmake/load.cpp"
+pass "README's \"Use from C++\" program is cmake/load.cpp"
 cp -r "$here/pkgconfig" "$work/pkgconfig"
 make -s -C "$work/pkgconfig" >/dev/null || fail "make (pkg-config consumer)"
 check_links "$work/pkgconfig/list" shared
@@ -95,6 +101,11 @@ LD_LIBRARY_PATH=$moved/lib "$work/cmake-build/check_views" "$forms" || fail "che
 pass "check_views (mmckpt::mmckpt)"
 env -u LD_LIBRARY_PATH "$work/cmake-build/check_views_static" "$forms" || fail "check_views_static"
 pass "check_views_static (mmckpt::mmckpt_static)"
+check_links "$work/cmake-build/load" shared
+LD_LIBRARY_PATH=$moved/lib "$work/cmake-build/load" "$repo/tests/fixtures/engine/net.pt" \
+  "$repo/tests/fixtures/engine/net.spec.json" >"$work/load.out" || fail "load (C++, mmckpt.hpp)"
+diff -u "$here/load_net.expected" "$work/load.out" || fail "load's output (load_net.expected: torch's values)"
+pass "load net.pt (C++17, mmckpt.hpp, find_package): $(grep -c copied "$work/load.out") strided entries copied row-major, as expected"
 # Which requests the version file accepts: Cargo's rule, 0.x needs the same minor version.
 minor=${version#*.}
 patch=${minor#*.}
