@@ -584,8 +584,8 @@ pub(crate) fn finish<S: StorageSet>(
     let root = select_root(&arena, top, options.root.as_deref())?;
     let (tensors, table) = build_table(&arena, root, &mut resolver, &options.limits.table)?;
     resolver.finish_references(&arena)?;
-    let mut storages = resolver.into_storages();
-    fix_storages(&mut storages, &tensors, byte_order_big)?;
+    let (mut storages, swap_units) = resolver.into_storages();
+    fix_storages(&mut storages, &swap_units, &tensors, byte_order_big)?;
     Ok(Checkpoint {
         source,
         format,

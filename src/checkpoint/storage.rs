@@ -79,9 +79,6 @@ pub struct Storage {
     backing: Backing,
     start: usize,
     len: usize,
-    /// The unit a big-endian archive's bytes are reversed by: the storage class's (see
-    /// [`crate::torch::StorageId::swap_unit`]); 0 when references disagree on it.
-    swap_unit: u8,
 }
 
 impl Storage {
@@ -128,27 +125,51 @@ impl Storage {
             backing: Backing::File(source.clone()),
             start,
             len,
-            swap_unit: 1,
-        }
-    }
-
-    /// Records the byte-swap unit of the storage class a reference names: the first sets it,
-    /// a later one with another unit marks the storage as ambiguous (torch swaps by the class
-    /// of the reference it unpickles first, an order the table's walk does not follow).
-    pub(crate) fn note_swap_unit(&mut self, unit: usize, first: bool) {
-        let unit = u8::try_from(unit).unwrap_or(0);
-        if first {
-            self.swap_unit = unit;
-        } else if self.swap_unit != unit {
-            self.swap_unit = 0;
         }
     }
 }
 
+/// The unit each storage's bytes are reversed by in a big-endian archive, by storage index:
+/// the storage class's (see [`crate::torch::StorageId::swap_unit`]), 0 when references
+/// disagree on it. Only opening needs it, so it lives beside the storages rather than in
+/// [`Storage`]: a wider `Storage` enlarges the per-open heap enough (100,000 storages: 0.8 MB)
+/// to push glibc past its trim threshold, so every open re-faults its heap pages.
+#[derive(Default)]
+pub(crate) struct SwapUnits(Vec<u8>);
+
+impl SwapUnits {
+    pub(crate) fn with_capacity(capacity: usize) -> SwapUnits {
+        SwapUnits(Vec::with_capacity(capacity))
+    }
+
+    /// Records the unit of the storage class the first reference to a new storage names.
+    pub(crate) fn push_first(&mut self, unit: usize) {
+        self.0.push(u8::try_from(unit).unwrap_or(0));
+    }
+
+    /// Records the unit a later reference to storage `index` names: another unit than the
+    /// first marks the storage as ambiguous (torch swaps by the class of the reference it
+    /// unpickles first, an order the table's walk does not follow).
+    pub(crate) fn note_again(&mut self, index: usize, unit: usize) {
+        let unit = u8::try_from(unit).unwrap_or(0);
+        if let Some(known) = self.0.get_mut(index) {
+            if *known != unit {
+                *known = 0;
+            }
+        }
+    }
+
+    /// The unit of storage `index`; 1 (no swap) for a storage no reference gave one.
+    fn get(&self, index: usize) -> u8 {
+        self.0.get(index).copied().unwrap_or(1)
+    }
+}
+
 /// What a format hands to the shared finishing step for its storages: a resolver that creates
-/// them as the table's walk meets their persistent ids, then gives them up.
+/// them as the table's walk meets their persistent ids, then gives them up with their swap
+/// units (empty unless the archive is big-endian).
 pub(crate) trait StorageSet: StorageResolver {
-    fn into_storages(self) -> Vec<Storage>;
+    fn into_storages(self) -> (Vec<Storage>, SwapUnits);
 }
 
 /// The distinct location strings of a checkpoint (nearly always one or two): each storage
@@ -181,6 +202,7 @@ fn required_alignment(dtype: DType) -> usize {
 /// dtype), never by the dtype of the tensors that view it.
 pub(crate) fn fix_storages(
     storages: &mut [Storage],
+    swap_units: &SwapUnits,
     tensors: &[TensorDesc],
     big_endian: bool,
 ) -> Result<()> {
@@ -190,8 +212,9 @@ pub(crate) fn fix_storages(
         *a = (*a).max(required_alignment(t.dtype));
     }
     for (i, storage) in storages.iter_mut().enumerate() {
+        let swap_unit = swap_units.get(i);
         // An empty storage has nothing to swap, whatever its references' classes say.
-        if big_endian && storage.swap_unit == 0 && storage.len > 0 {
+        if big_endian && swap_unit == 0 && storage.len > 0 {
             return Err(Error::unsupported(format!(
                 "big-endian storage '{}' is referenced with storage classes of different \
                  element sizes (torch swaps it by the class of the first reference it \
@@ -200,16 +223,13 @@ pub(crate) fn fix_storages(
             )));
         }
         let misaligned = (storage.bytes().as_ptr() as usize) % align[i] != 0;
-        let swap = big_endian && storage.swap_unit > 1;
+        let swap = big_endian && swap_unit > 1;
         if !misaligned && !swap {
             continue;
         }
         let mut buf = AlignedBuf::from_slice(storage.bytes())?;
         if swap {
-            for chunk in buf
-                .as_mut_slice()
-                .chunks_exact_mut(usize::from(storage.swap_unit))
-            {
+            for chunk in buf.as_mut_slice().chunks_exact_mut(usize::from(swap_unit)) {
                 chunk.reverse();
             }
         }
