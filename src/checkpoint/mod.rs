@@ -5,7 +5,7 @@
 //! Opening: a reader in [`formats`] (one per input format) finds the value tree and the
 //! storages and hands them, as one `Parsed` form, to `finish`, which every format shares:
 //! the strict check, the root selection, the table (`table`) and the storage fix-ups
-//! (`storage`).
+//! (`storage`: decided at open, copies made when a storage's tensor is first asked for).
 
 pub(crate) mod formats;
 mod limits;
@@ -89,6 +89,12 @@ pub struct OpenOptions {
     pub root: Option<String>,
     /// Every bound on the input.
     pub limits: Limits,
+    /// Hand out a little-endian storage that is misaligned in the file (a legacy file's
+    /// storages, say) as the mapping's own bytes instead of copying it into aligned memory on
+    /// first use: its tensors' data may then be misaligned for their dtype (a `*const f32` not
+    /// a multiple of 4), which callers that read unaligned (x86 loads, their own copies)
+    /// accept. Big-endian storages are still copied (they must be swapped).
+    pub accept_unaligned: bool,
 }
 
 /// The name `TensorRef` had before the public API: crate code written against it still builds.
@@ -96,7 +102,8 @@ pub(crate) type TensorRef<'a> = Tensor<'a>;
 
 /// A tensor of a checkpoint's table: its description (dtype, shape, strides, offset) and where
 /// its elements are. It borrows the [`Checkpoint`]; its bytes are the mapped file's own bytes
-/// whenever the storage is aligned and little-endian ([`Tensor::is_mapped`]).
+/// whenever the storage is aligned and little-endian ([`Tensor::is_mapped`]); otherwise the
+/// storage was copied into aligned memory when one of its tensors was first asked for.
 ///
 /// ```
 /// use mmckpt::{Checkpoint, DType, OpenOptions};
@@ -472,10 +479,24 @@ impl Checkpoint {
     pub fn advise_will_need(&self) {
         self.source.advise_will_need();
     }
-    /// The file stores its data big-endian (`byteorder` record): every multi-byte storage was
-    /// byte-swapped into owned memory.
+    /// The file stores its data big-endian (`byteorder` record): every multi-byte storage is
+    /// byte-swapped into owned memory when one of its tensors is first asked for.
     pub fn is_big_endian(&self) -> bool {
         self.byte_order_big
+    }
+    /// Storages that will be copied into aligned memory when one of their tensors is first
+    /// asked for (misaligned in the file, or big-endian), and are not copied yet.
+    pub fn copies_pending(&self) -> usize {
+        self.storages.iter().filter(|s| s.copy_pending()).count()
+    }
+    /// Bytes copied so far into aligned memory for misaligned or big-endian storages (each
+    /// storage once, when one of its tensors was first asked for).
+    pub fn copied_bytes(&self) -> u64 {
+        self.storages
+            .iter()
+            .filter(|s| s.copy_made())
+            .map(|s| s.len() as u64)
+            .sum()
     }
     /// Entries in the tensor table (including those that cannot be represented).
     pub fn len(&self) -> usize {
@@ -522,10 +543,15 @@ impl Checkpoint {
         match self.table.tensor(row) {
             Ok(t) => {
                 let desc = &self.tensors[t];
+                let storage = &self.storages[desc.storage];
+                // A misaligned or big-endian storage is copied now, on its first use.
+                storage
+                    .make_ready()
+                    .map_err(|e| e.context(format!("tensor '{}'", name.to_str().unwrap_or(""))))?;
                 Ok(Tensor {
                     name,
                     desc,
-                    storage: &self.storages[desc.storage],
+                    storage,
                 })
             }
             Err(e) => Err(e.clone()),
@@ -584,8 +610,14 @@ pub(crate) fn finish<S: StorageSet>(
     let root = select_root(&arena, top, options.root.as_deref())?;
     let (tensors, table) = build_table(&arena, root, &mut resolver, &options.limits.table)?;
     resolver.finish_references(&arena)?;
-    let mut storages = resolver.into_storages();
-    fix_storages(&mut storages, &tensors, byte_order_big)?;
+    let (mut storages, swap_units) = resolver.into_storages();
+    fix_storages(
+        &mut storages,
+        &swap_units,
+        &tensors,
+        byte_order_big,
+        options.accept_unaligned,
+    )?;
     Ok(Checkpoint {
         source,
         format,

@@ -1,5 +1,7 @@
 //! Storages: byte ranges of the file (or of a private copy), each with a process-wide identity,
-//! and the fix-ups that copy the few a caller could not use in place.
+//! and the fix-ups for the few a caller could not use in place (misaligned or big-endian). A
+//! fix-up is decided at open but made on first use: opening costs metadata only, and a
+//! storage is copied (once, whichever thread asks first) when one of its tensors is asked for.
 
 use crate::container::zip::canonical_index;
 use crate::container::{AlignedBuf, Source};
@@ -7,7 +9,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::torch::{StorageResolver, TensorDesc};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The memory a storage's bytes live in; cloning shares it.
 #[derive(Clone)]
@@ -76,38 +78,121 @@ pub struct Storage {
     pub id: u64,
     /// Where torch saved it from (`cpu`, `cuda:0`): shared by the storages that name it.
     pub location: Arc<str>,
-    backing: Backing,
+    bytes: StorageBytes,
+    /// Offset of the first byte in the file's bytes (in the copy, once made: 0).
     start: usize,
     len: usize,
-    /// The unit a big-endian archive's bytes are reversed by: the storage class's (see
-    /// [`crate::torch::StorageId::swap_unit`]); 0 when references disagree on it.
+}
+
+/// Where a storage's bytes are. Kept to 16 bytes (the size of a `Backing`): a wider
+/// `Storage` costs heap at every open (see [`SwapUnits`]).
+enum StorageBytes {
+    /// Usable as they are: the file's bytes, or a copy made at open (`Checkpoint::concat`
+    /// keeps what its parts hold).
+    Ready(Backing),
+    /// The file's bytes, copied (and byte-swapped) on first use.
+    Deferred(Arc<DeferredCopy>),
+}
+
+/// A copy decided at open and made by the first [`Storage::make_ready`].
+struct DeferredCopy {
+    /// The file's bytes (`Backing::File`).
+    file: Backing,
+    /// Reverse each run of this many bytes (a big-endian storage's unit); 1: copy as is.
     swap_unit: u8,
+    /// `Backing::Owned` once made; never changes afterwards, so `&[u8]` into it stay valid.
+    copy: OnceLock<Backing>,
+    /// Held while the copy is made: concurrent first uses make it once. (`OnceLock` alone
+    /// cannot report an allocation failure without caching it.)
+    making: Mutex<()>,
 }
 
 impl Storage {
+    /// The storage's bytes. For a storage whose copy is deferred and not made yet, the file's
+    /// bytes as they are (misaligned, or in big-endian order): every [`crate::Tensor`] has had
+    /// its storage made ready ([`Storage::make_ready`]), so its bytes are the usable ones.
     pub fn bytes(&self) -> &[u8] {
-        &self.backing.bytes()[self.start..self.start + self.len]
+        let start = self.start();
+        &self.backing().bytes()[start..start + self.len]
     }
+    /// The backing of [`Storage::bytes`]: the file, or the private copy once it is made.
     pub fn backing(&self) -> &Backing {
-        &self.backing
+        match &self.bytes {
+            StorageBytes::Ready(backing) => backing,
+            StorageBytes::Deferred(deferred) => deferred.copy.get().unwrap_or(&deferred.file),
+        }
     }
     /// Offset of the first byte within the backing's bytes.
     pub fn start(&self) -> usize {
-        self.start
+        match &self.bytes {
+            StorageBytes::Deferred(deferred) if deferred.copy.get().is_some() => 0,
+            _ => self.start,
+        }
     }
     pub fn len(&self) -> usize {
         self.len
     }
     /// Absolute file offset of the first byte, when the bytes are the file's.
     pub fn file_offset(&self) -> Option<u64> {
-        match self.backing {
+        match self.backing() {
             Backing::File(_) => Some(self.start as u64),
             Backing::Owned(_) => None,
         }
     }
     /// True when the bytes are pages of a file mapping (not a copy).
     pub fn is_mapped(&self) -> bool {
-        matches!(&self.backing, Backing::File(s) if s.is_mapped())
+        matches!(self.backing(), Backing::File(s) if s.is_mapped())
+    }
+    /// True while the storage waits for its deferred copy.
+    pub fn copy_pending(&self) -> bool {
+        matches!(&self.bytes, StorageBytes::Deferred(d) if d.copy.get().is_none())
+    }
+    /// True once its deferred copy is made.
+    pub fn copy_made(&self) -> bool {
+        matches!(&self.bytes, StorageBytes::Deferred(d) if d.copy.get().is_some())
+    }
+
+    /// Makes the deferred copy if there is one and it is not made yet: aligned memory, byte-
+    /// swapped for a big-endian storage, then the mapping's pages that lie wholly inside the
+    /// storage are released (the file is never read through them again). Several threads may
+    /// call this at once: the copy is made once, and all see the same bytes. An allocation
+    /// failure is returned (and the next call tries again).
+    pub(crate) fn make_ready(&self) -> Result<()> {
+        let StorageBytes::Deferred(deferred) = &self.bytes else {
+            return Ok(());
+        };
+        if deferred.copy.get().is_some() {
+            return Ok(());
+        }
+        // A panic while making the copy (none is expected) leaves nothing half-made behind.
+        let _making = deferred
+            .making
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if deferred.copy.get().is_some() {
+            return Ok(());
+        }
+        let Backing::File(source) = &deferred.file else {
+            return Ok(());
+        };
+        let file_bytes = &source.bytes()[self.start..self.start + self.len];
+        let mut buf = AlignedBuf::from_slice(file_bytes).map_err(|e| {
+            e.context(format!(
+                "copying storage '{}' ({} bytes) into aligned memory",
+                self.key, self.len
+            ))
+        })?;
+        if deferred.swap_unit > 1 {
+            for chunk in buf
+                .as_mut_slice()
+                .chunks_exact_mut(usize::from(deferred.swap_unit))
+            {
+                chunk.reverse();
+            }
+        }
+        let _ = deferred.copy.set(Backing::Owned(Arc::new(buf)));
+        source.release_pages(self.start, self.len);
+        Ok(())
     }
 }
 
@@ -125,30 +210,67 @@ impl Storage {
             key,
             id: new_storage_id(),
             location,
-            backing: Backing::File(source.clone()),
+            bytes: StorageBytes::Ready(Backing::File(source.clone())),
             start,
             len,
-            swap_unit: 1,
         }
     }
 
-    /// Records the byte-swap unit of the storage class a reference names: the first sets it,
-    /// a later one with another unit marks the storage as ambiguous (torch swaps by the class
-    /// of the reference it unpickles first, an order the table's walk does not follow).
-    pub(crate) fn note_swap_unit(&mut self, unit: usize, first: bool) {
-        let unit = u8::try_from(unit).unwrap_or(0);
-        if first {
-            self.swap_unit = unit;
-        } else if self.swap_unit != unit {
-            self.swap_unit = 0;
+    /// Defers a copy of the file's bytes (misaligned, or big-endian with `swap_unit` > 1) to
+    /// the first [`Storage::make_ready`].
+    fn defer_copy(&mut self, swap_unit: u8) {
+        if let StorageBytes::Ready(file @ Backing::File(_)) = &self.bytes {
+            self.bytes = StorageBytes::Deferred(Arc::new(DeferredCopy {
+                file: file.clone(),
+                swap_unit,
+                copy: OnceLock::new(),
+                making: Mutex::new(()),
+            }));
         }
     }
 }
 
+/// The unit each storage's bytes are reversed by in a big-endian archive, by storage index:
+/// the storage class's (see [`crate::torch::StorageId::swap_unit`]), 0 when references
+/// disagree on it. Only opening needs it, so it lives beside the storages rather than in
+/// [`Storage`]: a wider `Storage` enlarges the per-open heap enough (100,000 storages: 0.8 MB)
+/// to push glibc past its trim threshold, so every open re-faults its heap pages.
+#[derive(Default)]
+pub(crate) struct SwapUnits(Vec<u8>);
+
+impl SwapUnits {
+    pub(crate) fn with_capacity(capacity: usize) -> SwapUnits {
+        SwapUnits(Vec::with_capacity(capacity))
+    }
+
+    /// Records the unit of the storage class the first reference to a new storage names.
+    pub(crate) fn push_first(&mut self, unit: usize) {
+        self.0.push(u8::try_from(unit).unwrap_or(0));
+    }
+
+    /// Records the unit a later reference to storage `index` names: another unit than the
+    /// first marks the storage as ambiguous (torch swaps by the class of the reference it
+    /// unpickles first, an order the table's walk does not follow).
+    pub(crate) fn note_again(&mut self, index: usize, unit: usize) {
+        let unit = u8::try_from(unit).unwrap_or(0);
+        if let Some(known) = self.0.get_mut(index) {
+            if *known != unit {
+                *known = 0;
+            }
+        }
+    }
+
+    /// The unit of storage `index`; 1 (no swap) for a storage no reference gave one.
+    fn get(&self, index: usize) -> u8 {
+        self.0.get(index).copied().unwrap_or(1)
+    }
+}
+
 /// What a format hands to the shared finishing step for its storages: a resolver that creates
-/// them as the table's walk meets their persistent ids, then gives them up.
+/// them as the table's walk meets their persistent ids, then gives them up with their swap
+/// units (empty unless the archive is big-endian).
 pub(crate) trait StorageSet: StorageResolver {
-    fn into_storages(self) -> Vec<Storage>;
+    fn into_storages(self) -> (Vec<Storage>, SwapUnits);
 }
 
 /// The distinct location strings of a checkpoint (nearly always one or two): each storage
@@ -175,14 +297,18 @@ fn required_alignment(dtype: DType) -> usize {
     dtype.itemsize().min(8)
 }
 
-/// Copies storages that cannot be handed out as they are: misaligned for one of their views'
-/// dtypes, or in big-endian byte order. A big-endian storage is swapped by its storage
-/// class's unit, as torch's `load_tensor` does (`storage.byteswap(dtype)` with the class's
-/// dtype), never by the dtype of the tensors that view it.
+/// Marks the storages that cannot be handed out as they are, for a copy on first use:
+/// misaligned for one of their views' dtypes (unless `accept_unaligned`: the caller takes
+/// misaligned pointers into the mapping), or in big-endian byte order. A big-endian storage is
+/// swapped by its storage class's unit, as torch's `load_tensor` does (`storage.byteswap(dtype)`
+/// with the class's dtype), never by the dtype of the tensors that view it. Nothing is copied
+/// here, and no page of the file is touched: alignment is the mapping address's.
 pub(crate) fn fix_storages(
     storages: &mut [Storage],
+    swap_units: &SwapUnits,
     tensors: &[TensorDesc],
     big_endian: bool,
+    accept_unaligned: bool,
 ) -> Result<()> {
     let mut align = vec![1usize; storages.len()];
     for t in tensors {
@@ -190,8 +316,9 @@ pub(crate) fn fix_storages(
         *a = (*a).max(required_alignment(t.dtype));
     }
     for (i, storage) in storages.iter_mut().enumerate() {
+        let swap_unit = swap_units.get(i);
         // An empty storage has nothing to swap, whatever its references' classes say.
-        if big_endian && storage.swap_unit == 0 && storage.len > 0 {
+        if big_endian && swap_unit == 0 && storage.len > 0 {
             return Err(Error::unsupported(format!(
                 "big-endian storage '{}' is referenced with storage classes of different \
                  element sizes (torch swaps it by the class of the first reference it \
@@ -200,21 +327,21 @@ pub(crate) fn fix_storages(
             )));
         }
         let misaligned = (storage.bytes().as_ptr() as usize) % align[i] != 0;
-        let swap = big_endian && storage.swap_unit > 1;
-        if !misaligned && !swap {
-            continue;
+        let swap = big_endian && swap_unit > 1;
+        if swap || (misaligned && !accept_unaligned) {
+            storage.defer_copy(if swap { swap_unit } else { 1 });
         }
-        let mut buf = AlignedBuf::from_slice(storage.bytes())?;
-        if swap {
-            for chunk in buf
-                .as_mut_slice()
-                .chunks_exact_mut(usize::from(storage.swap_unit))
-            {
-                chunk.reverse();
-            }
-        }
-        storage.backing = Backing::Owned(Arc::new(buf));
-        storage.start = 0;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_stays_72_bytes() {
+        // Growing it re-faults the heap at every open of a many-tensor file (see SwapUnits).
+        assert_eq!(std::mem::size_of::<Storage>(), 72);
+    }
 }

@@ -232,6 +232,31 @@ impl Source {
         matches!(self.backing, FileBytes::Mapped(_))
     }
 
+    /// Drops the mapping's pages that lie wholly inside `bytes()[start..start + len]` from the
+    /// process's resident set (`MADV_DONTNEED`); a no-op for owned bytes. For a range the
+    /// caller has copied and will not read through the mapping again: the mapping is
+    /// read-only, so nothing is lost, and a later touch re-reads the page from the page cache.
+    /// Pages shared with bytes outside the range are kept.
+    pub fn release_pages(&self, start: usize, len: usize) {
+        let FileBytes::Mapped(map) = &self.backing else {
+            return;
+        };
+        let page = page_size();
+        let first = start.div_ceil(page) * page;
+        let end = start.saturating_add(len).min(map.len()) / page * page;
+        if end <= first {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: the range is inside the mapping (clamped to its length) and page-aligned
+        // (the mapping starts on a page). The mapping is a read-only file mapping, never
+        // written, so MADV_DONTNEED discards no data: references into these pages stay valid
+        // and read the file's bytes (from the page cache) again on the next touch.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+        };
+    }
+
     /// Tells the kernel how the mapping will be read; a no-op for owned bytes.
     pub fn advise_sequential(&self) {
         if let FileBytes::Mapped(map) = &self.backing {
@@ -244,6 +269,19 @@ impl Source {
             let _ = map.advise(memmap2::Advice::WillNeed);
         }
     }
+}
+
+/// The system's page size (4096 where it cannot be asked).
+fn page_size() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads a system constant.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if size > 0 {
+            return size as usize;
+        }
+    }
+    4096
 }
 
 /// Opens `path` for reading if it is a regular file, and returns it with its metadata; any

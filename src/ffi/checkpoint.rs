@@ -69,7 +69,14 @@ pub const MMCKPT_OPEN_STRICT: u32 = 1 << 0;
 pub const MMCKPT_OPEN_READ: u32 = 1 << 1;
 /// Map the file and prefault every page now (MAP_POPULATE).
 pub const MMCKPT_OPEN_POPULATE: u32 = 1 << 2;
-const OPEN_FLAGS: u32 = MMCKPT_OPEN_STRICT | MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE;
+/// Expose a little-endian storage that is misaligned in the file (legacy files have no
+/// alignment) as the mapping's own bytes instead of copying it into aligned memory when one of
+/// its tensors is first asked for: such a tensor keeps MMCKPT_TENSOR_MAPPED and its `data` may
+/// be misaligned for its dtype (check `(uintptr_t)data % itemsize`). For engines that read
+/// unaligned data (x86 loads, their own copies). Big-endian storages are still copied.
+pub const MMCKPT_OPEN_UNALIGNED: u32 = 1 << 3;
+const OPEN_FLAGS: u32 =
+    MMCKPT_OPEN_STRICT | MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE | MMCKPT_OPEN_UNALIGNED;
 
 /// The newest version of mmckpt_open_options this header declares. Version 1: `version`,
 /// `flags`, `root`. The library accepts every version from 1 to its own.
@@ -82,7 +89,7 @@ pub const MMCKPT_OPEN_OPTIONS_VERSION: u32 = 1;
 pub struct mmckpt_open_options {
     /// The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
     pub version: u32,
-    /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE.
+    /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED.
     pub flags: u32,
     /// Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
     /// NULL = the whole object. Read during the call only.
@@ -137,6 +144,7 @@ fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
         ));
     }
     options.strict = opts.flags & MMCKPT_OPEN_STRICT != 0;
+    options.accept_unaligned = opts.flags & MMCKPT_OPEN_UNALIGNED != 0;
     options.mode = if opts.flags & MMCKPT_OPEN_READ != 0 {
         OpenMode::Read
     } else if opts.flags & MMCKPT_OPEN_POPULATE != 0 {
@@ -196,6 +204,9 @@ pub extern "C" fn mmckpt_checkpoint_tensor_count(ckpt: *const mmckpt_checkpoint)
 /// Describes entry `index` (0-based, in table order). The description borrows from the
 /// checkpoint and stays valid while it is open. A tensor mmckpt cannot represent (quantized,
 /// sparse, unknown dtype) gives MMCKPT_ERR_UNSUPPORTED naming it; other entries are unaffected.
+/// The first call for a tensor whose storage is misaligned in the file or big-endian copies
+/// that storage (only it) into aligned memory, once even when threads ask at once; when that
+/// memory cannot be allocated the call fails with MMCKPT_ERR_NO_MEMORY and may be retried.
 #[no_mangle]
 pub extern "C" fn mmckpt_checkpoint_tensor_at(
     ckpt: *const mmckpt_checkpoint,

@@ -12,7 +12,7 @@
 //! at the sys info's `little_endian`; mmckpt does the same. The sys info's `type_sizes` must be
 //! the sizes every torch build has (`short` 2, `int` 4, `long` 4 or 8).
 
-use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet};
+use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet, SwapUnits};
 use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed};
 use crate::container::Source;
 use crate::dtype::DType;
@@ -554,8 +554,9 @@ impl StorageResolver for LegacyStorages<'_> {
 }
 
 impl StorageSet for LegacyStorages<'_> {
-    fn into_storages(self) -> Vec<Storage> {
-        self.storages
+    /// Legacy files are little-endian: no storage is ever byte-swapped.
+    fn into_storages(self) -> (Vec<Storage>, SwapUnits) {
+        (self.storages, SwapUnits::default())
     }
 }
 
