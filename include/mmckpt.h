@@ -349,6 +349,15 @@ mmckpt_status mmckpt_convert(void *dst,
 #define MMCKPT_OPEN_POPULATE (1 << 2)
 
 /**
+ * Expose a little-endian storage that is misaligned in the file (legacy files have no
+ * alignment) as the mapping's own bytes instead of copying it into aligned memory when one of
+ * its tensors is first asked for: such a tensor keeps MMCKPT_TENSOR_MAPPED and its `data` may
+ * be misaligned for its dtype (check `(uintptr_t)data % itemsize`). For engines that read
+ * unaligned data (x86 loads, their own copies). Big-endian storages are still copied.
+ */
+#define MMCKPT_OPEN_UNALIGNED (1 << 3)
+
+/**
  * The newest version of mmckpt_open_options this header declares. Version 1: `version`,
  * `flags`, `root`. The library accepts every version from 1 to its own.
  */
@@ -371,7 +380,7 @@ typedef struct mmckpt_open_options {
    */
   uint32_t version;
   /**
-   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE.
+   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED.
    */
   uint32_t flags;
   /**
@@ -420,6 +429,9 @@ size_t mmckpt_checkpoint_tensor_count(const struct mmckpt_checkpoint *ckpt);
  * Describes entry `index` (0-based, in table order). The description borrows from the
  * checkpoint and stays valid while it is open. A tensor mmckpt cannot represent (quantized,
  * sparse, unknown dtype) gives MMCKPT_ERR_UNSUPPORTED naming it; other entries are unaffected.
+ * The first call for a tensor whose storage is misaligned in the file or big-endian copies
+ * that storage (only it) into aligned memory, once even when threads ask at once; when that
+ * memory cannot be allocated the call fails with MMCKPT_ERR_NO_MEMORY and may be retried.
  */
 mmckpt_status mmckpt_checkpoint_tensor_at(const struct mmckpt_checkpoint *ckpt,
                                           size_t index,
