@@ -99,7 +99,7 @@ static void test_unaligned_flag(void) {
   size_t i, n, misaligned = 0;
   char path[4096];
   snprintf(path, sizeof path, "%s", data_path("fixtures/legacy_odd.pt"));
-  mmckpt_open_options_init(&opts);
+  CHECK_OK(mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION));
   opts.flags = MMCKPT_OPEN_UNALIGNED;
   CHECK_OK(mmckpt_checkpoint_open(path, NULL, &plain));
   CHECK_OK(mmckpt_checkpoint_open(path, &opts, &as_is));
