@@ -28,8 +28,8 @@ macro_rules! ls_synopsis {
 /// `load`'s synopsis (in [`USAGE`] and `mmckpt help load`).
 macro_rules! load_synopsis {
     () => {
-        "  mmckpt load FILE [--spec SPEC] [--copy] [--dtype DTYPE] [--prefix P] [--non-strict]
-                   [--root PATH] [--read] [--quiet]"
+        "  mmckpt load FILE [--spec SPEC] [--copy] [--contiguous] [--dtype DTYPE] [--prefix P]
+                   [--non-strict] [--root PATH] [--read] [--quiet]"
     };
 }
 
@@ -87,6 +87,7 @@ options:
   --spec SPEC      build the module from the JSON module spec SPEC (docs/module-spec.md), else
                    from FILE's own table
   --copy           copy into memory the module owns (default: assign zero-copy views)
+  --contiguous     assign, but copy strided entries into row-major memory the module owns
   --dtype DTYPE    declare floating entries as DTYPE (e.g. bfloat16), converting on load
   --prefix P       load only the keys under P (stripped)
   --non-strict     missing and unexpected keys do not fail the load
@@ -203,7 +204,9 @@ fn dispatch(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write) -> Re
     let command = command.to_string_lossy();
     if command == "help" {
         return match parser.next().map_err(|e| top(usage(e)))? {
-            None => print(out, USAGE),
+            None | Some(lexopt::Arg::Long("help")) | Some(lexopt::Arg::Short('h')) => {
+                print(out, USAGE)
+            }
             Some(lexopt::Arg::Value(name)) => match command_named(&name.to_string_lossy()) {
                 Some(c) if parser.next().map_err(|e| top(usage(e)))?.is_none() => {
                     print(out, c.help)
@@ -684,6 +687,7 @@ impl LoadArgs {
                 lexopt::Arg::Long("read") => open.read = true,
                 lexopt::Arg::Long("spec") => spec = Some(parser.value().map_err(usage)?.into()),
                 lexopt::Arg::Long("copy") => plan.copy = true,
+                lexopt::Arg::Long("contiguous") => plan.contiguous = true,
                 lexopt::Arg::Long("dtype") => {
                     let name = string(parser.value().map_err(usage)?)?;
                     plan.dtype = Some(DType::from_name(&name).ok_or_else(|| {
@@ -717,6 +721,8 @@ pub struct LoadPlan {
     pub spec: Option<String>,
     /// Copy into owned memory instead of an assign load.
     pub copy: bool,
+    /// Assign, but make every entry row-major (strided ones are copied).
+    pub contiguous: bool,
     /// Declare floating entries with this dtype (converting while loading).
     pub dtype: Option<DType>,
     /// Only checkpoint keys under this prefix, stripped.
@@ -759,7 +765,7 @@ fn load_module(mut module: Module, ckpt: &Checkpoint, plan: &LoadPlan) -> Result
         assign: !plan.copy,
         strict: !plan.non_strict,
         convert: !plan.copy && plan.dtype.is_some(),
-        contiguous: false,
+        contiguous: plan.contiguous,
         prefix: plan.prefix.clone(),
     };
     let report = module.load(ckpt, &options)?;
@@ -892,8 +898,9 @@ pub fn print_load(
 
 /// The `cli` fuzz target's body (fuzz/fuzz_targets/cli.rs): the first byte chooses the
 /// options, the rest is the checkpoint. Every output path runs on whatever opens — `ls` as a
-/// table and as JSON, with or without hashes (at most 16 MiB hashed), and `load` (assign, or
-/// copy / convert for checkpoints of at most 8 MiB of tensors) — into a sink; none may panic.
+/// table and as JSON, with or without hashes (at most 16 MiB hashed), and `load` (assign, with
+/// or without row-major copies, or copy / convert for checkpoints of at most 8 MiB of tensors)
+/// — into a sink; none may panic.
 #[doc(hidden)]
 pub fn fuzz(data: &[u8]) {
     let Some((&choice, bytes)) = data.split_first() else {
@@ -923,6 +930,7 @@ pub fn fuzz(data: &[u8]) {
         copy: choice & 4 != 0 && declared <= 8 << 20,
         dtype: (choice & 8 != 0 && declared <= 4 << 20).then_some(DType::BFloat16),
         non_strict: choice & 16 != 0,
+        contiguous: choice & 64 != 0 && declared <= 8 << 20,
         ..LoadPlan::default()
     };
     if let Ok(loaded) = load_checkpoint(&ckpt, &plan) {

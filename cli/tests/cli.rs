@@ -105,6 +105,15 @@ fn version_and_help_of_each_command() {
     for flag in ["--version", "-V"] {
         assert_eq!(cli(&[flag]), (0, version.clone(), String::new()), "{flag}");
     }
+    let usage = (0, format!("{}\n", mmckpt_cli::USAGE), String::new());
+    for args in [
+        &["help"][..],
+        &["help", "--help"],
+        &["help", "-h"],
+        &["--help"],
+    ] {
+        assert_eq!(cli(args), usage, "{args:?}");
+    }
     for (command, help) in [("ls", mmckpt_cli::LS_HELP), ("load", mmckpt_cli::LOAD_HELP)] {
         let want = (0, format!("{help}\n"), String::new());
         for args in [
@@ -634,4 +643,37 @@ fn the_cli_refuses_a_fifo_spec_without_blocking() {
         stderr.contains("spec.json") && stderr.contains("FIFO"),
         "{stderr}"
     );
+}
+
+/// `load --contiguous` on the transposed fixture: the strided entries are reported copied,
+/// the row-major ones stay zero-copy views into the file.
+#[test]
+fn load_contiguous_copies_only_the_strided_entries() {
+    let file = repo_path("tests/fixtures/transposed.pt");
+    let file = file.to_str().unwrap();
+    let (code, plain, err) = cli(&["load", file]);
+    assert_eq!(code, 0, "{err}");
+    let (code, rows, err) = cli(&["load", file, "--contiguous"]);
+    assert_eq!(code, 0, "{err}");
+    let status = |out: &str, name: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{out}"));
+        if line.contains("zero-copy") {
+            "view"
+        } else {
+            "copied"
+        }
+    };
+    for (name, strided) in [
+        ("conv1.weight", true),
+        ("conv1.bias", false),
+        ("fc.weight", true),
+        ("fc.bias", false),
+    ] {
+        assert_eq!(status(&plain, name), "view", "{name} without --contiguous");
+        let want = if strided { "copied" } else { "view" };
+        assert_eq!(status(&rows, name), want, "{name} with --contiguous");
+    }
 }
