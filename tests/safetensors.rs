@@ -264,3 +264,31 @@ fn the_header_bound_is_a_limit() {
     assert_eq!(e.kind, ErrorKind::Limit);
     assert!(e.message.contains("more than 3 tensors"), "{}", e.message);
 }
+
+/// The `safetensors` fuzz target (and `open`, `walk`, `load`) over the seeds `fuzz/seed.sh`
+/// gives it: the package-written fixtures and the hand-made hostile headers.
+#[test]
+fn the_fuzz_targets_pass_on_the_safetensors_seeds() {
+    let mut seeds = Vec::new();
+    for dir in [
+        "tests/fixtures/safetensors",
+        "tests/fixtures/safetensors/sharded",
+        "tests/data/bad",
+    ] {
+        for entry in std::fs::read_dir(repo_path(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "safetensors") {
+                seeds.push(path);
+            }
+        }
+    }
+    assert!(seeds.len() >= 25, "{}", seeds.len());
+    for path in seeds {
+        let data = std::fs::read(&path).unwrap();
+        for (name, target) in fuzzing::TARGETS {
+            if ["safetensors", "open", "walk", "load"].contains(name) {
+                target(&data);
+            }
+        }
+    }
+}
