@@ -18,6 +18,7 @@
 static const char *const fixtures[] = {
     "fixtures/dtypes.pt", "fixtures/forms.pt",     "fixtures/nested.pt", "fixtures/proto4.pt",
     "fixtures/align4096.pt", "fixtures/script.pt", "fixtures/legacy.pt", "data/zip/tiny_torch.pt",
+    "fixtures/safetensors/dtypes.safetensors",
 };
 
 static const unsigned char opcodes[] =

@@ -3,7 +3,8 @@
 # hand-made bad, attack and differential inputs, and (for the pickle target) their .pkl records.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/zip corpus/open corpus/walk corpus/pickle corpus/legacy corpus/load corpus/spec corpus/cli
+mkdir -p corpus/zip corpus/open corpus/walk corpus/pickle corpus/legacy corpus/load corpus/spec corpus/cli \
+  corpus/safetensors
 for f in ../tests/fixtures/*.pt ../tests/data/bad/*.pt ../tests/data/attacks/*.pt \
          ../tests/data/differential/*.pt ../tests/data/zip/*.pt; do
   b=$(basename "$f")
@@ -11,6 +12,11 @@ for f in ../tests/fixtures/*.pt ../tests/data/bad/*.pt ../tests/data/attacks/*.p
   for t in zip open walk load legacy; do cp "$f" "corpus/$t/$(basename "$(dirname "$f")")-$b"; done
   # cli: an options byte first (3: ls --json --hash, then the table; an assign load).
   { printf '\003'; cat "$f"; } > "corpus/cli/$(basename "$(dirname "$f")")-$b"
+done
+# safetensors: the package-written fixtures and the hand-made hostile headers.
+for f in ../tests/fixtures/safetensors/*.safetensors ../tests/fixtures/safetensors/sharded/*.safetensors \
+         ../tests/data/bad/*.safetensors; do
+  for t in safetensors open walk; do cp "$f" "corpus/$t/$(basename "$(dirname "$f")")-$(basename "$f")"; done
 done
 python3 - <<'PY'
 import glob, os, zipfile

@@ -54,6 +54,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("legacy", legacy),
     ("spec", spec),
     ("load", load),
+    ("safetensors", safetensors),
 ];
 
 /// At most this many logical bytes are copied out of one tensor (`contiguous_bytes`): one
@@ -168,6 +169,32 @@ pub fn spec(data: &[u8]) {
     if bytes <= 1 << 24 {
         module.materialize().expect("small modules materialize");
         assert!(module.entries().iter().all(|e| e.has_data()));
+    }
+}
+
+/// The safetensors header parser alone (every input, the length prefix included), then, for
+/// inputs that open, the whole walk. A header that parses describes tensors that tile the
+/// data area in order, each exactly shape × dtype bytes, inside the input.
+pub fn safetensors(data: &[u8]) {
+    use crate::checkpoint::formats::safetensors::parse_header;
+    if let Ok(header) = parse_header(data, &OpenOptions::default()) {
+        let data_len = (data.len() - header.data_start) as u64;
+        let mut at = 0;
+        for t in &header.tensors {
+            assert!(
+                t.begin == at && t.end >= t.begin && t.end <= data_len,
+                "{}",
+                t.name
+            );
+            at = t.end;
+        }
+        assert_eq!(at, data_len);
+        if let Ok(ckpt) = Checkpoint::from_bytes(data, &OpenOptions::default()) {
+            assert_eq!(ckpt.len(), header.tensors.len());
+            std::hint::black_box(walk_tensors(&ckpt, data.len() as u64));
+            std::hint::black_box(visit_values(&ckpt));
+            std::hint::black_box(load_into_modules(&ckpt));
+        }
     }
 }
 

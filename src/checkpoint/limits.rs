@@ -21,6 +21,8 @@ pub struct Limits {
     pub values: ValueLimits,
     /// Distinct files a shard index may name (told apart by file identity, not spelling).
     pub max_shards: usize,
+    /// Bytes of a safetensors file's JSON header (the `safetensors` crate's bound: 100 MB).
+    pub max_header_bytes: u64,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
             table: TableLimits::default(),
             values: ValueLimits::default(),
             max_shards: 16_384,
+            max_header_bytes: 100_000_000,
         }
     }
 }

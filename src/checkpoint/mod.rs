@@ -39,10 +39,12 @@ pub enum Format {
     Legacy,
     /// A Hugging Face shard index (`*.index.json`) over several checkpoint files.
     Sharded,
+    /// A safetensors file: a JSON header, then each tensor's bytes.
+    Safetensors,
 }
 
 impl Format {
-    /// The lower-case name: `zip`, `torchscript`, `legacy` or `sharded`.
+    /// The lower-case name: `zip`, `torchscript`, `legacy`, `sharded` or `safetensors`.
     pub fn name(self) -> &'static str {
         self.name_c().to_str().unwrap_or("")
     }
@@ -53,6 +55,7 @@ impl Format {
             Format::TorchScript => c"torchscript",
             Format::Legacy => c"legacy",
             Format::Sharded => c"sharded",
+            Format::Safetensors => c"safetensors",
         }
     }
 }

@@ -15,6 +15,7 @@ pub const FIXTURES: &[&str] = &[
     "tests/fixtures/script.pt",
     "tests/fixtures/legacy.pt",
     "tests/data/zip/tiny_torch.pt",
+    "tests/fixtures/safetensors/dtypes.safetensors",
 ];
 
 /// splitmix64: a fixed seed makes every run see the same mutants.

@@ -7,6 +7,7 @@
 //! that locates each storage's bytes.
 
 pub mod legacy;
+pub mod safetensors;
 pub mod sharded;
 pub mod torchscript;
 pub mod zip;
@@ -16,14 +17,20 @@ use crate::container::Source;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-/// Opens a single checkpoint file (a zip archive, TorchScript included, or a legacy file) by
-/// its first bytes.
+/// Opens a single checkpoint file (a zip archive, TorchScript included, a legacy file or a
+/// safetensors file) by its first bytes.
 pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
     let bytes = source.bytes();
     if crate::container::zip::looks_like_zip(bytes) {
         zip::open(source, options)
+    } else if safetensors::looks_like_safetensors(bytes) {
+        // Before the pickle test: a header length of 0x280 + 2^16·k starts `80 02`.
+        safetensors::open(source, options)
     } else if legacy::looks_like_pickle(bytes) {
         legacy::open(source, options)
+    } else if safetensors::claims(bytes) {
+        // A safetensors header whose length is wrong: its own error says so.
+        safetensors::open(source, options)
     } else {
         Err(Error::format(describe_unknown_format(bytes)))
     }
@@ -40,7 +47,8 @@ fn describe_unknown_format(bytes: &[u8]) -> String {
     } else {
         let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!(
-            "not a PyTorch checkpoint: no zip signature at byte 0 (first bytes: {})",
+            "not a PyTorch checkpoint: no zip signature at byte 0, no pickle, no safetensors \
+             header (first bytes: {})",
             shown.join(" ")
         )
     }

@@ -19,10 +19,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-/// True for a shard index: the path ends with `.index.json`, or the file starts with `{`.
+/// True for a shard index (`pytorch_model.bin.index.json`, `model.safetensors.index.json`):
+/// the path ends with `.index.json`, or the file starts with `{` and is not a safetensors file
+/// (whose header length may start with the byte `{`).
 pub fn is_index(path: &Path, bytes: &[u8]) -> bool {
     path.to_str().is_some_and(|p| p.ends_with(".index.json"))
-        || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        || (bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+            && !super::safetensors::looks_like_safetensors(bytes))
 }
 
 /// A shard's path relative to the index's directory; anything that could leave that directory
