@@ -9,7 +9,8 @@
 //!
 //! Each tensor is its own storage (a contiguous byte range of the file, key = its position in
 //! the data area), so its bytes are the mapping's own; one misaligned for its dtype is copied
-//! as a zip archive's misaligned record is (`storage::fix_storages`).
+//! on first use as a zip archive's misaligned record is (`storage::fix_storages`), or handed
+//! out as it is with `accept_unaligned`.
 //!
 //! Order: the table lists tensors by data offset, as `safetensors.torch.load_file` returns
 //! them (it sorts by offsets, whatever order the header has; empty tensors sharing an offset
@@ -18,7 +19,7 @@
 //! Values: the tree is a dict of the tensors (leaves, in table order) after `__metadata__`,
 //! a dict of strings, so `value("__metadata__.format")` reads the metadata.
 
-use crate::checkpoint::storage::{fix_storages, Storage, StorageKey};
+use crate::checkpoint::storage::{fix_storages, Storage, StorageKey, SwapUnits};
 use crate::checkpoint::table::Table;
 use crate::checkpoint::{Checkpoint, Format, OpenOptions};
 use crate::container::Source;
@@ -335,7 +336,14 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
             Err(e) => table.push(name, Err(e)),
         }
     }
-    fix_storages(&mut storages, &tensors, false)?;
+    // Little-endian by definition: only misaligned tensors are marked for a copy on first use.
+    fix_storages(
+        &mut storages,
+        &SwapUnits::default(),
+        &tensors,
+        false,
+        options.accept_unaligned,
+    )?;
     Ok(Checkpoint {
         source: source.clone(),
         format: Format::Safetensors,
