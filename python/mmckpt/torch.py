@@ -20,7 +20,7 @@ from . import _lib
 from ._checkpoint import Checkpoint, PathLike, Row, _Handle
 from ._errors import UnsupportedError, raise_for
 
-__all__ = ["load", "load_into", "TORCH_DTYPES"]
+__all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
 
 TORCH_DTYPES: List[Optional[_torch.dtype]] = [
     getattr(_torch, name, None) for name in _lib.DTYPE_NAMES
@@ -100,13 +100,23 @@ def load(
         return _tensors(ckpt)
 
 
+def tensors(
+    path: PathLike, *, root: Optional[str] = None, strict: bool = False
+) -> "collections.OrderedDict[str, _torch.Tensor]":
+    """Every tensor of any checkpoint (a training checkpoint, a TorchScript archive, a shard
+    index), as torch tensors by their dotted names (``"optimizer.state.0.exp_avg"``), backed
+    by the mapping as :func:`load`'s are; the first of a repeated name is kept."""
+    with Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
+        return _tensors(ckpt)
+
+
 def _check_flat(ckpt: Checkpoint, root: Optional[str]) -> None:
     """Refuses a checkpoint whose root is not a dict of tensors: its table would flatten the
     nesting torch.load keeps."""
     from ._checkpoint import _Values
 
     values = _Values(ckpt, ckpt._live())
-    top = (root or "").encode()
+    top = b""  # value paths are relative to the root the table was opened at
     kind = values.kind(top)
     if kind != "dict":
         raise UnsupportedError(
