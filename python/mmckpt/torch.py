@@ -11,8 +11,10 @@ tensor changes a private copy of the page, never the file.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
-from typing import Any, Dict, List, Optional
+import gc
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch as _torch
 
@@ -25,6 +27,19 @@ __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
 TORCH_DTYPES: List[Optional[_torch.dtype]] = [
     getattr(_torch, name, None) for name in _lib.DTYPE_NAMES
 ]
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic collector paused while the (acyclic) table objects are made: with 100,000
+    tensors its passes over the new objects cost more than making them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _storage(handle: _Handle, address: int, nbytes: int) -> _torch.UntypedStorage:
@@ -95,7 +110,7 @@ def load(
     (``"model"``) to take the state dict inside it, or use :func:`mmckpt.open` for the rest.
     Not carried over: ``state_dict()``'s ``_metadata`` attribute.
     """
-    with Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
+    with _no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
         _check_flat(ckpt, root)
         return _tensors(ckpt)
 
@@ -106,7 +121,7 @@ def tensors(
     """Every tensor of any checkpoint (a training checkpoint, a TorchScript archive, a shard
     index), as torch tensors by their dotted names (``"optimizer.state.0.exp_avg"``), backed
     by the mapping as :func:`load`'s are; the first of a repeated name is kept."""
-    with Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
+    with _no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
         return _tensors(ckpt)
 
 
