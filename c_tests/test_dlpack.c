@@ -254,13 +254,14 @@ static void describe_in_one_call(void) {
   size_t n = mmckpt_checkpoint_tensor_count(ckpt), i, needed = 0, at = 0;
   mmckpt_tensor *rows = (mmckpt_tensor *)calloc(n, sizeof *rows);
   mmckpt_status *status = (mmckpt_status *)calloc(n, sizeof *status);
+  uint64_t *lengths = (uint64_t *)calloc(n, sizeof *lengths);
   int64_t *dims;
-  CHECK_OK(mmckpt_checkpoint_describe(ckpt, 0, n, rows, status, NULL, 0, &needed));
+  CHECK_OK(mmckpt_checkpoint_describe(ckpt, 0, n, rows, status, NULL, NULL, 0, &needed));
   CHECK(needed == 4 * n); /* every tensor is [3, 5] */
   dims = (int64_t *)calloc(needed, sizeof *dims);
-  CHECK_STATUS(mmckpt_checkpoint_describe(ckpt, 0, n, rows, status, dims, needed - 1, NULL),
+  CHECK_STATUS(mmckpt_checkpoint_describe(ckpt, 0, n, rows, status, NULL, dims, needed - 1, NULL),
                MMCKPT_ERR_BUFFER_TOO_SMALL);
-  CHECK_OK(mmckpt_checkpoint_describe(ckpt, 0, n, rows, status, dims, needed, &needed));
+  CHECK_OK(mmckpt_checkpoint_describe(ckpt, 0, n, rows, status, lengths, dims, needed, &needed));
   for (i = 0; i < n; i++) {
     mmckpt_tensor t;
     uint32_t d;
@@ -268,16 +269,18 @@ static void describe_in_one_call(void) {
     if (status[i] != MMCKPT_OK) continue;
     CHECK(rows[i].data == t.data && rows[i].dtype == t.dtype && rows[i].ndim == t.ndim);
     CHECK(strcmp(rows[i].name, t.name) == 0);
+    CHECK(lengths[i] == 15 * mmckpt_dtype_itemsize(t.dtype)); /* one [3, 5] tensor each */
     for (d = 0; d < t.ndim; d++) CHECK(dims[at + d] == t.shape[d]);
     for (d = 0; d < t.ndim; d++) CHECK(dims[at + t.ndim + d] == t.strides[d]);
     at += 2 * t.ndim;
   }
   CHECK(at == needed);
-  CHECK_STATUS(mmckpt_checkpoint_describe(ckpt, n, 1, rows, status, NULL, 0, NULL),
+  CHECK_STATUS(mmckpt_checkpoint_describe(ckpt, n, 1, rows, status, NULL, NULL, 0, NULL),
                MMCKPT_ERR_NOT_FOUND);
-  CHECK_STATUS(mmckpt_checkpoint_describe(ckpt, 1, (size_t)-1, rows, status, NULL, 0, NULL),
+  CHECK_STATUS(mmckpt_checkpoint_describe(ckpt, 1, (size_t)-1, rows, status, NULL, NULL, 0, NULL),
                MMCKPT_ERR_NOT_FOUND);
   free(dims);
+  free(lengths);
   free(status);
   free(rows);
   mmckpt_checkpoint_close(ckpt);

@@ -996,7 +996,9 @@ mmckpt_status mmckpt_module_entry_to_dlpack(const mmckpt_module *m,
  * Describes the table entries [first, first + count) in one call, for bindings that pay per
  * call: `out[i]` is what mmckpt_checkpoint_tensor_at(ckpt, first + i, …) writes and
  * `status[i]` its status (an entry that fails leaves `out[i]` unspecified; ask
- * mmckpt_checkpoint_tensor_at for its message). `dims` (nullable when `dims_len` is 0)
+ * mmckpt_checkpoint_tensor_at for its message). `storage_nbytes` (nullable) receives each
+ * successful entry's whole storage's length in bytes; the storage starts storage_offset ×
+ * itemsize bytes before `data`. `dims` (nullable when `dims_len` is 0)
  * receives, entry after entry, each successful entry's shape then strides (2 × ndim values).
  * `*dims_needed` (nullable) receives how many values that takes; when `dims` is given and
  * `dims_len` is smaller, the call fails with MMCKPT_ERR_BUFFER_TOO_SMALL, having written only
@@ -1008,6 +1010,7 @@ mmckpt_status mmckpt_checkpoint_describe(const mmckpt_checkpoint *ckpt,
                                          size_t count,
                                          mmckpt_tensor *out,
                                          mmckpt_status *status,
+                                         uint64_t *storage_nbytes,
                                          int64_t *dims,
                                          size_t dims_len,
                                          size_t *dims_needed);

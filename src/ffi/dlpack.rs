@@ -326,7 +326,9 @@ pub extern "C" fn mmckpt_module_entry_to_dlpack(
 /// Describes the table entries [first, first + count) in one call, for bindings that pay per
 /// call: `out[i]` is what mmckpt_checkpoint_tensor_at(ckpt, first + i, …) writes and
 /// `status[i]` its status (an entry that fails leaves `out[i]` unspecified; ask
-/// mmckpt_checkpoint_tensor_at for its message). `dims` (nullable when `dims_len` is 0)
+/// mmckpt_checkpoint_tensor_at for its message). `storage_nbytes` (nullable) receives each
+/// successful entry's whole storage's length in bytes; the storage starts storage_offset ×
+/// itemsize bytes before `data`. `dims` (nullable when `dims_len` is 0)
 /// receives, entry after entry, each successful entry's shape then strides (2 × ndim values).
 /// `*dims_needed` (nullable) receives how many values that takes; when `dims` is given and
 /// `dims_len` is smaller, the call fails with MMCKPT_ERR_BUFFER_TOO_SMALL, having written only
@@ -339,6 +341,7 @@ pub extern "C" fn mmckpt_checkpoint_describe(
     count: usize,
     out: *mut mmckpt_tensor,
     status: *mut mmckpt_status_value,
+    storage_nbytes: *mut u64,
     dims: *mut i64,
     dims_len: usize,
     dims_needed: *mut usize,
@@ -356,6 +359,11 @@ pub extern "C" fn mmckpt_checkpoint_describe(
             })?;
         let out = arg_slice_mut(out, count, "out")?;
         let status = arg_slice_mut(status, count, "status")?;
+        let mut storage_nbytes = if storage_nbytes.is_null() {
+            None
+        } else {
+            Some(arg_slice_mut(storage_nbytes, count, "storage_nbytes")?)
+        };
         let dims = arg_slice_mut(dims, dims_len, "dims")?;
         let mut needed = 0usize;
         for (slot, index) in (first..end).enumerate() {
@@ -363,6 +371,9 @@ pub extern "C" fn mmckpt_checkpoint_describe(
                 Ok(tensor) => {
                     out[slot].write(mmckpt_tensor::from_checkpoint(&tensor));
                     status[slot].write(mmckpt_status::MMCKPT_OK as mmckpt_status_value);
+                    if let Some(lengths) = storage_nbytes.as_deref_mut() {
+                        lengths[slot].write(tensor.storage_nbytes() as u64);
+                    }
                     needed += 2 * tensor.shape().len();
                 }
                 Err(e) => {
