@@ -13,6 +13,7 @@
  *   4. Checkpoints
  *   5. Values
  *   6. Modules and loads
+ *   7. DLPack and batched description
  *
  * Conventions (docs/c-api.md has them in full):
  *  - Every fallible function returns mmckpt_status; on failure mmckpt_last_error() holds a
@@ -358,6 +359,14 @@ mmckpt_status mmckpt_convert(void *dst,
 #define MMCKPT_OPEN_UNALIGNED (1 << 3)
 
 /**
+ * Map the file copy-on-write (MAP_PRIVATE, readable and writable), as torch.load(mmap=True)
+ * does: a consumer that writes into a mapped tensor (through a DLPack export, say) changes a
+ * private copy of that page, never the file, and does not fault. A written page costs
+ * anonymous memory. Excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE.
+ */
+#define MMCKPT_OPEN_COPY_ON_WRITE (1 << 4)
+
+/**
  * The newest version of mmckpt_open_options this header declares. Version 1: `version`,
  * `flags`, `root`. The library accepts every version from 1 to its own.
  */
@@ -380,7 +389,8 @@ typedef struct mmckpt_open_options {
    */
   uint32_t version;
   /**
-   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED.
+   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
+   * MMCKPT_OPEN_COPY_ON_WRITE.
    */
   uint32_t flags;
   /**
@@ -916,5 +926,97 @@ void mmckpt_load_report_free(struct mmckpt_load_report *r);
  * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load options. */
 #define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
 #define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }
+
+/* ==== DLPack and batched description ==================================================*/
+/* DLPack 1.x exports of checkpoint tensors and module entries (struct DLManagedTensorVersioned is only declared here: include dlpack.h, shipped beside this header, to use it), and describing many tensors in one call. */
+struct DLManagedTensorVersioned;
+#define INT 0
+
+#define UINT 1
+
+#define FLOAT 2
+
+#define BFLOAT 4
+
+#define COMPLEX 5
+
+#define BOOL 6
+
+#define FLOAT8_E4M3FN 10
+
+#define FLOAT8_E4M3FNUZ 11
+
+#define FLOAT8_E5M2 12
+
+#define FLOAT8_E5M2FNUZ 13
+
+#define FLOAT8_E8M0FNU 14
+
+#define FLOAT4_E2M1FN 17
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Exports checkpoint tensor `index` (0-based, in table order) as a DLPack 1.x managed tensor
+ * on the CPU: `data` is the start of the tensor's storage and `byte_offset` is storage_offset
+ * × itemsize, so `data + byte_offset` is mmckpt_tensor's `data`; shape and strides (in
+ * elements) are the tensor's, never NULL unless ndim is 0. Every dtype DLPack 1.3 has a code
+ * for is exported as torch's `__dlpack__` writes it (bool is 8 bits; float4_e2m1fn_x2 is two
+ * 4-bit lanes); torch's bits types are MMCKPT_ERR_UNSUPPORTED. The flags have
+ * DLPACK_FLAG_BITMASK_READ_ONLY: the bytes are the checkpoint's (a mapped file, or a copy it
+ * shares with every caller); writing into them is undefined unless the checkpoint was opened
+ * with MMCKPT_OPEN_COPY_ON_WRITE (then a write changes a private copy of the page, as in
+ * torch.load(mmap=True)). The lazy conjugate and negation bits (MMCKPT_TENSOR_CONJ/NEG) have no
+ * DLPack field and are not applied. The export keeps the bytes alive (the mapping, or the
+ * storage's copy) until its deleter is called, also after mmckpt_checkpoint_close; call
+ * `(*out)->deleter(*out)` exactly once. On failure `*out` is not written; errors are as
+ * mmckpt_checkpoint_tensor_at's.
+ */
+mmckpt_status mmckpt_checkpoint_tensor_to_dlpack(const mmckpt_checkpoint *ckpt,
+                                                 size_t index,
+                                                 struct DLManagedTensorVersioned **out);
+
+/**
+ * Exports module entry `index` (0-based, in mmckpt_module_at's order) as a DLPack 1.x
+ * managed tensor on the CPU, as mmckpt_checkpoint_tensor_to_dlpack does. An entry loaded with
+ * MMCKPT_LOAD_ASSIGN shares the checkpoint's bytes (zero-copy, READ_ONLY, kept alive by the
+ * export after mmckpt_module_free and mmckpt_checkpoint_close). An entry with owned or bound
+ * memory (materialized, copy-loaded, converted, bound) is copied into memory the export owns
+ * (DLPACK_FLAG_BITMASK_IS_COPIED, writable): a later load into the module cannot change or
+ * free what the consumer holds. A meta entry (no data) is MMCKPT_ERR_STATE; an index out of
+ * range MMCKPT_ERR_NOT_FOUND; refused (MMCKPT_ERR_STATE) from inside the module's own load.
+ */
+mmckpt_status mmckpt_module_entry_to_dlpack(const mmckpt_module *m,
+                                            size_t index,
+                                            struct DLManagedTensorVersioned **out);
+
+/**
+ * Describes the table entries [first, first + count) in one call, for bindings that pay per
+ * call: `out[i]` is what mmckpt_checkpoint_tensor_at(ckpt, first + i, …) writes and
+ * `status[i]` its status (an entry that fails leaves `out[i]` unspecified; ask
+ * mmckpt_checkpoint_tensor_at for its message). `storage_nbytes` (nullable) receives each
+ * successful entry's whole storage's length in bytes; the storage starts storage_offset ×
+ * itemsize bytes before `data`. `dims` (nullable when `dims_len` is 0)
+ * receives, entry after entry, each successful entry's shape then strides (2 × ndim values).
+ * `*dims_needed` (nullable) receives how many values that takes; when `dims` is given and
+ * `dims_len` is smaller, the call fails with MMCKPT_ERR_BUFFER_TOO_SMALL, having written only
+ * `*dims_needed`. A range past the table is MMCKPT_ERR_NOT_FOUND. Descriptions borrow from the
+ * checkpoint as mmckpt_checkpoint_tensor_at's do.
+ */
+mmckpt_status mmckpt_checkpoint_describe(const mmckpt_checkpoint *ckpt,
+                                         size_t first,
+                                         size_t count,
+                                         mmckpt_tensor *out,
+                                         mmckpt_status *status,
+                                         uint64_t *storage_nbytes,
+                                         int64_t *dims,
+                                         size_t dims_len,
+                                         size_t *dims_needed);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
 
 #endif  /* MMCKPT_H */

@@ -53,6 +53,9 @@ cargo build --release
 venv=$(bash scripts/setup-venv.sh)
 # Legacy streams are supported now: a skipped legacy case would be a regression.
 MMCKPT_ORACLE_REQUIRE_LEGACY=1 "$venv/bin/python" -m pytest tests/oracle -q -rs -p no:cacheprovider
+step "Python binding (pip install ./python into the venv, then pytest python/tests)"
+"$venv/bin/pip" install --quiet ./python
+"$venv/bin/python" -m pytest python/tests -q -p no:cacheprovider
 step "benchmarks, tiny sizes (bench/run.py --tiny: checks that every scenario still runs)"
 "$venv/bin/python" bench/run.py --tiny --json /tmp/mmckpt-bench-tiny.json
 step "all tests passed"

@@ -46,7 +46,18 @@ const SECTIONS: &[(&str, &str, &str)] = &[
          (materialize, bind), and load_state_dict: load options, the per-tensor callback, the \
          load report.",
     ),
+    (
+        "dlpack.rs",
+        "DLPack and batched description",
+        "DLPack 1.x exports of checkpoint tensors and module entries (struct \
+         DLManagedTensorVersioned is only declared here: include dlpack.h, shipped beside this \
+         header, to use it), and describing many tensors in one call.",
+    ),
 ];
+
+/// Declared before the DLPack section's functions: its type is dlpack.h's, which a user
+/// includes before or after this header.
+const DLPACK_DECLARATION: &str = "struct DLManagedTensorVersioned;\n";
 
 /// Static initialisers for the option structs (cbindgen emits no braced macros).
 const INITIALISERS: &str = "/* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as
@@ -101,6 +112,9 @@ fn generated() -> String {
         out.push('\n');
         out.push_str(&rule(title));
         out.push_str(&format!("/* {intro} */\n"));
+        if *file == "dlpack.rs" {
+            out.push_str(DLPACK_DECLARATION);
+        }
         out.push_str(text.trim_start_matches('\n'));
         if *file == "module.rs" {
             out.push('\n');

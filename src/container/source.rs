@@ -1,4 +1,4 @@
-//! The bytes behind a checkpoint: a read-only file mapping or an owned, 64-byte-aligned buffer.
+//! The bytes behind a checkpoint: a read-only (or copy-on-write) file mapping or an owned, 64-byte-aligned buffer.
 //! This is one of the two places in the crate with `unsafe` (the other is the ffi layer).
 
 use crate::error::{Error, Result};
@@ -124,12 +124,19 @@ pub enum OpenMode {
     MapPopulate,
     /// Read the whole file into owned memory: immune to the file changing underneath.
     Read,
+    /// Map the file copy-on-write (`MAP_PRIVATE`, readable and writable), as
+    /// `torch.load(mmap=True)` does: a consumer that writes into a tensor's bytes changes its
+    /// own private copy of that page, never the file, and does not fault. Pages load on first
+    /// touch as with [`OpenMode::Map`]; a written page costs anonymous memory.
+    MapCopyOnWrite,
 }
 
 /// Where the file's bytes are: mapped or read in (not to be confused with a storage's
 /// `checkpoint::Backing`, which says whether its bytes are the file's or a private copy).
 enum FileBytes {
     Mapped(memmap2::Mmap),
+    /// [`OpenMode::MapCopyOnWrite`]: mmckpt itself only reads it.
+    MappedCopyOnWrite(memmap2::MmapMut),
     Owned(AlignedBuf),
 }
 
@@ -173,9 +180,16 @@ impl Source {
                     .map_err(|e| Error::io(format!("cannot map '{shown}': {e}")))?;
                 FileBytes::Mapped(map)
             }
+            OpenMode::MapCopyOnWrite => {
+                // SAFETY: a private mapping: writes through it never reach the file. The file
+                // changing underneath has the same hazard as for OpenMode::Map.
+                let map = unsafe { memmap2::MmapOptions::new().map_copy(&file) }
+                    .map_err(|e| Error::io(format!("cannot map '{shown}': {e}")))?;
+                FileBytes::MappedCopyOnWrite(map)
+            }
         };
         let file = match backing {
-            FileBytes::Mapped(_) => Some(file),
+            FileBytes::Mapped(_) | FileBytes::MappedCopyOnWrite(_) => Some(file),
             FileBytes::Owned(_) => None,
         };
         Ok(Source {
@@ -223,13 +237,17 @@ impl Source {
     pub fn bytes(&self) -> &[u8] {
         match &self.backing {
             FileBytes::Mapped(map) => map,
+            FileBytes::MappedCopyOnWrite(map) => map,
             FileBytes::Owned(buf) => buf.as_slice(),
         }
     }
 
     /// True when the bytes are the file's page-cache pages (zero-copy), false when owned.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.backing, FileBytes::Mapped(_))
+        matches!(
+            self.backing,
+            FileBytes::Mapped(_) | FileBytes::MappedCopyOnWrite(_)
+        )
     }
 
     /// Drops the mapping's pages that lie wholly inside `bytes()[start..start + len]` from the
@@ -238,36 +256,56 @@ impl Source {
     /// read-only, so nothing is lost, and a later touch re-reads the page from the page cache.
     /// Pages shared with bytes outside the range are kept.
     pub fn release_pages(&self, start: usize, len: usize) {
-        let FileBytes::Mapped(map) = &self.backing else {
-            return;
+        let map_len = match &self.backing {
+            FileBytes::Mapped(map) => map.len(),
+            FileBytes::MappedCopyOnWrite(map) => map.len(),
+            FileBytes::Owned(_) => return,
         };
         let page = page_size();
         let first = start.div_ceil(page) * page;
-        let end = start.saturating_add(len).min(map.len()) / page * page;
+        let end = start.saturating_add(len).min(map_len) / page * page;
         if end <= first {
             return;
         }
         #[cfg(unix)]
         // SAFETY: the range is inside the mapping (clamped to its length) and page-aligned
-        // (the mapping starts on a page). The mapping is a read-only file mapping, never
-        // written, so MADV_DONTNEED discards no data: references into these pages stay valid
-        // and read the file's bytes (from the page cache) again on the next touch.
+        // (the mapping starts on a page). A read-only file mapping is never written, so
+        // MADV_DONTNEED discards no data: references into these pages stay valid and read the
+        // file's bytes (from the page cache) again on the next touch. In a copy-on-write
+        // mapping it would also drop private writes, but the range is a storage that was
+        // copied before any tensor of it was handed out, so no one wrote into these pages.
         let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+            match &self.backing {
+                FileBytes::Mapped(map) => map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first,
+                    end - first,
+                ),
+                FileBytes::MappedCopyOnWrite(map) => map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first,
+                    end - first,
+                ),
+                FileBytes::Owned(_) => Ok(()),
+            }
         };
     }
 
     /// Tells the kernel how the mapping will be read; a no-op for owned bytes.
     pub fn advise_sequential(&self) {
-        if let FileBytes::Mapped(map) = &self.backing {
-            let _ = map.advise(memmap2::Advice::Sequential);
-        }
+        self.advise(memmap2::Advice::Sequential);
     }
 
     pub fn advise_will_need(&self) {
-        if let FileBytes::Mapped(map) = &self.backing {
-            let _ = map.advise(memmap2::Advice::WillNeed);
-        }
+        self.advise(memmap2::Advice::WillNeed);
+    }
+
+    fn advise(&self, advice: memmap2::Advice) {
+        let _ = match &self.backing {
+            FileBytes::Mapped(map) => map.advise(advice),
+            FileBytes::MappedCopyOnWrite(map) => map.advise(advice),
+            FileBytes::Owned(_) => Ok(()),
+        };
     }
 }
 

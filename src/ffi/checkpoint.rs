@@ -75,8 +75,16 @@ pub const MMCKPT_OPEN_POPULATE: u32 = 1 << 2;
 /// be misaligned for its dtype (check `(uintptr_t)data % itemsize`). For engines that read
 /// unaligned data (x86 loads, their own copies). Big-endian storages are still copied.
 pub const MMCKPT_OPEN_UNALIGNED: u32 = 1 << 3;
-const OPEN_FLAGS: u32 =
-    MMCKPT_OPEN_STRICT | MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE | MMCKPT_OPEN_UNALIGNED;
+/// Map the file copy-on-write (MAP_PRIVATE, readable and writable), as torch.load(mmap=True)
+/// does: a consumer that writes into a mapped tensor (through a DLPack export, say) changes a
+/// private copy of that page, never the file, and does not fault. A written page costs
+/// anonymous memory. Excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE.
+pub const MMCKPT_OPEN_COPY_ON_WRITE: u32 = 1 << 4;
+const OPEN_FLAGS: u32 = MMCKPT_OPEN_STRICT
+    | MMCKPT_OPEN_READ
+    | MMCKPT_OPEN_POPULATE
+    | MMCKPT_OPEN_UNALIGNED
+    | MMCKPT_OPEN_COPY_ON_WRITE;
 
 /// The newest version of mmckpt_open_options this header declares. Version 1: `version`,
 /// `flags`, `root`. The library accepts every version from 1 to its own.
@@ -89,7 +97,8 @@ pub const MMCKPT_OPEN_OPTIONS_VERSION: u32 = 1;
 pub struct mmckpt_open_options {
     /// The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
     pub version: u32,
-    /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED.
+    /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
+    /// MMCKPT_OPEN_COPY_ON_WRITE.
     pub flags: u32,
     /// Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
     /// NULL = the whole object. Read during the call only.
@@ -143,12 +152,21 @@ fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
             "MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE exclude each other",
         ));
     }
+    if opts.flags & MMCKPT_OPEN_COPY_ON_WRITE != 0
+        && opts.flags & (MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE) != 0
+    {
+        return Err(Error::invalid_argument(
+            "MMCKPT_OPEN_COPY_ON_WRITE excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE",
+        ));
+    }
     options.strict = opts.flags & MMCKPT_OPEN_STRICT != 0;
     options.accept_unaligned = opts.flags & MMCKPT_OPEN_UNALIGNED != 0;
     options.mode = if opts.flags & MMCKPT_OPEN_READ != 0 {
         OpenMode::Read
     } else if opts.flags & MMCKPT_OPEN_POPULATE != 0 {
         OpenMode::MapPopulate
+    } else if opts.flags & MMCKPT_OPEN_COPY_ON_WRITE != 0 {
+        OpenMode::MapCopyOnWrite
     } else {
         OpenMode::Map
     };

@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod convert;
+mod dlpack;
 mod guard;
 mod module;
 mod options;

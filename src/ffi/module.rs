@@ -72,7 +72,7 @@ fn check_idle(m: *const mmckpt_module, call: &str) -> Result<()> {
 }
 
 /// The module of a handle for a reading call named `call`; refused during the module's load.
-fn module_ref<'a>(m: *const mmckpt_module, call: &str) -> Result<&'a Module> {
+pub(super) fn module_ref<'a>(m: *const mmckpt_module, call: &str) -> Result<&'a Module> {
     check_idle(m, call)?;
     // SAFETY: non-null and idle: no load holds `inner`, and the caller guarantees a live
     // handle that no other thread uses during the call.

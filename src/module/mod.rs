@@ -183,6 +183,16 @@ impl Entry {
     pub fn is_mapped(&self) -> bool {
         matches!(&self.data, Data::View(v) if v.mapped)
     }
+    /// The memory a view (an assign load's entry) shares with the checkpoint it came from,
+    /// and the offset of element [0, …, 0] in its bytes: holding a clone keeps those bytes
+    /// alive after the module and the checkpoint are gone. `None` for meta, owned and bound
+    /// entries.
+    pub(crate) fn shared_backing(&self) -> Option<(&Backing, usize)> {
+        match &self.data {
+            Data::View(v) => Some((&v.backing, v.offset)),
+            _ => None,
+        }
+    }
     /// Row-major contiguous (only a view can be strided).
     pub fn is_contiguous(&self) -> bool {
         match &self.data {

@@ -1,0 +1,64 @@
+"""mmckpt: PyTorch checkpoints, memory-mapped and zero-copy, through mmckpt's C ABI.
+
+>>> import mmckpt, torch
+>>> with mmckpt.open("model.pt") as ckpt:
+...     w = torch.from_dlpack(ckpt["fc.weight"])     # zero-copy
+...     lr = ckpt.value("optimizer.param_groups.0.lr")
+>>> state = mmckpt.torch.load("model.pt")              # as torch.load(mmap=True, weights_only=True)
+"""
+
+from ._checkpoint import Checkpoint, Tensor, open
+from ._errors import (
+    BufferTooSmallError,
+    CallbackError,
+    DtypeMismatchError,
+    Error,
+    FormatError,
+    InvalidArgumentError,
+    IoError,
+    KeyMismatchError,
+    LimitError,
+    NoMemoryError,
+    NotFoundError,
+    NullArgumentError,
+    PanicError,
+    ShapeMismatchError,
+    StateError,
+    UnsafeError,
+    UnsupportedError,
+)
+from ._lib import version as _version
+
+__version__ = _version()
+
+__all__ = [
+    "open",
+    "Checkpoint",
+    "Tensor",
+    "Error",
+    "NullArgumentError",
+    "InvalidArgumentError",
+    "IoError",
+    "FormatError",
+    "UnsupportedError",
+    "UnsafeError",
+    "LimitError",
+    "NotFoundError",
+    "KeyMismatchError",
+    "ShapeMismatchError",
+    "DtypeMismatchError",
+    "BufferTooSmallError",
+    "StateError",
+    "CallbackError",
+    "NoMemoryError",
+    "PanicError",
+]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - module attribute hook
+    # `mmckpt.torch` imports torch: only when asked for.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'mmckpt' has no attribute {name!r}")

@@ -1,0 +1,508 @@
+"""Checkpoints and their tensors over the C ABI."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from ctypes import byref, c_double, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+from . import _lib
+from ._dlpack import capsule_from_export
+from ._errors import BufferTooSmallError, Error, NotFoundError, StateError, raise_for
+from ._lib import check, lib
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class _Handle:
+    """Owns one C checkpoint handle; the handle is closed when the last Python object that
+    needs it (the Checkpoint, a tensor's storage made by mmckpt.torch, a numpy view) is gone."""
+
+    __slots__ = ("ptr", "__weakref__")
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+
+    def __del__(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr:
+            lib.mmckpt_checkpoint_close(ptr)
+
+
+class Row:
+    """One entry of the tensor table as mmckpt_checkpoint_describe gave it."""
+
+    __slots__ = (
+        "index",
+        "name",
+        "status",
+        "dtype_code",
+        "shape",
+        "strides",
+        "storage_offset",
+        "numel",
+        "data",
+        "nbytes",
+        "storage_id",
+        "file_offset",
+        "flags",
+        "storage_nbytes",
+    )
+
+
+def describe_all(handle: _Handle) -> List[Row]:
+    """The whole table in one C call (rows, statuses, storage lengths, shapes and strides)."""
+    n = lib.mmckpt_checkpoint_tensor_count(handle.ptr)
+    if n == 0:
+        return []
+    rows = ctypes.create_string_buffer(88 * n)
+    status = (c_uint32 * n)()
+    lengths = (c_uint64 * n)()
+    cap = 8 * n
+    needed = c_size_t(0)
+    while True:
+        dims = (c_int64 * cap)()
+        st = lib.mmckpt_checkpoint_describe(
+            handle.ptr, 0, n, rows, status, lengths, dims, cap, byref(needed)
+        )
+        if st == BufferTooSmallError.status and needed.value > cap:
+            cap = needed.value
+            continue
+        check(st)
+        break
+    flat = dims[: needed.value]
+    statuses = status[:]
+    storage_lengths = lengths[:]
+    out: List[Row] = []
+    at = 0
+    string_at = ctypes.string_at
+    for i, values in enumerate(struct.iter_unpack(_lib.TENSOR_ROW, rows.raw)):
+        row = Row()
+        row.index = i
+        row.status = statuses[i]
+        if row.status:
+            row.name = (lib.mmckpt_checkpoint_name_at(handle.ptr, i) or b"").decode(
+                "utf-8", "replace"
+            )
+            out.append(row)
+            continue
+        (
+            name,
+            row.dtype_code,
+            ndim,
+            _shape,
+            _strides,
+            row.storage_offset,
+            row.numel,
+            row.data,
+            row.nbytes,
+            row.storage_id,
+            row.file_offset,
+            row.flags,
+        ) = values
+        row.name = string_at(name).decode("utf-8", "replace")
+        row.shape = tuple(flat[at : at + ndim])
+        row.strides = tuple(flat[at + ndim : at + 2 * ndim])
+        at += 2 * ndim
+        row.storage_nbytes = storage_lengths[i]
+        out.append(row)
+    return out
+
+
+class Tensor:
+    """A tensor of a checkpoint: its description, and its elements through DLPack
+    (``torch.from_dlpack(t)``, ``numpy.from_dlpack(t)``) or :meth:`numpy`, zero-copy.
+
+    The elements stay valid as long as anything made from them lives, also after the
+    checkpoint is closed: a DLPack export holds the mapping itself.
+    """
+
+    __slots__ = ("_handle", "_row")
+
+    def __init__(self, handle: _Handle, row: Row) -> None:
+        self._handle = handle
+        self._row = row
+
+    @property
+    def name(self) -> str:
+        """Its full dotted name, as ``state_dict()`` names it."""
+        return self._row.name
+
+    @property
+    def dtype(self) -> str:
+        """torch's name of its dtype (``"bfloat16"``)."""
+        return _lib.DTYPE_NAMES[self._row.dtype_code - 1]
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._row.shape
+
+    @property
+    def strides(self) -> Tuple[int, ...]:
+        """Strides in elements, as ``torch.Tensor.stride()``."""
+        return self._row.strides
+
+    @property
+    def storage_offset(self) -> int:
+        """Offset of element [0, ..., 0] in its storage, in elements."""
+        return self._row.storage_offset
+
+    @property
+    def numel(self) -> int:
+        return self._row.numel
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes from element [0, ..., 0] to the end of the last reachable element."""
+        return self._row.nbytes
+
+    @property
+    def file_offset(self) -> Optional[int]:
+        """Where element [0, ..., 0] is in the file, when the bytes are the file's (mapped)."""
+        offset = self._row.file_offset
+        return None if offset == _lib.NO_OFFSET else offset
+
+    @property
+    def is_mapped(self) -> bool:
+        """The elements are the mapped file's pages (not a private copy)."""
+        return bool(self._row.flags & _lib.TENSOR_MAPPED)
+
+    @property
+    def is_contiguous(self) -> bool:
+        return bool(self._row.flags & _lib.TENSOR_CONTIGUOUS)
+
+    @property
+    def is_parameter(self) -> bool:
+        """Saved as an ``nn.Parameter``."""
+        return bool(self._row.flags & _lib.TENSOR_PARAMETER)
+
+    @property
+    def requires_grad(self) -> bool:
+        return bool(self._row.flags & _lib.TENSOR_REQUIRES_GRAD)
+
+    @property
+    def storage_id(self) -> int:
+        """Equal ids <=> the same storage (tied weights, views of one tensor)."""
+        return self._row.storage_id
+
+    @property
+    def data_ptr(self) -> int:
+        """Address of element [0, ..., 0]."""
+        return self._row.data or 0
+
+    def __repr__(self) -> str:
+        return (
+            f"mmckpt.Tensor(name={self.name!r}, dtype={self.dtype}, shape={list(self.shape)}, "
+            f"strides={list(self.strides)}, mapped={self.is_mapped})"
+        )
+
+    def _live_handle(self) -> _Handle:
+        if not self._handle.ptr:
+            raise StateError("the checkpoint's handle is gone", StateError.status)
+        return self._handle
+
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: Optional[Tuple[int, int]] = None,
+        dl_device: Optional[Tuple[int, int]] = None,
+        copy: Optional[bool] = None,
+    ) -> Any:
+        """A DLPack 1.x capsule (``dltensor_versioned``) of the elements, zero-copy and flagged
+        read-only. Consumers that ask only for the pre-1.0 protocol (no ``max_version``) are
+        refused: mmckpt exports versioned tensors only."""
+        if max_version is None or max_version[0] < 1:
+            raise BufferError(
+                "mmckpt exports DLPack 1.x (DLManagedTensorVersioned) only; the consumer asked "
+                "for the unversioned protocol (upgrade torch >= 2.4 or numpy >= 2.1)"
+            )
+        if dl_device is not None and tuple(dl_device) != (1, 0):
+            raise BufferError(f"mmckpt tensors are on the CPU (kDLCPU, 0), not {dl_device}")
+        if copy:
+            raise BufferError("mmckpt exports zero-copy only (copy=True was asked)")
+        handle = self._live_handle()
+        export = c_void_p()
+        check(lib.mmckpt_checkpoint_tensor_to_dlpack(handle.ptr, self._row.index, byref(export)))
+        return capsule_from_export(export.value)
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        return (1, 0)
+
+    def numpy(self) -> Any:
+        """A read-only numpy view of the elements (zero-copy). Dtypes numpy lacks (bfloat16,
+        float8 kinds) come from ``ml_dtypes`` when it is installed; complex32 and
+        float4_e2m1fn_x2 have no numpy dtype (use ``torch.from_dlpack(tensor)``)."""
+        import numpy as np
+
+        from ._numpy import numpy_dtype
+
+        dtype = numpy_dtype(self.dtype)
+        row = self._row
+        itemsize = _lib.ITEMSIZE[row.dtype_code - 1]
+        start = row.data - row.storage_offset * itemsize if row.data else 0
+        buffer = _storage_buffer(self._live_handle(), start, row.storage_nbytes)
+        array = np.ndarray(
+            row.shape,
+            dtype=dtype,
+            buffer=buffer,
+            offset=row.storage_offset * itemsize,
+            strides=tuple(s * itemsize for s in row.strides),
+        )
+        array.flags.writeable = False
+        return array
+
+
+def _storage_buffer(handle: _Handle, address: int, nbytes: int) -> Any:
+    """A ctypes array over a storage's bytes that keeps the checkpoint's handle alive."""
+    array = (ctypes.c_uint8 * nbytes).from_address(address) if nbytes else (ctypes.c_uint8 * 0)()
+    array._mmckpt_handle = handle  # type: ignore[attr-defined]
+    return array
+
+
+class Checkpoint(Mapping[str, Tensor]):
+    """An open checkpoint: a read-only mapping from tensor names (as ``state_dict()`` names
+    them) to :class:`Tensor`, and its other values by dotted path (:meth:`value`).
+
+    Use it as a context manager or call :meth:`close`; tensors and arrays made from it stay
+    valid after the close (they keep the mapping alive until they are gone).
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        strict: bool = False,
+        read: bool = False,
+        root: Optional[str] = None,
+        copy_on_write: bool = True,
+    ) -> None:
+        flags = 0
+        if strict:
+            flags |= _lib.OPEN_STRICT
+        if read:
+            flags |= _lib.OPEN_READ
+        elif copy_on_write:
+            flags |= _lib.OPEN_COPY_ON_WRITE
+        opts = _lib.mmckpt_open_options(1, flags, root.encode() if root is not None else None)
+        ptr = c_void_p()
+        check(lib.mmckpt_checkpoint_open(os.fsencode(path), byref(opts), byref(ptr)))
+        self._handle: Optional[_Handle] = _Handle(ptr.value)
+        self._path = os.fspath(path)
+        self._rows: Optional[List[Row]] = None
+        self._index: Optional[Dict[str, int]] = None
+
+    # -- handle -------------------------------------------------------------------------------
+
+    def _live(self) -> _Handle:
+        if self._handle is None:
+            raise StateError(f"checkpoint '{self._path}' is closed", StateError.status)
+        return self._handle
+
+    def close(self) -> None:
+        """Drops this object's hold on the file. Tensors, arrays and DLPack exports made from it
+        keep working; the mapping goes away with the last of them."""
+        self._handle = None
+        self._rows = None
+        self._index = None
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def format(self) -> str:
+        """``"zip"``, ``"legacy"``, ``"torchscript"``, ``"sharded"``."""
+        return lib.mmckpt_checkpoint_format(self._live().ptr).decode()
+
+    def _table(self) -> List[Row]:
+        if self._rows is None:
+            self._rows = describe_all(self._live())
+        return self._rows
+
+    def _name_index(self) -> Dict[str, int]:
+        if self._index is None:
+            index: Dict[str, int] = {}
+            for row in self._table():
+                index.setdefault(row.name, row.index)
+            self._index = index
+        return self._index
+
+    # -- Mapping ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __iter__(self) -> Iterator[str]:
+        return (row.name for row in self._table())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._name_index()
+
+    def __getitem__(self, name: str) -> Tensor:
+        index = self._name_index().get(name)
+        if index is None:
+            raise NotFoundError(f"no tensor named '{name}'", NotFoundError.status)
+        return self.tensor_at(index)
+
+    def tensor_at(self, index: int) -> Tensor:
+        """Entry ``index`` of the table (in file order)."""
+        row = self._table()[index]
+        if row.status:
+            # Ask again for the message of the entry's error.
+            out = _lib.mmckpt_tensor()
+            st = lib.mmckpt_checkpoint_tensor_at(self._live().ptr, index, byref(out))
+            check(st)
+            raise_for(row.status, f"tensor '{row.name}' cannot be represented")
+        return Tensor(self._live(), row)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else f"{len(self)} tensors"
+        return f"mmckpt.Checkpoint({self._path!r}, {state})"
+
+    # -- values -------------------------------------------------------------------------------
+
+    def value(self, path: str) -> Any:
+        """The value at a dotted path (``"optimizer.param_groups.0.lr"``, ``"epoch"``): None,
+        bool, int, float, complex, str, bytes; a list, tuple, dict or set of values; a
+        :class:`Tensor`; an object (``argparse.Namespace``) as a dict of its attributes; a
+        global (``torch.float32``) as its dotted name. ``""`` is the whole checkpoint."""
+        handle = self._live()
+        return _Values(self, handle).read(path)
+
+
+def _text(fn: Any, handle: _Handle, path: bytes) -> bytes:
+    length = c_size_t(0)
+    st = fn(handle.ptr, path, None, 0, byref(length))
+    if st not in (0, BufferTooSmallError.status):
+        check(st)
+    buf = ctypes.create_string_buffer(length.value + 1)
+    check(fn(handle.ptr, path, buf, length.value + 1, byref(length)))
+    return buf.raw[: length.value]
+
+
+class _Values:
+    """Reads a value tree iteratively (input-controlled depth never recurses in Python)."""
+
+    def __init__(self, ckpt: Checkpoint, handle: _Handle) -> None:
+        self.ckpt = ckpt
+        self.handle = handle
+
+    def kind(self, path: bytes) -> str:
+        out = c_uint32()
+        check(lib.mmckpt_checkpoint_value_kind(self.handle.ptr, path, byref(out)))
+        return _lib.VALUE_KINDS[out.value]
+
+    def children(self, path: bytes) -> List[Tuple[str, bytes]]:
+        count = c_size_t()
+        check(lib.mmckpt_checkpoint_value_child_count(self.handle.ptr, path, byref(count)))
+        out = []
+        for i in range(count.value):
+            key = self._child_key(path, i)
+            out.append((key.decode("utf-8", "replace"), path + b"." + key if path else key))
+        return out
+
+    def _child_key(self, path: bytes, i: int) -> bytes:
+        length = c_size_t(0)
+        fn = lib.mmckpt_checkpoint_value_child_key
+        st = fn(self.handle.ptr, path, i, None, 0, byref(length))
+        if st not in (0, BufferTooSmallError.status):
+            check(st)
+        buf = ctypes.create_string_buffer(length.value + 1)
+        check(fn(self.handle.ptr, path, i, buf, length.value + 1, byref(length)))
+        return buf.raw[: length.value]
+
+    def scalar(self, kind: str, path: bytes) -> Any:
+        h = self.handle.ptr
+        if kind == "none":
+            return None
+        if kind == "bool":
+            b = c_int32()
+            check(lib.mmckpt_checkpoint_value_bool(h, path, byref(b)))
+            return bool(b.value)
+        if kind in ("int", "bigint"):
+            return int(_text(lib.mmckpt_checkpoint_value_string, self.handle, path))
+        if kind == "float":
+            f = c_double()
+            check(lib.mmckpt_checkpoint_value_float(h, path, byref(f)))
+            return f.value
+        if kind == "complex":
+            re, im = c_double(), c_double()
+            check(lib.mmckpt_checkpoint_value_complex(h, path, byref(re), byref(im)))
+            return complex(re.value, im.value)
+        if kind == "str":
+            return _text(lib.mmckpt_checkpoint_value_string, self.handle, path).decode()
+        if kind == "bytes":
+            return _text(lib.mmckpt_checkpoint_value_string, self.handle, path)
+        if kind == "global":
+            return _text(lib.mmckpt_checkpoint_value_class, self.handle, path).decode()
+        if kind == "tensor":
+            return self.ckpt[path.decode()]
+        raise Error(f"value '{path.decode()}' is of a kind mmckpt does not read", 5)
+
+    def read(self, path: str) -> Any:
+        containers = ("list", "tuple", "dict", "set", "object")
+        top = path.encode()
+        kind = self.kind(top)
+        if kind not in containers:
+            return self.scalar(kind, top)
+        # Explicit stack: (path, kind, key in parent, parent slot list).
+        result: Dict[str, Any] = {}
+        stack: List[Tuple[bytes, str, Any, Any]] = [(top, kind, "", result)]
+        finish: List[Tuple[str, Any, Any, List[Any]]] = []
+        while stack:
+            p, k, key, parent = stack.pop()
+            items: List[Any] = []
+            finish.append((k, key, parent, items))
+            for child_key, child_path in self.children(p):
+                child_kind = self.kind(child_path)
+                if child_kind in containers:
+                    slot: List[Any] = [child_key, None]
+                    items.append(slot)
+                    stack.append((child_path, child_kind, child_key, slot))
+                else:
+                    items.append([child_key, self.scalar(child_kind, child_path)])
+        # Build containers bottom-up (children were appended after their parents).
+        for k, key, parent, items in reversed(finish):
+            if k == "list":
+                built: Any = [v for _, v in items]
+            elif k == "tuple":
+                built = tuple(v for _, v in items)
+            elif k == "set":
+                built = {v for _, v in items}
+            else:
+                built = {name: v for name, v in items}
+            if isinstance(parent, dict):
+                parent["value"] = built
+            else:
+                parent[1] = built
+        return result["value"]
+
+
+def open(
+    path: PathLike,
+    *,
+    strict: bool = False,
+    read: bool = False,
+    root: Optional[str] = None,
+    copy_on_write: bool = True,
+) -> Checkpoint:
+    """Opens a PyTorch checkpoint (zip, legacy, TorchScript, or a sharded ``*.index.json``):
+    maps the file and parses its metadata; no tensor byte is read.
+
+    ``strict``: refuse pickles that name globals outside the allowlist (UnsafeError).
+    ``read``: read the file into memory instead of mapping it.
+    ``root``: the dotted path of the sub-object whose tensors form the table (``"model"``).
+    ``copy_on_write`` (default): map the file privately, as ``torch.load(mmap=True)`` does, so
+    that a consumer writing into a tensor (torch ignores DLPack's read-only flag) changes its
+    own copy of the page, never the file, and does not crash.
+    """
+    return Checkpoint(path, strict=strict, read=read, root=root, copy_on_write=copy_on_write)
