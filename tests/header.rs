@@ -46,13 +46,19 @@ const SECTIONS: &[(&str, &str, &str)] = &[
          (materialize, bind), and load_state_dict: load options, the per-tensor callback, the \
          load report.",
     ),
+    (
+        "writer.rs",
+        "Writing",
+        "Saving a checkpoint's tensor table as a torch.save archive or a safetensors file.",
+    ),
 ];
 
 /// Static initialisers for the option structs (cbindgen emits no braced macros).
 const INITIALISERS: &str = "/* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as
- * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load options. */
+ * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load and save options. */
 #define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
 #define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }
+#define MMCKPT_SAVE_OPTIONS_INIT { MMCKPT_SAVE_OPTIONS_VERSION, 0, 0, NULL, NULL }
 ";
 
 fn rule(title: &str) -> String {
