@@ -14,6 +14,7 @@
  *   5. Values
  *   6. Modules and loads
  *   7. DLPack and batched description
+ *   8. Writing
  *
  * Conventions (docs/c-api.md has them in full):
  *  - Every fallible function returns mmckpt_status; on failure mmckpt_last_error() holds a
@@ -923,9 +924,10 @@ void mmckpt_load_report_free(struct mmckpt_load_report *r);
 #endif  // __cplusplus
 
 /* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as
- * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load options. */
+ * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load and save options. */
 #define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
 #define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }
+#define MMCKPT_SAVE_OPTIONS_INIT { MMCKPT_SAVE_OPTIONS_VERSION, 0, 0, NULL, NULL }
 
 /* ==== DLPack and batched description ==================================================*/
 /* DLPack 1.x exports of checkpoint tensors and module entries (struct DLManagedTensorVersioned is only declared here: include dlpack.h, shipped beside this header, to use it), and describing many tensors in one call. */
@@ -1014,6 +1016,101 @@ mmckpt_status mmckpt_checkpoint_describe(const mmckpt_checkpoint *ckpt,
                                          int64_t *dims,
                                          size_t dims_len,
                                          size_t *dims_needed);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==== Writing =========================================================================*/
+/* Saving a checkpoint's tensor table as a torch.save archive or a safetensors file. */
+/**
+ * A torch.save zip archive: stored, 64-byte aligned records that torch.load(..., mmap=True,
+ * weights_only=True) maps; tensors that share a storage still do.
+ */
+#define MMCKPT_SAVE_TORCH 0
+
+/**
+ * A safetensors file as the safetensors project's convert.py writes it: of the tensors that
+ * start at the same storage byte the first (in table order) is kept, the others are listed
+ * in `__metadata__` (dropped name → kept name) beside "format": "pt"; every tensor row-major.
+ */
+#define MMCKPT_SAVE_SAFETENSORS 1
+
+/**
+ * Torch format: write every tensor as its own row-major storage (tied weights still share).
+ */
+#define MMCKPT_SAVE_CONTIGUOUS (1 << 0)
+
+/**
+ * The newest version of mmckpt_save_options this header declares. Version 1: `version`,
+ * `flags`, `dtype`, `progress`, `user_data`.
+ */
+#define MMCKPT_SAVE_OPTIONS_VERSION 1
+
+/**
+ * Called as data is written with the bytes written so far and the total (known before the
+ * first byte); returning 0 stops the save (MMCKPT_ERR_CALLBACK) and leaves the target as
+ * it was; any other value goes on.
+ */
+typedef int32_t (*mmckpt_progress_fn)(void *user_data, uint64_t done, uint64_t total);
+
+/**
+ * Options for mmckpt_checkpoint_save. Initialise with mmckpt_save_options_init(&opts,
+ * MMCKPT_SAVE_OPTIONS_VERSION) or `= MMCKPT_SAVE_OPTIONS_INIT`; fields added in later
+ * versions come after these, and the library reads only the fields of `version`.
+ */
+typedef struct mmckpt_save_options {
+  /**
+   * The version of this struct the caller was compiled against (MMCKPT_SAVE_OPTIONS_VERSION).
+   */
+  uint32_t version;
+  /**
+   * MMCKPT_SAVE_CONTIGUOUS.
+   */
+  uint32_t flags;
+  /**
+   * Write floating tensors (float64/32/16, bfloat16) as this floating mmckpt_dtype,
+   * rounded as torch's .to() rounds; 0 keeps every dtype.
+   */
+  uint32_t dtype;
+  /**
+   * Progress callback, or NULL.
+   */
+  mmckpt_progress_fn progress;
+  /**
+   * Passed to progress as is.
+   */
+  void *user_data;
+} mmckpt_save_options;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Fills the fields of version `version` of `*opts` with the defaults (no flags, dtypes kept,
+ * no callback) and sets `opts->version`. Pass MMCKPT_SAVE_OPTIONS_VERSION. A version this
+ * library does not know is MMCKPT_ERR_INVALID_ARGUMENT naming both versions, and `*opts` is
+ * not written; NULL is MMCKPT_ERR_NULL_ARGUMENT.
+ */
+mmckpt_status mmckpt_save_options_init(struct mmckpt_save_options *opts, uint32_t version);
+
+/**
+ * Writes the checkpoint's tensor table (a state dict: the table's names and tensors;
+ * non-tensor values are not written) to `path` as `format` (MMCKPT_SAVE_TORCH or
+ * MMCKPT_SAVE_SAFETENSORS). Tensors are streamed one at a time; the file is written under a
+ * temporary name in `path`'s folder, synced and renamed over `path`, so `path` is never
+ * half written (a crash may leave a stray `.NAME.mmckpt-tmp-*` file beside it). `opts` may be
+ * NULL (defaults). Errors: the table entry's own error for a tensor mmckpt cannot represent,
+ * MMCKPT_ERR_UNSUPPORTED for a tensor the format cannot hold (a conjugate or negative view, a
+ * dtype safetensors has no name for, one storage viewed as two dtypes),
+ * MMCKPT_ERR_INVALID_ARGUMENT for two tensors of one name or a bad option, MMCKPT_ERR_CALLBACK
+ * when progress returned 0, MMCKPT_ERR_IO for the file.
+ */
+mmckpt_status mmckpt_checkpoint_save(const mmckpt_checkpoint *ckpt,
+                                     const char *path,
+                                     uint32_t format,
+                                     const struct mmckpt_save_options *opts);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -34,6 +34,8 @@
 //!   [`LoadReport`];
 //! - element conversion between float dtypes, as torch's `.to()`: [`convert_elements`],
 //!   [`can_convert`];
+//! - writing: [`save`] the table to a torch.save archive or a safetensors file
+//!   ([`SaveOptions`], [`SaveFormat`], [`SaveReport`]);
 //! - errors: [`Error`] of an [`ErrorKind`] (one per C status), [`Result`].
 //!
 //! The C ABI (`include/mmckpt.h`) is built from the same crate and goes through the same
@@ -45,7 +47,7 @@
 // `container` (where the bytes are), `pickle` (a restricted pickle machine), `torch` (tensor
 // descriptions from the value tree), `tree` (names and the one walk over the value tree),
 // `checkpoint` (the open file, one reader per format in `checkpoint::formats`) with `values`,
-// `module` (meta modules and load). The C ABI lives in `ffi` and only converts and delegates.
+// `module` (meta modules and load), `writer` (saving the table as a new file). The C ABI lives in `ffi` and only converts and delegates.
 // Every module is private: what users may rely on is re-exported below.
 mod checkpoint;
 mod container;
@@ -59,6 +61,7 @@ mod strided;
 mod torch;
 mod tree;
 mod values;
+mod writer;
 
 pub use checkpoint::{Checkpoint, Format, Limits, OpenOptions, TableLimits, Tensor, ValueLimits};
 pub use container::zip::ZipLimits;
@@ -71,6 +74,7 @@ pub use module::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC
 pub use pickle::PickleLimits;
 pub use tree::ValueKind;
 pub use values::{Leaves, ValueRef, MAX_DECIMAL_BYTES};
+pub use writer::{save, save_with_progress, SaveFormat, SaveOptions, SaveReport};
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

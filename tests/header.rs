@@ -53,6 +53,11 @@ const SECTIONS: &[(&str, &str, &str)] = &[
          DLManagedTensorVersioned is only declared here: include dlpack.h, shipped beside this \
          header, to use it), and describing many tensors in one call.",
     ),
+    (
+        "writer.rs",
+        "Writing",
+        "Saving a checkpoint's tensor table as a torch.save archive or a safetensors file.",
+    ),
 ];
 
 /// Declared before the DLPack section's functions: its type is dlpack.h's, which a user
@@ -61,9 +66,10 @@ const DLPACK_DECLARATION: &str = "struct DLManagedTensorVersioned;\n";
 
 /// Static initialisers for the option structs (cbindgen emits no braced macros).
 const INITIALISERS: &str = "/* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as
- * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load options. */
+ * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load and save options. */
 #define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
 #define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }
+#define MMCKPT_SAVE_OPTIONS_INIT { MMCKPT_SAVE_OPTIONS_VERSION, 0, 0, NULL, NULL }
 ";
 
 fn rule(title: &str) -> String {

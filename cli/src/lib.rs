@@ -8,13 +8,13 @@
 #![warn(missing_docs)]
 
 use mmckpt::{
-    Checkpoint, DType, Error, ErrorKind, LoadOptions, LoadReport, Module, OpenMode, OpenOptions,
-    Tensor, ValueKind, ValueLimits, ValueRef,
+    save_with_progress, Checkpoint, DType, Error, ErrorKind, LoadOptions, LoadReport, Module,
+    OpenMode, OpenOptions, SaveFormat, SaveOptions, Tensor, ValueKind, ValueLimits, ValueRef,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,6 +33,14 @@ macro_rules! load_synopsis {
     };
 }
 
+/// `convert`'s synopsis (in [`USAGE`] and `mmckpt help convert`).
+macro_rules! convert_synopsis {
+    () => {
+        "  mmckpt convert IN OUT [--format safetensors|torch] [--dtype DTYPE] [--contiguous]
+                     [--root PATH] [--strict] [--read] [--quiet]"
+    };
+}
+
 /// What `mmckpt --help` and `mmckpt help` print; the README's `## Command line` shows it
 /// verbatim (a test compares them).
 pub const USAGE: &str = concat!(
@@ -42,14 +50,17 @@ pub const USAGE: &str = concat!(
       list FILE's tensor table (--json: every tensor and every non-tensor value, as JSON)\n",
     load_synopsis!(),
     "
-      build a meta module (from SPEC, else from FILE's own table) and load FILE into it
+      build a meta module (from SPEC, else from FILE's own table) and load FILE into it\n",
+    convert_synopsis!(),
+    "
+      write IN's tensor table to OUT as a torch.save archive or a safetensors file
   mmckpt help [COMMAND]
       this text, or what COMMAND's options do (also: mmckpt COMMAND --help)
   mmckpt --version
       the version
 
-FILE is a torch.save file (zip or legacy), a TorchScript archive, or a sharded checkpoint's
-index (.index.json); SPEC is a module spec (JSON)."
+FILE and IN are a torch.save file (zip or legacy), a TorchScript archive, a safetensors file,
+or a sharded checkpoint's index (.index.json); SPEC is a module spec (JSON)."
 );
 
 /// What `mmckpt help ls` and `mmckpt ls --help` print.
@@ -97,6 +108,41 @@ options:
   -h, --help       this text"
 );
 
+/// What `mmckpt help convert` and `mmckpt convert --help` print.
+pub const CONVERT_HELP: &str = concat!(
+    "usage:\n",
+    convert_synopsis!(),
+    "
+
+Write IN's tensor table (a state dict: the table's names and tensors; non-tensor values are not
+carried) to OUT: a torch.save zip archive that torch.load(..., mmap=True, weights_only=True)
+maps, or a safetensors file as the safetensors project's convert.py writes it (of tensors that
+start at the same bytes, the first name is kept and the others are listed in __metadata__).
+Tensors are streamed one at a time; OUT is written under a temporary name in its folder,
+synced, and renamed, so OUT is never left half written. A progress bar is shown on a terminal
+for inputs over 256 MiB.
+
+options:
+  --format FORMAT  torch or safetensors (default: safetensors when OUT ends in .safetensors,
+                   else torch)
+  --dtype DTYPE    write floating tensors as DTYPE (float32, float16, bfloat16 or float64),
+                   rounded as torch's .to() rounds
+  --contiguous     torch format: every tensor its own row-major storage (tied weights still
+                   share one); safetensors is always contiguous
+  --root PATH      take the tensors under the sub-object PATH
+  --strict         refuse globals outside the allowlist
+  --read           read IN into memory instead of mapping it
+  --quiet          print nothing on success, and no progress bar
+  -h, --help       this text"
+);
+
+/// What a usage error in `convert`'s arguments prints after the message.
+const CONVERT_USAGE: &str = concat!(
+    "usage:\n",
+    convert_synopsis!(),
+    "\n(mmckpt help convert: what each option does)"
+);
+
 /// What a usage error in `ls`'s arguments prints after the message.
 const LS_USAGE: &str = concat!(
     "usage:\n",
@@ -118,7 +164,7 @@ struct Command {
     help: &'static str,
 }
 
-static COMMANDS: [Command; 2] = [
+static COMMANDS: [Command; 3] = [
     Command {
         name: "ls",
         usage: LS_USAGE,
@@ -128,6 +174,11 @@ static COMMANDS: [Command; 2] = [
         name: "load",
         usage: LOAD_USAGE,
         help: LOAD_HELP,
+    },
+    Command {
+        name: "convert",
+        usage: CONVERT_USAGE,
+        help: CONVERT_HELP,
     },
 ];
 
@@ -224,6 +275,10 @@ fn dispatch(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write) -> Re
             Parsed::Run(args) => Ok(ls(&args, out)?),
             Parsed::Help => print(out, c.help),
         },
+        "convert" => match ConvertArgs::parse(parser).map_err(arguments)? {
+            Parsed::Run(args) => Ok(convert(&args, out)?),
+            Parsed::Help => print(out, c.help),
+        },
         _ => match LoadArgs::parse(parser).map_err(arguments)? {
             Parsed::Run(args) => Ok(load(&args, out)?),
             Parsed::Help => print(out, c.help),
@@ -237,7 +292,7 @@ fn command_named(name: &str) -> Option<&'static Command> {
 
 fn unknown_command(command: &str) -> Error {
     Error::invalid_argument(format!(
-        "unknown command '{command}' (the commands: ls, load, help)"
+        "unknown command '{command}' (the commands: ls, load, convert, help)"
     ))
 }
 
@@ -825,6 +880,159 @@ fn load(args: &LoadArgs, out: &mut dyn Write) -> Result<(), Error> {
     )
     .map_err(output_error)?;
     out.flush().map_err(output_error)
+}
+
+/// `convert`'s flags.
+struct ConvertArgs {
+    input: PathBuf,
+    output: PathBuf,
+    open: Open,
+    options: SaveOptions,
+    quiet: bool,
+}
+
+impl ConvertArgs {
+    fn parse(mut parser: lexopt::Parser) -> Result<Parsed<ConvertArgs>, Error> {
+        let (mut input, mut output, mut open) = (None, None, Open::default());
+        let (mut format, mut dtype, mut contiguous, mut quiet) = (None, None, false, false);
+        while let Some(arg) = parser.next().map_err(usage)? {
+            match arg {
+                lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Parsed::Help),
+                lexopt::Arg::Long("root") => {
+                    open.root = Some(string(parser.value().map_err(usage)?)?)
+                }
+                lexopt::Arg::Long("strict") => open.strict = true,
+                lexopt::Arg::Long("read") => open.read = true,
+                lexopt::Arg::Long("quiet") => quiet = true,
+                lexopt::Arg::Long("contiguous") => contiguous = true,
+                lexopt::Arg::Long("format") => {
+                    let name = string(parser.value().map_err(usage)?)?;
+                    format = Some(SaveFormat::from_name(&name).ok_or_else(|| {
+                        Error::invalid_argument(format!(
+                            "--format {name}: not a format (torch or safetensors)"
+                        ))
+                    })?);
+                }
+                lexopt::Arg::Long("dtype") => {
+                    let name = string(parser.value().map_err(usage)?)?;
+                    dtype = Some(
+                        DType::from_name(&name)
+                            .filter(|d| d.is_floating())
+                            .ok_or_else(|| {
+                                Error::invalid_argument(format!(
+                                    "--dtype {name}: not a floating dtype (float32, float16, \
+                                     bfloat16 or float64)"
+                                ))
+                            })?,
+                    );
+                }
+                lexopt::Arg::Value(value) if input.is_none() => input = Some(value.into()),
+                other => take_file(&mut output, other)?,
+            }
+        }
+        let input = input.ok_or_else(|| Error::invalid_argument("no IN given"))?;
+        let output: PathBuf = output.ok_or_else(|| Error::invalid_argument("no OUT given"))?;
+        let format = format.unwrap_or_else(|| {
+            if output.extension().is_some_and(|e| e == "safetensors") {
+                SaveFormat::Safetensors
+            } else {
+                SaveFormat::Torch
+            }
+        });
+        let options = SaveOptions {
+            format,
+            dtype,
+            contiguous,
+        };
+        Ok(Parsed::Run(ConvertArgs {
+            input,
+            output,
+            open,
+            options,
+            quiet,
+        }))
+    }
+}
+
+/// Inputs larger than this get a progress bar when stderr is a terminal.
+pub const PROGRESS_THRESHOLD: u64 = 256 << 20;
+
+fn convert(args: &ConvertArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let started = Instant::now();
+    // Misaligned storages (legacy files) are read in place, not copied into memory.
+    let options = OpenOptions {
+        accept_unaligned: true,
+        ..args.open.options()
+    };
+    let ckpt = Checkpoint::open(&args.input, &options)
+        .map_err(|e| spec_given_as_file(&args.input).unwrap_or(e))?;
+    ckpt.advise_sequential();
+    let input_bytes = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
+    let show_bar = !args.quiet && input_bytes > PROGRESS_THRESHOLD && io::stderr().is_terminal();
+    let mut bar = ProgressBar::default();
+    let report = save_with_progress(&ckpt, &args.output, &args.options, &mut |done, total| {
+        if show_bar {
+            bar.show(done, total);
+        }
+        true
+    });
+    if show_bar {
+        bar.finish();
+    }
+    let report = report?;
+    if args.quiet {
+        return Ok(());
+    }
+    let mut out = io::BufWriter::new(out);
+    for (dropped, kept) in &report.dropped {
+        writeln!(out, "dropped {dropped} (shares its data with {kept})").map_err(output_error)?;
+    }
+    writeln!(
+        out,
+        "wrote {} ({}): {} tensors, {} storages, {} bytes of data in {:.3} s",
+        args.output.display(),
+        args.options.format.name(),
+        report.tensors,
+        report.storages,
+        report.data_bytes,
+        started.elapsed().as_secs_f64()
+    )
+    .map_err(output_error)?;
+    out.flush().map_err(output_error)
+}
+
+/// A one-line progress bar on stderr, redrawn when the percentage changes.
+#[derive(Default)]
+struct ProgressBar {
+    shown: Option<u64>,
+    started: Option<Instant>,
+}
+
+impl ProgressBar {
+    fn show(&mut self, done: u64, total: u64) {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let percent = (done as u128 * 100 / u128::from(total.max(1))) as u64;
+        if self.shown == Some(percent) {
+            return;
+        }
+        self.shown = Some(percent);
+        let width = 40;
+        let filled = (percent * width / 100) as usize;
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        let _ = write!(
+            io::stderr(),
+            "\r[{}{}] {percent:3}% {:.0} MB/s",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled),
+            done as f64 / seconds / 1e6
+        );
+    }
+
+    fn finish(&self) {
+        if self.shown.is_some() {
+            let _ = writeln!(io::stderr());
+        }
+    }
 }
 
 /// Bytes of entry data that are the file's pages, and bytes that are copies.

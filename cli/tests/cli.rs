@@ -114,7 +114,11 @@ fn version_and_help_of_each_command() {
     ] {
         assert_eq!(cli(args), usage, "{args:?}");
     }
-    for (command, help) in [("ls", mmckpt_cli::LS_HELP), ("load", mmckpt_cli::LOAD_HELP)] {
+    for (command, help) in [
+        ("ls", mmckpt_cli::LS_HELP),
+        ("load", mmckpt_cli::LOAD_HELP),
+        ("convert", mmckpt_cli::CONVERT_HELP),
+    ] {
         let want = (0, format!("{help}\n"), String::new());
         for args in [
             &["help", command][..],
@@ -161,6 +165,50 @@ fn version_and_help_of_each_command() {
         err.contains("'--frobnicate'") && err.contains("usage:"),
         "{err}"
     );
+}
+
+#[test]
+fn convert_writes_both_formats_and_refuses_bad_arguments() {
+    let input = repo_path("tests/fixtures/proto4.pt");
+    let input = input.to_str().unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-convert");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, format) in [("out.pt", "torch"), ("out.safetensors", "safetensors")] {
+        let out = dir.join(name);
+        let (code, stdout, err) = cli(&["convert", input, out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            stdout.starts_with(&format!("wrote {} ({format}): 3 tensors", out.display())),
+            "{stdout}"
+        );
+        let (code, listed, err) = cli(&["ls", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(listed.contains("3 tensors"), "{listed}");
+        // --quiet prints nothing.
+        let (code, stdout, _) = cli(&["convert", input, out.to_str().unwrap(), "--quiet"]);
+        assert_eq!((code, stdout.as_str()), (0, ""));
+    }
+    let out = dir.join("x.pt");
+    let out = out.to_str().unwrap();
+    for (args, message) in [
+        (&["convert", input][..], "no OUT given"),
+        (&["convert"][..], "no IN given"),
+        (
+            &["convert", input, out, "--format", "onnx"],
+            "--format onnx",
+        ),
+        (&["convert", input, out, "--dtype", "int8"], "--dtype int8"),
+        (&["convert", input, out, "extra"], "extra"),
+    ] {
+        let (code, _, err) = cli(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let (code, _, err) = cli(&["convert", "no-such-file.pt", out]);
+    assert_eq!(code, 1);
+    assert!(err.contains("MMCKPT_ERR_IO"), "{err}");
+    assert!(!Path::new(out).exists());
 }
 
 /// The table's storage column is the JSON's `storage_id` (not the key in the file, which for a

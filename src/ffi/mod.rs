@@ -16,6 +16,7 @@ mod module;
 mod options;
 mod types;
 mod values;
+mod writer;
 
 // No re-exports: the exported symbols are `#[no_mangle]` (in the library whatever the module's
 // visibility), and the Rust API is the crate root's, not the C types.

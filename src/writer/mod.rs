@@ -1,0 +1,254 @@
+//! Writing a checkpoint's tensor table to a new file: a `torch.save` zip archive
+//! ([`torch_zip`]) or a safetensors file ([`safetensors`]).
+//!
+//! What is written is the table: a state dict of the table's tensors under the table's names
+//! (non-tensor values are not carried). Tensors are written one at a time, straight from the
+//! checkpoint's storages (converted or gathered through one bounded buffer), so memory stays
+//! bounded by that buffer, never by the model. The file is written under a temporary name in the
+//! target's folder, fsynced, and renamed over the target: a crash leaves the old target as it
+//! was (and at worst a stray `.<name>.mmckpt-tmp-*` file beside it).
+
+mod atomic;
+mod pickle;
+mod safetensors;
+mod torch_zip;
+
+use crate::checkpoint::{Checkpoint, Tensor};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::module::convert::convert_elements;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+/// The output format of [`save`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// A `torch.save` zip archive (stored records, 64-byte aligned data), loadable with
+    /// `torch.load(..., mmap=True, weights_only=True)`; tensors that share a storage still do.
+    #[default]
+    Torch,
+    /// A safetensors file as the safetensors project's `convert.py` produces it: tensors
+    /// that start at the same storage byte are written once under the first name, the others
+    /// dropped and listed in `__metadata__` (dropped name → kept name) beside
+    /// `"format": "pt"`; every tensor row-major, cut to its own bytes.
+    Safetensors,
+}
+
+impl SaveFormat {
+    /// `torch` or `safetensors`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaveFormat::Torch => "torch",
+            SaveFormat::Safetensors => "safetensors",
+        }
+    }
+    /// The format named `torch` or `safetensors`.
+    pub fn from_name(name: &str) -> Option<SaveFormat> {
+        match name {
+            "torch" => Some(SaveFormat::Torch),
+            "safetensors" => Some(SaveFormat::Safetensors),
+            _ => None,
+        }
+    }
+}
+
+/// How [`save`] writes.
+#[derive(Clone, Debug, Default)]
+pub struct SaveOptions {
+    /// The output format.
+    pub format: SaveFormat,
+    /// Convert every floating tensor (float64, float32, float16, bfloat16) to this floating
+    /// dtype, as torch's `.to(dtype)` rounds; other tensors are written as they are.
+    pub dtype: Option<DType>,
+    /// Torch format only (safetensors is always contiguous): write every tensor as its own
+    /// row-major storage instead of keeping views of shared storages; tensors that are the
+    /// same view of the same storage (tied weights) still share one.
+    pub contiguous: bool,
+}
+
+/// What [`save`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveReport {
+    /// Tensors written (names in the output).
+    pub tensors: usize,
+    /// Storages (torch) or tensor data blocks (safetensors) written.
+    pub storages: usize,
+    /// Bytes of tensor data written.
+    pub data_bytes: u64,
+    /// Safetensors only: names dropped because an earlier name starts at the same bytes,
+    /// each with the name kept (also in the file's `__metadata__`).
+    pub dropped: Vec<(String, String)>,
+}
+
+/// Writes `ckpt`'s tensor table to `path` (see [`SaveFormat`]), atomically: the target is
+/// replaced only once the whole file is written and synced.
+///
+/// Errors: an entry of the table that cannot be represented (its own error), a tensor the
+/// format cannot hold (`Unsupported`: a conjugate or negative view, a dtype safetensors has no
+/// name for, a storage viewed as two dtypes), two entries of one name (`InvalidArgument`), a
+/// `dtype` that is not floating (`InvalidArgument`), and `Io` for the file.
+///
+/// Big-endian and misaligned storages are copied into memory on first use by the checkpoint
+/// (open with [`OpenOptions::accept_unaligned`](crate::OpenOptions::accept_unaligned) to keep
+/// misaligned ones in the mapping).
+///
+/// ```
+/// use mmckpt::{save, Checkpoint, OpenOptions, SaveFormat, SaveOptions};
+///
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proto4.pt");
+/// let ckpt = Checkpoint::open(path, &OpenOptions::default())?;
+/// let out = std::env::temp_dir().join(format!("mmckpt-doc-{}.safetensors", std::process::id()));
+/// let options = SaveOptions { format: SaveFormat::Safetensors, ..SaveOptions::default() };
+/// let report = save(&ckpt, &out, &options)?;
+/// let again = Checkpoint::open(&out, &OpenOptions::default())?;
+/// assert_eq!(again.len(), report.tensors);
+/// # std::fs::remove_file(&out).unwrap();
+/// # Ok::<(), mmckpt::Error>(())
+/// ```
+pub fn save(
+    ckpt: &Checkpoint,
+    path: impl AsRef<Path>,
+    options: &SaveOptions,
+) -> Result<SaveReport> {
+    save_with_progress(ckpt, path, options, &mut |_, _| true)
+}
+
+/// [`save`], calling `progress(done, total)` with bytes of tensor data as they are written
+/// (`total` is known before the first byte); returning false stops the save with
+/// `ErrorKind::Callback` and leaves the target untouched.
+pub fn save_with_progress(
+    ckpt: &Checkpoint,
+    path: impl AsRef<Path>,
+    options: &SaveOptions,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
+) -> Result<SaveReport> {
+    let path = path.as_ref();
+    if let Some(dtype) = options.dtype {
+        if !dtype.is_floating() {
+            return Err(Error::invalid_argument(format!(
+                "the output dtype must be float64, float32, float16 or bfloat16, not {dtype}"
+            )));
+        }
+    }
+    let tensors = table_tensors(ckpt)?;
+    let mut file = atomic::AtomicFile::create(path)?;
+    let report = match options.format {
+        SaveFormat::Torch => torch_zip::write(&tensors, options, file.writer(), progress),
+        SaveFormat::Safetensors => safetensors::write(&tensors, options, file.writer(), progress),
+    }
+    .map_err(|e| e.context(format!("writing '{}'", path.display())))?;
+    file.commit()?;
+    Ok(report)
+}
+
+/// Every tensor of the table, in order; the first entry that cannot be represented, a
+/// conjugate or negative view, or a repeated name is an error.
+fn table_tensors(ckpt: &Checkpoint) -> Result<Vec<Tensor<'_>>> {
+    let mut names = HashSet::with_capacity(ckpt.len());
+    let mut tensors = Vec::with_capacity(ckpt.len());
+    for index in 0..ckpt.len() {
+        let t = ckpt.tensor_at(index)?;
+        if t.is_conj() || t.is_neg() {
+            return Err(Error::unsupported(format!(
+                "tensor '{}' has its {} bit set; mmckpt writes no such view (resolve it in torch \
+                 first)",
+                t.name(),
+                if t.is_conj() { "conjugate" } else { "negative" }
+            )));
+        }
+        if !names.insert(t.name()) {
+            return Err(Error::invalid_argument(format!(
+                "the table names two tensors '{}'; a state dict cannot hold both",
+                t.name()
+            )));
+        }
+        tensors.push(t);
+    }
+    Ok(tensors)
+}
+
+/// The dtype a tensor of `dtype` is written as.
+fn output_dtype(dtype: DType, options: &SaveOptions) -> DType {
+    match options.dtype {
+        Some(to) if dtype.is_floating() => to,
+        _ => dtype,
+    }
+}
+
+/// Bytes per piece when data is gathered or converted: large enough that the per-call cost
+/// vanishes, small enough to stay in cache.
+const CHUNK: usize = 1 << 20;
+
+/// Writes bytes and counts them for the progress callback.
+struct Sink<'p> {
+    done: u64,
+    total: u64,
+    progress: &'p mut dyn FnMut(u64, u64) -> bool,
+    /// Conversion output buffer (at most CHUNK × 4 bytes: float16 → float64).
+    buffer: Vec<u8>,
+}
+
+impl<'p> Sink<'p> {
+    fn new(total: u64, progress: &'p mut dyn FnMut(u64, u64) -> bool) -> Sink<'p> {
+        Sink {
+            done: 0,
+            total,
+            progress,
+            buffer: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, out: &mut dyn Write, bytes: &[u8]) -> Result<()> {
+        out.write_all(bytes).map_err(io_error)?;
+        self.done += bytes.len() as u64;
+        if !(self.progress)(self.done, self.total) {
+            return Err(Error::callback("the progress callback stopped the save"));
+        }
+        Ok(())
+    }
+
+    /// `bytes` (whole `from` elements) written as `to` elements, in pieces.
+    fn write_converted(
+        &mut self,
+        out: &mut dyn Write,
+        bytes: &[u8],
+        from: DType,
+        to: DType,
+    ) -> Result<()> {
+        if from == to {
+            // Large pieces keep the syscall count low; the callback still sees progress.
+            for piece in bytes.chunks(64 * CHUNK) {
+                self.write(out, piece)?;
+            }
+            return Ok(());
+        }
+        let elements = CHUNK / from.itemsize().max(to.itemsize());
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let result = bytes
+            .chunks(elements * from.itemsize())
+            .try_for_each(|piece| {
+                let n = piece.len() / from.itemsize() * to.itemsize();
+                buffer.resize(n, 0);
+                convert_elements(piece, from, &mut buffer, to)?;
+                self.write(out, &buffer)
+            });
+        self.buffer = buffer;
+        result
+    }
+
+    /// A tensor's elements in row-major order, converted to `to`.
+    fn write_row_major(&mut self, out: &mut dyn Write, t: &Tensor<'_>, to: DType) -> Result<()> {
+        if t.is_contiguous() {
+            let len = t.numel() as usize * t.dtype().itemsize();
+            return self.write_converted(out, &t.bytes()[..len], t.dtype(), to);
+        }
+        t.for_each_row_major_chunk(CHUNK, |piece| {
+            self.write_converted(out, piece, t.dtype(), to)
+        })
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::io(format!("cannot write: {e}"))
+}
