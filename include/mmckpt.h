@@ -364,6 +364,19 @@ mmckpt_status mmckpt_convert(void *dst,
 #define MMCKPT_OPEN_OPTIONS_VERSION 1
 
 /**
+ * `mmckpt_tensor_range.flags`: the range holds exactly the tensor's elements, row-major,
+ * little-endian and stored (uncompressed): reading it gives the tensor, nothing to gather or
+ * byte-swap. Not set for a strided or expanded view, nor for a big-endian file.
+ */
+#define MMCKPT_RANGE_EXACT (1 << 0)
+
+/**
+ * `mmckpt_tensor_range.flags`: the range is the whole of its storage (no other tensor's
+ * bytes around it; a slice of a larger storage may still be exact).
+ */
+#define MMCKPT_RANGE_WHOLE_STORAGE (1 << 1)
+
+/**
  * An open checkpoint: opaque, immutable after open, safe to read from any number of threads
  * at once. Free it with mmckpt_checkpoint_close.
  */
@@ -389,6 +402,59 @@ typedef struct mmckpt_open_options {
    */
   const char *root;
 } mmckpt_open_options;
+
+/**
+ * Where a tensor's bytes are in its file (mmckpt_checkpoint_tensor_range): the offset index
+ * a range-reading loader needs. Borrowed like mmckpt_tensor: valid while the checkpoint is
+ * open.
+ */
+typedef struct mmckpt_tensor_range {
+  /**
+   * The file holding the bytes (a shard's file for a sharded checkpoint), NUL-terminated,
+   * as given to mmckpt_checkpoint_open (or named by the shard index); NULL for a checkpoint
+   * opened from memory (the offsets are then into that memory).
+   */
+  const char *path;
+  /**
+   * Absolute offset of element [0, …, 0] in the file.
+   */
+  uint64_t offset;
+  /**
+   * Bytes from element [0, …, 0] to the end of the last reachable element (strides apply).
+   */
+  uint64_t length;
+  /**
+   * Absolute offset of the whole storage the tensor views.
+   */
+  uint64_t storage_offset;
+  /**
+   * Bytes of that storage.
+   */
+  uint64_t storage_length;
+  /**
+   * Equal ids <=> same storage (as in mmckpt_tensor).
+   */
+  uint64_t storage_id;
+  mmckpt_dtype dtype;
+  uint32_t ndim;
+  /**
+   * ndim entries (NULL when ndim == 0).
+   */
+  const int64_t *shape;
+  /**
+   * ndim entries, in elements (NULL when ndim == 0).
+   */
+  const int64_t *strides;
+  /**
+   * The file stores the storage big-endian: reverse each run of this many bytes (its
+   * storage class's element size) to get the values; 1 for little-endian bytes.
+   */
+  uint32_t byte_swap_unit;
+  /**
+   * MMCKPT_RANGE_* bits.
+   */
+  uint32_t flags;
+} mmckpt_tensor_range;
 
 #ifdef __cplusplus
 extern "C" {
@@ -454,6 +520,18 @@ const char *mmckpt_checkpoint_name_at(const struct mmckpt_checkpoint *ckpt, size
  * "zip", "torchscript", …: static text; NULL for a NULL handle.
  */
 const char *mmckpt_checkpoint_format(const struct mmckpt_checkpoint *ckpt);
+
+/**
+ * Describes where entry `index`'s bytes are in its file, from the metadata alone: no tensor
+ * byte is read, mapped or copied (unlike mmckpt_checkpoint_tensor_at, this never copies a
+ * misaligned or big-endian storage). Read `length` bytes at `offset` of `path` with pread (or
+ * an HTTP range request) to get the tensor's bytes in storage order; with
+ * MMCKPT_RANGE_EXACT they are its row-major little-endian elements. MMCKPT_ERR_NOT_FOUND
+ * past the end, the entry's own error for a tensor mmckpt cannot represent.
+ */
+mmckpt_status mmckpt_checkpoint_tensor_range(const struct mmckpt_checkpoint *ckpt,
+                                             size_t index,
+                                             struct mmckpt_tensor_range *out);
 
 #ifdef __cplusplus
 }  // extern "C"

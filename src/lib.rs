@@ -60,7 +60,9 @@ mod torch;
 mod tree;
 mod values;
 
-pub use checkpoint::{Checkpoint, Format, Limits, OpenOptions, TableLimits, Tensor, ValueLimits};
+pub use checkpoint::{
+    Checkpoint, Format, Limits, OpenOptions, TableLimits, Tensor, TensorRange, ValueLimits,
+};
 pub use container::zip::ZipLimits;
 pub use container::OpenMode;
 pub use dtype::DType;

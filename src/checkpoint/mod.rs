@@ -8,10 +8,12 @@
 //! (`storage`: decided at open, copies made when a storage's tensor is first asked for).
 
 pub(crate) mod formats;
+mod index;
 mod limits;
 mod storage;
 mod table;
 
+pub use index::TensorRange;
 pub use limits::{Limits, TableLimits, ValueLimits};
 pub use storage::{new_storage_id, Backing, Storage, StorageKey};
 

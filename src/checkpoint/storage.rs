@@ -139,6 +139,22 @@ impl Storage {
             Backing::Owned(_) => None,
         }
     }
+    /// Where the storage was saved in its file, whatever memory holds it now (the file's
+    /// bytes, or a copy made on first use): the file's bytes and the offset of the first
+    /// byte, and the runs of bytes reversed between the file and what the tensors hold (a
+    /// big-endian storage's unit; 1: none). `None` for bytes that never were the file's.
+    pub fn saved_at(&self) -> Option<(&Arc<Source>, u64, u8)> {
+        match &self.bytes {
+            StorageBytes::Ready(Backing::File(source)) => Some((source, self.start as u64, 1)),
+            StorageBytes::Deferred(deferred) => match &deferred.file {
+                Backing::File(source) => {
+                    Some((source, self.start as u64, deferred.swap_unit.max(1)))
+                }
+                Backing::Owned(_) => None,
+            },
+            StorageBytes::Ready(Backing::Owned(_)) => None,
+        }
+    }
     /// True when the bytes are pages of a file mapping (not a copy).
     pub fn is_mapped(&self) -> bool {
         matches!(self.backing(), Backing::File(s) if s.is_mapped())

@@ -133,9 +133,31 @@ enum FileBytes {
     Owned(AlignedBuf),
 }
 
+/// A file's path, kept as given and as a C string (for the C API's offset index).
+struct SourcePath {
+    path: Box<Path>,
+    c: Option<std::ffi::CString>,
+}
+
+impl SourcePath {
+    fn new(path: &Path) -> SourcePath {
+        #[cfg(unix)]
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+        #[cfg(not(unix))]
+        let bytes = path.to_string_lossy().into_owned().into_bytes();
+        SourcePath {
+            path: path.into(),
+            c: std::ffi::CString::new(bytes).ok(),
+        }
+    }
+}
+
 /// The whole file's bytes, shared (through `Arc`) by everything that points into them.
 pub struct Source {
     backing: FileBytes,
+    /// The path it was opened from (`None` for bytes given in memory): what an offset index
+    /// names as each tensor's file.
+    path: Option<SourcePath>,
     /// The mapped file, kept open only while the checkpoint is being opened (see
     /// [`Source::read_at`]); [`Source::release_file`] closes it.
     file: Mutex<Option<File>>,
@@ -180,6 +202,7 @@ impl Source {
         };
         Ok(Source {
             backing,
+            path: Some(SourcePath::new(path)),
             file: Mutex::new(file),
         })
     }
@@ -216,8 +239,20 @@ impl Source {
     pub fn from_bytes(bytes: &[u8]) -> Result<Source> {
         Ok(Source {
             backing: FileBytes::Owned(AlignedBuf::from_slice(bytes)?),
+            path: None,
             file: Mutex::new(None),
         })
+    }
+
+    /// The path the file was opened from; `None` for bytes given in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_ref().map(|p| &*p.path)
+    }
+
+    /// [`Source::path`] as a C string (`None` too for a path with a NUL byte, which no file
+    /// opened by path has).
+    pub fn path_c(&self) -> Option<&std::ffi::CStr> {
+        self.path.as_ref().and_then(|p| p.c.as_deref())
     }
 
     pub fn bytes(&self) -> &[u8] {

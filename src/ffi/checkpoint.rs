@@ -2,7 +2,7 @@
 
 use super::guard::*;
 use super::options::{self as versioned, Versioned};
-use super::types::mmckpt_tensor;
+use super::types::{dims_ptr, mmckpt_dtype, mmckpt_tensor};
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::OpenMode;
 use crate::error::{Error, Result};
@@ -261,5 +261,86 @@ pub extern "C" fn mmckpt_checkpoint_format(ckpt: *const mmckpt_checkpoint) -> *c
         arg_ref(ckpt, "ckpt")
             .ok()
             .map_or(std::ptr::null(), |c| c.inner.format().name_c().as_ptr())
+    })
+}
+
+/// `mmckpt_tensor_range.flags`: the range holds exactly the tensor's elements, row-major,
+/// little-endian and stored (uncompressed): reading it gives the tensor, nothing to gather or
+/// byte-swap. Not set for a strided or expanded view, nor for a big-endian file.
+pub const MMCKPT_RANGE_EXACT: u32 = 1 << 0;
+/// `mmckpt_tensor_range.flags`: the range is the whole of its storage (no other tensor's
+/// bytes around it; a slice of a larger storage may still be exact).
+pub const MMCKPT_RANGE_WHOLE_STORAGE: u32 = 1 << 1;
+
+/// Where a tensor's bytes are in its file (mmckpt_checkpoint_tensor_range): the offset index
+/// a range-reading loader needs. Borrowed like mmckpt_tensor: valid while the checkpoint is
+/// open.
+#[repr(C)]
+pub struct mmckpt_tensor_range {
+    /// The file holding the bytes (a shard's file for a sharded checkpoint), NUL-terminated,
+    /// as given to mmckpt_checkpoint_open (or named by the shard index); NULL for a checkpoint
+    /// opened from memory (the offsets are then into that memory).
+    pub path: *const c_char,
+    /// Absolute offset of element [0, …, 0] in the file.
+    pub offset: u64,
+    /// Bytes from element [0, …, 0] to the end of the last reachable element (strides apply).
+    pub length: u64,
+    /// Absolute offset of the whole storage the tensor views.
+    pub storage_offset: u64,
+    /// Bytes of that storage.
+    pub storage_length: u64,
+    /// Equal ids <=> same storage (as in mmckpt_tensor).
+    pub storage_id: u64,
+    pub dtype: mmckpt_dtype,
+    pub ndim: u32,
+    /// ndim entries (NULL when ndim == 0).
+    pub shape: *const i64,
+    /// ndim entries, in elements (NULL when ndim == 0).
+    pub strides: *const i64,
+    /// The file stores the storage big-endian: reverse each run of this many bytes (its
+    /// storage class's element size) to get the values; 1 for little-endian bytes.
+    pub byte_swap_unit: u32,
+    /// MMCKPT_RANGE_* bits.
+    pub flags: u32,
+}
+
+/// Describes where entry `index`'s bytes are in its file, from the metadata alone: no tensor
+/// byte is read, mapped or copied (unlike mmckpt_checkpoint_tensor_at, this never copies a
+/// misaligned or big-endian storage). Read `length` bytes at `offset` of `path` with pread (or
+/// an HTTP range request) to get the tensor's bytes in storage order; with
+/// MMCKPT_RANGE_EXACT they are its row-major little-endian elements. MMCKPT_ERR_NOT_FOUND
+/// past the end, the entry's own error for a tensor mmckpt cannot represent.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_tensor_range(
+    ckpt: *const mmckpt_checkpoint,
+    index: usize,
+    out: *mut mmckpt_tensor_range,
+) -> mmckpt_status {
+    guard(|| {
+        let ckpt = arg_ref(ckpt, "ckpt")?;
+        let out = out_ptr(out, "out")?;
+        let range = ckpt.inner.tensor_range(index)?;
+        let mut flags = 0;
+        if range.exact {
+            flags |= MMCKPT_RANGE_EXACT;
+        }
+        if range.whole_storage {
+            flags |= MMCKPT_RANGE_WHOLE_STORAGE;
+        }
+        out.write(mmckpt_tensor_range {
+            path: range.path_c.map_or(std::ptr::null(), |p| p.as_ptr()),
+            offset: range.offset,
+            length: range.length,
+            storage_offset: range.storage_offset,
+            storage_length: range.storage_length,
+            storage_id: range.storage_id,
+            dtype: range.dtype.into(),
+            ndim: range.shape.len() as u32,
+            shape: dims_ptr(range.shape),
+            strides: dims_ptr(range.strides),
+            byte_swap_unit: u32::from(range.byte_swap_unit),
+            flags,
+        });
+        Ok(())
     })
 }

@@ -1,0 +1,101 @@
+/* Storage-aware reading through the C ABI: the offset index (mmckpt_checkpoint_tensor_range:
+   each range read with plain pread is the tensor's bytes). */
+#include "support.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+static const char *const files[] = {"dtypes.pt",        "forms.pt",      "nested.pt",
+                                     "proto4.pt",        "align4096.pt",  "script.pt",
+                                     "legacy.pt",        "legacy_odd.pt", "legacy_proto4.pt",
+                                     "script_nested.pt", "bigendian.pt",  "location.pt",
+                                     "transposed.pt",    "shards/pytorch_model.bin.index.json"};
+
+/* Reads len bytes at offset of path with pread; malloc'd (at least 1 byte), NULL on failure. */
+static unsigned char *pread_range(const char *path, uint64_t offset, uint64_t len) {
+  unsigned char *buf = malloc(len ? len : 1);
+  int fd = open(path, O_RDONLY);
+  uint64_t done = 0;
+  if (!buf || fd < 0) {
+    free(buf);
+    if (fd >= 0) close(fd);
+    return NULL;
+  }
+  while (done < len) {
+    ssize_t n = pread(fd, buf + done, len - done, (off_t)(offset + done));
+    if (n <= 0) {
+      free(buf);
+      close(fd);
+      return NULL;
+    }
+    done += (uint64_t)n;
+  }
+  close(fd);
+  return buf;
+}
+
+static void test_ranges_are_the_tensors(void) {
+  size_t f, i, exact = 0, inexact = 0;
+  for (f = 0; f < sizeof files / sizeof files[0]; f++) {
+    mmckpt_checkpoint *ckpt = NULL;
+    char path[512];
+    snprintf(path, sizeof path, "%s", data_path("fixtures/"));
+    strncat(path, files[f], sizeof path - strlen(path) - 1);
+    CHECK_OK(mmckpt_checkpoint_open(path, NULL, &ckpt));
+    if (!ckpt) continue;
+    for (i = 0; i < mmckpt_checkpoint_tensor_count(ckpt); i++) {
+      mmckpt_tensor_range r;
+      mmckpt_tensor t;
+      unsigned char *bytes;
+      uint32_t d;
+      CHECK_OK(mmckpt_checkpoint_tensor_range(ckpt, i, &r));
+      CHECK_OK(mmckpt_checkpoint_tensor_at(ckpt, i, &t));
+      CHECK(r.path != NULL);
+      if (!r.path) continue;
+      CHECK(r.length == t.nbytes);
+      CHECK(r.dtype == t.dtype && r.ndim == t.ndim && r.storage_id == t.storage_id);
+      for (d = 0; d < r.ndim; d++) CHECK(r.shape[d] == t.shape[d] && r.strides[d] == t.strides[d]);
+      CHECK(r.offset >= r.storage_offset &&
+            r.offset + r.length <= r.storage_offset + r.storage_length);
+      bytes = pread_range(r.path, r.offset, r.length);
+      CHECK(bytes != NULL);
+      if (!bytes) continue;
+      if (r.byte_swap_unit > 1) {
+        uint64_t k, u = r.byte_swap_unit;
+        CHECK(!(r.flags & MMCKPT_RANGE_EXACT));
+        for (k = 0; k + u <= r.length; k += u) {
+          uint64_t a;
+          for (a = 0; a < u / 2; a++) {
+            unsigned char tmp = bytes[k + a];
+            bytes[k + a] = bytes[k + u - 1 - a];
+            bytes[k + u - 1 - a] = tmp;
+          }
+        }
+      }
+      CHECK(memcmp(bytes, t.data, r.length) == 0);
+      if (r.flags & MMCKPT_RANGE_EXACT) {
+        exact++;
+        CHECK(t.flags & MMCKPT_TENSOR_CONTIGUOUS);
+        CHECK(r.length == t.numel * mmckpt_dtype_itemsize(t.dtype));
+      } else {
+        inexact++;
+      }
+      CHECK(!!(r.flags & MMCKPT_RANGE_WHOLE_STORAGE) == (r.length == r.storage_length));
+      free(bytes);
+    }
+    {
+      mmckpt_tensor_range r;
+      CHECK_STATUS(mmckpt_checkpoint_tensor_range(ckpt, mmckpt_checkpoint_tensor_count(ckpt), &r),
+                   MMCKPT_ERR_NOT_FOUND);
+      CHECK_STATUS(mmckpt_checkpoint_tensor_range(ckpt, 0, NULL), MMCKPT_ERR_NULL_ARGUMENT);
+    }
+    mmckpt_checkpoint_close(ckpt);
+  }
+  CHECK(exact > 50 && inexact > 5);
+}
+
+int main(int argc, char **argv) {
+  test_init(argc, argv);
+  test_ranges_are_the_tensors();
+  return test_finish("test_io");
+}
