@@ -1,5 +1,6 @@
 /* Storage-aware reading through the C ABI: the offset index (mmckpt_checkpoint_tensor_range:
-   each range read with plain pread is the tensor's bytes). */
+   each range read with plain pread is the tensor's bytes) and the CRC-32 check
+   (MMCKPT_OPEN_VERIFY_CRC). */
 #include "support.h"
 
 #include <fcntl.h>
@@ -94,8 +95,55 @@ static void test_ranges_are_the_tensors(void) {
   CHECK(exact > 50 && inexact > 5);
 }
 
+static mmckpt_status open_with(const char *path, uint32_t flags, mmckpt_checkpoint **out) {
+  mmckpt_open_options opts;
+  mmckpt_open_options_init(&opts, MMCKPT_OPEN_OPTIONS_VERSION);
+  opts.flags = flags;
+  return mmckpt_checkpoint_open(path, &opts, out);
+}
+
+static void test_verify_crc(void) {
+  mmckpt_checkpoint *ckpt = NULL;
+  mmckpt_tensor_range r;
+  char good[512], bad[] = "/tmp/mmckpt_test_io_XXXXXX";
+  unsigned char *bytes;
+  size_t len = 0;
+  int fd;
+  snprintf(good, sizeof good, "%s", data_path("fixtures/nested.pt"));
+  CHECK_OK(open_with(good, MMCKPT_OPEN_VERIFY_CRC, &ckpt));
+  CHECK(ckpt != NULL);
+  if (!ckpt) return;
+  CHECK_OK(mmckpt_checkpoint_tensor_range(ckpt, 0, &r));
+  mmckpt_checkpoint_close(ckpt);
+  /* One bit of the first tensor's storage flipped: the check names its record. */
+  bytes = read_file(good, &len);
+  CHECK(bytes != NULL && r.offset < len);
+  if (!bytes) return;
+  bytes[r.offset] ^= 0x08;
+  fd = mkstemp(bad);
+  CHECK(fd >= 0 && write(fd, bytes, len) == (ssize_t)len);
+  close(fd);
+  free(bytes);
+  ckpt = NULL;
+  CHECK_STATUS(open_with(bad, MMCKPT_OPEN_VERIFY_CRC, &ckpt), MMCKPT_ERR_FORMAT);
+  CHECK(ckpt == NULL);
+  CHECK_ERROR_MENTIONS("is corrupt");
+  CHECK_ERROR_MENTIONS("nested/data/");
+  CHECK_ERROR_MENTIONS("the zip directory records 0x");
+  /* Without the flag the corrupted file opens, as torch loads it. */
+  CHECK_OK(open_with(bad, 0, &ckpt));
+  mmckpt_checkpoint_close(ckpt);
+  unlink(bad);
+  /* A legacy file records no checksums. */
+  ckpt = NULL;
+  CHECK_STATUS(open_with(data_path("fixtures/legacy.pt"), MMCKPT_OPEN_VERIFY_CRC, &ckpt),
+               MMCKPT_ERR_UNSUPPORTED);
+  CHECK_ERROR_MENTIONS("no checksums");
+}
+
 int main(int argc, char **argv) {
   test_init(argc, argv);
   test_ranges_are_the_tensors();
+  test_verify_crc();
   return test_finish("test_io");
 }

@@ -358,6 +358,16 @@ mmckpt_status mmckpt_convert(void *dst,
 #define MMCKPT_OPEN_UNALIGNED (1 << 3)
 
 /**
+ * Verify the CRC-32 of every zip record the checkpoint uses (the pickle, `byteorder`, each
+ * storage the table views) while opening: every byte of those records is read once (see
+ * BENCHMARKS.md for the cost). A mismatch fails the open with MMCKPT_ERR_FORMAT naming the
+ * record and both checksums; records written without a CRC (torch's
+ * `set_crc32_options(False)` writes 0) are skipped. A legacy file records no checksums: the
+ * open fails with MMCKPT_ERR_UNSUPPORTED.
+ */
+#define MMCKPT_OPEN_VERIFY_CRC (1 << 4)
+
+/**
  * The newest version of mmckpt_open_options this header declares. Version 1: `version`,
  * `flags`, `root`. The library accepts every version from 1 to its own.
  */
@@ -393,7 +403,8 @@ typedef struct mmckpt_open_options {
    */
   uint32_t version;
   /**
-   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED.
+   * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
+   * MMCKPT_OPEN_VERIFY_CRC.
    */
   uint32_t flags;
   /**

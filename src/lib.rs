@@ -61,7 +61,8 @@ mod tree;
 mod values;
 
 pub use checkpoint::{
-    Checkpoint, Format, Limits, OpenOptions, TableLimits, Tensor, TensorRange, ValueLimits,
+    Checkpoint, CrcReport, Format, Limits, OpenOptions, TableLimits, Tensor, TensorRange,
+    ValueLimits,
 };
 pub use container::zip::ZipLimits;
 pub use container::OpenMode;

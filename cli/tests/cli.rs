@@ -66,7 +66,7 @@ fn the_readme_synopsis_is_the_usage() {
         .nth(1)
         .and_then(|s| s.split("```").nth(1))
         .expect("README.md has a ## Command line code block");
-    for command in ["ls", "load", "index"] {
+    for command in ["ls", "load", "index", "verify"] {
         let (ours, theirs) = (
             flags_of(mmckpt_cli::USAGE, command),
             flags_of(section, command),
@@ -118,6 +118,7 @@ fn version_and_help_of_each_command() {
         ("ls", mmckpt_cli::LS_HELP),
         ("load", mmckpt_cli::LOAD_HELP),
         ("index", mmckpt_cli::INDEX_HELP),
+        ("verify", mmckpt_cli::VERIFY_HELP),
     ] {
         let want = (0, format!("{help}\n"), String::new());
         for args in [
@@ -747,4 +748,32 @@ fn index_json_ranges_read_back_as_the_tensors() {
         out.starts_with("name ") && out.contains("transpose"),
         "{out}"
     );
+}
+
+/// `verify`: a torch-written archive passes, a byte changed in a tensor's storage fails naming
+/// its record, and a legacy file is refused (it records no checksums).
+#[test]
+fn verify_checks_the_crcs() {
+    let good = repo_path("tests/fixtures/forms.pt");
+    let (code, out, err) = cli(&["verify", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("ok: ") && out.contains("match their CRC-32"),
+        "{out}"
+    );
+    let mut bytes = std::fs::read(&good).unwrap();
+    let ckpt = mmckpt::Checkpoint::open(&good, &mmckpt::OpenOptions::default()).unwrap();
+    let range = ckpt.tensor_range(0).unwrap();
+    bytes[range.offset as usize] ^= 0x40;
+    let bad = scratch("verify-corrupt.pt", &bytes);
+    let (code, out, err) = cli(&["verify", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("MMCKPT_ERR_FORMAT") && err.contains("is corrupt") && err.contains("/data/"),
+        "{err}"
+    );
+    let legacy = repo_path("tests/fixtures/legacy.pt");
+    let (code, _, err) = cli(&["verify", legacy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("MMCKPT_ERR_UNSUPPORTED"), "{err}");
 }

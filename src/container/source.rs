@@ -228,6 +228,25 @@ impl Source {
         }
     }
 
+    /// Reads `buf.len()` bytes at `offset` of the file (`pread`): an `Io` error naming the
+    /// range when there is no file or the read fails.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if self.read_at(offset, buf) {
+            return Ok(());
+        }
+        Err(Error::io(format!(
+            "cannot read bytes {offset}..+{} of '{}'",
+            buf.len(),
+            self.path()
+                .map_or("the file".into(), |p| p.display().to_string())
+        )))
+    }
+
+    /// The whole file's bytes when they are in memory (mapped or read in).
+    pub fn bytes_in_memory(&self) -> Option<&[u8]> {
+        Some(self.bytes())
+    }
+
     /// Closes the file kept for [`Source::read_at`]; the mapping stays valid without it.
     pub fn release_file(&self) {
         if let Ok(mut file) = self.file.lock() {

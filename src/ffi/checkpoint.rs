@@ -75,8 +75,18 @@ pub const MMCKPT_OPEN_POPULATE: u32 = 1 << 2;
 /// be misaligned for its dtype (check `(uintptr_t)data % itemsize`). For engines that read
 /// unaligned data (x86 loads, their own copies). Big-endian storages are still copied.
 pub const MMCKPT_OPEN_UNALIGNED: u32 = 1 << 3;
-const OPEN_FLAGS: u32 =
-    MMCKPT_OPEN_STRICT | MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE | MMCKPT_OPEN_UNALIGNED;
+/// Verify the CRC-32 of every zip record the checkpoint uses (the pickle, `byteorder`, each
+/// storage the table views) while opening: every byte of those records is read once (see
+/// BENCHMARKS.md for the cost). A mismatch fails the open with MMCKPT_ERR_FORMAT naming the
+/// record and both checksums; records written without a CRC (torch's
+/// `set_crc32_options(False)` writes 0) are skipped. A legacy file records no checksums: the
+/// open fails with MMCKPT_ERR_UNSUPPORTED.
+pub const MMCKPT_OPEN_VERIFY_CRC: u32 = 1 << 4;
+const OPEN_FLAGS: u32 = MMCKPT_OPEN_STRICT
+    | MMCKPT_OPEN_READ
+    | MMCKPT_OPEN_POPULATE
+    | MMCKPT_OPEN_UNALIGNED
+    | MMCKPT_OPEN_VERIFY_CRC;
 
 /// The newest version of mmckpt_open_options this header declares. Version 1: `version`,
 /// `flags`, `root`. The library accepts every version from 1 to its own.
@@ -89,7 +99,8 @@ pub const MMCKPT_OPEN_OPTIONS_VERSION: u32 = 1;
 pub struct mmckpt_open_options {
     /// The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
     pub version: u32,
-    /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED.
+    /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
+    /// MMCKPT_OPEN_VERIFY_CRC.
     pub flags: u32,
     /// Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
     /// NULL = the whole object. Read during the call only.
@@ -145,6 +156,7 @@ fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
     }
     options.strict = opts.flags & MMCKPT_OPEN_STRICT != 0;
     options.accept_unaligned = opts.flags & MMCKPT_OPEN_UNALIGNED != 0;
+    options.verify_crc = opts.flags & MMCKPT_OPEN_VERIFY_CRC != 0;
     options.mode = if opts.flags & MMCKPT_OPEN_READ != 0 {
         OpenMode::Read
     } else if opts.flags & MMCKPT_OPEN_POPULATE != 0 {

@@ -454,6 +454,12 @@ pub fn locate_storages(
 
 /// Opens a legacy file.
 pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+    if options.verify_crc {
+        return Err(Error::unsupported(
+            "a CRC check was asked for, but the legacy format (a pickle stream, not a zip \
+             archive) records no checksums",
+        ));
+    }
     let bytes = source.bytes();
     let mut arena = Arena::new();
     let header = parse(

@@ -8,7 +8,8 @@
 //! Only what torch writes is accepted: stored (uncompressed) entries on a single disk, all under
 //! one top-level folder (the prefix). Everything is bounds- and overflow-checked; bad input is a
 //! `Format` (or `Unsupported`, or `Limit`) error that names the record and/or the byte offset,
-//! never a panic. CRCs are never checked (torch can write all-zero CRCs).
+//! never a panic. CRCs are kept but not checked here: torch never checks them (and writes
+//! zeros under `set_crc32_options(False)`); `checkpoint::verify` checks them on request.
 //!
 //! # Why not the `zip` crate
 //!
@@ -49,13 +50,11 @@ mod tests;
 pub(crate) mod writer;
 mod zip64;
 
-pub use archive::{ZipArchive, ZipLimits};
+pub use archive::{ZipArchive, ZipLimits, ZipRecord};
 pub use index::canonical_index;
 pub use parse::{guess_first_record, parse_with};
 pub use reads::HeaderReads;
 // The whole-slice parse and the reader over a slice serve the fuzz targets and the tests.
-#[cfg(test)]
-pub use archive::ZipRecord;
 #[cfg(any(test, feature = "fuzzing"))]
 pub use {parse::parse, reads::read_from};
 
