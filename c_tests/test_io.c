@@ -1,6 +1,8 @@
 /* Storage-aware reading through the C ABI: the offset index (mmckpt_checkpoint_tensor_range:
-   each range read with plain pread is the tensor's bytes) and the CRC-32 check
-   (MMCKPT_OPEN_VERIFY_CRC). */
+   each range read with plain pread is the tensor's bytes), the CRC-32 check
+   (MMCKPT_OPEN_VERIFY_CRC) and per-tensor reads (MMCKPT_OPEN_PREAD: same tensors as a mapped
+   open, no mapping of the file). */
+#define _XOPEN_SOURCE 700
 #include "support.h"
 
 #include <fcntl.h>
@@ -141,9 +143,77 @@ static void test_verify_crc(void) {
   CHECK_ERROR_MENTIONS("no checksums");
 }
 
+/* True when /proc/self/maps has a line ending in the real path of `path`. */
+static int is_mapped_file(const char *path) {
+  char real[4096], line[8192];
+  int found = 0;
+  FILE *maps;
+  if (!realpath(path, real)) return -1;
+  maps = fopen("/proc/self/maps", "r");
+  if (!maps) return -1;
+  while (fgets(line, sizeof line, maps)) {
+    size_t n = strlen(line), r = strlen(real);
+    if (n > 0 && line[n - 1] == '\n') line[--n] = 0;
+    if (n >= r && strcmp(line + n - r, real) == 0) found = 1;
+  }
+  fclose(maps);
+  return found;
+}
+
+static void test_pread_mode(void) {
+  size_t f, i;
+  for (f = 0; f < sizeof files / sizeof files[0]; f++) {
+    mmckpt_checkpoint *mapped = NULL, *read = NULL;
+    char path[512];
+    snprintf(path, sizeof path, "%s", data_path("fixtures/"));
+    strncat(path, files[f], sizeof path - strlen(path) - 1);
+    CHECK_OK(open_with(path, MMCKPT_OPEN_PREAD, &read));
+    if (!read) continue;
+    /* A shard index's shards are files of their own. */
+    if (!strstr(path, ".index.json")) CHECK(is_mapped_file(path) == 0);
+    CHECK_OK(open_with(path, 0, &mapped));
+    if (!mapped) {
+      mmckpt_checkpoint_close(read);
+      continue;
+    }
+    CHECK(mmckpt_checkpoint_tensor_count(read) == mmckpt_checkpoint_tensor_count(mapped));
+    for (i = 0; i < mmckpt_checkpoint_tensor_count(mapped); i++) {
+      mmckpt_tensor a, b;
+      uint32_t d;
+      CHECK_OK(mmckpt_checkpoint_tensor_at(mapped, i, &a));
+      CHECK_OK(mmckpt_checkpoint_tensor_at(read, i, &b));
+      CHECK(strcmp(a.name, b.name) == 0 && a.dtype == b.dtype && a.ndim == b.ndim);
+      for (d = 0; d < a.ndim && d < b.ndim; d++)
+        CHECK(a.shape[d] == b.shape[d] && a.strides[d] == b.strides[d]);
+      CHECK(a.nbytes == b.nbytes && memcmp(a.data, b.data, a.nbytes) == 0);
+      CHECK(!(b.flags & MMCKPT_TENSOR_MAPPED) && b.file_offset == MMCKPT_NO_OFFSET);
+      {
+        size_t align = mmckpt_dtype_itemsize(b.dtype) < 8 ? mmckpt_dtype_itemsize(b.dtype) : 8;
+        CHECK(align == 0 || (uintptr_t)b.data % align == 0);
+      }
+    }
+    mmckpt_checkpoint_close(mapped);
+    mmckpt_checkpoint_close(read);
+  }
+  {
+    mmckpt_checkpoint *ckpt = NULL;
+    CHECK_STATUS(open_with(data_path("fixtures/nested.pt"), MMCKPT_OPEN_PREAD | MMCKPT_OPEN_READ,
+                           &ckpt),
+                 MMCKPT_ERR_INVALID_ARGUMENT);
+    CHECK_ERROR_MENTIONS("MMCKPT_OPEN_READ and MMCKPT_OPEN_PREAD exclude each other");
+    CHECK_OK(open_with(data_path("fixtures/nested.pt"), MMCKPT_OPEN_AUTO, &ckpt));
+    mmckpt_checkpoint_close(ckpt);
+    ckpt = NULL;
+    CHECK_OK(open_with(data_path("fixtures/nested.pt"), MMCKPT_OPEN_PREAD | MMCKPT_OPEN_VERIFY_CRC,
+                       &ckpt));
+    mmckpt_checkpoint_close(ckpt);
+  }
+}
+
 int main(int argc, char **argv) {
   test_init(argc, argv);
   test_ranges_are_the_tensors();
   test_verify_crc();
+  test_pread_mode();
   return test_finish("test_io");
 }

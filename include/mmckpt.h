@@ -368,6 +368,25 @@ mmckpt_status mmckpt_convert(void *dst,
 #define MMCKPT_OPEN_VERIFY_CRC (1 << 4)
 
 /**
+ * Per-tensor reads, no mapping: the metadata is read with pread at open (a zip archive's
+ * directory, pickle and other non-storage records; a legacy file whole), and each storage is
+ * read with pread into owned 64-byte-aligned memory the first time one of its tensors is
+ * asked for (mmckpt_checkpoint_tensor_at / _tensor, a load), once even when threads ask at
+ * once. A load costs exactly the bytes it loads, and no access can fault (SIGBUS): a failed
+ * read is MMCKPT_ERR_IO from the call that needed it. Tensors are not flagged MAPPED. For
+ * network and parallel filesystems (NFS, SMB, FUSE, Lustre, …), where mapping is slow or
+ * unsafe. Excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE.
+ */
+#define MMCKPT_OPEN_PREAD (1 << 5)
+
+/**
+ * MMCKPT_OPEN_PREAD when the file is on a network, parallel or user-space filesystem
+ * (`statfs` type NFS, CIFS/SMB, FUSE, Lustre, GPFS, BeeGFS, 9p, Ceph, AFS, OCFS2, GFS2), else
+ * a mapping. Excludes MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE and MMCKPT_OPEN_PREAD.
+ */
+#define MMCKPT_OPEN_AUTO (1 << 6)
+
+/**
  * The newest version of mmckpt_open_options this header declares. Version 1: `version`,
  * `flags`, `root`. The library accepts every version from 1 to its own.
  */
@@ -404,7 +423,7 @@ typedef struct mmckpt_open_options {
   uint32_t version;
   /**
    * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
-   * MMCKPT_OPEN_VERIFY_CRC.
+   * MMCKPT_OPEN_VERIFY_CRC, MMCKPT_OPEN_PREAD, MMCKPT_OPEN_AUTO.
    */
   uint32_t flags;
   /**

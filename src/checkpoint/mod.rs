@@ -508,6 +508,13 @@ impl Checkpoint {
     pub fn crc_report(&self) -> Option<CrcReport> {
         self.crc_report
     }
+    /// Bytes read from the file with `pread` after its metadata: in
+    /// [`OpenMode::PerTensor`], the storages read so far (each once, when one of its tensors
+    /// was first asked for) and what a CRC check read; 0 for a mapped file. A shard index
+    /// counts nothing (its shards are files of their own).
+    pub fn file_bytes_read(&self) -> u64 {
+        self.source.bytes_read()
+    }
     /// Storages that will be copied into aligned memory when one of their tensors is first
     /// asked for (misaligned in the file, or big-endian), and are not copied yet.
     pub fn copies_pending(&self) -> usize {

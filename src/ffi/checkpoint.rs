@@ -82,11 +82,33 @@ pub const MMCKPT_OPEN_UNALIGNED: u32 = 1 << 3;
 /// `set_crc32_options(False)` writes 0) are skipped. A legacy file records no checksums: the
 /// open fails with MMCKPT_ERR_UNSUPPORTED.
 pub const MMCKPT_OPEN_VERIFY_CRC: u32 = 1 << 4;
+/// Per-tensor reads, no mapping: the metadata is read with pread at open (a zip archive's
+/// directory, pickle and other non-storage records; a legacy file whole), and each storage is
+/// read with pread into owned 64-byte-aligned memory the first time one of its tensors is
+/// asked for (mmckpt_checkpoint_tensor_at / _tensor, a load), once even when threads ask at
+/// once. A load costs exactly the bytes it loads, and no access can fault (SIGBUS): a failed
+/// read is MMCKPT_ERR_IO from the call that needed it. Tensors are not flagged MAPPED. For
+/// network and parallel filesystems (NFS, SMB, FUSE, Lustre, …), where mapping is slow or
+/// unsafe. Excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE.
+pub const MMCKPT_OPEN_PREAD: u32 = 1 << 5;
+/// MMCKPT_OPEN_PREAD when the file is on a network, parallel or user-space filesystem
+/// (`statfs` type NFS, CIFS/SMB, FUSE, Lustre, GPFS, BeeGFS, 9p, Ceph, AFS, OCFS2, GFS2), else
+/// a mapping. Excludes MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE and MMCKPT_OPEN_PREAD.
+pub const MMCKPT_OPEN_AUTO: u32 = 1 << 6;
 const OPEN_FLAGS: u32 = MMCKPT_OPEN_STRICT
     | MMCKPT_OPEN_READ
     | MMCKPT_OPEN_POPULATE
     | MMCKPT_OPEN_UNALIGNED
-    | MMCKPT_OPEN_VERIFY_CRC;
+    | MMCKPT_OPEN_VERIFY_CRC
+    | MMCKPT_OPEN_PREAD
+    | MMCKPT_OPEN_AUTO;
+/// The flags that choose how the file's bytes are brought in: at most one may be set.
+const MODE_FLAGS: [(u32, &str); 4] = [
+    (MMCKPT_OPEN_READ, "MMCKPT_OPEN_READ"),
+    (MMCKPT_OPEN_POPULATE, "MMCKPT_OPEN_POPULATE"),
+    (MMCKPT_OPEN_PREAD, "MMCKPT_OPEN_PREAD"),
+    (MMCKPT_OPEN_AUTO, "MMCKPT_OPEN_AUTO"),
+];
 
 /// The newest version of mmckpt_open_options this header declares. Version 1: `version`,
 /// `flags`, `root`. The library accepts every version from 1 to its own.
@@ -100,7 +122,7 @@ pub struct mmckpt_open_options {
     /// The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
     pub version: u32,
     /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
-    /// MMCKPT_OPEN_VERIFY_CRC.
+    /// MMCKPT_OPEN_VERIFY_CRC, MMCKPT_OPEN_PREAD, MMCKPT_OPEN_AUTO.
     pub flags: u32,
     /// Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
     /// NULL = the whole object. Read during the call only.
@@ -149,10 +171,16 @@ fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
             opts.flags & !OPEN_FLAGS
         )));
     }
-    if opts.flags & MMCKPT_OPEN_READ != 0 && opts.flags & MMCKPT_OPEN_POPULATE != 0 {
-        return Err(Error::invalid_argument(
-            "MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE exclude each other",
-        ));
+    let modes: Vec<&str> = MODE_FLAGS
+        .iter()
+        .filter(|(bit, _)| opts.flags & bit != 0)
+        .map(|&(_, name)| name)
+        .collect();
+    if modes.len() > 1 {
+        return Err(Error::invalid_argument(format!(
+            "{} exclude each other",
+            modes.join(" and ")
+        )));
     }
     options.strict = opts.flags & MMCKPT_OPEN_STRICT != 0;
     options.accept_unaligned = opts.flags & MMCKPT_OPEN_UNALIGNED != 0;
@@ -161,6 +189,10 @@ fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
         OpenMode::Read
     } else if opts.flags & MMCKPT_OPEN_POPULATE != 0 {
         OpenMode::MapPopulate
+    } else if opts.flags & MMCKPT_OPEN_PREAD != 0 {
+        OpenMode::PerTensor
+    } else if opts.flags & MMCKPT_OPEN_AUTO != 0 {
+        OpenMode::Auto
     } else {
         OpenMode::Map
     };

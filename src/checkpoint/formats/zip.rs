@@ -21,7 +21,12 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         let read_at = |offset: u64, buf: &mut [u8]| source.read_at(offset, buf);
         let reads = zip::HeaderReads {
             read_at: &read_at,
-            min_spacing: zip::HeaderReads::SPARSE,
+            // Per tensor, local headers are not in memory: every one is read.
+            min_spacing: if source.is_per_tensor() {
+                0
+            } else {
+                zip::HeaderReads::SPARSE
+            },
         };
         zip::parse_with(bytes, &options.limits.zip, Some(reads))
     };
@@ -29,7 +34,9 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
     // when data.pkl is where torch puts it; the pickle is used only if the directory
     // then names exactly those bytes (otherwise it is parsed again from the record).
     let guess = zip::guess_first_record(bytes, "data.pkl").filter(|&(_, size, entries)| {
-        entries >= PARALLEL_MIN_RECORDS && size <= options.limits.max_pickle_bytes
+        entries >= PARALLEL_MIN_RECORDS
+            && size <= options.limits.max_pickle_bytes
+            && !source.is_per_tensor()
     });
     let (archive, early) = match guess {
         Some((offset, size, _)) => std::thread::scope(|scope| {

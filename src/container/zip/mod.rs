@@ -64,6 +64,14 @@ const FLAG_MASKED_HEADERS: u16 = 1 << 13;
 /// General-purpose flag bits (in both header kinds) that mark a record encrypted.
 const ENCRYPTION_FLAGS: u16 = FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_HEADERS;
 
+/// Where the central directory is (offset, size), read from the end records in `bytes`; `None`
+/// when they cannot be read (the full parse then says why).
+pub fn directory_range(bytes: &[u8]) -> Option<(u64, u64)> {
+    end::read_end(bytes)
+        .ok()
+        .map(|end| (end.cd_offset, end.cd_size))
+}
+
 /// True when the bytes start with a zip local file header signature (`PK\x03\x04`).
 pub fn looks_like_zip(bytes: &[u8]) -> bool {
     bytes.get(..4) == Some(&local::LOCAL_SIG.to_le_bytes()[..])
