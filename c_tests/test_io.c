@@ -1,7 +1,7 @@
 /* Storage-aware reading through the C ABI: the offset index (mmckpt_checkpoint_tensor_range:
    each range read with plain pread is the tensor's bytes), the CRC-32 check
-   (MMCKPT_OPEN_VERIFY_CRC) and per-tensor reads (MMCKPT_OPEN_PREAD: same tensors as a mapped
-   open, no mapping of the file). */
+   (MMCKPT_OPEN_VERIFY_CRC), per-tensor reads (MMCKPT_OPEN_PREAD: same tensors as a mapped
+   open, no mapping of the file) and pre-1.0 tar checkpoints. */
 #define _XOPEN_SOURCE 700
 #include "support.h"
 
@@ -210,10 +210,41 @@ static void test_pread_mode(void) {
   }
 }
 
+static void test_tar(void) {
+  static const uint32_t modes[] = {0, MMCKPT_OPEN_READ, MMCKPT_OPEN_PREAD};
+  const char *path = data_path("data/tar/state_dict.pt");
+  char copy[512];
+  size_t m;
+  snprintf(copy, sizeof copy, "%s", path);
+  for (m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+    mmckpt_checkpoint *ckpt = NULL;
+    mmckpt_tensor w, tied, tail;
+    CHECK_OK(open_with(copy, modes[m], &ckpt));
+    if (!ckpt) continue;
+    CHECK(strcmp(mmckpt_checkpoint_format(ckpt), "tar") == 0);
+    CHECK(mmckpt_checkpoint_tensor_count(ckpt) == 7);
+    CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "fc.weight", &w));
+    CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "tied", &tied));
+    CHECK_OK(mmckpt_checkpoint_tensor(ckpt, "tail", &tail));
+    /* Tied tensors share a storage; "tail" views its last four floats. */
+    CHECK(w.storage_id == tied.storage_id && w.data == tied.data);
+    CHECK(tail.storage_id == w.storage_id && tail.storage_offset == 8);
+    CHECK(memcmp((const float *)w.data + 8, tail.data, 16) == 0);
+    CHECK((uintptr_t)w.data % 4 == 0);
+    mmckpt_checkpoint_close(ckpt);
+  }
+  {
+    mmckpt_checkpoint *ckpt = NULL;
+    CHECK_STATUS(open_with(copy, MMCKPT_OPEN_STRICT, &ckpt), MMCKPT_ERR_UNSAFE);
+    CHECK_ERROR_MENTIONS("weights_only");
+  }
+}
+
 int main(int argc, char **argv) {
   test_init(argc, argv);
   test_ranges_are_the_tensors();
   test_verify_crc();
   test_pread_mode();
+  test_tar();
   return test_finish("test_io");
 }

@@ -68,8 +68,8 @@ pub const USAGE: &str = concat!(
   mmckpt --version
       the version
 
-FILE is a torch.save file (zip or legacy), a TorchScript archive, or a sharded checkpoint's
-index (.index.json); SPEC is a module spec (JSON)."
+FILE is a torch.save file (zip, legacy or pre-1.0 tar), a TorchScript archive, or a sharded
+checkpoint's index (.index.json); SPEC is a module spec (JSON)."
 );
 
 /// What `mmckpt help ls` and `mmckpt ls --help` print.

@@ -43,10 +43,13 @@ pub enum Format {
     Legacy,
     /// A Hugging Face shard index (`*.index.json`) over several checkpoint files.
     Sharded,
+    /// The pre-1.0 `torch.save` format: a tar archive of `sys_info`, `pickle`, `tensors` and
+    /// `storages` members.
+    Tar,
 }
 
 impl Format {
-    /// The lower-case name: `zip`, `torchscript`, `legacy` or `sharded`.
+    /// The lower-case name: `zip`, `torchscript`, `legacy`, `sharded` or `tar`.
     pub fn name(self) -> &'static str {
         self.name_c().to_str().unwrap_or("")
     }
@@ -57,6 +60,7 @@ impl Format {
             Format::TorchScript => c"torchscript",
             Format::Legacy => c"legacy",
             Format::Sharded => c"sharded",
+            Format::Tar => c"tar",
         }
     }
 }
