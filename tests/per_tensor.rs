@@ -128,3 +128,31 @@ fn auto_maps_a_local_file_and_knows_network_filesystems() {
     // The fixtures are on a local filesystem (or tmpfs/overlay): mapped.
     assert!(ckpt.tensor_at(0).unwrap().is_mapped());
 }
+
+#[path = "support_zip/mod.rs"]
+mod support_zip;
+
+#[test]
+fn a_large_storage_is_read_in_pieces_into_the_same_bytes() {
+    use support_zip::pk;
+    // 48 MiB of float32: read on several threads (pieces of at least 16 MiB).
+    let numel: i32 = 12 << 20;
+    let data: Vec<u8> = (0..numel as usize * 4)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let mut pickle = b"\x80\x02}(".to_vec();
+    pickle.extend(pk::unicode("w"));
+    pickle.extend(pk::tensor("0", numel, 0, &[numel], &[1]));
+    pickle.extend(b"u.");
+    let bytes = support_zip::checkpoint(&pickle, &[("0", &data)]);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("per-tensor-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("large.pt");
+    std::fs::write(&path, &bytes).unwrap();
+    let ckpt = Checkpoint::open(&path, &per_tensor()).unwrap();
+    assert_eq!(ckpt.file_bytes_read(), 0);
+    let t = ckpt.tensor("w").unwrap();
+    assert!(t.bytes() == &data[..], "the pieces reassemble the storage");
+    assert_eq!(ckpt.file_bytes_read(), data.len() as u64);
+    assert_eq!(t.data_ptr() as usize % 64, 0);
+}

@@ -228,6 +228,9 @@ pub struct Source {
     /// The mapped file, kept open only while the checkpoint is being opened (see
     /// [`Source::read_at`]); [`Source::release_file`] closes it.
     file: Mutex<Option<File>>,
+    /// The file in per-tensor mode, open as long as the source: storages are read from it by
+    /// any number of threads at once (`pread` needs no lock).
+    kept: Option<File>,
     /// Bytes read with [`Source::read_exact_at`] (storages in per-tensor mode, CRC checks);
     /// header reads during the parse are not counted.
     bytes_read: AtomicU64,
@@ -275,14 +278,16 @@ impl Source {
                 FileBytes::Mapped(map)
             }
         };
-        let file = match backing {
-            FileBytes::Mapped(_) | FileBytes::Sparse(_) => Some(file),
-            FileBytes::Owned(_) => None,
+        let (file, kept) = match backing {
+            FileBytes::Mapped(_) => (Some(file), None),
+            FileBytes::Sparse(_) => (None, Some(file)),
+            FileBytes::Owned(_) => (None, None),
         };
         Ok(Source {
             backing,
             path: Some(SourcePath::new(path)),
             file: Mutex::new(file),
+            kept,
             bytes_read: AtomicU64::new(0),
         })
     }
@@ -294,6 +299,9 @@ impl Source {
         #[cfg(unix)]
         {
             use std::os::unix::fs::FileExt;
+            if let Some(file) = &self.kept {
+                return file.read_exact_at(buf, offset).is_ok();
+            }
             match self.file.lock() {
                 Ok(file) => file
                     .as_ref()
@@ -310,8 +318,33 @@ impl Source {
 
     /// Reads `buf.len()` bytes at `offset` of the file (`pread`): an `Io` error naming the
     /// range when there is no file or the read fails.
+    /// Large reads in per-tensor mode are split into pieces read on several threads at once
+    /// (network and parallel filesystems serve concurrent reads faster than one stream).
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        if self.read_at(offset, buf) {
+        const PIECE: usize = 16 << 20;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(8);
+        if self.kept.is_some() && buf.len() >= 2 * PIECE && threads > 1 {
+            let per_thread = buf.len().div_ceil(threads).max(PIECE);
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                for (i, part) in buf.chunks_mut(per_thread).enumerate() {
+                    let failed = &failed;
+                    scope.spawn(move || {
+                        let at = offset + (i * per_thread) as u64;
+                        if !self.read_at(at, part) {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            if !failed.load(Ordering::Relaxed) {
+                self.bytes_read
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+        } else if self.read_at(offset, buf) {
             self.bytes_read
                 .fetch_add(buf.len() as u64, Ordering::Relaxed);
             return Ok(());
@@ -362,6 +395,7 @@ impl Source {
             backing: FileBytes::Owned(AlignedBuf::from_slice(bytes)?),
             path: None,
             file: Mutex::new(None),
+            kept: None,
             bytes_read: AtomicU64::new(0),
         })
     }
