@@ -333,7 +333,7 @@ impl Source {
                     let failed = &failed;
                     scope.spawn(move || {
                         let at = offset + (i * per_thread) as u64;
-                        if !self.read_at(at, part) {
+                        if !self.read_in_chunks(at, part) {
                             failed.store(true, Ordering::Relaxed);
                         }
                     });
@@ -344,7 +344,7 @@ impl Source {
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 return Ok(());
             }
-        } else if self.read_at(offset, buf) {
+        } else if self.read_in_chunks(offset, buf) {
             self.bytes_read
                 .fetch_add(buf.len() as u64, Ordering::Relaxed);
             return Ok(());
@@ -355,6 +355,17 @@ impl Source {
             self.path()
                 .map_or("the file".into(), |p| p.display().to_string())
         )))
+    }
+
+    /// [`Source::read_at`] a few MiB at a time: one huge `pread` waits for all its pages
+    /// before copying any, while a run of smaller ones lets the kernel's read-ahead fetch the
+    /// next chunk during the copy (measured: 4 MiB reads of a cold file run at the device's
+    /// speed, a single 64 MiB read at a third of it).
+    fn read_in_chunks(&self, offset: u64, buf: &mut [u8]) -> bool {
+        const CHUNK: usize = 4 << 20;
+        buf.chunks_mut(CHUNK)
+            .enumerate()
+            .all(|(i, chunk)| self.read_at(offset + (i * CHUNK) as u64, chunk))
     }
 
     /// The whole file's bytes when they are in memory (mapped or read in); `None` in per-tensor
