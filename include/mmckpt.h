@@ -363,15 +363,59 @@ mmckpt_status mmckpt_convert(void *dst,
  * Map the file copy-on-write (MAP_PRIVATE, readable and writable), as torch.load(mmap=True)
  * does: a consumer that writes into a mapped tensor (through a DLPack export, say) changes a
  * private copy of that page, never the file, and does not fault. A written page costs
- * anonymous memory. Excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE.
+ * anonymous memory. Excludes the other ways of bringing the file in (MMCKPT_OPEN_READ,
+ * MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_PREAD, MMCKPT_OPEN_AUTO).
  */
 #define MMCKPT_OPEN_COPY_ON_WRITE (1 << 4)
+
+/**
+ * Verify the CRC-32 of every zip record the checkpoint uses (the pickle, `byteorder`, each
+ * storage the table views) while opening: every byte of those records is read once (see
+ * BENCHMARKS.md for the cost). A mismatch fails the open with MMCKPT_ERR_FORMAT naming the
+ * record and both checksums; records written without a CRC (torch's
+ * `set_crc32_options(False)` writes 0) are skipped. A legacy file records no checksums: the
+ * open fails with MMCKPT_ERR_UNSUPPORTED.
+ */
+#define MMCKPT_OPEN_VERIFY_CRC (1 << 5)
+
+/**
+ * Per-tensor reads, no mapping: the metadata is read with pread at open (a zip archive's
+ * directory, pickle and other non-storage records; a legacy file whole), and each storage is
+ * read with pread into owned 64-byte-aligned memory the first time one of its tensors is
+ * asked for (mmckpt_checkpoint_tensor_at / _tensor, a load), once even when threads ask at
+ * once. A load costs exactly the bytes it loads, and no access can fault (SIGBUS): a failed
+ * read is MMCKPT_ERR_IO from the call that needed it. Tensors are not flagged MAPPED. For
+ * network and parallel filesystems (NFS, SMB, FUSE, Lustre, …), where mapping is slow or
+ * unsafe. Excludes MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE and MMCKPT_OPEN_COPY_ON_WRITE.
+ */
+#define MMCKPT_OPEN_PREAD (1 << 6)
+
+/**
+ * MMCKPT_OPEN_PREAD when the file is on a network, parallel or user-space filesystem
+ * (`statfs` type NFS, CIFS/SMB, FUSE, Lustre, GPFS, BeeGFS, 9p, Ceph, AFS, OCFS2, GFS2), else
+ * a mapping. Excludes MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_COPY_ON_WRITE and
+ * MMCKPT_OPEN_PREAD.
+ */
+#define MMCKPT_OPEN_AUTO (1 << 7)
 
 /**
  * The newest version of mmckpt_open_options this header declares. Version 1: `version`,
  * `flags`, `root`. The library accepts every version from 1 to its own.
  */
 #define MMCKPT_OPEN_OPTIONS_VERSION 1
+
+/**
+ * `mmckpt_tensor_range.flags`: the range holds exactly the tensor's elements, row-major,
+ * little-endian and stored (uncompressed): reading it gives the tensor, nothing to gather or
+ * byte-swap. Not set for a strided or expanded view, nor for a big-endian file.
+ */
+#define MMCKPT_RANGE_EXACT (1 << 0)
+
+/**
+ * `mmckpt_tensor_range.flags`: the range is the whole of its storage (no other tensor's
+ * bytes around it; a slice of a larger storage may still be exact).
+ */
+#define MMCKPT_RANGE_WHOLE_STORAGE (1 << 1)
 
 /**
  * An open checkpoint: opaque, immutable after open, safe to read from any number of threads
@@ -391,7 +435,7 @@ typedef struct mmckpt_open_options {
   uint32_t version;
   /**
    * MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
-   * MMCKPT_OPEN_COPY_ON_WRITE.
+   * MMCKPT_OPEN_COPY_ON_WRITE, MMCKPT_OPEN_VERIFY_CRC, MMCKPT_OPEN_PREAD, MMCKPT_OPEN_AUTO.
    */
   uint32_t flags;
   /**
@@ -400,6 +444,59 @@ typedef struct mmckpt_open_options {
    */
   const char *root;
 } mmckpt_open_options;
+
+/**
+ * Where a tensor's bytes are in its file (mmckpt_checkpoint_tensor_range): the offset index
+ * a range-reading loader needs. Borrowed like mmckpt_tensor: valid while the checkpoint is
+ * open.
+ */
+typedef struct mmckpt_tensor_range {
+  /**
+   * The file holding the bytes (a shard's file for a sharded checkpoint), NUL-terminated,
+   * as given to mmckpt_checkpoint_open (or named by the shard index); NULL for a checkpoint
+   * opened from memory (the offsets are then into that memory).
+   */
+  const char *path;
+  /**
+   * Absolute offset of element [0, …, 0] in the file.
+   */
+  uint64_t offset;
+  /**
+   * Bytes from element [0, …, 0] to the end of the last reachable element (strides apply).
+   */
+  uint64_t length;
+  /**
+   * Absolute offset of the whole storage the tensor views.
+   */
+  uint64_t storage_offset;
+  /**
+   * Bytes of that storage.
+   */
+  uint64_t storage_length;
+  /**
+   * Equal ids <=> same storage (as in mmckpt_tensor).
+   */
+  uint64_t storage_id;
+  mmckpt_dtype dtype;
+  uint32_t ndim;
+  /**
+   * ndim entries (NULL when ndim == 0).
+   */
+  const int64_t *shape;
+  /**
+   * ndim entries, in elements (NULL when ndim == 0).
+   */
+  const int64_t *strides;
+  /**
+   * The file stores the storage big-endian: reverse each run of this many bytes (its
+   * storage class's element size) to get the values; 1 for little-endian bytes.
+   */
+  uint32_t byte_swap_unit;
+  /**
+   * MMCKPT_RANGE_* bits.
+   */
+  uint32_t flags;
+} mmckpt_tensor_range;
 
 #ifdef __cplusplus
 extern "C" {
@@ -465,6 +562,18 @@ const char *mmckpt_checkpoint_name_at(const struct mmckpt_checkpoint *ckpt, size
  * "zip", "torchscript", …: static text; NULL for a NULL handle.
  */
 const char *mmckpt_checkpoint_format(const struct mmckpt_checkpoint *ckpt);
+
+/**
+ * Describes where entry `index`'s bytes are in its file, from the metadata alone: no tensor
+ * byte is read, mapped or copied (unlike mmckpt_checkpoint_tensor_at, this never copies a
+ * misaligned or big-endian storage). Read `length` bytes at `offset` of `path` with pread (or
+ * an HTTP range request) to get the tensor's bytes in storage order; with
+ * MMCKPT_RANGE_EXACT they are its row-major little-endian elements. MMCKPT_ERR_NOT_FOUND
+ * past the end, the entry's own error for a tensor mmckpt cannot represent.
+ */
+mmckpt_status mmckpt_checkpoint_tensor_range(const struct mmckpt_checkpoint *ckpt,
+                                             size_t index,
+                                             struct mmckpt_tensor_range *out);
 
 #ifdef __cplusplus
 }  // extern "C"

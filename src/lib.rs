@@ -63,7 +63,10 @@ mod tree;
 mod values;
 mod writer;
 
-pub use checkpoint::{Checkpoint, Format, Limits, OpenOptions, TableLimits, Tensor, ValueLimits};
+pub use checkpoint::{
+    Checkpoint, CrcReport, Format, Limits, OpenOptions, TableLimits, Tensor, TensorRange,
+    ValueLimits,
+};
 pub use container::zip::ZipLimits;
 pub use container::OpenMode;
 pub use dtype::DType;

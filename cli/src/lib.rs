@@ -41,6 +41,20 @@ macro_rules! convert_synopsis {
     };
 }
 
+/// `index`'s synopsis (in [`USAGE`] and `mmckpt help index`).
+macro_rules! index_synopsis {
+    () => {
+        "  mmckpt index FILE [--root PATH] [--json] [--strict]"
+    };
+}
+
+/// `verify`'s synopsis (in [`USAGE`] and `mmckpt help verify`).
+macro_rules! verify_synopsis {
+    () => {
+        "  mmckpt verify FILE [--root PATH]"
+    };
+}
+
 /// What `mmckpt --help` and `mmckpt help` print; the README's `## Command line` shows it
 /// verbatim (a test compares them).
 pub const USAGE: &str = concat!(
@@ -53,14 +67,20 @@ pub const USAGE: &str = concat!(
       build a meta module (from SPEC, else from FILE's own table) and load FILE into it\n",
     convert_synopsis!(),
     "
-      write IN's tensor table to OUT as a torch.save archive or a safetensors file
+      write IN's tensor table to OUT as a torch.save archive or a safetensors file\n",
+    index_synopsis!(),
+    "
+      where each tensor's bytes are in its file (offset, length, exact or not), for range readers\n",
+    verify_synopsis!(),
+    "
+      check the CRC-32 of every zip record the checkpoint uses (fails on the first mismatch)
   mmckpt help [COMMAND]
       this text, or what COMMAND's options do (also: mmckpt COMMAND --help)
   mmckpt --version
       the version
 
-FILE and IN are a torch.save file (zip or legacy), a TorchScript archive, a safetensors file,
-or a sharded checkpoint's index (.index.json); SPEC is a module spec (JSON)."
+FILE and IN are a torch.save file (zip, legacy or pre-1.0 tar), a TorchScript archive, a
+safetensors file, or a sharded checkpoint's index (.index.json); SPEC is a module spec (JSON)."
 );
 
 /// What `mmckpt help ls` and `mmckpt ls --help` print.
@@ -143,6 +163,60 @@ const CONVERT_USAGE: &str = concat!(
     "\n(mmckpt help convert: what each option does)"
 );
 
+/// What `mmckpt help index` and `mmckpt index --help` print.
+pub const INDEX_HELP: &str = concat!(
+    "usage:\n",
+    index_synopsis!(),
+    "
+
+Print the offset index of FILE, read from its metadata alone (no tensor byte is read): for
+each tensor its file, the absolute byte range from element [0, ..., 0] to the end of its last
+element, dtype, shape and stride, and whether the range is exactly the tensor (row-major,
+little-endian, stored: reading it gives the elements, nothing to gather or swap). A range
+reader (an HTTP range request, pread, a streaming loader) can then fetch tensors one by one.
+
+options:
+  --root PATH   index the tensors under the sub-object PATH
+  --json        print JSON: {\"format\", \"tensors\": [{\"name\", \"file\", \"offset\",
+                \"length\", \"dtype\", \"shape\", \"stride\", \"exact\", \"whole_storage\",
+                \"byte_swap_unit\", \"storage_offset\", \"storage_length\",
+                \"storage_id\"}...]}
+  --strict      refuse globals outside the allowlist
+  -h, --help    this text"
+);
+
+/// What `mmckpt help verify` and `mmckpt verify --help` print.
+pub const VERIFY_HELP: &str = concat!(
+    "usage:\n",
+    verify_synopsis!(),
+    "
+
+Open FILE checking the CRC-32 of every zip record its tensors use (the pickle, byteorder and
+each storage the table views; every byte of them is read once) and print what was checked.
+torch never checks these, so a corrupted download loads silently; here the first mismatch is
+an error (MMCKPT_ERR_FORMAT, exit status 1) naming the record and both checksums. Records
+written without a CRC (torch.serialization.set_crc32_options(False)) are counted, not
+checked; a legacy file records no checksums (MMCKPT_ERR_UNSUPPORTED).
+
+options:
+  --root PATH   check only the records the tensors under the sub-object PATH use
+  -h, --help    this text"
+);
+
+/// What a usage error in `verify`'s arguments prints after the message.
+const VERIFY_USAGE: &str = concat!(
+    "usage:\n",
+    verify_synopsis!(),
+    "\n(mmckpt help verify: what each option does)"
+);
+
+/// What a usage error in `index`'s arguments prints after the message.
+const INDEX_USAGE: &str = concat!(
+    "usage:\n",
+    index_synopsis!(),
+    "\n(mmckpt help index: what each option does)"
+);
+
 /// What a usage error in `ls`'s arguments prints after the message.
 const LS_USAGE: &str = concat!(
     "usage:\n",
@@ -164,7 +238,7 @@ struct Command {
     help: &'static str,
 }
 
-static COMMANDS: [Command; 3] = [
+static COMMANDS: [Command; 5] = [
     Command {
         name: "ls",
         usage: LS_USAGE,
@@ -179,6 +253,16 @@ static COMMANDS: [Command; 3] = [
         name: "convert",
         usage: CONVERT_USAGE,
         help: CONVERT_HELP,
+    },
+    Command {
+        name: "index",
+        usage: INDEX_USAGE,
+        help: INDEX_HELP,
+    },
+    Command {
+        name: "verify",
+        usage: VERIFY_USAGE,
+        help: VERIFY_HELP,
     },
 ];
 
@@ -279,6 +363,14 @@ fn dispatch(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write) -> Re
             Parsed::Run(args) => Ok(convert(&args, out)?),
             Parsed::Help => print(out, c.help),
         },
+        "index" => match IndexArgs::parse(parser).map_err(arguments)? {
+            Parsed::Run(args) => Ok(index(&args, out)?),
+            Parsed::Help => print(out, c.help),
+        },
+        "verify" => match IndexArgs::parse_verify(parser).map_err(arguments)? {
+            Parsed::Run(args) => Ok(verify(&args, out)?),
+            Parsed::Help => print(out, c.help),
+        },
         _ => match LoadArgs::parse(parser).map_err(arguments)? {
             Parsed::Run(args) => Ok(load(&args, out)?),
             Parsed::Help => print(out, c.help),
@@ -292,7 +384,7 @@ fn command_named(name: &str) -> Option<&'static Command> {
 
 fn unknown_command(command: &str) -> Error {
     Error::invalid_argument(format!(
-        "unknown command '{command}' (the commands: ls, load, convert, help)"
+        "unknown command '{command}' (the commands: ls, load, convert, index, verify, help)"
     ))
 }
 
@@ -507,6 +599,162 @@ fn hex(bytes: &[u8]) -> String {
         text.push(DIGITS[usize::from(b & 15)] as char);
     }
     text
+}
+
+/// `index`'s flags.
+struct IndexArgs {
+    file: PathBuf,
+    open: Open,
+    json: bool,
+}
+
+impl IndexArgs {
+    fn parse(mut parser: lexopt::Parser) -> Result<Parsed<IndexArgs>, Error> {
+        let (mut file, mut open, mut json) = (None, Open::default(), false);
+        while let Some(arg) = parser.next().map_err(usage)? {
+            match arg {
+                lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Parsed::Help),
+                lexopt::Arg::Long("root") => {
+                    open.root = Some(string(parser.value().map_err(usage)?)?)
+                }
+                lexopt::Arg::Long("strict") => open.strict = true,
+                lexopt::Arg::Long("json") => json = true,
+                other => take_file(&mut file, other)?,
+            }
+        }
+        Ok(Parsed::Run(IndexArgs {
+            file: required(file)?,
+            open,
+            json,
+        }))
+    }
+}
+
+impl IndexArgs {
+    /// `verify`'s flags: FILE and `--root`.
+    fn parse_verify(mut parser: lexopt::Parser) -> Result<Parsed<IndexArgs>, Error> {
+        let (mut file, mut open) = (None, Open::default());
+        while let Some(arg) = parser.next().map_err(usage)? {
+            match arg {
+                lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Parsed::Help),
+                lexopt::Arg::Long("root") => {
+                    open.root = Some(string(parser.value().map_err(usage)?)?)
+                }
+                other => take_file(&mut file, other)?,
+            }
+        }
+        Ok(Parsed::Run(IndexArgs {
+            file: required(file)?,
+            open,
+            json: false,
+        }))
+    }
+}
+
+fn verify(args: &IndexArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let options = OpenOptions {
+        verify_crc: true,
+        ..args.open.options()
+    };
+    let start = Instant::now();
+    let ckpt = Checkpoint::open(&args.file, &options)
+        .map_err(|e| spec_given_as_file(&args.file).unwrap_or(e))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let report = ckpt.crc_report().unwrap_or_default();
+    writeln!(
+        out,
+        "ok: {} records ({} bytes) match their CRC-32 in {seconds:.3} s ({:.2} GB/s){}",
+        report.records_checked,
+        report.bytes_checked,
+        report.bytes_checked as f64 / seconds.max(1e-9) / 1e9,
+        match report.records_without_crc {
+            0 => String::new(),
+            n => format!("; {n} records carry no CRC (not checked)"),
+        }
+    )
+    .map_err(output_error)
+}
+
+fn index(args: &IndexArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let ckpt = open_checkpoint(&args.file, &args.open)?;
+    let mut out = io::BufWriter::new(out);
+    print_index(&ckpt, args.json, &mut out)?;
+    out.flush().map_err(output_error)
+}
+
+/// Prints the offset index of `ckpt` (`mmckpt index`): a table, or JSON written one tensor at
+/// a time.
+pub fn print_index(ckpt: &Checkpoint, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    if json {
+        let format = json!(ckpt.format().name());
+        write!(out, "{{\n  \"format\": {format},\n  \"tensors\": [").map_err(output_error)?;
+        let mut first = true;
+        for i in 0..ckpt.len() {
+            write_entry(out, &range_json(ckpt, i), &mut first)?;
+        }
+        let close = if first { "" } else { "\n  " };
+        return writeln!(out, "{close}]\n}}").map_err(output_error);
+    }
+    let header = [
+        "name", "dtype", "shape", "stride", "offset", "length", "exact", "file",
+    ];
+    let rows = (0..ckpt.len()).map(|i| range_row(ckpt, i));
+    let mut columns = Columns::new();
+    columns.measure(&header);
+    for row in rows.clone() {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        // A row's last cell is not padded: an error row measures its name only.
+        columns.measure(&cells[..cells.len() - 1]);
+    }
+    columns.write(out, "", &header).map_err(output_error)?;
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        columns.write(out, "", &cells).map_err(output_error)?;
+    }
+    Ok(())
+}
+
+fn range_json(ckpt: &Checkpoint, i: usize) -> Value {
+    let name = ckpt.name_at(i).unwrap_or("");
+    match ckpt.tensor_range(i) {
+        Ok(r) => json!({
+            "name": name,
+            "file": r.path.map(|p| p.to_string_lossy()),
+            "offset": r.offset,
+            "length": r.length,
+            "dtype": r.dtype.name(),
+            "shape": r.shape,
+            "stride": r.strides,
+            "exact": r.exact,
+            "whole_storage": r.whole_storage,
+            "byte_swap_unit": r.byte_swap_unit,
+            "storage_offset": r.storage_offset,
+            "storage_length": r.storage_length,
+            "storage_id": r.storage_id,
+        }),
+        Err(e) => json!({"name": name, "error": error_json(&e)}),
+    }
+}
+
+fn range_row(ckpt: &Checkpoint, i: usize) -> Vec<String> {
+    let name = clip(ckpt.name_at(i).unwrap_or(""), MAX_COLUMN_WIDTH);
+    match ckpt.tensor_range(i) {
+        Ok(r) => vec![
+            name,
+            r.dtype.name().to_string(),
+            format!("{:?}", r.shape),
+            format!("{:?}", r.strides),
+            r.offset.to_string(),
+            r.length.to_string(),
+            if r.exact { "yes" } else { "no" }.to_string(),
+            r.path
+                .map_or_else(|| "-".to_string(), |p| p.to_string_lossy().into_owned()),
+        ],
+        Err(e) => vec![
+            name,
+            format!("error: {}: {}", e.kind.status_name(), e.message),
+        ],
+    }
 }
 
 fn error_json(e: &Error) -> Value {

@@ -66,7 +66,7 @@ fn the_readme_synopsis_is_the_usage() {
         .nth(1)
         .and_then(|s| s.split("```").nth(1))
         .expect("README.md has a ## Command line code block");
-    for command in ["ls", "load"] {
+    for command in ["ls", "load", "index", "verify"] {
         let (ours, theirs) = (
             flags_of(mmckpt_cli::USAGE, command),
             flags_of(section, command),
@@ -118,6 +118,8 @@ fn version_and_help_of_each_command() {
         ("ls", mmckpt_cli::LS_HELP),
         ("load", mmckpt_cli::LOAD_HELP),
         ("convert", mmckpt_cli::CONVERT_HELP),
+        ("index", mmckpt_cli::INDEX_HELP),
+        ("verify", mmckpt_cli::VERIFY_HELP),
     ] {
         let want = (0, format!("{help}\n"), String::new());
         for args in [
@@ -724,4 +726,99 @@ fn load_contiguous_copies_only_the_strided_entries() {
         let want = if strided { "copied" } else { "view" };
         assert_eq!(status(&rows, name), want, "{name} with --contiguous");
     }
+}
+
+/// `index --json`: every exact range, read from the file, hashes as `ls --hash` hashes the
+/// tensor's row-major bytes (themselves checked against torch's manifest elsewhere); a view's
+/// range is not exact.
+#[test]
+fn index_json_ranges_read_back_as_the_tensors() {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
+    for file in [
+        "forms.pt",
+        "legacy_odd.pt",
+        "shards/pytorch_model.bin.index.json",
+    ] {
+        let path = repo_path("tests/fixtures").join(file);
+        let path = path.to_str().unwrap();
+        let (code, out, err) = cli(&["index", path, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let index: Value = serde_json::from_str(&out).unwrap();
+        let (code, out, err) = cli(&["ls", path, "--json", "--hash"]);
+        assert_eq!(code, 0, "{err}");
+        let ls: Value = serde_json::from_str(&out).unwrap();
+        let (ranges, tensors) = (
+            index["tensors"].as_array().unwrap(),
+            ls["tensors"].as_array().unwrap(),
+        );
+        assert_eq!(ranges.len(), tensors.len(), "{file}");
+        let mut exact = 0;
+        for (range, tensor) in ranges.iter().zip(tensors) {
+            assert_eq!(range["name"], tensor["name"], "{file}");
+            assert_eq!(range["shape"], tensor["shape"], "{file}");
+            assert_eq!(range["stride"], tensor["stride"], "{file}");
+            if range["exact"] != true {
+                continue;
+            }
+            exact += 1;
+            let mut bytes = vec![0u8; range["length"].as_u64().unwrap() as usize];
+            std::fs::File::open(range["file"].as_str().unwrap())
+                .unwrap()
+                .read_exact_at(&mut bytes, range["offset"].as_u64().unwrap())
+                .unwrap();
+            let hex: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                hex,
+                tensor["sha256"].as_str().unwrap(),
+                "{file}: {}",
+                range["name"]
+            );
+        }
+        assert!(exact > 0, "{file}");
+        if file == "forms.pt" {
+            let transpose = ranges.iter().find(|r| r["name"] == "transpose").unwrap();
+            assert_eq!(transpose["exact"], false);
+        }
+    }
+    let (code, out, _) = cli(&[
+        "index",
+        repo_path("tests/fixtures/forms.pt").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("name ") && out.contains("transpose"),
+        "{out}"
+    );
+}
+
+/// `verify`: a torch-written archive passes, a byte changed in a tensor's storage fails naming
+/// its record, and a legacy file is refused (it records no checksums).
+#[test]
+fn verify_checks_the_crcs() {
+    let good = repo_path("tests/fixtures/forms.pt");
+    let (code, out, err) = cli(&["verify", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("ok: ") && out.contains("match their CRC-32"),
+        "{out}"
+    );
+    let mut bytes = std::fs::read(&good).unwrap();
+    let ckpt = mmckpt::Checkpoint::open(&good, &mmckpt::OpenOptions::default()).unwrap();
+    let range = ckpt.tensor_range(0).unwrap();
+    bytes[range.offset as usize] ^= 0x40;
+    let bad = scratch("verify-corrupt.pt", &bytes);
+    let (code, out, err) = cli(&["verify", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("MMCKPT_ERR_FORMAT") && err.contains("is corrupt") && err.contains("/data/"),
+        "{err}"
+    );
+    let legacy = repo_path("tests/fixtures/legacy.pt");
+    let (code, _, err) = cli(&["verify", legacy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("MMCKPT_ERR_UNSUPPORTED"), "{err}");
 }

@@ -8,12 +8,16 @@
 //! (`storage`: decided at open, copies made when a storage's tensor is first asked for).
 
 pub(crate) mod formats;
+mod index;
 mod limits;
 mod storage;
 mod table;
+pub(crate) mod verify;
 
+pub use index::TensorRange;
 pub use limits::{Limits, TableLimits, ValueLimits};
 pub use storage::{new_storage_id, Backing, Storage, StorageKey};
+pub use verify::CrcReport;
 
 use crate::container::{OpenMode, Source};
 use crate::dtype::DType;
@@ -41,10 +45,13 @@ pub enum Format {
     Sharded,
     /// A safetensors file: a JSON header, then each tensor's bytes.
     Safetensors,
+    /// The pre-1.0 `torch.save` format: a tar archive of `sys_info`, `pickle`, `tensors` and
+    /// `storages` members.
+    Tar,
 }
 
 impl Format {
-    /// The lower-case name: `zip`, `torchscript`, `legacy`, `sharded` or `safetensors`.
+    /// The lower-case name: `zip`, `torchscript`, `legacy`, `sharded`, `safetensors` or `tar`.
     pub fn name(self) -> &'static str {
         self.name_c().to_str().unwrap_or("")
     }
@@ -56,6 +63,7 @@ impl Format {
             Format::Legacy => c"legacy",
             Format::Sharded => c"sharded",
             Format::Safetensors => c"safetensors",
+            Format::Tar => c"tar",
         }
     }
 }
@@ -98,6 +106,13 @@ pub struct OpenOptions {
     /// a multiple of 4), which callers that read unaligned (x86 loads, their own copies)
     /// accept. Big-endian storages are still copied (they must be swapped).
     pub accept_unaligned: bool,
+    /// Verify the CRC-32 of every zip record the checkpoint uses (the pickle, `byteorder`, each
+    /// storage the table views) while opening: a mismatch fails the open with
+    /// [`ErrorKind::Format`](crate::ErrorKind::Format) naming the record and both checksums
+    /// ([`Checkpoint::crc_report`] says what was checked). Reads every byte of those records.
+    /// A legacy file records no checksums: the open is then refused
+    /// ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)).
+    pub verify_crc: bool,
 }
 
 /// The name `TensorRef` had before the public API: crate code written against it still builds.
@@ -325,6 +340,8 @@ pub struct Checkpoint {
     tensors: Vec<TensorDesc>,
     table: Table,
     byte_order_big: bool,
+    /// What the CRC check covered, when the open verified CRCs.
+    crc_report: Option<CrcReport>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -380,8 +397,12 @@ impl Checkpoint {
         });
         let (mut storages, mut tensors, mut table) = (Vec::new(), Vec::new(), Table::default());
         let mut byte_order_big = false;
+        let mut crc_report: Option<CrcReport> = None;
         for (part, keep) in parts {
             byte_order_big |= part.byte_order_big;
+            if let Some(part_report) = part.crc_report {
+                crc_report = Some(crc_report.unwrap_or_default().add(part_report));
+            }
             let (storage_base, tensor_base) = (storages.len(), tensors.len());
             storages.extend(part.storages);
             tensors.extend(part.tensors.into_iter().map(|mut t| {
@@ -410,6 +431,7 @@ impl Checkpoint {
             tensors,
             table,
             byte_order_big,
+            crc_report,
         }
     }
 
@@ -460,6 +482,7 @@ impl Checkpoint {
             tensors: descs,
             table,
             byte_order_big: false,
+            crc_report: None,
         })
     }
 
@@ -486,6 +509,18 @@ impl Checkpoint {
     /// byte-swapped into owned memory when one of its tensors is first asked for.
     pub fn is_big_endian(&self) -> bool {
         self.byte_order_big
+    }
+    /// What the CRC-32 check of an open with [`OpenOptions::verify_crc`] covered (records and
+    /// bytes checked, records without a CRC); `None` when the open did not verify.
+    pub fn crc_report(&self) -> Option<CrcReport> {
+        self.crc_report
+    }
+    /// Bytes read from the file with `pread` after its metadata: in
+    /// [`OpenMode::PerTensor`], the storages read so far (each once, when one of its tensors
+    /// was first asked for) and what a CRC check read; 0 for a mapped file. A shard index
+    /// counts nothing (its shards are files of their own).
+    pub fn file_bytes_read(&self) -> u64 {
+        self.source.bytes_read()
     }
     /// Storages that will be copied into aligned memory when one of their tensors is first
     /// asked for (misaligned in the file, or big-endian), and are not copied yet.
@@ -630,6 +665,7 @@ pub(crate) fn finish<S: StorageSet>(
         tensors,
         table,
         byte_order_big,
+        crc_report: None,
     })
 }
 

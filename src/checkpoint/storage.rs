@@ -139,6 +139,22 @@ impl Storage {
             Backing::Owned(_) => None,
         }
     }
+    /// Where the storage was saved in its file, whatever memory holds it now (the file's
+    /// bytes, or a copy made on first use): the file's bytes and the offset of the first
+    /// byte, and the runs of bytes reversed between the file and what the tensors hold (a
+    /// big-endian storage's unit; 1: none). `None` for bytes that never were the file's.
+    pub fn saved_at(&self) -> Option<(&Arc<Source>, u64, u8)> {
+        match &self.bytes {
+            StorageBytes::Ready(Backing::File(source)) => Some((source, self.start as u64, 1)),
+            StorageBytes::Deferred(deferred) => match &deferred.file {
+                Backing::File(source) => {
+                    Some((source, self.start as u64, deferred.swap_unit.max(1)))
+                }
+                Backing::Owned(_) => None,
+            },
+            StorageBytes::Ready(Backing::Owned(_)) => None,
+        }
+    }
     /// True when the bytes are pages of a file mapping (not a copy).
     pub fn is_mapped(&self) -> bool {
         matches!(self.backing(), Backing::File(s) if s.is_mapped())
@@ -175,13 +191,23 @@ impl Storage {
         let Backing::File(source) = &deferred.file else {
             return Ok(());
         };
-        let file_bytes = &source.bytes()[self.start..self.start + self.len];
-        let mut buf = AlignedBuf::from_slice(file_bytes).map_err(|e| {
-            e.context(format!(
+        let what = || {
+            format!(
                 "copying storage '{}' ({} bytes) into aligned memory",
                 self.key, self.len
-            ))
-        })?;
+            )
+        };
+        let mut buf = if source.is_per_tensor() {
+            // Per-tensor mode: the bytes are read from the file now, never mapped.
+            let mut buf = AlignedBuf::zeroed(self.len).map_err(|e| e.context(what()))?;
+            source
+                .read_exact_at(self.start as u64, buf.as_mut_slice())
+                .map_err(|e| e.context(format!("reading storage '{}'", self.key)))?;
+            buf
+        } else {
+            let file_bytes = &source.bytes()[self.start..self.start + self.len];
+            AlignedBuf::from_slice(file_bytes).map_err(|e| e.context(what()))?
+        };
         if deferred.swap_unit > 1 {
             for chunk in buf
                 .as_mut_slice()
@@ -297,8 +323,9 @@ fn required_alignment(dtype: DType) -> usize {
     dtype.itemsize().min(8)
 }
 
-/// Marks the storages that cannot be handed out as they are, for a copy on first use:
-/// misaligned for one of their views' dtypes (unless `accept_unaligned`: the caller takes
+/// Marks the storages that cannot be handed out as they are, for a copy on first use: every
+/// storage of a file opened per tensor (read with `pread` then), and those misaligned for one
+/// of their views' dtypes (unless `accept_unaligned`: the caller takes
 /// misaligned pointers into the mapping), or in big-endian byte order. A big-endian storage is
 /// swapped by its storage class's unit, as torch's `load_tensor` does (`storage.byteswap(dtype)`
 /// with the class's dtype), never by the dtype of the tensors that view it. Nothing is copied
@@ -328,7 +355,10 @@ pub(crate) fn fix_storages(
         }
         let misaligned = (storage.bytes().as_ptr() as usize) % align[i] != 0;
         let swap = big_endian && swap_unit > 1;
-        if swap || (misaligned && !accept_unaligned) {
+        // Per-tensor mode: every storage is read from the file on first use.
+        let unread =
+            matches!(&storage.bytes, StorageBytes::Ready(Backing::File(s)) if s.is_per_tensor());
+        if swap || unread || (misaligned && !accept_unaligned) {
             storage.defer_copy(if swap { swap_unit } else { 1 });
         }
     }

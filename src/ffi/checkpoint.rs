@@ -2,7 +2,7 @@
 
 use super::guard::*;
 use super::options::{self as versioned, Versioned};
-use super::types::mmckpt_tensor;
+use super::types::{dims_ptr, mmckpt_dtype, mmckpt_tensor};
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::OpenMode;
 use crate::error::{Error, Result};
@@ -78,13 +78,46 @@ pub const MMCKPT_OPEN_UNALIGNED: u32 = 1 << 3;
 /// Map the file copy-on-write (MAP_PRIVATE, readable and writable), as torch.load(mmap=True)
 /// does: a consumer that writes into a mapped tensor (through a DLPack export, say) changes a
 /// private copy of that page, never the file, and does not fault. A written page costs
-/// anonymous memory. Excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE.
+/// anonymous memory. Excludes the other ways of bringing the file in (MMCKPT_OPEN_READ,
+/// MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_PREAD, MMCKPT_OPEN_AUTO).
 pub const MMCKPT_OPEN_COPY_ON_WRITE: u32 = 1 << 4;
+/// Verify the CRC-32 of every zip record the checkpoint uses (the pickle, `byteorder`, each
+/// storage the table views) while opening: every byte of those records is read once (see
+/// BENCHMARKS.md for the cost). A mismatch fails the open with MMCKPT_ERR_FORMAT naming the
+/// record and both checksums; records written without a CRC (torch's
+/// `set_crc32_options(False)` writes 0) are skipped. A legacy file records no checksums: the
+/// open fails with MMCKPT_ERR_UNSUPPORTED.
+pub const MMCKPT_OPEN_VERIFY_CRC: u32 = 1 << 5;
+/// Per-tensor reads, no mapping: the metadata is read with pread at open (a zip archive's
+/// directory, pickle and other non-storage records; a legacy file whole), and each storage is
+/// read with pread into owned 64-byte-aligned memory the first time one of its tensors is
+/// asked for (mmckpt_checkpoint_tensor_at / _tensor, a load), once even when threads ask at
+/// once. A load costs exactly the bytes it loads, and no access can fault (SIGBUS): a failed
+/// read is MMCKPT_ERR_IO from the call that needed it. Tensors are not flagged MAPPED. For
+/// network and parallel filesystems (NFS, SMB, FUSE, Lustre, …), where mapping is slow or
+/// unsafe. Excludes MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE and MMCKPT_OPEN_COPY_ON_WRITE.
+pub const MMCKPT_OPEN_PREAD: u32 = 1 << 6;
+/// MMCKPT_OPEN_PREAD when the file is on a network, parallel or user-space filesystem
+/// (`statfs` type NFS, CIFS/SMB, FUSE, Lustre, GPFS, BeeGFS, 9p, Ceph, AFS, OCFS2, GFS2), else
+/// a mapping. Excludes MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_COPY_ON_WRITE and
+/// MMCKPT_OPEN_PREAD.
+pub const MMCKPT_OPEN_AUTO: u32 = 1 << 7;
 const OPEN_FLAGS: u32 = MMCKPT_OPEN_STRICT
     | MMCKPT_OPEN_READ
     | MMCKPT_OPEN_POPULATE
     | MMCKPT_OPEN_UNALIGNED
-    | MMCKPT_OPEN_COPY_ON_WRITE;
+    | MMCKPT_OPEN_COPY_ON_WRITE
+    | MMCKPT_OPEN_VERIFY_CRC
+    | MMCKPT_OPEN_PREAD
+    | MMCKPT_OPEN_AUTO;
+/// The flags that choose how the file's bytes are brought in: at most one may be set.
+const MODE_FLAGS: [(u32, &str); 5] = [
+    (MMCKPT_OPEN_READ, "MMCKPT_OPEN_READ"),
+    (MMCKPT_OPEN_POPULATE, "MMCKPT_OPEN_POPULATE"),
+    (MMCKPT_OPEN_COPY_ON_WRITE, "MMCKPT_OPEN_COPY_ON_WRITE"),
+    (MMCKPT_OPEN_PREAD, "MMCKPT_OPEN_PREAD"),
+    (MMCKPT_OPEN_AUTO, "MMCKPT_OPEN_AUTO"),
+];
 
 /// The newest version of mmckpt_open_options this header declares. Version 1: `version`,
 /// `flags`, `root`. The library accepts every version from 1 to its own.
@@ -98,7 +131,7 @@ pub struct mmckpt_open_options {
     /// The version of this struct the caller was compiled against (MMCKPT_OPEN_OPTIONS_VERSION).
     pub version: u32,
     /// MMCKPT_OPEN_STRICT, MMCKPT_OPEN_READ, MMCKPT_OPEN_POPULATE, MMCKPT_OPEN_UNALIGNED,
-    /// MMCKPT_OPEN_COPY_ON_WRITE.
+    /// MMCKPT_OPEN_COPY_ON_WRITE, MMCKPT_OPEN_VERIFY_CRC, MMCKPT_OPEN_PREAD, MMCKPT_OPEN_AUTO.
     pub flags: u32,
     /// Dotted path of the sub-object whose tensors form the table ("model", "state_dict");
     /// NULL = the whole object. Read during the call only.
@@ -147,26 +180,30 @@ fn open_options(opts: *const mmckpt_open_options) -> Result<OpenOptions> {
             opts.flags & !OPEN_FLAGS
         )));
     }
-    if opts.flags & MMCKPT_OPEN_READ != 0 && opts.flags & MMCKPT_OPEN_POPULATE != 0 {
-        return Err(Error::invalid_argument(
-            "MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE exclude each other",
-        ));
-    }
-    if opts.flags & MMCKPT_OPEN_COPY_ON_WRITE != 0
-        && opts.flags & (MMCKPT_OPEN_READ | MMCKPT_OPEN_POPULATE) != 0
-    {
-        return Err(Error::invalid_argument(
-            "MMCKPT_OPEN_COPY_ON_WRITE excludes MMCKPT_OPEN_READ and MMCKPT_OPEN_POPULATE",
-        ));
+    let modes: Vec<&str> = MODE_FLAGS
+        .iter()
+        .filter(|(bit, _)| opts.flags & bit != 0)
+        .map(|&(_, name)| name)
+        .collect();
+    if modes.len() > 1 {
+        return Err(Error::invalid_argument(format!(
+            "{} exclude each other",
+            modes.join(" and ")
+        )));
     }
     options.strict = opts.flags & MMCKPT_OPEN_STRICT != 0;
     options.accept_unaligned = opts.flags & MMCKPT_OPEN_UNALIGNED != 0;
+    options.verify_crc = opts.flags & MMCKPT_OPEN_VERIFY_CRC != 0;
     options.mode = if opts.flags & MMCKPT_OPEN_READ != 0 {
         OpenMode::Read
     } else if opts.flags & MMCKPT_OPEN_POPULATE != 0 {
         OpenMode::MapPopulate
     } else if opts.flags & MMCKPT_OPEN_COPY_ON_WRITE != 0 {
         OpenMode::MapCopyOnWrite
+    } else if opts.flags & MMCKPT_OPEN_PREAD != 0 {
+        OpenMode::PerTensor
+    } else if opts.flags & MMCKPT_OPEN_AUTO != 0 {
+        OpenMode::Auto
     } else {
         OpenMode::Map
     };
@@ -279,5 +316,86 @@ pub extern "C" fn mmckpt_checkpoint_format(ckpt: *const mmckpt_checkpoint) -> *c
         arg_ref(ckpt, "ckpt")
             .ok()
             .map_or(std::ptr::null(), |c| c.inner.format().name_c().as_ptr())
+    })
+}
+
+/// `mmckpt_tensor_range.flags`: the range holds exactly the tensor's elements, row-major,
+/// little-endian and stored (uncompressed): reading it gives the tensor, nothing to gather or
+/// byte-swap. Not set for a strided or expanded view, nor for a big-endian file.
+pub const MMCKPT_RANGE_EXACT: u32 = 1 << 0;
+/// `mmckpt_tensor_range.flags`: the range is the whole of its storage (no other tensor's
+/// bytes around it; a slice of a larger storage may still be exact).
+pub const MMCKPT_RANGE_WHOLE_STORAGE: u32 = 1 << 1;
+
+/// Where a tensor's bytes are in its file (mmckpt_checkpoint_tensor_range): the offset index
+/// a range-reading loader needs. Borrowed like mmckpt_tensor: valid while the checkpoint is
+/// open.
+#[repr(C)]
+pub struct mmckpt_tensor_range {
+    /// The file holding the bytes (a shard's file for a sharded checkpoint), NUL-terminated,
+    /// as given to mmckpt_checkpoint_open (or named by the shard index); NULL for a checkpoint
+    /// opened from memory (the offsets are then into that memory).
+    pub path: *const c_char,
+    /// Absolute offset of element [0, …, 0] in the file.
+    pub offset: u64,
+    /// Bytes from element [0, …, 0] to the end of the last reachable element (strides apply).
+    pub length: u64,
+    /// Absolute offset of the whole storage the tensor views.
+    pub storage_offset: u64,
+    /// Bytes of that storage.
+    pub storage_length: u64,
+    /// Equal ids <=> same storage (as in mmckpt_tensor).
+    pub storage_id: u64,
+    pub dtype: mmckpt_dtype,
+    pub ndim: u32,
+    /// ndim entries (NULL when ndim == 0).
+    pub shape: *const i64,
+    /// ndim entries, in elements (NULL when ndim == 0).
+    pub strides: *const i64,
+    /// The file stores the storage big-endian: reverse each run of this many bytes (its
+    /// storage class's element size) to get the values; 1 for little-endian bytes.
+    pub byte_swap_unit: u32,
+    /// MMCKPT_RANGE_* bits.
+    pub flags: u32,
+}
+
+/// Describes where entry `index`'s bytes are in its file, from the metadata alone: no tensor
+/// byte is read, mapped or copied (unlike mmckpt_checkpoint_tensor_at, this never copies a
+/// misaligned or big-endian storage). Read `length` bytes at `offset` of `path` with pread (or
+/// an HTTP range request) to get the tensor's bytes in storage order; with
+/// MMCKPT_RANGE_EXACT they are its row-major little-endian elements. MMCKPT_ERR_NOT_FOUND
+/// past the end, the entry's own error for a tensor mmckpt cannot represent.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_tensor_range(
+    ckpt: *const mmckpt_checkpoint,
+    index: usize,
+    out: *mut mmckpt_tensor_range,
+) -> mmckpt_status {
+    guard(|| {
+        let ckpt = arg_ref(ckpt, "ckpt")?;
+        let out = out_ptr(out, "out")?;
+        let range = ckpt.inner.tensor_range(index)?;
+        let mut flags = 0;
+        if range.exact {
+            flags |= MMCKPT_RANGE_EXACT;
+        }
+        if range.whole_storage {
+            flags |= MMCKPT_RANGE_WHOLE_STORAGE;
+        }
+        out.write(mmckpt_tensor_range {
+            path: range.path_c.map_or(std::ptr::null(), |p| p.as_ptr()),
+            offset: range.offset,
+            length: range.length,
+            storage_offset: range.storage_offset,
+            storage_length: range.storage_length,
+            storage_id: range.storage_id,
+            dtype: range.dtype.into(),
+            ndim: range.shape.len() as u32,
+            shape: dims_ptr(range.shape),
+            strides: dims_ptr(range.strides),
+            byte_swap_unit: u32::from(range.byte_swap_unit),
+            flags,
+        });
+        Ok(())
     })
 }

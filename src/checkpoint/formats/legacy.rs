@@ -454,6 +454,12 @@ pub fn locate_storages(
 
 /// Opens a legacy file.
 pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+    if options.verify_crc {
+        return Err(Error::unsupported(
+            "a CRC check was asked for, but the legacy format (a pickle stream, not a zip \
+             archive) records no checksums",
+        ));
+    }
     let bytes = source.bytes();
     let mut arena = Arena::new();
     let header = parse(
@@ -463,13 +469,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         options.limits.max_pickle_bytes,
     )?;
     let records = locate_storages(bytes, &header)?;
-    let storages = LegacyStorages {
-        source,
-        records: &records,
-        storages: Vec::with_capacity(records.len()),
-        by_key: crate::hash::HashMap::default(),
-        locations: Locations::default(),
-    };
+    let storages = LegacyStorages::new(source, &records);
     let parsed = Parsed {
         format: Format::Legacy,
         arena,
@@ -483,12 +483,29 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
 
 /// Storages of a legacy file: slices of the file (or, for old torch's storage views, slices
 /// of a root storage), located by [`locate_storages`].
-struct LegacyStorages<'a> {
+pub(super) struct LegacyStorages<'a> {
     source: &'a Arc<Source>,
     records: &'a std::collections::HashMap<String, LegacyRecord>,
     storages: Vec<Storage>,
     by_key: crate::hash::HashMap<String, usize>,
     locations: Locations,
+}
+
+impl<'a> LegacyStorages<'a> {
+    /// Storages of `source` located by `records` (also a tar checkpoint's, which stores them
+    /// as a legacy file does).
+    pub(super) fn new(
+        source: &'a Arc<Source>,
+        records: &'a std::collections::HashMap<String, LegacyRecord>,
+    ) -> LegacyStorages<'a> {
+        LegacyStorages {
+            source,
+            records,
+            storages: Vec::with_capacity(records.len()),
+            by_key: crate::hash::HashMap::default(),
+            locations: Locations::default(),
+        }
+    }
 }
 
 impl StorageResolver for LegacyStorages<'_> {

@@ -9,6 +9,7 @@
 pub mod legacy;
 pub mod safetensors;
 pub mod sharded;
+pub mod tar;
 pub mod torchscript;
 pub mod zip;
 
@@ -28,6 +29,8 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         safetensors::open(source, options)
     } else if legacy::looks_like_pickle(bytes) {
         legacy::open(source, options)
+    } else if tar::looks_like_tar(bytes) {
+        tar::open(source, options)
     } else if safetensors::claims(bytes) {
         // A safetensors header whose length is wrong: its own error says so.
         safetensors::open(source, options)
@@ -42,8 +45,6 @@ fn describe_unknown_format(bytes: &[u8]) -> String {
             "file is a pickle of protocol {}; torch.save files use protocol 2 or higher",
             bytes[1]
         )
-    } else if bytes.len() >= 262 && &bytes[257..262] == b"ustar" {
-        "file is a tar archive (the pre-1.0 torch.save format), which is not supported".to_string()
     } else {
         let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!(

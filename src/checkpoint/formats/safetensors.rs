@@ -261,6 +261,11 @@ fn check_layout(tensors: &[HeaderTensor<'_>], data_len: u64) -> Result<()> {
 
 /// Opens a safetensors file.
 pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkpoint> {
+    if options.verify_crc {
+        return Err(Error::unsupported(
+            "a CRC check was asked for, but a safetensors file records no checksums",
+        ));
+    }
     let bytes = source.bytes();
     let header = parse_header(bytes, options)?;
     let count = header.tensors.len();
@@ -353,6 +358,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         tensors,
         table,
         byte_order_big: false,
+        crc_report: None,
     })
 }
 

@@ -4,6 +4,7 @@
 //! [`crate::container::zip`]; this file turns its records into a checkpoint.
 
 use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet, SwapUnits};
+use crate::checkpoint::verify::{self, CrcReport};
 use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed};
 use crate::container::zip::{self, ZipArchive};
 use crate::container::Source;
@@ -20,7 +21,12 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         let read_at = |offset: u64, buf: &mut [u8]| source.read_at(offset, buf);
         let reads = zip::HeaderReads {
             read_at: &read_at,
-            min_spacing: zip::HeaderReads::SPARSE,
+            // Per tensor, local headers are not in memory: every one is read.
+            min_spacing: if source.is_per_tensor() {
+                0
+            } else {
+                zip::HeaderReads::SPARSE
+            },
         };
         zip::parse_with(bytes, &options.limits.zip, Some(reads))
     };
@@ -28,7 +34,9 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
     // when data.pkl is where torch puts it; the pickle is used only if the directory
     // then names exactly those bytes (otherwise it is parsed again from the record).
     let guess = zip::guess_first_record(bytes, "data.pkl").filter(|&(_, size, entries)| {
-        entries >= PARALLEL_MIN_RECORDS && size <= options.limits.max_pickle_bytes
+        entries >= PARALLEL_MIN_RECORDS
+            && size <= options.limits.max_pickle_bytes
+            && !source.is_per_tensor()
     });
     let (archive, early) = match guess {
         Some((offset, size, _)) => std::thread::scope(|scope| {
@@ -67,6 +75,14 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
             pkl.size, options.limits.max_pickle_bytes
         )));
     }
+    // A corrupt pickle or byte order is reported as such, before either is read.
+    let metadata_crc = if options.verify_crc {
+        let mut records = vec![pkl];
+        records.extend(archive.get("byteorder"));
+        Some(verify::check_records(source, &records)?)
+    } else {
+        None
+    };
     let byte_order_big = byte_order_big(&archive, bytes)?;
     let pickle_bytes = archive.data(bytes, pkl)?;
     let (mut arena, top) = match early {
@@ -102,7 +118,26 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         byte_order_big,
         storages,
     };
-    finish(source.clone(), parsed, options)
+    let mut ckpt = finish(source.clone(), parsed, options)?;
+    if let Some(metadata) = metadata_crc {
+        ckpt.crc_report = Some(metadata.add(verify_storage_records(&ckpt, &archive)?));
+    }
+    Ok(ckpt)
+}
+
+/// The rest of the CRC-32 check of `OpenOptions::verify_crc` (the pickle and `byteorder` were
+/// checked before they were read): the record of every storage the table views.
+fn verify_storage_records(ckpt: &Checkpoint, archive: &ZipArchive) -> Result<CrcReport> {
+    let mut records = Vec::with_capacity(ckpt.storages.len());
+    for storage in &ckpt.storages {
+        let key = storage.key.to_string();
+        records.push(
+            archive
+                .storage_record(&key)
+                .ok_or_else(|| Error::format(format!("storage '{key}' has no record to verify")))?,
+        );
+    }
+    verify::check_records(&ckpt.source, &records)
 }
 
 /// The `byteorder` record, compared byte for byte as torch does (`serialization.py`, `_load`:

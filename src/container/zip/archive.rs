@@ -17,6 +17,9 @@ pub struct ZipRecord<'a> {
     /// Compression method: 0 (stored) for every record mmckpt maps. TorchScript archives
     /// compress their `code/` records, which mmckpt never reads.
     pub method: u16,
+    /// The CRC-32 of the (uncompressed) data, as the central directory records it; 0 when the
+    /// writer computed none (`torch.serialization.set_crc32_options(False)`).
+    pub crc: u32,
 }
 
 impl ZipRecord<'_> {
@@ -62,6 +65,8 @@ pub(super) struct Stored {
     pub data_offset: u64,
     pub size: u64,
     pub method: u16,
+    /// Fits in the padding after `method`: a record still takes 48 bytes.
+    pub crc: u32,
 }
 
 /// Bounds applied while parsing.
@@ -109,6 +114,7 @@ impl ZipArchive {
             data_offset: stored.data_offset,
             size: stored.size,
             method: stored.method,
+            crc: stored.crc,
         }
     }
 

@@ -8,7 +8,8 @@
 //! Only what torch writes is accepted: stored (uncompressed) entries on a single disk, all under
 //! one top-level folder (the prefix). Everything is bounds- and overflow-checked; bad input is a
 //! `Format` (or `Unsupported`, or `Limit`) error that names the record and/or the byte offset,
-//! never a panic. CRCs are never checked (torch can write all-zero CRCs).
+//! never a panic. CRCs are kept but not checked here: torch never checks them (and writes
+//! zeros under `set_crc32_options(False)`); `checkpoint::verify` checks them on request.
 //!
 //! # Why not the `zip` crate
 //!
@@ -49,13 +50,11 @@ mod tests;
 pub(crate) mod writer;
 mod zip64;
 
-pub use archive::{ZipArchive, ZipLimits};
+pub use archive::{ZipArchive, ZipLimits, ZipRecord};
 pub use index::canonical_index;
 pub use parse::{guess_first_record, parse_with};
 pub use reads::HeaderReads;
 // The whole-slice parse and the reader over a slice serve the fuzz targets and the tests.
-#[cfg(test)]
-pub use archive::ZipRecord;
 #[cfg(any(test, feature = "fuzzing"))]
 pub use {parse::parse, reads::read_from};
 
@@ -64,6 +63,14 @@ const FLAG_STRONG_ENCRYPTION: u16 = 1 << 6;
 const FLAG_MASKED_HEADERS: u16 = 1 << 13;
 /// General-purpose flag bits (in both header kinds) that mark a record encrypted.
 const ENCRYPTION_FLAGS: u16 = FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_HEADERS;
+
+/// Where the central directory is (offset, size), read from the end records in `bytes`; `None`
+/// when they cannot be read (the full parse then says why).
+pub fn directory_range(bytes: &[u8]) -> Option<(u64, u64)> {
+    end::read_end(bytes)
+        .ok()
+        .map(|end| (end.cd_offset, end.cd_size))
+}
 
 /// True when the bytes start with a zip local file header signature (`PK\x03\x04`).
 pub fn looks_like_zip(bytes: &[u8]) -> bool {

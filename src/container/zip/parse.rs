@@ -190,6 +190,7 @@ pub fn parse_with(
             data_offset,
             size: compressed,
             method,
+            crc,
         });
     }
     if pos != cd.len() {
