@@ -423,6 +423,45 @@ void test_contiguous_loads() {
     for (int64_t i = 0; i < view.size(1); i++) CHECK(rows[o * view.size(1) + i] == view(o, i));
 }
 
+// The I/O and integrity options reach the C flags: the same tensors whichever way the file
+// comes in; misaligned storages handed out as they are refuse data<T>() but copy fine.
+void test_open_modes() {
+  const std::string legacy = path("fixtures/legacy_odd.pt");
+  mmckpt::checkpoint mapped(legacy);
+  mmckpt::checkpoint by_pread(legacy, mmckpt::open_options().pread());
+  mmckpt::checkpoint automatic(legacy, mmckpt::open_options().auto_io());
+  mmckpt::checkpoint as_is(legacy, mmckpt::open_options().unaligned());
+  CHECK(mapped.size() == by_pread.size() && mapped.size() == as_is.size());
+  size_t misaligned = 0;
+  for (size_t i = 0; i < mapped.size(); i++) {
+    const mmckpt::tensor a = mapped.tensor_at(i), b = by_pread.tensor_at(i), c = automatic.tensor_at(i),
+                         d = as_is.tensor_at(i);
+    CHECK(!b.is_mapped());
+    if (a.dtype() == MMCKPT_DTYPE_FLOAT32) {
+      CHECK(a.to_vector<float>() == b.to_vector<float>() && a.to_vector<float>() == c.to_vector<float>());
+      CHECK(a.to_vector<float>() == d.to_vector<float>());
+      if (reinterpret_cast<uintptr_t>(d.raw_data()) % alignof(float) != 0) {
+        misaligned++;
+        EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "not aligned", [&] { d.strided<float>(); });
+      }
+    } else if (a.dtype() == MMCKPT_DTYPE_FLOAT64) {
+      CHECK(a.to_vector<double>() == b.to_vector<double>() && a.to_vector<double>() == c.to_vector<double>());
+      CHECK(a.to_vector<double>() == d.to_vector<double>());
+      if (reinterpret_cast<uintptr_t>(d.raw_data()) % alignof(double) != 0) {
+        misaligned++;
+        EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "not aligned", [&] { d.strided<double>(); });
+      }
+    }
+  }
+  CHECK(misaligned > 0);
+  EXPECT_ERROR(MMCKPT_ERR_INVALID_ARGUMENT, "exclude each other",
+               [&] { mmckpt::checkpoint c(legacy, mmckpt::open_options().read().pread()); });
+  mmckpt::checkpoint checked(path("fixtures/nested.pt"), mmckpt::open_options().verify_crc());
+  CHECK(checked.size() > 0);
+  EXPECT_ERROR(MMCKPT_ERR_UNSUPPORTED, "checksums",
+               [&] { mmckpt::checkpoint c(legacy, mmckpt::open_options().verify_crc()); });
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -435,6 +474,7 @@ int main(int argc, char **argv) {
     test_refusals_and_other_types();
     test_modules_and_loads();
     test_contiguous_loads();
+    test_open_modes();
   } catch (const std::exception &e) {
     fprintf(stderr, "unexpected exception: %s\n", e.what());
     test_failures++;

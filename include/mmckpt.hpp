@@ -423,7 +423,7 @@ class tensor {
     if (reinterpret_cast<uintptr_t>(raw_.data) % alignof(T) != 0) {
       throw error(MMCKPT_ERR_UNSUPPORTED,
                   "tensor " + detail::quoted(name()) + " is not aligned for its element type " +
-                      "(caller-bound memory?): use to_vector<T>()");
+                      "(caller-bound memory, or MMCKPT_OPEN_UNALIGNED): use to_vector<T>()");
     }
   }
 
@@ -461,6 +461,17 @@ class open_options {
   open_options &read(bool on = true) { return set(MMCKPT_OPEN_READ, on); }
   /// Prefault every page now (MMCKPT_OPEN_POPULATE).
   open_options &populate(bool on = true) { return set(MMCKPT_OPEN_POPULATE, on); }
+  /// No mapping: each storage read with pread when first used (MMCKPT_OPEN_PREAD), for
+  /// network filesystems; no access can fault with SIGBUS.
+  open_options &pread(bool on = true) { return set(MMCKPT_OPEN_PREAD, on); }
+  /// pread on network, parallel and user-space filesystems, else a mapping (MMCKPT_OPEN_AUTO).
+  open_options &auto_io(bool on = true) { return set(MMCKPT_OPEN_AUTO, on); }
+  /// Check the CRC-32 of every zip record the checkpoint uses (MMCKPT_OPEN_VERIFY_CRC).
+  open_options &verify_crc(bool on = true) { return set(MMCKPT_OPEN_VERIFY_CRC, on); }
+  /// Hand misaligned little-endian storages out from the mapping as they are
+  /// (MMCKPT_OPEN_UNALIGNED): data<T>() and strided<T>() then refuse them; to_vector<T>()
+  /// copies.
+  open_options &unaligned(bool on = true) { return set(MMCKPT_OPEN_UNALIGNED, on); }
   /// The dotted path of the sub-object whose tensors form the table.
   open_options &root(std::string_view path) {
     root_ = std::string(path);
