@@ -111,6 +111,8 @@ pub(crate) fn build_table(
     resolver: &mut dyn StorageResolver,
     limits: &TableLimits,
 ) -> crate::error::Result<(Vec<TensorDesc>, Table)> {
+    // Large per-open vectors sit on the brk heap that a checkpoint's drop may hand back to
+    // the kernel: huge pages make faulting them in again at the next open cheap.
     let mut tensors = Vec::with_capacity(resolver.expected_storages());
     crate::container::source::advise_huge_pages(&mut tensors);
     let mut entries = Table::default();

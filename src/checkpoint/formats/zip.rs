@@ -77,6 +77,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         super::torchscript::ScriptClasses::read(&archive, bytes)?
             .prune_plain_tensor_attributes(&mut arena);
     }
+    // Huge pages: see `build_table` (the tensor list).
     let mut storage_list = Vec::with_capacity(archive.records().len());
     crate::container::source::advise_huge_pages(&mut storage_list);
     let storages = ZipStorages {
