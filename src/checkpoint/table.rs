@@ -111,13 +111,18 @@ pub(crate) fn build_table(
     resolver: &mut dyn StorageResolver,
     limits: &TableLimits,
 ) -> crate::error::Result<(Vec<TensorDesc>, Table)> {
+    // Large per-open vectors sit on the brk heap that a checkpoint's drop may hand back to
+    // the kernel: huge pages make faulting them in again at the next open cheap.
     let mut tensors = Vec::with_capacity(resolver.expected_storages());
+    crate::container::source::advise_huge_pages(&mut tensors);
     let mut entries = Table::default();
     entries.rows.reserve(resolver.expected_storages());
     // One interpretation per tensor node: a tensor saved under two names is one tensor.
     // `row_of[node]` is the first row naming it (NO_ROW: not interpreted yet).
     const NO_ROW: u32 = u32::MAX;
-    let mut row_of = vec![NO_ROW; arena.len()];
+    let mut row_of = Vec::with_capacity(arena.len());
+    crate::container::source::advise_huge_pages(&mut row_of);
+    row_of.resize(arena.len(), NO_ROW);
     let mut name_bytes = 0usize;
 
     let mut visit = |node: NodeId,

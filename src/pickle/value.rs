@@ -242,8 +242,6 @@ impl Arena {
         // A state dict's strings (names, storage keys) are about one byte in five of the
         // pickle, which is about one value per five bytes.
         let _ = self.strings.try_reserve(additional);
-        // A tensor takes about twenty values, one of them its persistent id.
-        let _ = self.persistent_ids.try_reserve(additional / 16);
     }
     /// Adds a string to the pool, for a `Value::Str`.
     pub fn store_str(&mut self, s: &str) -> PoolStr {

@@ -93,10 +93,13 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         super::torchscript::ScriptClasses::read(&archive, bytes)?
             .prune_plain_tensor_attributes(&mut arena);
     }
+    // Huge pages: see `build_table` (the tensor list).
+    let mut storage_list = Vec::with_capacity(archive.records().len());
+    crate::container::source::advise_huge_pages(&mut storage_list);
     let storages = ZipStorages {
         source,
         archive: &archive,
-        storages: Vec::with_capacity(archive.records().len()),
+        storages: storage_list,
         // Only a big-endian archive is swapped: a little-endian one records no units.
         swap_units: if byte_order_big {
             SwapUnits::with_capacity(archive.records().len())
