@@ -118,3 +118,14 @@ def ensure(cache, tiny, log=print):
     # Same element count in bfloat16 (half the bytes), for the bfloat16 -> float32 direction.
     want(f"bf16_{label}.pt", lambda p: _save(random_tensors(c // 2, torch.bfloat16), p))
     return paths
+
+
+def evict(path):
+    """Drops the file's pages from the page cache (only this file, so nobody else's cache): the
+    cold-read benchmarks start each measurement from the device."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

@@ -13,17 +13,13 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen  # noqa: E402
+
 PATH = os.path.expanduser("~/.cache/mmckpt/bench/crc/f32_1g.pt")
-
-
-def evict():
-    fd = os.open(PATH, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def main():
@@ -33,7 +29,7 @@ def main():
     results = {"file_bytes": os.path.getsize(PATH), "runs": []}
     for what in ["one", "all"]:
         for mode in ["map", "read", "pread"]:
-            evict()
+            gen.evict(PATH)
             start = time.perf_counter()
             out = subprocess.run([args.exe, PATH, mode, what], check=True,
                                  capture_output=True, text=True).stdout
@@ -42,7 +38,7 @@ def main():
             run.update(what=what, mode=mode, wall_s=round(wall, 3),
                        gb_s=round(run["tensor_bytes"] / wall / 1e9, 2))
             results["runs"].append(run)
-    evict()
+    gen.evict(PATH)
     start = time.perf_counter()
     subprocess.run(f"cat '{PATH}' > /dev/null", shell=True, check=True)
     cat_s = time.perf_counter() - start

@@ -53,16 +53,6 @@ def rust(*args):
     return json.loads(out.stdout)
 
 
-def evict(path):
-    """Drops the file's pages from the page cache (only this file, so nobody else's cache)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def cached_fraction(path):
     """Fraction of the file in the page cache, from fincore(1) when available."""
     try:
@@ -316,7 +306,7 @@ def main():
         evicted = []
         for _ in range(5 if not tiny else 1):
             for m in modes:  # interleaved, so drift hits every mode alike
-                evict(p)
+                gen.evict(p)
                 evicted.append(cached_fraction(p))
                 cold[m].append(rust("cold", p, m))
         R["6_cold"] = {"modes": cold, "cached_fraction_after_evict": evicted}

@@ -14,7 +14,11 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen  # noqa: E402
 
 CACHE = os.path.expanduser("~/.cache/mmckpt/bench/crc")
 PATH = os.path.join(CACHE, "f32_1g.pt")
@@ -31,14 +35,6 @@ def make():
     sd = {f"layer.{i}.weight": torch.randn(ELEMENTS, generator=g) for i in range(TENSORS)}
     torch.save(sd, PATH + ".tmp")
     os.replace(PATH + ".tmp", PATH)
-
-
-def evict():
-    fd = os.open(PATH, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def verify(exe):
@@ -61,9 +57,9 @@ def main():
     warm = [verify(args.exe) for _ in range(args.reps)]
     warm_s = statistics.median(w[0] for w in warm)
     checked = warm[0][1]
-    evict()
+    gen.evict(PATH)
     cold_s, _, _ = verify(args.exe)
-    evict()
+    gen.evict(PATH)
     start = time.perf_counter()
     subprocess.run(f"cat '{PATH}' > /dev/null", shell=True, check=True)
     cat_s = time.perf_counter() - start

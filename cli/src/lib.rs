@@ -55,6 +55,20 @@ macro_rules! verify_synopsis {
     };
 }
 
+/// What a usage error in a command's arguments prints after the message: its synopsis and
+/// where the options are explained.
+macro_rules! usage_error_text {
+    ($synopsis:ident, $command:literal) => {
+        concat!(
+            "usage:\n",
+            $synopsis!(),
+            "\n(mmckpt help ",
+            $command,
+            ": what each option does)"
+        )
+    };
+}
+
 /// What `mmckpt --help` and `mmckpt help` print; the README's `## Command line` shows it
 /// verbatim (a test compares them).
 pub const USAGE: &str = concat!(
@@ -157,11 +171,7 @@ options:
 );
 
 /// What a usage error in `convert`'s arguments prints after the message.
-const CONVERT_USAGE: &str = concat!(
-    "usage:\n",
-    convert_synopsis!(),
-    "\n(mmckpt help convert: what each option does)"
-);
+const CONVERT_USAGE: &str = usage_error_text!(convert_synopsis, "convert");
 
 /// What `mmckpt help index` and `mmckpt index --help` print.
 pub const INDEX_HELP: &str = concat!(
@@ -204,32 +214,16 @@ options:
 );
 
 /// What a usage error in `verify`'s arguments prints after the message.
-const VERIFY_USAGE: &str = concat!(
-    "usage:\n",
-    verify_synopsis!(),
-    "\n(mmckpt help verify: what each option does)"
-);
+const VERIFY_USAGE: &str = usage_error_text!(verify_synopsis, "verify");
 
 /// What a usage error in `index`'s arguments prints after the message.
-const INDEX_USAGE: &str = concat!(
-    "usage:\n",
-    index_synopsis!(),
-    "\n(mmckpt help index: what each option does)"
-);
+const INDEX_USAGE: &str = usage_error_text!(index_synopsis, "index");
 
 /// What a usage error in `ls`'s arguments prints after the message.
-const LS_USAGE: &str = concat!(
-    "usage:\n",
-    ls_synopsis!(),
-    "\n(mmckpt help ls: what each option does)"
-);
+const LS_USAGE: &str = usage_error_text!(ls_synopsis, "ls");
 
 /// What a usage error in `load`'s arguments prints after the message.
-const LOAD_USAGE: &str = concat!(
-    "usage:\n",
-    load_synopsis!(),
-    "\n(mmckpt help load: what each option does)"
-);
+const LOAD_USAGE: &str = usage_error_text!(load_synopsis, "load");
 
 /// A command's name, the usage shown with an error in its arguments, and its help.
 struct Command {
