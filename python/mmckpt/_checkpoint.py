@@ -9,7 +9,7 @@ from ctypes import byref, c_double, c_int32, c_int64, c_size_t, c_uint32, c_uint
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from . import _lib
-from ._dlpack import capsule_from_export
+from ._dlpack import capsule_from_export, export_is_copy, free_export
 from ._errors import BufferTooSmallError, Error, NotFoundError, StateError, raise_for
 from ._lib import check, lib
 
@@ -111,18 +111,33 @@ def describe_all(handle: _Handle) -> List[Row]:
     return out
 
 
-class Tensor:
-    """A tensor of a checkpoint: its description, and its elements through DLPack
-    (``torch.from_dlpack(t)``, ``numpy.from_dlpack(t)``) or :meth:`numpy`, zero-copy.
+def row_from_struct(index: int, t: "_lib.mmckpt_tensor") -> Row:
+    """A Row from one mmckpt_tensor (copied: the struct's pointers are borrowed)."""
+    row = Row()
+    row.index = index
+    row.status = 0
+    row.name = (t.name or b"").decode("utf-8", "replace")
+    row.dtype_code = t.dtype
+    row.shape = tuple(t.shape[d] for d in range(t.ndim))
+    row.strides = tuple(t.strides[d] for d in range(t.ndim))
+    row.storage_offset = t.storage_offset
+    row.numel = t.numel
+    row.data = t.data
+    row.nbytes = t.nbytes
+    row.storage_id = t.storage_id
+    row.file_offset = t.file_offset
+    row.flags = t.flags
+    row.storage_nbytes = 0
+    return row
 
-    The elements stay valid as long as anything made from them lives, also after the
-    checkpoint is closed: a DLPack export holds the mapping itself.
-    """
 
-    __slots__ = ("_handle", "_row")
+class TensorInfo:
+    """The description of a tensor (name, dtype, shape, strides, where its bytes are), without
+    access to the bytes: what an ``on_tensor`` callback of :meth:`Module.load` receives."""
 
-    def __init__(self, handle: _Handle, row: Row) -> None:
-        self._handle = handle
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Row) -> None:
         self._row = row
 
     @property
@@ -192,16 +207,26 @@ class Tensor:
         """Address of element [0, ..., 0]."""
         return self._row.data or 0
 
+    @property
+    def is_buffer(self) -> bool:
+        """A module entry that is a buffer (``running_mean``), not a parameter."""
+        return bool(self._row.flags & _lib.TENSOR_BUFFER)
+
     def __repr__(self) -> str:
         return (
-            f"mmckpt.Tensor(name={self.name!r}, dtype={self.dtype}, shape={list(self.shape)}, "
+            f"mmckpt.{type(self).__name__}(name={self.name!r}, dtype={self.dtype}, shape={list(self.shape)}, "
             f"strides={list(self.strides)}, mapped={self.is_mapped})"
         )
 
-    def _live_handle(self) -> _Handle:
-        if not self._handle.ptr:
-            raise StateError("the checkpoint's handle is gone", StateError.status)
-        return self._handle
+
+class _Exportable(TensorInfo):
+    """A described tensor whose elements can be exported through DLPack."""
+
+    __slots__ = ()
+
+    def _export(self) -> int:
+        """A new DLManagedTensorVersioned* of the elements (the caller owns it)."""
+        raise NotImplementedError
 
     def __dlpack__(
         self,
@@ -212,8 +237,8 @@ class Tensor:
         copy: Optional[bool] = None,
     ) -> Any:
         """A DLPack 1.x capsule (``dltensor_versioned``) of the elements, zero-copy and flagged
-        read-only. Consumers that ask only for the pre-1.0 protocol (no ``max_version``) are
-        refused: mmckpt exports versioned tensors only."""
+        read-only where they are the checkpoint's. Consumers that ask only for the pre-1.0
+        protocol (no ``max_version``) are refused: mmckpt exports versioned tensors only."""
         if max_version is None or max_version[0] < 1:
             raise BufferError(
                 "mmckpt exports DLPack 1.x (DLManagedTensorVersioned) only; the consumer asked "
@@ -223,13 +248,46 @@ class Tensor:
             raise BufferError(f"mmckpt tensors are on the CPU (kDLCPU, 0), not {dl_device}")
         if copy:
             raise BufferError("mmckpt exports zero-copy only (copy=True was asked)")
-        handle = self._live_handle()
-        export = c_void_p()
-        check(lib.mmckpt_checkpoint_tensor_to_dlpack(handle.ptr, self._row.index, byref(export)))
-        return capsule_from_export(export.value)
+        managed = self._export()
+        if copy is False and export_is_copy(managed):
+            free_export(managed)
+            raise BufferError(
+                f"{self.name!r} is module-owned memory, which DLPack exports as a copy "
+                "(copy=False was asked)"
+            )
+        return capsule_from_export(managed)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         return (1, 0)
+
+
+class Tensor(_Exportable):
+    """A tensor of a checkpoint: its description, and its elements through DLPack
+    (``torch.from_dlpack(t)``, ``numpy.from_dlpack(t)``) or :meth:`numpy`, zero-copy.
+
+    The elements stay valid as long as anything made from them lives, also after the
+    checkpoint is closed: a DLPack export holds the mapping itself.
+    """
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: _Handle, row: Row) -> None:
+        super().__init__(row)
+        self._handle = handle
+
+    def _live_handle(self) -> _Handle:
+        if not self._handle.ptr:
+            raise StateError("the checkpoint's handle is gone", StateError.status)
+        return self._handle
+
+    def _export(self) -> int:
+        export = c_void_p()
+        check(
+            lib.mmckpt_checkpoint_tensor_to_dlpack(
+                self._live_handle().ptr, self._row.index, byref(export)
+            )
+        )
+        return export.value  # type: ignore[return-value]
 
     def numpy(self) -> Any:
         """A read-only numpy view of the elements (zero-copy). Dtypes numpy lacks (bfloat16,

@@ -212,6 +212,8 @@ _SIGNATURES = {
     "mmckpt_load_report_missing": (c_char_p, [_P, c_size_t]),
     "mmckpt_load_report_unexpected_count": (c_size_t, [_P]),
     "mmckpt_load_report_unexpected": (c_char_p, [_P, c_size_t]),
+    "mmckpt_load_report_copied_count": (c_size_t, [_P]),
+    "mmckpt_load_report_copied": (c_char_p, [_P, c_size_t]),
     "mmckpt_load_report_message": (c_char_p, [_P]),
     "mmckpt_load_report_free": (None, [_P]),
 }
