@@ -2,8 +2,9 @@
 returns a state dict, and ``load_into`` for a ``torch.device('meta')`` module.
 
 Tensors are built per storage, not per tensor: one ``torch.UntypedStorage`` over each of the
-checkpoint's storages (its bytes in the mapping), and each tensor a view of it
-(``Tensor.set_``), so tensors that share a storage in the file share one here, as torch's do.
+checkpoint's storages (its bytes in the mapping, made by ``torch.frombuffer`` over one buffer
+per mapped file), and each tensor on it, so tensors that share a storage in the file share one
+here, as torch's do, and distinct storages stay distinct.
 The file is mapped copy-on-write (``MAP_PRIVATE``) as torch maps it: writing into a loaded
 tensor changes a private copy of the page, never the file.
 """
@@ -19,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch as _torch
 
 from . import _lib
-from ._checkpoint import Checkpoint, PathLike, Row, _Handle
+from ._checkpoint import Checkpoint, PathLike, Table, _Handle
 from ._errors import UnsupportedError, raise_for
 
 __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
@@ -42,58 +43,128 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _storage(handle: _Handle, address: int, nbytes: int) -> _torch.UntypedStorage:
-    if nbytes == 0:
-        return _torch.UntypedStorage(0)
-    buffer = (ctypes.c_uint8 * nbytes).from_address(address)
-    # The storage keeps `buffer` alive, and `buffer` the checkpoint's handle (the mapping).
+def _region(handle: _Handle, base: int, nbytes: int) -> Any:
+    """A writable ctypes array over [base, base + nbytes) that keeps the checkpoint's handle
+    (its mapping) alive: every storage made over it by torch.frombuffer holds it."""
+    buffer = (ctypes.c_uint8 * nbytes).from_address(base)
     buffer._mmckpt_handle = handle  # type: ignore[attr-defined]
-    return _torch.frombuffer(buffer, dtype=_torch.uint8).untyped_storage()
+    return buffer
+
+
+def _mapped_regions(table: Table) -> Dict[int, Any]:
+    """For each mapped file (several for a sharded checkpoint), the span from the address of
+    its byte 0 to the end of its last storage, as one buffer: the key is that address."""
+    ends: Dict[int, int] = {}
+    mapped = _lib.TENSOR_MAPPED
+    itemsizes = _lib.ITEMSIZE
+    for status, flags, data, file_offset, storage_offset, dtype_code, storage_nbytes in zip(
+        table.status,
+        table.flags,
+        table.data,
+        table.file_offset,
+        table.storage_offset,
+        table.dtype_code,
+        table.storage_nbytes,
+    ):
+        if status or not flags & mapped or not data:
+            continue
+        base = data - file_offset
+        end = file_offset - storage_offset * itemsizes[dtype_code - 1] + storage_nbytes
+        if end > ends.get(base, 0):
+            ends[base] = end
+    return ends
 
 
 def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
+    """The table as torch tensors. Per storage, one ``torch.frombuffer`` over the mapped file's
+    buffer (a new storage at the storage's address, holding the buffer and so the mapping);
+    its first tensor is that result restrided in place (``as_strided_``), later tensors of the
+    storage ``set_`` onto it. Storages not in a mapping (copies) get a buffer of their own."""
     handle = ckpt._live()
-    rows: List[Row] = ckpt._table()
+    table = ckpt._table()
+    ends = _mapped_regions(table)
+    regions = {base: _region(handle, base, end) for base, end in ends.items()}
     storages: Dict[int, _torch.UntypedStorage] = {}
-    out: "collections.OrderedDict[str, _torch.Tensor]" = collections.OrderedDict()
+    names: List[str] = []
+    values: List[_torch.Tensor] = []
+    seen = set()
     itemsizes = _lib.ITEMSIZE
     dtypes = TORCH_DTYPES
+    frombuffer = _torch.frombuffer
     empty = _torch.empty
+    mapped = _lib.TENSOR_MAPPED
     parameter_flags = _lib.TENSOR_PARAMETER | _lib.TENSOR_REQUIRES_GRAD
-    special_flags = _lib.TENSOR_CONJ | _lib.TENSOR_NEG
-    for row in rows:
-        if row.status:
-            ckpt.tensor_at(row.index)  # raises the entry's own error
-            raise_for(row.status, f"tensor '{row.name}' cannot be represented")
-        if row.name in out:
+    special_flags = _lib.TENSOR_CONJ | _lib.TENSOR_NEG | parameter_flags
+    for i, name in enumerate(table.names):
+        status = table.status[i]
+        if status:
+            ckpt.tensor_at(i)  # raises the entry's own error
+            raise_for(status, f"tensor '{name}' cannot be represented")
+        if name in seen:
             continue  # the table keeps the first of a name, as torch's dict does
-        dtype = dtypes[row.dtype_code - 1]
+        seen.add(name)
+        code = table.dtype_code[i]
+        dtype = dtypes[code - 1]
         if dtype is None:
             raise UnsupportedError(
-                f"tensor '{row.name}' has dtype {_lib.DTYPE_NAMES[row.dtype_code - 1]}, which "
-                f"this torch ({_torch.__version__}) does not have",
+                f"tensor '{name}' has dtype {_lib.DTYPE_NAMES[code - 1]}, which this torch "
+                f"({_torch.__version__}) does not have",
                 UnsupportedError.status,
             )
-        storage = storages.get(row.storage_id)
+        storage_id = table.storage_id[i]
+        storage_offset = table.storage_offset[i]
+        storage = storages.get(storage_id)
         if storage is None:
-            itemsize = itemsizes[row.dtype_code - 1]
-            start = row.data - row.storage_offset * itemsize if row.data else 0
-            storage = _storage(handle, start, row.storage_nbytes)
-            storages[row.storage_id] = storage
-        t = empty(0, dtype=dtype).set_(storage, row.storage_offset, row.shape, row.strides)
-        flags = row.flags
-        if flags & special_flags:
-            if flags & _lib.TENSOR_CONJ:
-                t = t.conj()  # the stored bytes are the conjugate: set the lazy bit back
-            if flags & _lib.TENSOR_NEG:
-                t = _torch._neg_view(t)
-        if flags & parameter_flags:
-            if flags & _lib.TENSOR_PARAMETER:
-                t = _torch.nn.Parameter(t, requires_grad=bool(flags & _lib.TENSOR_REQUIRES_GRAD))
+            itemsize = itemsizes[code - 1]
+            nbytes = table.storage_nbytes[i]
+            data = table.data[i]
+            if table.flags[i] & mapped and nbytes and nbytes % itemsize == 0:
+                base = data - table.file_offset[i]
+                t = frombuffer(
+                    regions[base],
+                    dtype=dtype,
+                    count=nbytes // itemsize,
+                    offset=data - storage_offset * itemsize - base,
+                )
+                t.as_strided_(table.shape[i], table.strides[i], storage_offset)
+                storages[storage_id] = t.untyped_storage()
             else:
-                t.requires_grad_(True)
-        out[row.name] = t
-    return out
+                start = data - storage_offset * itemsize if data else 0
+                storage = _own_storage(handle, start, nbytes)
+                storages[storage_id] = storage
+                t = empty(0, dtype=dtype).set_(
+                    storage, storage_offset, table.shape[i], table.strides[i]
+                )
+        else:
+            t = empty(0, dtype=dtype).set_(
+                storage, storage_offset, table.shape[i], table.strides[i]
+            )
+        flags = table.flags[i]
+        if flags & special_flags:
+            t = _special(t, flags)
+        names.append(name)
+        values.append(t)
+    return collections.OrderedDict(zip(names, values))
+
+
+def _special(t: _torch.Tensor, flags: int) -> _torch.Tensor:
+    """The lazy conjugate and negation bits, and Parameter / requires_grad, as saved."""
+    if flags & _lib.TENSOR_CONJ:
+        t = t.conj()  # the stored bytes are the conjugate: set the lazy bit back
+    if flags & _lib.TENSOR_NEG:
+        t = _torch._neg_view(t)
+    if flags & _lib.TENSOR_PARAMETER:
+        return _torch.nn.Parameter(t, requires_grad=bool(flags & _lib.TENSOR_REQUIRES_GRAD))
+    if flags & _lib.TENSOR_REQUIRES_GRAD:
+        t.requires_grad_(True)
+    return t
+
+
+def _own_storage(handle: _Handle, address: int, nbytes: int) -> _torch.UntypedStorage:
+    """A storage over bytes outside any mapping (a copy the checkpoint owns)."""
+    if nbytes == 0:
+        return _torch.UntypedStorage(0)
+    return _torch.frombuffer(_region(handle, address, nbytes), dtype=_torch.uint8).untyped_storage()
 
 
 def load(
