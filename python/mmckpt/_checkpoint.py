@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import os
+from itertools import accumulate, repeat
+from operator import add, mul
 from ctypes import byref, c_double, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
@@ -51,6 +55,19 @@ class Row:
     )
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """The cyclic collector paused while many acyclic objects are made: its passes over them
+    (and over everything else the process holds) cost more than making them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class Table:
     """The whole tensor table, column by column, as two C calls give it
     (mmckpt_checkpoint_describe and mmckpt_checkpoint_describe_names): decoded with
@@ -59,7 +76,8 @@ class Table:
 
     __slots__ = (
         "count",
-        "names",
+        "names",  # str each
+        # int each; shape and strides are lists of ints
         "status",
         "dtype_code",
         "shape",
@@ -75,29 +93,45 @@ class Table:
     )
 
     def __init__(self, handle: _Handle) -> None:
+        with no_gc():
+            self._describe(handle)
+
+    def _describe(self, handle: _Handle) -> None:
         n = lib.mmckpt_checkpoint_tensor_count(handle.ptr)
         self.count = n
         self.names = _names(handle, n)
-        rows = ctypes.create_string_buffer(88 * n)
-        status = (c_uint32 * n)()
-        lengths = (c_uint64 * n)()
+        # One zeroed allocation for everything the call writes: rows (88 bytes each), statuses
+        # (4), storage lengths (8), then shapes and strides (8 per value; 4 dims fit at first).
         needed = c_size_t(0)
         cap = 8 * n
         while True:
-            dims = (c_int64 * max(cap, 1))()
+            at_status = 88 * n
+            at_lengths = at_status + 4 * n
+            at_dims = at_lengths + 8 * n
+            buf = bytearray(at_dims + 8 * cap + 8)
+            address = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
             st = lib.mmckpt_checkpoint_describe(
-                handle.ptr, 0, n, rows, status, lengths, dims, cap, byref(needed)
+                handle.ptr,
+                0,
+                n,
+                address,
+                address + at_status,
+                address + at_lengths,
+                address + at_dims,
+                cap,
+                byref(needed),
             )
             if st == BufferTooSmallError.status and needed.value > cap:
                 cap = needed.value
                 continue
             check(st)
             break
-        self.status = list(status)
-        self.storage_nbytes = list(lengths)
+        whole = memoryview(buf)
+        self.status = whole[at_status:at_lengths].cast("I").tolist()
+        self.storage_nbytes = whole[at_lengths:at_dims].cast("Q").tolist()
         # A row is 11 native 8-byte words (mmckpt_tensor, 88 bytes): name, dtype | ndim << 32,
         # shape, strides, storage_offset, numel, data, nbytes, storage_id, file_offset, flags.
-        raw = memoryview(rows).cast("B")[: 88 * n]
+        raw = whole[:at_status]
         words = raw.cast("Q")
         halves = raw.cast("I")
         self.dtype_code = halves[2::22].tolist()
@@ -109,22 +143,16 @@ class Table:
         self.storage_id = words[8::11].tolist()
         self.file_offset = words[9::11].tolist()
         self.flags = halves[20::22].tolist()
-        flat = memoryview(dims).cast("B").cast("q")[: needed.value].tolist()
-        shapes: List[Tuple[int, ...]] = []
-        strides: List[Tuple[int, ...]] = []
-        at = 0
-        for ndim, st in zip(ndims, self.status):
-            if st:  # a failing entry has no dims
-                shapes.append(())
-                strides.append(())
-                continue
-            mid = at + ndim
-            end = mid + ndim
-            shapes.append(tuple(flat[at:mid]))
-            strides.append(tuple(flat[mid:end]))
-            at = end
-        self.shape = shapes
-        self.strides = strides
+        flat = whole[at_dims : at_dims + 8 * needed.value].cast("q").tolist()
+        if any(self.status):
+            # A failing entry's row is unspecified and it has no dims.
+            ndims = [0 if st else nd for nd, st in zip(ndims, self.status)]
+        # Shapes and strides as list slices of `flat`, cut at C speed (map over slices): a
+        # Python loop over the rows would cost more than describing them.
+        starts = list(accumulate(map(mul, ndims, repeat(2)), initial=0))
+        mids = list(map(add, starts, ndims))
+        self.shape = list(map(flat.__getitem__, map(slice, starts, mids)))
+        self.strides = list(map(flat.__getitem__, map(slice, mids, starts[1:])))
 
     def row(self, i: int) -> Row:
         row = Row()
@@ -132,8 +160,8 @@ class Table:
         row.name = self.names[i]
         row.status = self.status[i]
         row.dtype_code = self.dtype_code[i]
-        row.shape = self.shape[i]
-        row.strides = self.strides[i]
+        row.shape = tuple(self.shape[i])
+        row.strides = tuple(self.strides[i])
         row.storage_offset = self.storage_offset[i]
         row.numel = self.numel[i]
         row.data = self.data[i]

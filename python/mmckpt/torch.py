@@ -12,15 +12,13 @@ tensor changes a private copy of the page, never the file.
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
-import gc
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch as _torch
 
 from . import _lib
-from ._checkpoint import Checkpoint, PathLike, Table, _Handle
+from ._checkpoint import Checkpoint, PathLike, Table, _Handle, no_gc
 from ._errors import UnsupportedError, raise_for
 
 __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
@@ -28,19 +26,6 @@ __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
 TORCH_DTYPES: List[Optional[_torch.dtype]] = [
     getattr(_torch, name, None) for name in _lib.DTYPE_NAMES
 ]
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """The cyclic collector paused while the (acyclic) table objects are made: with 100,000
-    tensors its passes over the new objects cost more than making them."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _region(handle: _Handle, base: int, nbytes: int) -> Any:
@@ -84,26 +69,37 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
     table = ckpt._table()
     ends = _mapped_regions(table)
     regions = {base: _region(handle, base, end) for base, end in ends.items()}
-    storages: Dict[int, _torch.UntypedStorage] = {}
-    names: List[str] = []
-    values: List[_torch.Tensor] = []
-    seen = set()
+    firsts: Dict[int, _torch.Tensor] = {}  # storage id -> its first tensor
+    out: "collections.OrderedDict[str, _torch.Tensor]" = collections.OrderedDict()
     itemsizes = _lib.ITEMSIZE
     dtypes = TORCH_DTYPES
     frombuffer = _torch.frombuffer
     empty = _torch.empty
     mapped = _lib.TENSOR_MAPPED
-    parameter_flags = _lib.TENSOR_PARAMETER | _lib.TENSOR_REQUIRES_GRAD
-    special_flags = _lib.TENSOR_CONJ | _lib.TENSOR_NEG | parameter_flags
-    for i, name in enumerate(table.names):
-        status = table.status[i]
+    special_flags = (
+        _lib.TENSOR_CONJ | _lib.TENSOR_NEG | _lib.TENSOR_PARAMETER | _lib.TENSOR_REQUIRES_GRAD
+    )
+    columns = zip(
+        table.names,
+        table.status,
+        table.dtype_code,
+        table.shape,
+        table.strides,
+        table.storage_offset,
+        table.data,
+        table.storage_id,
+        table.file_offset,
+        table.flags,
+        table.storage_nbytes,
+    )
+    for i, (name, status, code, shape, strides, offset, data, sid, file_offset, flags, nbytes) in (
+        enumerate(columns)
+    ):
         if status:
             ckpt.tensor_at(i)  # raises the entry's own error
             raise_for(status, f"tensor '{name}' cannot be represented")
-        if name in seen:
+        if name in out:
             continue  # the table keeps the first of a name, as torch's dict does
-        seen.add(name)
-        code = table.dtype_code[i]
         dtype = dtypes[code - 1]
         if dtype is None:
             raise UnsupportedError(
@@ -111,40 +107,28 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
                 f"({_torch.__version__}) does not have",
                 UnsupportedError.status,
             )
-        storage_id = table.storage_id[i]
-        storage_offset = table.storage_offset[i]
-        storage = storages.get(storage_id)
-        if storage is None:
+        first = firsts.get(sid)
+        if first is not None:  # the storage has a tensor already: view it
+            t = empty(0, dtype=dtype).set_(first.untyped_storage(), offset, shape, strides)
+        else:
             itemsize = itemsizes[code - 1]
-            nbytes = table.storage_nbytes[i]
-            data = table.data[i]
-            if table.flags[i] & mapped and nbytes and nbytes % itemsize == 0:
-                base = data - table.file_offset[i]
+            if flags & mapped and nbytes and not nbytes % itemsize:
                 t = frombuffer(
-                    regions[base],
+                    regions[data - file_offset],
                     dtype=dtype,
                     count=nbytes // itemsize,
-                    offset=data - storage_offset * itemsize - base,
+                    offset=file_offset - offset * itemsize,
                 )
-                t.as_strided_(table.shape[i], table.strides[i], storage_offset)
-                storages[storage_id] = t.untyped_storage()
+                t.as_strided_(shape, strides, offset)
             else:
-                start = data - storage_offset * itemsize if data else 0
+                start = data - offset * itemsize if data else 0
                 storage = _own_storage(handle, start, nbytes)
-                storages[storage_id] = storage
-                t = empty(0, dtype=dtype).set_(
-                    storage, storage_offset, table.shape[i], table.strides[i]
-                )
-        else:
-            t = empty(0, dtype=dtype).set_(
-                storage, storage_offset, table.shape[i], table.strides[i]
-            )
-        flags = table.flags[i]
+                t = empty(0, dtype=dtype).set_(storage, offset, shape, strides)
+            firsts[sid] = t
         if flags & special_flags:
             t = _special(t, flags)
-        names.append(name)
-        values.append(t)
-    return collections.OrderedDict(zip(names, values))
+        out[name] = t
+    return out
 
 
 def _special(t: _torch.Tensor, flags: int) -> _torch.Tensor:
@@ -181,7 +165,7 @@ def load(
     (``"model"``) to take the state dict inside it, or use :func:`mmckpt.open` for the rest.
     Not carried over: ``state_dict()``'s ``_metadata`` attribute.
     """
-    with _no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
+    with no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
         _check_flat(ckpt, root)
         return _tensors(ckpt)
 
@@ -192,7 +176,7 @@ def tensors(
     """Every tensor of any checkpoint (a training checkpoint, a TorchScript archive, a shard
     index), as torch tensors by their dotted names (``"optimizer.state.0.exp_avg"``), backed
     by the mapping as :func:`load`'s are; the first of a repeated name is kept."""
-    with _no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
+    with no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
         return _tensors(ckpt)
 
 
