@@ -145,8 +145,9 @@ class Table:
         self.flags = halves[20::22].tolist()
         flat = whole[at_dims : at_dims + 8 * needed.value].cast("q").tolist()
         if any(self.status):
-            # A failing entry's row is unspecified and it has no dims.
+            # A failing entry's row is unspecified: no dims, and dtype code 0 (none).
             ndims = [0 if st else nd for nd, st in zip(ndims, self.status)]
+            self.dtype_code = [0 if st else c for c, st in zip(self.dtype_code, self.status)]
         # Shapes and strides as list slices of `flat`, cut at C speed (map over slices): a
         # Python loop over the rows would cost more than describing them.
         starts = list(accumulate(map(mul, ndims, repeat(2)), initial=0))

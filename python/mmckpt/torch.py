@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import collections
 import ctypes
+from itertools import compress, repeat
+from operator import add, and_, floordiv, mul, sub
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch as _torch
@@ -26,6 +28,9 @@ __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
 TORCH_DTYPES: List[Optional[_torch.dtype]] = [
     getattr(_torch, name, None) for name in _lib.DTYPE_NAMES
 ]
+# Indexed by mmckpt_dtype code (0: none, a failing entry's).
+_DTYPE_BY_CODE: List[Optional[_torch.dtype]] = [None, *TORCH_DTYPES]
+_ITEMSIZE_BY_CODE: List[int] = [0, *_lib.ITEMSIZE]
 
 
 def _region(handle: _Handle, base: int, nbytes: int) -> Any:
@@ -36,43 +41,42 @@ def _region(handle: _Handle, base: int, nbytes: int) -> Any:
     return buffer
 
 
-def _mapped_regions(table: Table) -> Dict[int, Any]:
-    """For each mapped file (several for a sharded checkpoint), the span from the address of
-    its byte 0 to the end of its last storage, as one buffer: the key is that address."""
-    ends: Dict[int, int] = {}
-    mapped = _lib.TENSOR_MAPPED
-    itemsizes = _lib.ITEMSIZE
-    for status, flags, data, file_offset, storage_offset, dtype_code, storage_nbytes in zip(
-        table.status,
-        table.flags,
-        table.data,
-        table.file_offset,
-        table.storage_offset,
-        table.dtype_code,
-        table.storage_nbytes,
-    ):
-        if status or not flags & mapped or not data:
-            continue
-        base = data - file_offset
-        end = file_offset - storage_offset * itemsizes[dtype_code - 1] + storage_nbytes
-        if end > ends.get(base, 0):
-            ends[base] = end
-    return ends
+def _mapped_regions(
+    table: Table, bases: List[int], region_offsets: List[int]
+) -> Dict[int, int]:
+    """For each mapped file (several for a sharded checkpoint), by the address of its byte 0,
+    the end of its last storage: the span one buffer over the file must cover."""
+    is_mapped = list(map(and_, table.flags, repeat(_lib.TENSOR_MAPPED)))
+    ends = list(compress(map(add, region_offsets, table.storage_nbytes), is_mapped))
+    mapped_bases = list(compress(bases, is_mapped))
+    distinct = set(mapped_bases)
+    if len(distinct) <= 1:  # one file: no per-row work
+        return {base: max(ends) for base in distinct}
+    out: Dict[int, int] = {}
+    for base, end in zip(mapped_bases, ends):
+        if end > out.get(base, 0):
+            out[base] = end
+    return out
 
 
 def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
     """The table as torch tensors. Per storage, one ``torch.frombuffer`` over the mapped file's
     buffer (a new storage at the storage's address, holding the buffer and so the mapping);
     its first tensor is that result restrided in place (``as_strided_``), later tensors of the
-    storage ``set_`` onto it. Storages not in a mapping (copies) get a buffer of their own."""
+    storage ``set_`` onto it. Storages not in a mapping (copies) get a buffer of their own.
+    Per-row arithmetic is done column-wise by ``map`` (C speed) before the one Python loop."""
     handle = ckpt._live()
     table = ckpt._table()
-    ends = _mapped_regions(table)
+    itemsizes = list(map(_ITEMSIZE_BY_CODE.__getitem__, table.dtype_code))
+    # Where each storage starts in its file, and the address of the file's byte 0.
+    region_offsets = list(map(sub, table.file_offset, map(mul, table.storage_offset, itemsizes)))
+    bases = list(map(sub, table.data, table.file_offset))
+    counts = list(map(floordiv, table.storage_nbytes, map(max, itemsizes, repeat(1))))
+    ends = _mapped_regions(table, bases, region_offsets)
     regions = {base: _region(handle, base, end) for base, end in ends.items()}
     firsts: Dict[int, _torch.Tensor] = {}  # storage id -> its first tensor
     out: "collections.OrderedDict[str, _torch.Tensor]" = collections.OrderedDict()
-    itemsizes = _lib.ITEMSIZE
-    dtypes = TORCH_DTYPES
+    dtypes = _DTYPE_BY_CODE
     frombuffer = _torch.frombuffer
     empty = _torch.empty
     mapped = _lib.TENSOR_MAPPED
@@ -86,21 +90,22 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
         table.shape,
         table.strides,
         table.storage_offset,
-        table.data,
         table.storage_id,
-        table.file_offset,
         table.flags,
         table.storage_nbytes,
+        itemsizes,
+        counts,
+        bases,
+        region_offsets,
     )
-    for i, (name, status, code, shape, strides, offset, data, sid, file_offset, flags, nbytes) in (
-        enumerate(columns)
-    ):
+    for i, row in enumerate(columns):
+        name, status, code, shape, strides, offset, sid, flags, nbytes, itemsize = row[:10]
         if status:
             ckpt.tensor_at(i)  # raises the entry's own error
             raise_for(status, f"tensor '{name}' cannot be represented")
         if name in out:
             continue  # the table keeps the first of a name, as torch's dict does
-        dtype = dtypes[code - 1]
+        dtype = dtypes[code]
         if dtype is None:
             raise UnsupportedError(
                 f"tensor '{name}' has dtype {_lib.DTYPE_NAMES[code - 1]}, which this torch "
@@ -111,17 +116,11 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
         if first is not None:  # the storage has a tensor already: view it
             t = empty(0, dtype=dtype).set_(first.untyped_storage(), offset, shape, strides)
         else:
-            itemsize = itemsizes[code - 1]
             if flags & mapped and nbytes and not nbytes % itemsize:
-                t = frombuffer(
-                    regions[data - file_offset],
-                    dtype=dtype,
-                    count=nbytes // itemsize,
-                    offset=file_offset - offset * itemsize,
-                )
+                t = frombuffer(regions[row[11]], dtype=dtype, count=row[10], offset=row[12])
                 t.as_strided_(shape, strides, offset)
             else:
-                start = data - offset * itemsize if data else 0
+                start = row[11] + row[12] if nbytes else 0
                 storage = _own_storage(handle, start, nbytes)
                 t = empty(0, dtype=dtype).set_(storage, offset, shape, strides)
             firsts[sid] = t
