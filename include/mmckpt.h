@@ -1041,30 +1041,6 @@ void mmckpt_load_report_free(struct mmckpt_load_report *r);
 /* ==== DLPack and batched description ==================================================*/
 /* DLPack 1.x exports of checkpoint tensors and module entries (struct DLManagedTensorVersioned is only declared here: include dlpack.h, shipped beside this header, to use it), and describing many tensors in one call. */
 struct DLManagedTensorVersioned;
-#define INT 0
-
-#define UINT 1
-
-#define FLOAT 2
-
-#define BFLOAT 4
-
-#define COMPLEX 5
-
-#define BOOL 6
-
-#define FLOAT8_E4M3FN 10
-
-#define FLOAT8_E4M3FNUZ 11
-
-#define FLOAT8_E5M2 12
-
-#define FLOAT8_E5M2FNUZ 13
-
-#define FLOAT8_E8M0FNU 14
-
-#define FLOAT4_E2M1FN 17
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1125,6 +1101,21 @@ mmckpt_status mmckpt_checkpoint_describe(const mmckpt_checkpoint *ckpt,
                                          int64_t *dims,
                                          size_t dims_len,
                                          size_t *dims_needed);
+
+/**
+ * The names of the table entries [first, first + count) in one call, for bindings that pay
+ * per string: each name followed by a NUL byte, entry after entry (failing entries too), into
+ * `buf`. `*needed` (nullable) receives the bytes that takes; when `buf` is given and `len` is
+ * smaller, the call fails with MMCKPT_ERR_BUFFER_TOO_SMALL, having written only `*needed`
+ * (`buf` may be NULL when `len` is 0, to ask for the size). A range past the table is
+ * MMCKPT_ERR_NOT_FOUND.
+ */
+mmckpt_status mmckpt_checkpoint_describe_names(const mmckpt_checkpoint *ckpt,
+                                               size_t first,
+                                               size_t count,
+                                               char *buf,
+                                               size_t len,
+                                               size_t *needed);
 
 #ifdef __cplusplus
 }  // extern "C"

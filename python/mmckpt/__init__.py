@@ -5,9 +5,12 @@
 ...     w = torch.from_dlpack(ckpt["fc.weight"])     # zero-copy
 ...     lr = ckpt.value("optimizer.param_groups.0.lr")
 >>> state = mmckpt.torch.load("model.pt")              # as torch.load(mmap=True, weights_only=True)
+>>> m = mmckpt.Module.from_spec({"type": "Linear", "in_features": 4, "out_features": 2})
+>>> report = m.load(mmckpt.open("linear.pt"))           # load_state_dict(assign=True), zero-copy
 """
 
-from ._checkpoint import Checkpoint, Tensor, open
+from ._checkpoint import Checkpoint, Tensor, TensorInfo, open
+from ._module import LoadReport, Module, ModuleEntry
 from ._errors import (
     BufferTooSmallError,
     CallbackError,
@@ -35,6 +38,10 @@ __all__ = [
     "open",
     "Checkpoint",
     "Tensor",
+    "TensorInfo",
+    "Module",
+    "ModuleEntry",
+    "LoadReport",
     "Error",
     "NullArgumentError",
     "InvalidArgumentError",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import os
-import struct
+from itertools import accumulate, repeat
+from operator import add, mul
 from ctypes import byref, c_double, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from . import _lib
-from ._dlpack import capsule_from_export
+from ._dlpack import capsule_from_export, export_is_copy, free_export
 from ._errors import BufferTooSmallError, Error, NotFoundError, StateError, raise_for
 from ._lib import check, lib
 
@@ -52,77 +55,164 @@ class Row:
     )
 
 
-def describe_all(handle: _Handle) -> List[Row]:
-    """The whole table in one C call (rows, statuses, storage lengths, shapes and strides)."""
-    n = lib.mmckpt_checkpoint_tensor_count(handle.ptr)
-    if n == 0:
-        return []
-    rows = ctypes.create_string_buffer(88 * n)
-    status = (c_uint32 * n)()
-    lengths = (c_uint64 * n)()
-    cap = 8 * n
-    needed = c_size_t(0)
-    while True:
-        dims = (c_int64 * cap)()
-        st = lib.mmckpt_checkpoint_describe(
-            handle.ptr, 0, n, rows, status, lengths, dims, cap, byref(needed)
-        )
-        if st == BufferTooSmallError.status and needed.value > cap:
-            cap = needed.value
-            continue
-        check(st)
-        break
-    flat = dims[: needed.value]
-    statuses = status[:]
-    storage_lengths = lengths[:]
-    out: List[Row] = []
-    at = 0
-    string_at = ctypes.string_at
-    for i, values in enumerate(struct.iter_unpack(_lib.TENSOR_ROW, rows.raw)):
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """The cyclic collector paused while many acyclic objects are made: its passes over them
+    (and over everything else the process holds) cost more than making them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class Table:
+    """The whole tensor table, column by column, as two C calls give it
+    (mmckpt_checkpoint_describe and mmckpt_checkpoint_describe_names): decoded with
+    memoryview casts, not per-row ctypes objects, so a 100,000-tensor table costs tens of
+    milliseconds, not seconds."""
+
+    __slots__ = (
+        "count",
+        "names",  # str each
+        # int each; shape and strides are lists of ints
+        "status",
+        "dtype_code",
+        "shape",
+        "strides",
+        "storage_offset",
+        "numel",
+        "data",
+        "nbytes",
+        "storage_id",
+        "file_offset",
+        "flags",
+        "storage_nbytes",
+    )
+
+    def __init__(self, handle: _Handle) -> None:
+        with no_gc():
+            self._describe(handle)
+
+    def _describe(self, handle: _Handle) -> None:
+        n = lib.mmckpt_checkpoint_tensor_count(handle.ptr)
+        self.count = n
+        self.names = _names(handle, n)
+        # One zeroed allocation for everything the call writes: rows (88 bytes each), statuses
+        # (4), storage lengths (8), then shapes and strides (8 per value; 4 dims fit at first).
+        needed = c_size_t(0)
+        cap = 8 * n
+        while True:
+            at_status = 88 * n
+            at_lengths = at_status + 4 * n
+            at_dims = at_lengths + 8 * n
+            buf = bytearray(at_dims + 8 * cap + 8)
+            address = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+            st = lib.mmckpt_checkpoint_describe(
+                handle.ptr,
+                0,
+                n,
+                address,
+                address + at_status,
+                address + at_lengths,
+                address + at_dims,
+                cap,
+                byref(needed),
+            )
+            if st == BufferTooSmallError.status and needed.value > cap:
+                cap = needed.value
+                continue
+            check(st)
+            break
+        whole = memoryview(buf)
+        self.status = whole[at_status:at_lengths].cast("I").tolist()
+        self.storage_nbytes = whole[at_lengths:at_dims].cast("Q").tolist()
+        # A row is 11 native 8-byte words (mmckpt_tensor, 88 bytes): name, dtype | ndim << 32,
+        # shape, strides, storage_offset, numel, data, nbytes, storage_id, file_offset, flags.
+        raw = whole[:at_status]
+        words = raw.cast("Q")
+        halves = raw.cast("I")
+        self.dtype_code = halves[2::22].tolist()
+        ndims = halves[3::22].tolist()
+        self.storage_offset = raw.cast("q")[4::11].tolist()
+        self.numel = words[5::11].tolist()
+        self.data = words[6::11].tolist()
+        self.nbytes = words[7::11].tolist()
+        self.storage_id = words[8::11].tolist()
+        self.file_offset = words[9::11].tolist()
+        self.flags = halves[20::22].tolist()
+        flat = whole[at_dims : at_dims + 8 * needed.value].cast("q").tolist()
+        if any(self.status):
+            # A failing entry's row is unspecified: no dims, and dtype code 0 (none).
+            ndims = [0 if st else nd for nd, st in zip(ndims, self.status)]
+            self.dtype_code = [0 if st else c for c, st in zip(self.dtype_code, self.status)]
+        # Shapes and strides as list slices of `flat`, cut at C speed (map over slices): a
+        # Python loop over the rows would cost more than describing them.
+        starts = list(accumulate(map(mul, ndims, repeat(2)), initial=0))
+        mids = list(map(add, starts, ndims))
+        self.shape = list(map(flat.__getitem__, map(slice, starts, mids)))
+        self.strides = list(map(flat.__getitem__, map(slice, mids, starts[1:])))
+
+    def row(self, i: int) -> Row:
         row = Row()
         row.index = i
-        row.status = statuses[i]
-        if row.status:
-            row.name = (lib.mmckpt_checkpoint_name_at(handle.ptr, i) or b"").decode(
-                "utf-8", "replace"
-            )
-            out.append(row)
-            continue
-        (
-            name,
-            row.dtype_code,
-            ndim,
-            _shape,
-            _strides,
-            row.storage_offset,
-            row.numel,
-            row.data,
-            row.nbytes,
-            row.storage_id,
-            row.file_offset,
-            row.flags,
-        ) = values
-        row.name = string_at(name).decode("utf-8", "replace")
-        row.shape = tuple(flat[at : at + ndim])
-        row.strides = tuple(flat[at + ndim : at + 2 * ndim])
-        at += 2 * ndim
-        row.storage_nbytes = storage_lengths[i]
-        out.append(row)
-    return out
+        row.name = self.names[i]
+        row.status = self.status[i]
+        row.dtype_code = self.dtype_code[i]
+        row.shape = tuple(self.shape[i])
+        row.strides = tuple(self.strides[i])
+        row.storage_offset = self.storage_offset[i]
+        row.numel = self.numel[i]
+        row.data = self.data[i]
+        row.nbytes = self.nbytes[i]
+        row.storage_id = self.storage_id[i]
+        row.file_offset = self.file_offset[i]
+        row.flags = self.flags[i]
+        row.storage_nbytes = self.storage_nbytes[i]
+        return row
 
 
-class Tensor:
-    """A tensor of a checkpoint: its description, and its elements through DLPack
-    (``torch.from_dlpack(t)``, ``numpy.from_dlpack(t)``) or :meth:`numpy`, zero-copy.
+def _names(handle: _Handle, n: int) -> List[str]:
+    """Every entry's name, from one C call into one buffer."""
+    if n == 0:
+        return []
+    needed = c_size_t(0)
+    check(lib.mmckpt_checkpoint_describe_names(handle.ptr, 0, n, None, 0, byref(needed)))
+    buf = ctypes.create_string_buffer(needed.value)
+    check(lib.mmckpt_checkpoint_describe_names(handle.ptr, 0, n, buf, needed.value, byref(needed)))
+    # Each name ends with a NUL: the last split piece is the empty string after the last one.
+    return buf.raw[: needed.value].decode("utf-8", "replace").split("\0")[:n]
 
-    The elements stay valid as long as anything made from them lives, also after the
-    checkpoint is closed: a DLPack export holds the mapping itself.
-    """
 
-    __slots__ = ("_handle", "_row")
+def row_from_struct(index: int, t: "_lib.mmckpt_tensor") -> Row:
+    """A Row from one mmckpt_tensor (copied: the struct's pointers are borrowed)."""
+    row = Row()
+    row.index = index
+    row.status = 0
+    row.name = (t.name or b"").decode("utf-8", "replace")
+    row.dtype_code = t.dtype
+    row.shape = tuple(t.shape[d] for d in range(t.ndim))
+    row.strides = tuple(t.strides[d] for d in range(t.ndim))
+    row.storage_offset = t.storage_offset
+    row.numel = t.numel
+    row.data = t.data
+    row.nbytes = t.nbytes
+    row.storage_id = t.storage_id
+    row.file_offset = t.file_offset
+    row.flags = t.flags
+    row.storage_nbytes = 0
+    return row
 
-    def __init__(self, handle: _Handle, row: Row) -> None:
-        self._handle = handle
+
+class TensorInfo:
+    """The description of a tensor (name, dtype, shape, strides, where its bytes are), without
+    access to the bytes: what an ``on_tensor`` callback of :meth:`Module.load` receives."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Row) -> None:
         self._row = row
 
     @property
@@ -192,16 +282,26 @@ class Tensor:
         """Address of element [0, ..., 0]."""
         return self._row.data or 0
 
+    @property
+    def is_buffer(self) -> bool:
+        """A module entry that is a buffer (``running_mean``), not a parameter."""
+        return bool(self._row.flags & _lib.TENSOR_BUFFER)
+
     def __repr__(self) -> str:
         return (
-            f"mmckpt.Tensor(name={self.name!r}, dtype={self.dtype}, shape={list(self.shape)}, "
+            f"mmckpt.{type(self).__name__}(name={self.name!r}, dtype={self.dtype}, shape={list(self.shape)}, "
             f"strides={list(self.strides)}, mapped={self.is_mapped})"
         )
 
-    def _live_handle(self) -> _Handle:
-        if not self._handle.ptr:
-            raise StateError("the checkpoint's handle is gone", StateError.status)
-        return self._handle
+
+class _Exportable(TensorInfo):
+    """A described tensor whose elements can be exported through DLPack."""
+
+    __slots__ = ()
+
+    def _export(self) -> int:
+        """A new DLManagedTensorVersioned* of the elements (the caller owns it)."""
+        raise NotImplementedError
 
     def __dlpack__(
         self,
@@ -212,8 +312,8 @@ class Tensor:
         copy: Optional[bool] = None,
     ) -> Any:
         """A DLPack 1.x capsule (``dltensor_versioned``) of the elements, zero-copy and flagged
-        read-only. Consumers that ask only for the pre-1.0 protocol (no ``max_version``) are
-        refused: mmckpt exports versioned tensors only."""
+        read-only where they are the checkpoint's. Consumers that ask only for the pre-1.0
+        protocol (no ``max_version``) are refused: mmckpt exports versioned tensors only."""
         if max_version is None or max_version[0] < 1:
             raise BufferError(
                 "mmckpt exports DLPack 1.x (DLManagedTensorVersioned) only; the consumer asked "
@@ -223,13 +323,46 @@ class Tensor:
             raise BufferError(f"mmckpt tensors are on the CPU (kDLCPU, 0), not {dl_device}")
         if copy:
             raise BufferError("mmckpt exports zero-copy only (copy=True was asked)")
-        handle = self._live_handle()
-        export = c_void_p()
-        check(lib.mmckpt_checkpoint_tensor_to_dlpack(handle.ptr, self._row.index, byref(export)))
-        return capsule_from_export(export.value)
+        managed = self._export()
+        if copy is False and export_is_copy(managed):
+            free_export(managed)
+            raise BufferError(
+                f"{self.name!r} is module-owned memory, which DLPack exports as a copy "
+                "(copy=False was asked)"
+            )
+        return capsule_from_export(managed)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         return (1, 0)
+
+
+class Tensor(_Exportable):
+    """A tensor of a checkpoint: its description, and its elements through DLPack
+    (``torch.from_dlpack(t)``, ``numpy.from_dlpack(t)``) or :meth:`numpy`, zero-copy.
+
+    The elements stay valid as long as anything made from them lives, also after the
+    checkpoint is closed: a DLPack export holds the mapping itself.
+    """
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: _Handle, row: Row) -> None:
+        super().__init__(row)
+        self._handle = handle
+
+    def _live_handle(self) -> _Handle:
+        if not self._handle.ptr:
+            raise StateError("the checkpoint's handle is gone", StateError.status)
+        return self._handle
+
+    def _export(self) -> int:
+        export = c_void_p()
+        check(
+            lib.mmckpt_checkpoint_tensor_to_dlpack(
+                self._live_handle().ptr, self._row.index, byref(export)
+            )
+        )
+        return export.value  # type: ignore[return-value]
 
     def numpy(self) -> Any:
         """A read-only numpy view of the elements (zero-copy). Dtypes numpy lacks (bfloat16,
@@ -291,7 +424,7 @@ class Checkpoint(Mapping[str, Tensor]):
         check(lib.mmckpt_checkpoint_open(os.fsencode(path), byref(opts), byref(ptr)))
         self._handle: Optional[_Handle] = _Handle(ptr.value)
         self._path = os.fspath(path)
-        self._rows: Optional[List[Row]] = None
+        self._rows: Optional[Table] = None
         self._index: Optional[Dict[str, int]] = None
 
     # -- handle -------------------------------------------------------------------------------
@@ -323,26 +456,26 @@ class Checkpoint(Mapping[str, Tensor]):
         """``"zip"``, ``"legacy"``, ``"torchscript"``, ``"sharded"``."""
         return lib.mmckpt_checkpoint_format(self._live().ptr).decode()
 
-    def _table(self) -> List[Row]:
+    def _table(self) -> Table:
         if self._rows is None:
-            self._rows = describe_all(self._live())
+            self._rows = Table(self._live())
         return self._rows
 
     def _name_index(self) -> Dict[str, int]:
         if self._index is None:
             index: Dict[str, int] = {}
-            for row in self._table():
-                index.setdefault(row.name, row.index)
+            for i, name in enumerate(self._table().names):
+                index.setdefault(name, i)
             self._index = index
         return self._index
 
     # -- Mapping ------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._table())
+        return self._table().count
 
     def __iter__(self) -> Iterator[str]:
-        return (row.name for row in self._table())
+        return iter(self._table().names)
 
     def __contains__(self, name: object) -> bool:
         return name in self._name_index()
@@ -355,7 +488,13 @@ class Checkpoint(Mapping[str, Tensor]):
 
     def tensor_at(self, index: int) -> Tensor:
         """Entry ``index`` of the table (in file order)."""
-        row = self._table()[index]
+        table = self._table()
+        if not 0 <= index < table.count:
+            raise NotFoundError(
+                f"tensor index {index} is out of range (the table has {table.count} entries)",
+                NotFoundError.status,
+            )
+        row = table.row(index)
         if row.status:
             # Ask again for the message of the entry's error.
             out = _lib.mmckpt_tensor()

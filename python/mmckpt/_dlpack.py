@@ -49,3 +49,44 @@ def capsule_from_export(managed: int) -> Any:
     except BaseException:
         _call_deleter(managed)
         raise
+
+
+_FLAG_IS_COPIED = 1 << 1
+
+
+def export_is_copy(managed: int) -> bool:
+    """DLPACK_FLAG_BITMASK_IS_COPIED of an export (flags at offset 24)."""
+    return bool(ctypes.c_uint64.from_address(managed + 24).value & _FLAG_IS_COPIED)
+
+
+def free_export(managed: int) -> None:
+    """Calls an export's deleter (for an export no capsule took)."""
+    _call_deleter(managed)
+
+
+class ExportView:
+    """An export's elements as seen by Python: owns the DLManagedTensorVersioned and calls
+    its deleter when garbage (a numpy array built over `address` keeps this object alive)."""
+
+    __slots__ = ("managed", "address", "shape", "strides", "read_only", "__weakref__")
+
+    def __init__(self, managed: int) -> None:
+        self.managed = managed
+        # DLTensor at offset 32: data (8), device (8), ndim (4), dtype (4), shape (8),
+        # strides (8), byte_offset (8).
+        tensor = managed + 32
+        data = ctypes.c_void_p.from_address(tensor).value or 0
+        ndim = ctypes.c_int32.from_address(tensor + 16).value
+        shape_ptr = ctypes.c_void_p.from_address(tensor + 24).value
+        strides_ptr = ctypes.c_void_p.from_address(tensor + 32).value
+        byte_offset = ctypes.c_uint64.from_address(tensor + 40).value
+        self.address = data + byte_offset
+        dims = ctypes.c_int64 * ndim
+        self.shape = tuple(dims.from_address(shape_ptr)) if ndim else ()
+        self.strides = tuple(dims.from_address(strides_ptr)) if ndim else ()
+        self.read_only = bool(ctypes.c_uint64.from_address(managed + 24).value & 1)
+
+    def __del__(self) -> None:
+        managed, self.managed = self.managed, 0
+        if managed:
+            _call_deleter(managed)

@@ -53,11 +53,6 @@ class mmckpt_tensor(Structure):
 
 assert ctypes.sizeof(mmckpt_tensor) == 88
 
-# The row as struct.iter_unpack reads it (mmckpt_checkpoint_describe's output, batched):
-# name, dtype, ndim, shape, strides, storage_offset, numel, data, nbytes, storage_id,
-# file_offset, flags.
-TENSOR_ROW = "=QIIQQqQQQQQI4x"
-
 
 class mmckpt_open_options(Structure):
     _fields_ = [("version", c_uint32), ("flags", c_uint32), ("root", c_char_p)]
@@ -169,6 +164,10 @@ _SIGNATURES = {
         c_uint32,
         [_P, c_size_t, c_size_t, _P, _P, _P, _P, c_size_t, POINTER(c_size_t)],
     ),
+    "mmckpt_checkpoint_describe_names": (
+        c_uint32,
+        [_P, c_size_t, c_size_t, _P, c_size_t, POINTER(c_size_t)],
+    ),
     "mmckpt_checkpoint_tensor_to_dlpack": (c_uint32, [_P, c_size_t, POINTER(_P)]),
     "mmckpt_module_entry_to_dlpack": (c_uint32, [_P, c_size_t, POINTER(_P)]),
     "mmckpt_checkpoint_value_kind": (c_uint32, [_P, c_char_p, POINTER(c_uint32)]),
@@ -212,6 +211,8 @@ _SIGNATURES = {
     "mmckpt_load_report_missing": (c_char_p, [_P, c_size_t]),
     "mmckpt_load_report_unexpected_count": (c_size_t, [_P]),
     "mmckpt_load_report_unexpected": (c_char_p, [_P, c_size_t]),
+    "mmckpt_load_report_copied_count": (c_size_t, [_P]),
+    "mmckpt_load_report_copied": (c_char_p, [_P, c_size_t]),
     "mmckpt_load_report_message": (c_char_p, [_P]),
     "mmckpt_load_report_free": (None, [_P]),
 }

@@ -2,8 +2,9 @@
 returns a state dict, and ``load_into`` for a ``torch.device('meta')`` module.
 
 Tensors are built per storage, not per tensor: one ``torch.UntypedStorage`` over each of the
-checkpoint's storages (its bytes in the mapping), and each tensor a view of it
-(``Tensor.set_``), so tensors that share a storage in the file share one here, as torch's do.
+checkpoint's storages (its bytes in the mapping, made by ``torch.frombuffer`` over one buffer
+per mapped file), and each tensor on it, so tensors that share a storage in the file share one
+here, as torch's do, and distinct storages stay distinct.
 The file is mapped copy-on-write (``MAP_PRIVATE``) as torch maps it: writing into a loaded
 tensor changes a private copy of the page, never the file.
 """
@@ -11,15 +12,15 @@ tensor changes a private copy of the page, never the file.
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
-import gc
+from itertools import compress, repeat
+from operator import add, and_, floordiv, mul, sub
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch as _torch
 
 from . import _lib
-from ._checkpoint import Checkpoint, PathLike, Row, _Handle
+from ._checkpoint import Checkpoint, PathLike, Table, _Handle, no_gc
 from ._errors import UnsupportedError, raise_for
 
 __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
@@ -27,73 +28,126 @@ __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
 TORCH_DTYPES: List[Optional[_torch.dtype]] = [
     getattr(_torch, name, None) for name in _lib.DTYPE_NAMES
 ]
+# Indexed by mmckpt_dtype code (0: none, a failing entry's).
+_DTYPE_BY_CODE: List[Optional[_torch.dtype]] = [None, *TORCH_DTYPES]
+_ITEMSIZE_BY_CODE: List[int] = [0, *_lib.ITEMSIZE]
 
 
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """The cyclic collector paused while the (acyclic) table objects are made: with 100,000
-    tensors its passes over the new objects cost more than making them."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _storage(handle: _Handle, address: int, nbytes: int) -> _torch.UntypedStorage:
-    if nbytes == 0:
-        return _torch.UntypedStorage(0)
-    buffer = (ctypes.c_uint8 * nbytes).from_address(address)
-    # The storage keeps `buffer` alive, and `buffer` the checkpoint's handle (the mapping).
+def _region(handle: _Handle, base: int, nbytes: int) -> Any:
+    """A writable ctypes array over [base, base + nbytes) that keeps the checkpoint's handle
+    (its mapping) alive: every storage made over it by torch.frombuffer holds it."""
+    buffer = (ctypes.c_uint8 * nbytes).from_address(base)
     buffer._mmckpt_handle = handle  # type: ignore[attr-defined]
-    return _torch.frombuffer(buffer, dtype=_torch.uint8).untyped_storage()
+    return buffer
+
+
+def _mapped_regions(
+    table: Table, bases: List[int], region_offsets: List[int]
+) -> Dict[int, int]:
+    """For each mapped file (several for a sharded checkpoint), by the address of its byte 0,
+    the end of its last storage: the span one buffer over the file must cover."""
+    is_mapped = list(map(and_, table.flags, repeat(_lib.TENSOR_MAPPED)))
+    ends = list(compress(map(add, region_offsets, table.storage_nbytes), is_mapped))
+    mapped_bases = list(compress(bases, is_mapped))
+    distinct = set(mapped_bases)
+    if len(distinct) <= 1:  # one file: no per-row work
+        return {base: max(ends) for base in distinct}
+    out: Dict[int, int] = {}
+    for base, end in zip(mapped_bases, ends):
+        if end > out.get(base, 0):
+            out[base] = end
+    return out
 
 
 def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
+    """The table as torch tensors. Per storage, one ``torch.frombuffer`` over the mapped file's
+    buffer (a new storage at the storage's address, holding the buffer and so the mapping);
+    its first tensor is that result restrided in place (``as_strided_``), later tensors of the
+    storage ``set_`` onto it. Storages not in a mapping (copies) get a buffer of their own.
+    Per-row arithmetic is done column-wise by ``map`` (C speed) before the one Python loop."""
     handle = ckpt._live()
-    rows: List[Row] = ckpt._table()
-    storages: Dict[int, _torch.UntypedStorage] = {}
+    table = ckpt._table()
+    itemsizes = list(map(_ITEMSIZE_BY_CODE.__getitem__, table.dtype_code))
+    # Where each storage starts in its file, and the address of the file's byte 0.
+    region_offsets = list(map(sub, table.file_offset, map(mul, table.storage_offset, itemsizes)))
+    bases = list(map(sub, table.data, table.file_offset))
+    counts = list(map(floordiv, table.storage_nbytes, map(max, itemsizes, repeat(1))))
+    ends = _mapped_regions(table, bases, region_offsets)
+    regions = {base: _region(handle, base, end) for base, end in ends.items()}
+    firsts: Dict[int, _torch.Tensor] = {}  # storage id -> its first tensor
     out: "collections.OrderedDict[str, _torch.Tensor]" = collections.OrderedDict()
-    itemsizes = _lib.ITEMSIZE
-    dtypes = TORCH_DTYPES
+    dtypes = _DTYPE_BY_CODE
+    frombuffer = _torch.frombuffer
     empty = _torch.empty
-    parameter_flags = _lib.TENSOR_PARAMETER | _lib.TENSOR_REQUIRES_GRAD
-    special_flags = _lib.TENSOR_CONJ | _lib.TENSOR_NEG
-    for row in rows:
-        if row.status:
-            ckpt.tensor_at(row.index)  # raises the entry's own error
-            raise_for(row.status, f"tensor '{row.name}' cannot be represented")
-        if row.name in out:
+    mapped = _lib.TENSOR_MAPPED
+    special_flags = (
+        _lib.TENSOR_CONJ | _lib.TENSOR_NEG | _lib.TENSOR_PARAMETER | _lib.TENSOR_REQUIRES_GRAD
+    )
+    columns = zip(
+        table.names,
+        table.status,
+        table.dtype_code,
+        table.shape,
+        table.strides,
+        table.storage_offset,
+        table.storage_id,
+        table.flags,
+        table.storage_nbytes,
+        itemsizes,
+        counts,
+        bases,
+        region_offsets,
+    )
+    for i, row in enumerate(columns):
+        name, status, code, shape, strides, offset, sid, flags, nbytes, itemsize = row[:10]
+        if status:
+            ckpt.tensor_at(i)  # raises the entry's own error
+            raise_for(status, f"tensor '{name}' cannot be represented")
+        if name in out:
             continue  # the table keeps the first of a name, as torch's dict does
-        dtype = dtypes[row.dtype_code - 1]
+        dtype = dtypes[code]
         if dtype is None:
             raise UnsupportedError(
-                f"tensor '{row.name}' has dtype {_lib.DTYPE_NAMES[row.dtype_code - 1]}, which "
-                f"this torch ({_torch.__version__}) does not have",
+                f"tensor '{name}' has dtype {_lib.DTYPE_NAMES[code - 1]}, which this torch "
+                f"({_torch.__version__}) does not have",
                 UnsupportedError.status,
             )
-        storage = storages.get(row.storage_id)
-        if storage is None:
-            itemsize = itemsizes[row.dtype_code - 1]
-            start = row.data - row.storage_offset * itemsize if row.data else 0
-            storage = _storage(handle, start, row.storage_nbytes)
-            storages[row.storage_id] = storage
-        t = empty(0, dtype=dtype).set_(storage, row.storage_offset, row.shape, row.strides)
-        flags = row.flags
-        if flags & special_flags:
-            if flags & _lib.TENSOR_CONJ:
-                t = t.conj()  # the stored bytes are the conjugate: set the lazy bit back
-            if flags & _lib.TENSOR_NEG:
-                t = _torch._neg_view(t)
-        if flags & parameter_flags:
-            if flags & _lib.TENSOR_PARAMETER:
-                t = _torch.nn.Parameter(t, requires_grad=bool(flags & _lib.TENSOR_REQUIRES_GRAD))
+        first = firsts.get(sid)
+        if first is not None:  # the storage has a tensor already: view it
+            t = empty(0, dtype=dtype).set_(first.untyped_storage(), offset, shape, strides)
+        else:
+            if flags & mapped and nbytes and not nbytes % itemsize:
+                t = frombuffer(regions[row[11]], dtype=dtype, count=row[10], offset=row[12])
+                t.as_strided_(shape, strides, offset)
             else:
-                t.requires_grad_(True)
-        out[row.name] = t
+                start = row[11] + row[12] if nbytes else 0
+                storage = _own_storage(handle, start, nbytes)
+                t = empty(0, dtype=dtype).set_(storage, offset, shape, strides)
+            firsts[sid] = t
+        if flags & special_flags:
+            t = _special(t, flags)
+        out[name] = t
     return out
+
+
+def _special(t: _torch.Tensor, flags: int) -> _torch.Tensor:
+    """The lazy conjugate and negation bits, and Parameter / requires_grad, as saved."""
+    if flags & _lib.TENSOR_CONJ:
+        t = t.conj()  # the stored bytes are the conjugate: set the lazy bit back
+    if flags & _lib.TENSOR_NEG:
+        t = _torch._neg_view(t)
+    if flags & _lib.TENSOR_PARAMETER:
+        return _torch.nn.Parameter(t, requires_grad=bool(flags & _lib.TENSOR_REQUIRES_GRAD))
+    if flags & _lib.TENSOR_REQUIRES_GRAD:
+        t.requires_grad_(True)
+    return t
+
+
+def _own_storage(handle: _Handle, address: int, nbytes: int) -> _torch.UntypedStorage:
+    """A storage over bytes outside any mapping (a copy the checkpoint owns)."""
+    if nbytes == 0:
+        return _torch.UntypedStorage(0)
+    return _torch.frombuffer(_region(handle, address, nbytes), dtype=_torch.uint8).untyped_storage()
 
 
 def load(
@@ -110,7 +164,7 @@ def load(
     (``"model"``) to take the state dict inside it, or use :func:`mmckpt.open` for the rest.
     Not carried over: ``state_dict()``'s ``_metadata`` attribute.
     """
-    with _no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
+    with no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
         _check_flat(ckpt, root)
         return _tensors(ckpt)
 
@@ -121,7 +175,7 @@ def tensors(
     """Every tensor of any checkpoint (a training checkpoint, a TorchScript archive, a shard
     index), as torch tensors by their dotted names (``"optimizer.state.0.exp_avg"``), backed
     by the mapping as :func:`load`'s are; the first of a repeated name is kept."""
-    with _no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
+    with no_gc(), Checkpoint(path, strict=strict, root=root, copy_on_write=True) as ckpt:
         return _tensors(ckpt)
 
 

@@ -15,7 +15,7 @@ use crate::checkpoint::Backing;
 use crate::container::AlignedBuf;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use std::ffi::c_void;
+use std::ffi::{c_char, c_void};
 
 /// The DLPack version these exports are written against (dlpack.h 1.3).
 const DLPACK_MAJOR: u32 = 1;
@@ -64,20 +64,21 @@ pub struct DLManagedTensorVersioned {
     pub dl_tensor: DLTensor,
 }
 
-/// DLPack's `DLDataTypeCode` values this module uses.
+/// DLPack's `DLDataTypeCode` values this module uses. `pub(super)`, not `pub`: cbindgen
+/// would emit public constants into mmckpt.h as bare `#define INT 0` macros.
 mod code {
-    pub const INT: u8 = 0;
-    pub const UINT: u8 = 1;
-    pub const FLOAT: u8 = 2;
-    pub const BFLOAT: u8 = 4;
-    pub const COMPLEX: u8 = 5;
-    pub const BOOL: u8 = 6;
-    pub const FLOAT8_E4M3FN: u8 = 10;
-    pub const FLOAT8_E4M3FNUZ: u8 = 11;
-    pub const FLOAT8_E5M2: u8 = 12;
-    pub const FLOAT8_E5M2FNUZ: u8 = 13;
-    pub const FLOAT8_E8M0FNU: u8 = 14;
-    pub const FLOAT4_E2M1FN: u8 = 17;
+    pub(super) const INT: u8 = 0;
+    pub(super) const UINT: u8 = 1;
+    pub(super) const FLOAT: u8 = 2;
+    pub(super) const BFLOAT: u8 = 4;
+    pub(super) const COMPLEX: u8 = 5;
+    pub(super) const BOOL: u8 = 6;
+    pub(super) const FLOAT8_E4M3FN: u8 = 10;
+    pub(super) const FLOAT8_E4M3FNUZ: u8 = 11;
+    pub(super) const FLOAT8_E5M2: u8 = 12;
+    pub(super) const FLOAT8_E5M2FNUZ: u8 = 13;
+    pub(super) const FLOAT8_E8M0FNU: u8 = 14;
+    pub(super) const FLOAT4_E2M1FN: u8 = 17;
 }
 
 /// A dtype as DLPack spells it, as torch's own `__dlpack__` spells it; `None` for torch's
@@ -348,15 +349,7 @@ pub extern "C" fn mmckpt_checkpoint_describe(
 ) -> mmckpt_status {
     guard(|| {
         let ckpt = &arg_ref(ckpt, "ckpt")?.inner;
-        let end = first
-            .checked_add(count)
-            .filter(|&end| end <= ckpt.len())
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "entries [{first}, {first} + {count}) are past the table's {} entries",
-                    ckpt.len()
-                ))
-            })?;
+        let end = table_range(ckpt, first, count)?;
         let out = arg_slice_mut(out, count, "out")?;
         let status = arg_slice_mut(status, count, "status")?;
         let mut storage_nbytes = if storage_nbytes.is_null() {
@@ -403,6 +396,62 @@ pub extern "C" fn mmckpt_checkpoint_describe(
         }
         Ok(())
     })
+}
+
+/// The names of the table entries [first, first + count) in one call, for bindings that pay
+/// per string: each name followed by a NUL byte, entry after entry (failing entries too), into
+/// `buf`. `*needed` (nullable) receives the bytes that takes; when `buf` is given and `len` is
+/// smaller, the call fails with MMCKPT_ERR_BUFFER_TOO_SMALL, having written only `*needed`
+/// (`buf` may be NULL when `len` is 0, to ask for the size). A range past the table is
+/// MMCKPT_ERR_NOT_FOUND.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_describe_names(
+    ckpt: *const mmckpt_checkpoint,
+    first: usize,
+    count: usize,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> mmckpt_status {
+    guard(|| {
+        let ckpt = &arg_ref(ckpt, "ckpt")?.inner;
+        let end = table_range(ckpt, first, count)?;
+        let names = || (first..end).map(|i| ckpt.name_c_at(i).unwrap_or_default());
+        let total: usize = names().map(|n| n.to_bytes_with_nul().len()).sum();
+        if !needed.is_null() {
+            out_ptr(needed, "needed")?.write(total);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        if len < total {
+            return Err(Error::buffer_too_small(format!(
+                "buf has {len} bytes; the entries' names need {total}"
+            )));
+        }
+        let buf = arg_slice_mut(buf, total, "buf")?;
+        let mut at = 0;
+        for name in names() {
+            for &byte in name.to_bytes_with_nul() {
+                buf[at].write(byte as c_char);
+                at += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `first..first + count` as the end of a range of the table, or NotFound past its end.
+fn table_range(ckpt: &crate::checkpoint::Checkpoint, first: usize, count: usize) -> Result<usize> {
+    first
+        .checked_add(count)
+        .filter(|&end| end <= ckpt.len())
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "entries [{first}, {first} + {count}) are past the table's {} entries",
+                ckpt.len()
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -1,0 +1,357 @@
+"""Meta modules and ``load_state_dict`` over the C ABI: :class:`Module`, its entries, and the
+:class:`LoadReport` of a load."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from ctypes import byref, c_int64, c_void_p
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import _lib
+from ._checkpoint import Checkpoint, Row, TensorInfo, _Exportable, row_from_struct
+from ._dlpack import ExportView
+from ._errors import InvalidArgumentError, NotFoundError, StateError
+from ._lib import check, lib
+
+OnTensor = Callable[[TensorInfo], Optional[bool]]
+
+
+class _ModuleHandle:
+    """Owns one C module handle (freed when the Module and its entries are gone)."""
+
+    __slots__ = ("ptr", "generation", "__weakref__")
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+        # Bumped by every call that may change entries (load, materialize): an entry object
+        # made before describes what no longer is.
+        self.generation = 0
+
+    def __del__(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr:
+            lib.mmckpt_module_free(ptr)
+
+
+class ModuleEntry(_Exportable):
+    """A parameter or buffer of a :class:`Module`: its description (``data_ptr`` is 0 while it
+    is meta), and its elements through DLPack or :meth:`numpy` once loaded.
+
+    Entries loaded with ``assign=True`` share the checkpoint's bytes (zero-copy, read-only);
+    module-owned entries (materialized, copy-loaded, converted) export a copy, so that a later
+    load cannot change what a consumer holds. An entry object describes the module as it was
+    when it was taken: after another load or :meth:`Module.materialize`, take it again.
+    """
+
+    __slots__ = ("_module", "_generation")
+
+    def __init__(self, module: _ModuleHandle, row: Row) -> None:
+        super().__init__(row)
+        self._module = module
+        self._generation = module.generation
+
+    def _live_module(self) -> _ModuleHandle:
+        module = self._module
+        if not module.ptr:
+            raise StateError("the module is freed", StateError.status)
+        if module.generation != self._generation:
+            raise StateError(
+                f"entry '{self.name}' was taken before the module was loaded or materialized "
+                "again: take it again from the module",
+                StateError.status,
+            )
+        return module
+
+    def _export(self) -> int:
+        export = c_void_p()
+        check(
+            lib.mmckpt_module_entry_to_dlpack(
+                self._live_module().ptr, self._row.index, byref(export)
+            )
+        )
+        return export.value  # type: ignore[return-value]
+
+    def numpy(self) -> Any:
+        """A numpy array of the elements: a read-only view of the checkpoint's bytes for an
+        entry assigned from it, a writable copy of module-owned memory otherwise. Dtypes as
+        :meth:`Tensor.numpy`."""
+        import numpy as np
+
+        from ._numpy import numpy_dtype
+
+        dtype = numpy_dtype(self.dtype)
+        view = ExportView(self._export())
+        itemsize = _lib.ITEMSIZE[self._row.dtype_code - 1]
+        nbytes = self._row.nbytes
+        buffer = (ctypes.c_uint8 * nbytes).from_address(view.address) if nbytes else (
+            ctypes.c_uint8 * 0
+        )()
+        buffer._mmckpt_export = view  # type: ignore[attr-defined]
+        array = np.ndarray(
+            view.shape,
+            dtype=dtype,
+            buffer=buffer,
+            strides=tuple(s * itemsize for s in view.strides),
+        )
+        if view.read_only:
+            array.flags.writeable = False
+        return array
+
+
+class LoadReport:
+    """What :meth:`Module.load` did, as torch's ``_IncompatibleKeys``: ``missing_keys`` (module
+    entries the checkpoint did not provide), ``unexpected_keys`` (checkpoint keys no entry
+    matched), ``message`` (torch's wording, also the ``repr``), and ``copied`` (entries an
+    assign load copied instead of sharing: converted, or made contiguous)."""
+
+    __slots__ = ("missing_keys", "unexpected_keys", "message", "copied")
+
+    def __init__(
+        self,
+        missing_keys: List[str],
+        unexpected_keys: List[str],
+        message: str,
+        copied: List[str],
+    ) -> None:
+        self.missing_keys = missing_keys
+        self.unexpected_keys = unexpected_keys
+        self.message = message
+        self.copied = copied
+
+    def __repr__(self) -> str:
+        return self.message
+
+    __str__ = __repr__
+
+
+def _report(ptr: int) -> LoadReport:
+    def strings(count: Any, at: Any) -> List[str]:
+        return [at(ptr, i).decode("utf-8", "replace") for i in range(count(ptr))]
+
+    try:
+        return LoadReport(
+            strings(lib.mmckpt_load_report_missing_count, lib.mmckpt_load_report_missing),
+            strings(lib.mmckpt_load_report_unexpected_count, lib.mmckpt_load_report_unexpected),
+            lib.mmckpt_load_report_message(ptr).decode("utf-8", "replace"),
+            strings(lib.mmckpt_load_report_copied_count, lib.mmckpt_load_report_copied),
+        )
+    finally:
+        lib.mmckpt_load_report_free(ptr)
+
+
+class _Callback:
+    """The C trampoline of an ``on_tensor`` callable: never lets an exception unwind into
+    mmckpt; the first one is kept, stops the load, and is raised after the load returns."""
+
+    def __init__(self, fn: OnTensor) -> None:
+        self.fn = fn
+        self.raised: Optional[BaseException] = None
+        self.count = 0
+        self.c_function = _lib.ON_TENSOR(self._call)
+
+    def _call(self, _user_data: Any, entry: Any) -> int:
+        try:
+            result = self.fn(TensorInfo(row_from_struct(self.count, entry.contents)))
+            self.count += 1
+            return 1 if result is False else 0
+        except BaseException as e:  # noqa: BLE001 - kept and raised after the load
+            self.raised = e
+            return 1
+
+
+class Module(Mapping[str, ModuleEntry]):
+    """A module's entries (parameters and buffers: names, dtypes, shapes), built without memory
+    as on ``torch.device('meta')``, and loaded from a checkpoint as ``load_state_dict`` does.
+
+    A read-only mapping from entry names (in torch's state_dict order) to :class:`ModuleEntry`.
+
+    >>> m = mmckpt.Module.from_spec({"type": "Linear", "in_features": 4, "out_features": 2})
+    >>> with mmckpt.open("linear.pt") as ckpt:
+    ...     report = m.load(ckpt)              # assign: zero-copy views of the checkpoint
+    >>> torch.from_dlpack(m["weight"])
+    """
+
+    def __init__(self, name: Optional[str] = None) -> None:
+        """An empty module; ``name`` is the class name load messages use (``"Module"``)."""
+        ptr = c_void_p()
+        check(lib.mmckpt_module_new(name.encode() if name is not None else None, byref(ptr)))
+        self._handle = _ModuleHandle(ptr.value)  # type: ignore[arg-type]
+        self._index: Optional[Dict[str, int]] = None
+
+    @classmethod
+    def _adopt(cls, ptr: int) -> "Module":
+        module = cls.__new__(cls)
+        module._handle = _ModuleHandle(ptr)
+        module._index = None
+        return module
+
+    @classmethod
+    def from_spec(cls, spec: Union[str, bytes, Mapping[str, Any]]) -> "Module":
+        """A meta module from a JSON module spec (docs/module-spec.md): its text, or the spec
+        as a dict (``{"type": "Linear", "in_features": 4, "out_features": 2}``)."""
+        if isinstance(spec, Mapping):
+            data = json.dumps(spec).encode()
+        elif isinstance(spec, str):
+            data = spec.encode()
+        elif isinstance(spec, (bytes, bytearray)):
+            data = bytes(spec)
+        else:
+            raise TypeError(f"a module spec is JSON text or a dict, not {type(spec).__name__}")
+        ptr = c_void_p()
+        check(lib.mmckpt_module_from_spec(data, len(data), byref(ptr)))
+        return cls._adopt(ptr.value)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint) -> "Module":
+        """A meta module mirroring a checkpoint's tensor table (every tensor a parameter with
+        its name, dtype and shape; no data). It does not reference the checkpoint."""
+        ptr = c_void_p()
+        check(lib.mmckpt_module_from_checkpoint(ckpt._live().ptr, byref(ptr)))
+        return cls._adopt(ptr.value)  # type: ignore[arg-type]
+
+    def _live(self) -> _ModuleHandle:
+        handle = self._handle
+        if handle is None or not handle.ptr:
+            raise StateError("the module is freed", StateError.status)
+        return handle
+
+    def add(
+        self,
+        name: str,
+        dtype: str,
+        shape: Sequence[int],
+        *,
+        buffer: bool = False,
+        persistent: bool = True,
+    ) -> None:
+        """Adds a meta entry: a parameter, or a buffer (``persistent=False``: not in the state
+        dict, never loaded). ``dtype`` is torch's name (``"float32"``)."""
+        code = _lib.DTYPE_CODES.get(dtype)
+        if code is None:
+            raise InvalidArgumentError(f"unknown dtype {dtype!r}", InvalidArgumentError.status)
+        flags = 0
+        if buffer or not persistent:
+            flags |= _lib.ENTRY_BUFFER
+        if not persistent:
+            flags |= _lib.ENTRY_NON_PERSISTENT
+        dims = (c_int64 * max(len(shape), 1))(*shape)
+        handle = self._live()
+        check(lib.mmckpt_module_add(handle.ptr, name.encode(), code, dims, len(shape), flags))
+        self._index = None
+
+    def materialize(self) -> None:
+        """Like torch's ``to_empty()``: every entry without data gets zeroed module-owned
+        memory of its dtype (then ``load(..., assign=False)`` copies into it)."""
+        handle = self._live()
+        handle.generation += 1
+        check(lib.mmckpt_module_materialize(handle.ptr))
+
+    def load(
+        self,
+        ckpt: Checkpoint,
+        *,
+        assign: bool = True,
+        strict: bool = True,
+        dtype: Optional[str] = None,
+        prefix: Optional[str] = None,
+        contiguous: bool = False,
+        on_tensor: Optional[OnTensor] = None,
+    ) -> LoadReport:
+        """Loads a checkpoint as ``load_state_dict(state, strict=strict, assign=assign)`` does.
+
+        ``assign`` (default): entries become zero-copy views of the checkpoint (they keep its
+        mapping alive after it is closed); ``assign=False`` copies into the module's memory
+        (:meth:`materialize` first), converting floating dtypes as torch's ``.to()``.
+        ``strict``: missing or unexpected keys raise :class:`KeyMismatchError` with torch's
+        message (a failed strict load changes nothing). ``dtype``: ``None`` takes the
+        checkpoint's dtypes, as torch's assign does; ``"module"`` keeps each entry's declared
+        dtype, converting (into module-owned memory) where they differ. ``prefix``: only
+        checkpoint keys under it count, stripped (``"module."`` of DataParallel).
+        ``contiguous``: strided checkpoint tensors are copied row-major (see the report's
+        ``copied``). ``on_tensor(info)`` is called per loaded entry in file order with a
+        :class:`TensorInfo`; returning ``False`` stops the load (:class:`CallbackError`), and
+        an exception it raises stops the load and is raised, as it was, from here.
+        """
+        if dtype not in (None, "module"):
+            raise InvalidArgumentError(
+                f"dtype is None (the checkpoint's) or 'module' (the module's, converting), "
+                f"not {dtype!r}",
+                InvalidArgumentError.status,
+            )
+        handle = self._live()
+        opts = _lib.mmckpt_load_options()
+        check(lib.mmckpt_load_options_init(byref(opts), 1))
+        flags = 0
+        if assign:
+            flags |= _lib.LOAD_ASSIGN
+        if strict:
+            flags |= _lib.LOAD_STRICT
+        if dtype == "module":
+            flags |= _lib.LOAD_CONVERT
+        if contiguous:
+            flags |= _lib.LOAD_CONTIGUOUS
+        opts.flags = flags
+        opts.prefix = prefix.encode() if prefix is not None else None
+        callback = _Callback(on_tensor) if on_tensor is not None else None
+        if callback is not None:
+            opts.on_tensor = ctypes.cast(callback.c_function, c_void_p)
+        report = c_void_p()
+        handle.generation += 1
+        status = lib.mmckpt_module_load(handle.ptr, ckpt._live().ptr, byref(opts), byref(report))
+        if callback is not None and callback.raised is not None:
+            raise callback.raised
+        check(status)
+        return _report(report.value)  # type: ignore[arg-type]
+
+    def free(self) -> None:
+        """Frees the module now (also when it is garbage). Arrays and DLPack exports of its
+        entries stay valid."""
+        handle, self._handle = self._handle, None  # type: ignore[assignment]
+        if handle is not None:
+            handle.__del__()
+
+    def __enter__(self) -> "Module":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.free()
+
+    # -- Mapping ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(lib.mmckpt_module_count(self._live().ptr))
+
+    def entry_at(self, index: int) -> ModuleEntry:
+        """Entry ``index``, in the order entries were added (torch's state_dict order)."""
+        handle = self._live()
+        out = _lib.mmckpt_tensor()
+        check(lib.mmckpt_module_at(handle.ptr, index, byref(out)))
+        return ModuleEntry(handle, row_from_struct(index, out))
+
+    def __iter__(self) -> Iterator[str]:
+        return (entry.name for entry in self.entries())
+
+    def entries(self) -> List[ModuleEntry]:
+        """Every entry, in order."""
+        return [self.entry_at(i) for i in range(len(self))]
+
+    def __getitem__(self, name: str) -> ModuleEntry:
+        index = self._names().get(name)
+        if index is None:
+            raise NotFoundError(f"the module has no entry named '{name}'", NotFoundError.status)
+        return self.entry_at(index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def _names(self) -> Dict[str, int]:
+        # Names change only with add (loads change data, not names).
+        if self._index is None:
+            self._index = {entry.name: i for i, entry in enumerate(self.entries())}
+        return self._index
+
+    def __repr__(self) -> str:
+        if self._handle is None or not self._handle.ptr:
+            return "mmckpt.Module(freed)"
+        return f"mmckpt.Module({len(self)} entries)"
