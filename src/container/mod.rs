@@ -3,9 +3,11 @@
 //! mean (pickles, storages, formats) is decided above, in `pickle`, `torch` and
 //! `checkpoint::formats`.
 
+pub mod aligned;
 pub mod source;
 pub mod zip;
 
 #[cfg(test)]
-pub use source::BUFFER_ALIGN;
-pub use source::{AlignedBuf, BorrowedBuf, OpenMode, Source};
+pub use aligned::BUFFER_ALIGN;
+pub use aligned::{copy_threads, AlignedBuf};
+pub use source::{BorrowedBuf, OpenMode, Source};

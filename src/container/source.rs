@@ -1,84 +1,14 @@
 //! The bytes behind a checkpoint: a read-only (or copy-on-write) file mapping or an owned, 64-byte-aligned buffer.
-//! This is one of the two places in the crate with `unsafe` (the other is the ffi layer).
+//! With `container::aligned`, the mapping code: the only `unsafe` outside the ffi layer.
 
+// AlignedBuf lived here; the old path keeps working.
+pub use super::aligned::AlignedBuf;
 use crate::error::{Error, Result};
-use std::alloc::{self, Layout};
 use std::fs::File;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-
-/// Alignment of every buffer mmckpt allocates: enough for any dtype and for AVX-512 loads.
-pub const BUFFER_ALIGN: usize = 64;
-
-/// A zero-initialised heap buffer aligned to [`BUFFER_ALIGN`].
-pub struct AlignedBuf {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only hands out `&[u8]`; mutation needs `&mut self`.
-unsafe impl Sync for AlignedBuf {}
-
-impl AlignedBuf {
-    /// Allocates `len` zeroed bytes; fails with `NoMemory` instead of aborting.
-    pub fn zeroed(len: usize) -> Result<AlignedBuf> {
-        if len == 0 {
-            return Ok(AlignedBuf {
-                ptr: NonNull::<u64>::dangling().cast(),
-                len: 0,
-            });
-        }
-        let layout = Layout::from_size_align(len, BUFFER_ALIGN)
-            .map_err(|_| Error::no_memory(format!("cannot allocate {len} bytes")))?;
-        // SAFETY: layout has non-zero size (len > 0 checked above).
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw)
-            .ok_or_else(|| Error::no_memory(format!("out of memory allocating {len} bytes")))?;
-        Ok(AlignedBuf { ptr, len })
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> Result<AlignedBuf> {
-        let mut buf = AlignedBuf::zeroed(bytes.len())?;
-        buf.as_mut_slice().copy_from_slice(bytes);
-        Ok(buf)
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len initialised bytes (or dangling with len 0) while self lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: allocated in `zeroed` with exactly this layout.
-            unsafe {
-                alloc::dealloc(
-                    self.ptr.as_ptr(),
-                    Layout::from_size_align_unchecked(self.len, BUFFER_ALIGN),
-                )
-            };
-        }
-    }
-}
 
 /// Memory the caller lent to a module (`mmckpt_module_bind`): mmckpt writes into it but never
 /// frees it.
@@ -713,16 +643,6 @@ pub fn advise_huge_pages<T>(vec: &mut Vec<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aligned_buffers_are_aligned_and_zeroed() {
-        for len in [1usize, 3, 64, 1000] {
-            let buf = AlignedBuf::zeroed(len).unwrap();
-            assert_eq!(buf.as_slice().as_ptr() as usize % BUFFER_ALIGN, 0);
-            assert!(buf.as_slice().iter().all(|&b| b == 0));
-        }
-        assert!(AlignedBuf::zeroed(0).unwrap().is_empty());
-    }
 
     #[test]
     fn auto_reads_per_tensor_on_network_filesystems_only() {

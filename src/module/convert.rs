@@ -1,6 +1,6 @@
 //! Element conversion between the floating dtypes (float64, float32, float16, bfloat16), bit for
 //! bit as torch's `.to(dtype)` produces them on large CPU tensors, and plain copies; both split
-//! across two threads when a tensor is big enough for that to pay.
+//! over several threads (one per 4 MiB, at most the cores and 8) from 8 MiB of destination.
 //!
 //! Rounding is round-to-nearest-even everywhere. What torch does, and so what this does:
 //! - float64 → float16 / bfloat16 go through float32 first (torch's kernels do; the double
@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-/// Tensors at least this large (destination bytes) are copied or converted by two threads.
-pub const PARALLEL_THRESHOLD: usize = 8 << 20;
+/// Tensors at least this large (destination bytes) are copied or converted by several threads.
+#[cfg(test)]
+pub use crate::container::aligned::PARALLEL_THRESHOLD;
 
 /// Elements per block of the conversion loop (fits easily in L1 for every dtype pair).
 const BLOCK: usize = 1024;
@@ -152,14 +153,21 @@ pub fn convert(from: DType, src: &[u8], to: DType, dst: &mut [u8]) {
     let n_src = from.itemsize();
     let n_dst = to.itemsize();
     debug_assert_eq!(src.len() / n_src, dst.len() / n_dst);
-    if dst.len() >= PARALLEL_THRESHOLD {
+    let threads = crate::container::copy_threads(dst.len());
+    if threads > 1 {
+        // Equal parts of whole elements, each a multiple of 64 elements so that every part
+        // stays aligned for its typed loop and no two threads write one cache line.
         let elems = src.len() / n_src;
-        let half = elems / 2;
-        let (s0, s1) = src.split_at(half * n_src);
-        let (d0, d1) = dst.split_at_mut(half * n_dst);
+        let part = elems.div_ceil(threads).next_multiple_of(64);
         std::thread::scope(|scope| {
-            scope.spawn(|| convert_serial(from, s1, to, d1));
-            convert_serial(from, s0, to, d0);
+            let mut pieces = src.chunks(part * n_src).zip(dst.chunks_mut(part * n_dst));
+            let first = pieces.next();
+            for (s, d) in pieces {
+                scope.spawn(move || convert_serial(from, s, to, d));
+            }
+            if let Some((s, d)) = first {
+                convert_serial(from, s, to, d);
+            }
         });
     } else {
         convert_serial(from, src, to, dst);

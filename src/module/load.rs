@@ -396,7 +396,7 @@ fn row_major_copy(t: &TensorRef<'_>, entry: &Entry) -> Result<Data> {
     let mut buf = AlignedBuf::zeroed(nbytes)
         .map_err(|err| err.context(format!("copying '{}' into row-major order", entry.name())))?;
     let src = t.contiguous_bytes();
-    buf.as_mut_slice()[..nbytes].copy_from_slice(&src[..nbytes]);
+    crate::container::aligned::parallel_copy(&src[..nbytes], buf.as_mut_slice());
     Ok(Data::View(View {
         backing: Backing::Owned(Arc::new(buf)),
         offset: 0,

@@ -1,0 +1,252 @@
+//! Owned, aligned buffers for storages mmckpt allocates (copy and convert loads, materialize,
+//! storages copied out of the file), and the thread split used to fill them.
+//!
+//! Large buffers are anonymous mappings: the kernel hands out zero pages lazily, so there is
+//! no zeroing pass before the copy that fills them, and each page is first touched (faulted
+//! in) by the thread that copies into it. They are aligned to 2 MiB and advised
+//! `MADV_HUGEPAGE`, so a fault maps 2 MiB instead of 4 KiB where the kernel's transparent huge
+//! pages allow it. Dropping one unmaps it: the memory goes back to the operating system at
+//! once. Small buffers come from the allocator, zeroed.
+//!
+//! Together with `container::source`, one of the places with `unsafe` (allocation and
+//! mapping only).
+
+use crate::error::{Error, Result};
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+
+/// Alignment of every buffer mmckpt allocates: enough for any dtype and for AVX-512 loads.
+pub const BUFFER_ALIGN: usize = 64;
+
+/// Buffers at least this large are mapped (zero pages on demand, huge pages where allowed)
+/// rather than allocated and zero-filled.
+pub const MAPPED_THRESHOLD: usize = 1 << 20;
+
+/// Alignment and granule of mapped buffers: a transparent huge page on x86-64 and arm64.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Copies and conversions of at least this many destination bytes are split over threads.
+pub const PARALLEL_THRESHOLD: usize = 8 << 20;
+
+/// At most this many threads copy one buffer (memory bandwidth is shared long before).
+const MAX_COPY_THREADS: usize = 8;
+
+/// How many threads copy or convert `dst_len` bytes: one below [`PARALLEL_THRESHOLD`], else
+/// one per 4 MiB of destination, at most the available cores and [`MAX_COPY_THREADS`].
+pub fn copy_threads(dst_len: usize) -> usize {
+    if dst_len < PARALLEL_THRESHOLD {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores
+        .min(MAX_COPY_THREADS)
+        .min(dst_len / (PARALLEL_THRESHOLD / 2))
+        .max(1)
+}
+
+/// A zero-initialised buffer aligned to [`BUFFER_ALIGN`] (large ones: to 2 MiB).
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Length of the anonymous mapping behind the buffer; 0 when it came from the allocator.
+    mapped_len: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only hands out `&[u8]`; mutation needs `&mut self`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Allocates `len` zeroed bytes; fails with `NoMemory` instead of aborting. Large
+    /// buffers are zero pages mapped on first touch (no zeroing pass; see the module docs).
+    pub fn zeroed(len: usize) -> Result<AlignedBuf> {
+        if len == 0 {
+            return Ok(AlignedBuf {
+                ptr: NonNull::<u64>::dangling().cast(),
+                len: 0,
+                mapped_len: 0,
+            });
+        }
+        #[cfg(unix)]
+        if len >= MAPPED_THRESHOLD {
+            if let Some(buf) = Self::mapped(len) {
+                return Ok(buf);
+            }
+        }
+        let layout = Layout::from_size_align(len, BUFFER_ALIGN)
+            .map_err(|_| Error::no_memory(format!("cannot allocate {len} bytes")))?;
+        // SAFETY: layout has non-zero size (len > 0 checked above).
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| Error::no_memory(format!("out of memory allocating {len} bytes")))?;
+        Ok(AlignedBuf {
+            ptr,
+            len,
+            mapped_len: 0,
+        })
+    }
+
+    /// An anonymous private mapping of `len` bytes (rounded up to 2 MiB) starting on a 2 MiB
+    /// boundary, advised `MADV_HUGEPAGE` on Linux; None when the kernel refuses (the caller
+    /// falls back to the allocator, which reports NoMemory if that fails too).
+    #[cfg(unix)]
+    fn mapped(len: usize) -> Option<AlignedBuf> {
+        let mapped_len = len.checked_next_multiple_of(HUGE_PAGE)?;
+        let reserve = mapped_len.checked_add(HUGE_PAGE)?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses; it aliases
+        // nothing. Its pages read as zeros until written.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let base = base as usize;
+        let start = base.next_multiple_of(HUGE_PAGE);
+        let (head, tail) = (start - base, base + reserve - (start + mapped_len));
+        // SAFETY: [base, start) and [start + mapped_len, base + reserve) are whole pages of
+        // the mapping just made (mmap returns page-aligned addresses, HUGE_PAGE is a multiple
+        // of the page size) that nothing refers to; unmapping them keeps the aligned middle.
+        unsafe {
+            if head > 0 {
+                libc::munmap(base as *mut libc::c_void, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + mapped_len) as *mut libc::c_void, tail);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: [start, start + mapped_len) is this buffer's own mapping; MADV_HUGEPAGE
+        // changes only how later faults are served, never the contents. A hint: its result
+        // is ignored (THP may be disabled).
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, mapped_len, libc::MADV_HUGEPAGE);
+        }
+        Some(AlignedBuf {
+            ptr: NonNull::new(start as *mut u8)?,
+            len,
+            mapped_len,
+        })
+    }
+
+    /// A copy of `bytes`, written by [`copy_threads`] threads (each faults in its own part).
+    pub fn from_slice(bytes: &[u8]) -> Result<AlignedBuf> {
+        let mut buf = AlignedBuf::zeroed(bytes.len())?;
+        parallel_copy(bytes, buf.as_mut_slice());
+        Ok(buf)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialised bytes (or dangling with len 0) while self
+        // lives; mapped pages read as zeros until written.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.mapped_len > 0 {
+            #[cfg(unix)]
+            // SAFETY: ptr..ptr + mapped_len is the mapping made in `mapped`, owned by self;
+            // nothing borrows it once self is dropped.
+            unsafe {
+                libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.mapped_len);
+            }
+        } else if self.len > 0 {
+            // SAFETY: allocated in `zeroed` with exactly this layout.
+            unsafe {
+                alloc::dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.len, BUFFER_ALIGN),
+                )
+            };
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, split over [`copy_threads`] threads in equal parts.
+pub fn parallel_copy(src: &[u8], dst: &mut [u8]) {
+    let threads = copy_threads(dst.len());
+    if threads <= 1 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    assert_eq!(src.len(), dst.len(), "parallel_copy needs equal lengths");
+    // Parts are whole 64-byte lines, so no two threads write one cache line.
+    let part = dst.len().div_ceil(threads).next_multiple_of(BUFFER_ALIGN);
+    std::thread::scope(|scope| {
+        let mut pieces = src.chunks(part).zip(dst.chunks_mut(part));
+        let first = pieces.next();
+        for (s, d) in pieces {
+            scope.spawn(move || d.copy_from_slice(s));
+        }
+        if let Some((s, d)) = first {
+            d.copy_from_slice(s);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_are_aligned_and_zeroed() {
+        for len in [1usize, 3, 64, 1000] {
+            let buf = AlignedBuf::zeroed(len).unwrap();
+            assert_eq!(buf.as_slice().as_ptr() as usize % BUFFER_ALIGN, 0);
+            assert!(buf.as_slice().iter().all(|&b| b == 0));
+        }
+        assert!(AlignedBuf::zeroed(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn large_buffers_are_mapped_on_huge_page_boundaries_and_read_as_zeros() {
+        for len in [MAPPED_THRESHOLD, 3 * HUGE_PAGE + 5] {
+            let mut buf = AlignedBuf::zeroed(len).unwrap();
+            assert_eq!(buf.len(), len);
+            if cfg!(unix) {
+                assert!(buf.mapped_len >= len);
+                assert_eq!(buf.as_slice().as_ptr() as usize % HUGE_PAGE, 0);
+            }
+            assert!(buf.as_slice().iter().all(|&b| b == 0));
+            let last = len - 1;
+            buf.as_mut_slice()[last] = 7;
+            assert_eq!(buf.as_slice()[last], 7);
+        }
+    }
+
+    #[test]
+    fn copies_split_over_threads_give_the_same_bytes() {
+        assert_eq!(copy_threads(PARALLEL_THRESHOLD - 1), 1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(copy_threads(PARALLEL_THRESHOLD), cores.clamp(1, 2));
+        assert!(copy_threads(1 << 40) <= MAX_COPY_THREADS);
+        let src: Vec<u8> = (0..PARALLEL_THRESHOLD * 2 + 13)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let buf = AlignedBuf::from_slice(&src).unwrap();
+        assert_eq!(buf.as_slice(), &src[..]);
+    }
+}
