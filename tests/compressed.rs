@@ -31,7 +31,7 @@ fn deflated_archives_give_the_stored_originals_tensors() {
                 let ckpt = Checkpoint::open(deflated(&file), &options)
                     .unwrap_or_else(|e| panic!("{file}: {e}"));
                 assert_eq!(ckpt.len(), original.len(), "{file}");
-                assert!(ckpt.len() > 0, "{file}");
+                assert!(!ckpt.is_empty(), "{file}");
                 for i in 0..ckpt.len() {
                     assert_eq!(ckpt.name_at(i), original.name_at(i), "{file}");
                     let (ours, theirs) = (ckpt.tensor_at(i), original.tensor_at(i));
