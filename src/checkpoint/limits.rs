@@ -15,6 +15,10 @@ pub struct Limits {
     pub zip: ZipLimits,
     /// Bytes of the `data.pkl` record (legacy files: of all the pickles before the storages).
     pub max_pickle_bytes: u64,
+    /// Bytes one deflated record may declare it inflates to (a storage, or `data.pkl` within
+    /// `max_pickle_bytes`); a larger declaration is a `Limit` error at open. A record is never
+    /// inflated past its declared size, so this bounds the memory any record can take.
+    pub max_inflated_bytes: u64,
     /// The walk that names tensors.
     pub table: TableLimits,
     /// Listing values ([`Checkpoint::value_leaves`](crate::Checkpoint::value_leaves)).
@@ -31,6 +35,7 @@ impl Default for Limits {
             pickle: PickleLimits::default(),
             zip: ZipLimits::default(),
             max_pickle_bytes: 1 << 30,
+            max_inflated_bytes: 1 << 34,
             table: TableLimits::default(),
             values: ValueLimits::default(),
             max_shards: 16_384,

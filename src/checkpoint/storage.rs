@@ -3,7 +3,7 @@
 //! fix-up is decided at open but made on first use: opening costs metadata only, and a
 //! storage is copied (once, whichever thread asks first) when one of its tensors is asked for.
 
-use crate::container::zip::canonical_index;
+use crate::container::zip::{canonical_index, inflate_into, ZipRecord, METHOD_DEFLATE};
 use crate::container::{AlignedBuf, Source};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -105,13 +105,27 @@ struct DeferredCopy {
     /// Held while the copy is made: concurrent first uses make it once. (`OnceLock` alone
     /// cannot report an allocation failure without caching it.)
     making: Mutex<()>,
+    /// Set for a deflated record: the copy is the record inflated, not the file's bytes.
+    deflated: Option<DeflatedRecord>,
+}
+
+/// A deflated zip record a storage's bytes are inflated from (its data starts at the
+/// storage's `start`; the storage's `len` is its declared uncompressed size).
+struct DeflatedRecord {
+    name: Box<str>,
+    compressed_len: u64,
+    crc: u32,
 }
 
 impl Storage {
     /// The storage's bytes. For a storage whose copy is deferred and not made yet, the file's
     /// bytes as they are (misaligned, or in big-endian order): every [`crate::Tensor`] has had
     /// its storage made ready ([`Storage::make_ready`]), so its bytes are the usable ones.
+    /// A deflated storage not inflated yet has no bytes (empty).
     pub fn bytes(&self) -> &[u8] {
+        if self.inflation_pending() {
+            return &[];
+        }
         let start = self.start();
         &self.backing().bytes()[start..start + self.len]
     }
@@ -132,8 +146,16 @@ impl Storage {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// True while the storage waits to be inflated from its deflated record.
+    fn inflation_pending(&self) -> bool {
+        matches!(&self.bytes, StorageBytes::Deferred(d)
+            if d.deflated.is_some() && d.copy.get().is_none())
+    }
     /// Absolute file offset of the first byte, when the bytes are the file's.
     pub fn file_offset(&self) -> Option<u64> {
+        if self.inflation_pending() {
+            return None;
+        }
         match self.backing() {
             Backing::File(_) => Some(self.start as u64),
             Backing::Owned(_) => None,
@@ -146,6 +168,7 @@ impl Storage {
     pub fn saved_at(&self) -> Option<(&Arc<Source>, u64, u8)> {
         match &self.bytes {
             StorageBytes::Ready(Backing::File(source)) => Some((source, self.start as u64, 1)),
+            StorageBytes::Deferred(deferred) if deferred.deflated.is_some() => None,
             StorageBytes::Deferred(deferred) => match &deferred.file {
                 Backing::File(source) => {
                     Some((source, self.start as u64, deferred.swap_unit.max(1)))
@@ -191,6 +214,12 @@ impl Storage {
         let Backing::File(source) = &deferred.file else {
             return Ok(());
         };
+        if let Some(record) = &deferred.deflated {
+            let mut buf = self.inflate(source, record)?;
+            swap_bytes(&mut buf, deferred.swap_unit);
+            let _ = deferred.copy.set(Backing::Owned(Arc::new(buf)));
+            return Ok(());
+        }
         let what = || {
             format!(
                 "copying storage '{}' ({} bytes) into aligned memory",
@@ -208,21 +237,91 @@ impl Storage {
             let file_bytes = &source.bytes()[self.start..self.start + self.len];
             AlignedBuf::from_slice(file_bytes).map_err(|e| e.context(what()))?
         };
-        if deferred.swap_unit > 1 {
-            for chunk in buf
-                .as_mut_slice()
-                .chunks_exact_mut(usize::from(deferred.swap_unit))
-            {
-                chunk.reverse();
-            }
-        }
+        swap_bytes(&mut buf, deferred.swap_unit);
         let _ = deferred.copy.set(Backing::Owned(Arc::new(buf)));
         source.release_pages(self.start, self.len);
         Ok(())
     }
 }
 
+/// Reverses each run of `unit` bytes (a big-endian storage's elements); 0 or 1: nothing.
+fn swap_bytes(buf: &mut AlignedBuf, unit: u8) {
+    if unit > 1 {
+        for chunk in buf.as_mut_slice().chunks_exact_mut(usize::from(unit)) {
+            chunk.reverse();
+        }
+    }
+}
+
 impl Storage {
+    /// Inflates the storage's deflated record into aligned memory of the storage's length,
+    /// checking the inflated size and CRC-32 (see [`crate::container::zip::inflate_into`]).
+    fn inflate(&self, source: &Source, record: &DeflatedRecord) -> Result<AlignedBuf> {
+        let zip_record = ZipRecord {
+            name: &record.name,
+            data_offset: self.start as u64,
+            size: record.compressed_len,
+            uncompressed_size: self.len as u64,
+            method: METHOD_DEFLATE,
+            crc: record.crc,
+        };
+        let mut buf = AlignedBuf::zeroed(self.len).map_err(|e| {
+            e.context(format!(
+                "inflating storage '{}' ({} bytes) from record '{}'",
+                self.key, self.len, record.name
+            ))
+        })?;
+        let compressed_len = record.compressed_len as usize;
+        let read;
+        let compressed = if source.is_per_tensor() {
+            let mut bytes = Vec::new();
+            bytes.try_reserve_exact(compressed_len).map_err(|_| {
+                Error::no_memory(format!(
+                    "out of memory reading record '{}' ({compressed_len} bytes)",
+                    record.name
+                ))
+            })?;
+            bytes.resize(compressed_len, 0);
+            source
+                .read_exact_at(self.start as u64, &mut bytes)
+                .map_err(|e| e.context(format!("reading record '{}'", record.name)))?;
+            read = bytes;
+            &read[..]
+        } else {
+            &source.bytes()[self.start..self.start + compressed_len]
+        };
+        inflate_into(zip_record, compressed, buf.as_mut_slice())?;
+        Ok(buf)
+    }
+
+    /// A storage whose bytes are the deflated `record` of `source`, inflated on first use
+    /// (its range was checked against the file by the zip parse).
+    pub(crate) fn deflated(
+        key: StorageKey,
+        location: Arc<str>,
+        source: &Arc<Source>,
+        record: ZipRecord<'_>,
+    ) -> Storage {
+        Storage {
+            key,
+            id: new_storage_id(),
+            location,
+            bytes: StorageBytes::Deferred(Arc::new(DeferredCopy {
+                file: Backing::File(source.clone()),
+                swap_unit: 1,
+                copy: OnceLock::new(),
+                making: Mutex::new(()),
+                deflated: Some(DeflatedRecord {
+                    name: record.name.into(),
+                    compressed_len: record.size,
+                    crc: record.crc,
+                }),
+            })),
+            start: record.data_offset as usize,
+            len: record.uncompressed_size as usize,
+        }
+    }
+
     /// A storage whose bytes are `source.bytes()[start..start + len]` (bounds checked by the
     /// format that found them).
     pub(crate) fn in_file(
@@ -251,6 +350,7 @@ impl Storage {
                 swap_unit,
                 copy: OnceLock::new(),
                 making: Mutex::new(()),
+                deflated: None,
             }));
         }
     }
@@ -358,6 +458,13 @@ pub(crate) fn fix_storages(
         // Per-tensor mode: every storage is read from the file on first use.
         let unread =
             matches!(&storage.bytes, StorageBytes::Ready(Backing::File(s)) if s.is_per_tensor());
+        if let StorageBytes::Deferred(deferred) = &mut storage.bytes {
+            // A deflated storage: inflated on first use, into aligned memory, then swapped.
+            if let Some(deferred) = Arc::get_mut(deferred).filter(|d| d.deflated.is_some()) {
+                deferred.swap_unit = if swap { swap_unit } else { 1 };
+                continue;
+            }
+        }
         if swap || unread || (misaligned && !accept_unaligned) {
             storage.defer_copy(if swap { swap_unit } else { 1 });
         }

@@ -6,7 +6,7 @@
 use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet, SwapUnits};
 use crate::checkpoint::verify::{self, CrcReport};
 use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed};
-use crate::container::zip::{self, ZipArchive};
+use crate::container::zip::{self, ZipArchive, ZipRecord};
 use crate::container::Source;
 use crate::error::{Error, Result};
 use crate::hash::HashMap;
@@ -69,25 +69,32 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
             )
         })
     })?;
-    if pkl.size > options.limits.max_pickle_bytes {
+    // For a deflated pickle, the size it declares inflated: it is never inflated past that.
+    if pkl.uncompressed_size > options.limits.max_pickle_bytes {
         return Err(Error::limit(format!(
             "data.pkl is {} bytes; the limit is {}",
-            pkl.size, options.limits.max_pickle_bytes
+            pkl.uncompressed_size, options.limits.max_pickle_bytes
         )));
     }
     // A corrupt pickle or byte order is reported as such, before either is read.
     let metadata_crc = if options.verify_crc {
+        // A deflated record's CRC-32 is checked as it is inflated.
         let mut records = vec![pkl];
         records.extend(archive.get("byteorder"));
+        records.retain(|record| !record.is_deflated());
         Some(verify::check_records(source, &records)?)
     } else {
         None
     };
     let byte_order_big = byte_order_big(&archive, bytes)?;
-    let pickle_bytes = archive.data(bytes, pkl)?;
+    let pickle_bytes = record_bytes(&archive, bytes, pkl)?;
     let (mut arena, top) = match early {
-        Some((offset, size, parsed)) if (offset, size) == (pkl.data_offset, pkl.size) => parsed,
-        _ => parse_pickle(pickle_bytes, options),
+        Some((offset, size, parsed))
+            if !pkl.is_deflated() && (offset, size) == (pkl.data_offset, pkl.size) =>
+        {
+            parsed
+        }
+        _ => parse_pickle(&pickle_bytes, options),
     }?;
     if format == Format::TorchScript {
         super::torchscript::ScriptClasses::read(&archive, bytes)?
@@ -113,6 +120,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         resolved: 0,
         last_persistent: None,
         in_order: true,
+        max_inflated_bytes: options.limits.max_inflated_bytes,
     };
     let parsed = Parsed {
         format,
@@ -134,11 +142,13 @@ fn verify_storage_records(ckpt: &Checkpoint, archive: &ZipArchive) -> Result<Crc
     let mut records = Vec::with_capacity(ckpt.storages.len());
     for storage in &ckpt.storages {
         let key = storage.key.to_string();
-        records.push(
-            archive
-                .storage_record(&key)
-                .ok_or_else(|| Error::format(format!("storage '{key}' has no record to verify")))?,
-        );
+        let record = archive
+            .storage_record(&key)
+            .ok_or_else(|| Error::format(format!("storage '{key}' has no record to verify")))?;
+        // A deflated record's CRC-32 is checked when it is inflated (on first use).
+        if !record.is_deflated() {
+            records.push(record);
+        }
     }
     verify::check_records(&ckpt.source, &records)
 }
@@ -150,7 +160,14 @@ fn byte_order_big(archive: &ZipArchive, bytes: &[u8]) -> Result<bool> {
     let Some(record) = archive.get("byteorder") else {
         return Ok(false);
     };
-    match archive.data(bytes, record)? {
+    // torch reads any size of record here; more than "little" is refused without reading it.
+    if record.is_deflated() && record.uncompressed_size > 64 {
+        return Err(Error::format(format!(
+            "byteorder record is {} bytes; torch accepts exactly 'little' or 'big'",
+            record.uncompressed_size
+        )));
+    }
+    match &*record_bytes(archive, bytes, record)? {
         b"little" => Ok(false),
         b"big" => Ok(true),
         other => Err(Error::format(format!(
@@ -159,6 +176,22 @@ fn byte_order_big(archive: &ZipArchive, bytes: &[u8]) -> Result<bool> {
             if other.len() > 32 { "..." } else { "" }
         ))),
     }
+}
+
+/// A record's bytes: a slice of the file when stored, inflated into memory when deflated (a
+/// size the caller bounded); `Unsupported` for another compression method.
+fn record_bytes<'b>(
+    archive: &ZipArchive,
+    bytes: &'b [u8],
+    record: ZipRecord<'_>,
+) -> Result<std::borrow::Cow<'b, [u8]>> {
+    if record.is_deflated() {
+        let compressed = archive.raw_data(bytes, record)?;
+        return Ok(std::borrow::Cow::Owned(zip::inflate_to_vec(
+            record, compressed,
+        )?));
+    }
+    Ok(std::borrow::Cow::Borrowed(archive.data(bytes, record)?))
 }
 
 /// Records from which a zip archive's directory is parsed on a thread of its own, beside the
@@ -190,6 +223,7 @@ struct ZipStorages<'a> {
     resolved: usize,
     last_persistent: Option<NodeId>,
     in_order: bool,
+    max_inflated_bytes: u64,
 }
 
 struct Misfit {
@@ -222,20 +256,26 @@ impl StorageResolver for ZipStorages<'_> {
             self.note_reference(index, id)?;
             return Ok((index, self.storages[index].len() as u64));
         }
-        let (data_offset, record_size, declared) = self.record_of(id)?;
+        let (record, declared) = self.record_of(id)?;
+        let record_size = record.uncompressed_size;
         let index = self.storages.len();
         if key != StorageKey::Number(index as u32) {
             self.by_key.insert(id.key.to_string(), index);
         }
         // The record's length: whenever torch loads the file, the storage is exactly the
         // record (see `misfit_error`; a reference declaring another length refuses the open).
-        self.storages.push(Storage::in_file(
-            key,
-            self.locations.intern(id.location),
-            self.source,
-            data_offset as usize,
-            record_size as usize,
-        ));
+        let location = self.locations.intern(id.location);
+        self.storages.push(if record.is_deflated() {
+            Storage::deflated(key, location, self.source, record)
+        } else {
+            Storage::in_file(
+                key,
+                location,
+                self.source,
+                record.data_offset as usize,
+                record_size as usize,
+            )
+        });
         if self.record_swap_units {
             self.swap_units.push_first(id.swap_unit());
         }
@@ -282,9 +322,10 @@ impl StorageResolver for ZipStorages<'_> {
                 }
                 continue;
             }
-            let (_, record_size, declared) = self
+            let (record, declared) = self
                 .record_of(&id)
                 .map_err(|e| e.context("a storage no tensor reaches"))?;
+            let record_size = record.uncompressed_size;
             let fitting = unreached.entry(id.key.to_string()).or_insert(0);
             if declared == record_size {
                 *fitting |= dtype_bit(&id);
@@ -310,7 +351,7 @@ impl Misfit {
     }
 }
 
-impl ZipStorages<'_> {
+impl<'a> ZipStorages<'a> {
     /// Another reference to storage `index`: its swap unit, and a misfit when it declares
     /// another length than the storage's record.
     #[inline]
@@ -366,10 +407,10 @@ impl ZipStorages<'_> {
         Ok(())
     }
 
-    /// Where the record a new storage reads starts, its size, and the bytes the reference
-    /// declares, checked as torch's loader needs them.
+    /// The record a new storage reads (stored, or deflated within `max_inflated_bytes`), and
+    /// the bytes the reference declares, checked as torch's loader needs them.
     #[inline(always)]
-    fn record_of(&self, id: &StorageId<'_>) -> Result<(u64, u64, u64)> {
+    fn record_of(&self, id: &StorageId<'_>) -> Result<(ZipRecord<'a>, u64)> {
         if id.legacy_view.is_some() {
             return Err(Error::format(format!(
                 "storage '{}' carries legacy view metadata inside a zip archive",
@@ -384,15 +425,22 @@ impl ZipStorages<'_> {
                 id.key
             ))
         })?;
-        record.require_stored()?;
-        let declared = declared_bytes(id)?;
-        if declared > record.size {
-            return Err(Error::format(format!(
-                "storage '{}' declares {} elements of {} ({declared} bytes) but its record holds {} bytes",
-                id.key, id.numel, id.class_name(), record.size
+        record.require_readable()?;
+        if record.is_deflated() && record.uncompressed_size > self.max_inflated_bytes {
+            return Err(Error::limit(format!(
+                "storage '{}': record '{}' inflates to {} bytes; the limit is {} \
+                 (Limits::max_inflated_bytes)",
+                id.key, record.name, record.uncompressed_size, self.max_inflated_bytes
             )));
         }
-        Ok((record.data_offset, record.size, declared))
+        let declared = declared_bytes(id)?;
+        if declared > record.uncompressed_size {
+            return Err(Error::format(format!(
+                "storage '{}' declares {} elements of {} ({declared} bytes) but its record holds {} bytes",
+                id.key, id.numel, id.class_name(), record.uncompressed_size
+            )));
+        }
+        Ok((record, declared))
     }
 
     /// The storage with this key. torch numbers storages "0", "1", … in first-use order, so a

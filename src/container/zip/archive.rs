@@ -14,8 +14,12 @@ pub struct ZipRecord<'a> {
     pub data_offset: u64,
     /// Number of data bytes in the file (for a compressed record, its compressed size).
     pub size: u64,
-    /// Compression method: 0 (stored) for every record mmckpt maps. TorchScript archives
-    /// compress their `code/` records, which mmckpt never reads.
+    /// Number of bytes the record holds once inflated, as the central directory declares it
+    /// (`size` for a stored record).
+    pub uncompressed_size: u64,
+    /// Compression method: 0 (stored) for every record mmckpt maps; 8 (deflate) for a record
+    /// it inflates into memory on first use. TorchScript archives compress their
+    /// `code/` records, which mmckpt never reads.
     pub method: u16,
     /// The CRC-32 of the (uncompressed) data, as the central directory records it; 0 when the
     /// writer computed none (`torch.serialization.set_crc32_options(False)`).
@@ -36,7 +40,31 @@ impl ZipRecord<'_> {
             method_name(self.method)
         )))
     }
+
+    /// True when the record is deflated (method 8): mmckpt inflates it into memory.
+    pub fn is_deflated(&self) -> bool {
+        self.method == METHOD_DEFLATE
+    }
+
+    /// Fails with `Unsupported` naming the record unless its bytes are stored or deflated: the
+    /// two methods torch's reader (miniz) reads; it refuses bzip2, lzma and the rest
+    /// ("unsupported method").
+    pub fn require_readable(&self) -> Result<()> {
+        if self.method == 0 || self.is_deflated() {
+            return Ok(());
+        }
+        Err(Error::unsupported(format!(
+            "record '{}' uses compression method {} ({}); torch's reader (miniz) reads only \
+             stored and deflated records",
+            self.name,
+            self.method,
+            method_name(self.method)
+        )))
+    }
 }
+
+/// The zip compression method `deflate`.
+pub const METHOD_DEFLATE: u16 = 8;
 
 fn method_name(method: u16) -> &'static str {
     match method {
@@ -64,8 +92,9 @@ pub(super) struct Stored {
     pub header_offset: u64,
     pub data_offset: u64,
     pub size: u64,
+    pub uncompressed: u64,
     pub method: u16,
-    /// Fits in the padding after `method`: a record still takes 48 bytes.
+    /// Fits in the padding after `method`: a record takes 56 bytes.
     pub crc: u32,
 }
 
@@ -113,6 +142,7 @@ impl ZipArchive {
             name: &self.names[stored.name_start..stored.name_end],
             data_offset: stored.data_offset,
             size: stored.size,
+            uncompressed_size: stored.uncompressed,
             method: stored.method,
             crc: stored.crc,
         }

@@ -5,8 +5,10 @@
 //! result is, for every record, its name and the absolute byte range of its data, so that the
 //! layers above can point straight into the mapping.
 //!
-//! Only what torch writes is accepted: stored (uncompressed) entries on a single disk, all under
-//! one top-level folder (the prefix). Everything is bounds- and overflow-checked; bad input is a
+//! Only what torch's reader accepts is accepted: stored (uncompressed) or deflated entries on a
+//! single disk, all under one top-level folder (the prefix). A deflated record is inflated on
+//! request (`inflate.rs`); everything else stays a range of the mapping. Everything is
+//! bounds- and overflow-checked; bad input is a
 //! `Format` (or `Unsupported`, or `Limit`) error that names the record and/or the byte offset,
 //! never a panic. CRCs are kept but not checked here: torch never checks them (and writes
 //! zeros under `set_crc32_options(False)`); `checkpoint::verify` checks them on request.
@@ -34,13 +36,15 @@
 //! One file per record type: `end.rs` (end of central directory, zip64 locator and record),
 //! `central.rs` (central directory headers), `local.rs` (local headers), `zip64.rs` (the zip64
 //! extra field, for both header kinds); `index.rs` (name rules and lookup by name), `reads.rs`
-//! (`pread` support), `archive.rs` (the parsed archive), `parse.rs` (putting them together).
+//! (`pread` support), `inflate.rs` (deflated records), `archive.rs` (the parsed archive),
+//! `parse.rs` (putting them together).
 
 mod archive;
 mod central;
 mod end;
 mod fields;
 mod index;
+mod inflate;
 mod local;
 mod parse;
 mod reads;
@@ -50,8 +54,9 @@ mod tests;
 pub(crate) mod writer;
 mod zip64;
 
-pub use archive::{ZipArchive, ZipLimits, ZipRecord};
+pub use archive::{ZipArchive, ZipLimits, ZipRecord, METHOD_DEFLATE};
 pub use index::canonical_index;
+pub use inflate::{inflate_into, inflate_to_vec};
 pub use parse::{guess_first_record, parse_with};
 pub use reads::HeaderReads;
 // The whole-slice parse and the reader over a slice serve the fuzz targets and the tests.

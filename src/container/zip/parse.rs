@@ -189,6 +189,7 @@ pub fn parse_with(
             header_offset: local_offset,
             data_offset,
             size: compressed,
+            uncompressed,
             method,
             crc,
         });
