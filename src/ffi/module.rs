@@ -805,6 +805,21 @@ mod tests {
     }
 
     #[test]
+    fn the_prefetch_flag_sets_the_load_option() {
+        let mut opts = mmckpt_load_options::defaults();
+        opts.flags = MMCKPT_LOAD_STRICT | MMCKPT_LOAD_PREFETCH;
+        let (options, _) = load_options(&opts).unwrap();
+        assert!(options.prefetch && options.strict && !options.assign);
+        opts.flags = MMCKPT_LOAD_STRICT;
+        assert!(!load_options(&opts).unwrap().0.prefetch);
+        opts.flags = 1 << 5;
+        assert!(
+            load_options(&opts).is_err(),
+            "the next bit is still unknown"
+        );
+    }
+
+    #[test]
     fn c_api_specs_and_null_arguments() {
         let mut m: *mut mmckpt_module = std::ptr::null_mut();
         let bad = b"{\"type\":\"Module\",\"children\":{\"l\":{\"type\":\"Nope\"}}}";
