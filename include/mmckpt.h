@@ -797,6 +797,15 @@ mmckpt_status mmckpt_checkpoint_value_child_key(const mmckpt_checkpoint *ckpt,
 #define MMCKPT_LOAD_CONTIGUOUS (1 << 3)
 
 /**
+ * Bring the loaded entries' storages in ahead of the copy, in file order and at most
+ * 256 MiB ahead of it: a mapped file is advised (MADV_WILLNEED), a file opened per tensor
+ * has those storages read (pread) on a thread that ends before the load returns. A cold load
+ * then streams the file. Results are the same; an assign load that reads no tensor byte
+ * (no CONVERT, no CONTIGUOUS) fetches nothing.
+ */
+#define MMCKPT_LOAD_PREFETCH (1 << 4)
+
+/**
  * The newest version of mmckpt_load_options this header declares. Version 1: `version`,
  * `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
  * its own.
@@ -843,7 +852,8 @@ typedef struct mmckpt_load_options {
    */
   uint32_t version;
   /**
-   * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS.
+   * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS,
+   * MMCKPT_LOAD_PREFETCH.
    */
   uint32_t flags;
   /**

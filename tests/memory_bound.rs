@@ -268,6 +268,7 @@ fn open_and_load(path: &Path) {
             convert,
             contiguous: false,
             prefix: String::new(),
+            prefetch: false,
         };
         if let Err(e) = module.load(&ckpt, &options) {
             assert!(

@@ -90,6 +90,7 @@ fn a_module_with_a_million_segment_name_loads_and_reports() {
                     convert,
                     contiguous: false,
                     prefix: String::new(),
+                    prefetch: false,
                 };
                 let report = module.load(&ckpt, &options).unwrap();
                 assert!(!report.is_failure(), "{}", report.message());

@@ -1064,6 +1064,7 @@ fn load_module(mut module: Module, ckpt: &Checkpoint, plan: &LoadPlan) -> Result
         convert: !plan.copy && plan.dtype.is_some(),
         contiguous: plan.contiguous,
         prefix: plan.prefix.clone(),
+        prefetch: false,
     };
     let report = module.load(ckpt, &options)?;
     Ok(Loaded {

@@ -10,12 +10,14 @@
 pub(crate) mod formats;
 mod index;
 mod limits;
+mod prefetch;
 mod storage;
 mod table;
 pub(crate) mod verify;
 
 pub use index::TensorRange;
 pub use limits::{Limits, TableLimits, ValueLimits};
+pub use prefetch::{PrefetchCursor, DEFAULT_PREFETCH_BUDGET};
 pub use storage::{new_storage_id, Backing, Storage, StorageKey};
 pub use verify::CrcReport;
 

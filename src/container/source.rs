@@ -433,6 +433,21 @@ impl Source {
         self.advise(memmap2::Advice::WillNeed);
     }
 
+    /// Asks the kernel to start reading `bytes()[start..start + len]` in now
+    /// (`MADV_WILLNEED` on the pages holding it); a no-op for owned bytes.
+    pub fn advise_will_need_range(&self, start: usize, len: usize) {
+        let map: &memmap2::Mmap = match &self.backing {
+            FileBytes::Mapped(map) => map,
+            FileBytes::MappedCopyOnWrite(_) | FileBytes::Owned(_) | FileBytes::Sparse(_) => return,
+        };
+        let page = page_size();
+        let first = start / page * page;
+        let end = start.saturating_add(len).min(map.len());
+        if end > first {
+            let _ = map.advise_range(memmap2::Advice::WillNeed, first, end - first);
+        }
+    }
+
     fn advise(&self, advice: memmap2::Advice) {
         let _ = match &self.backing {
             FileBytes::Mapped(map) => map.advise(advice),

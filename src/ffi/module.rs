@@ -347,8 +347,17 @@ pub const MMCKPT_LOAD_CONVERT: u32 = 1 << 2;
 /// mmckpt_load_report_copied lists the copies. Copy loads (materialize / bind, no ASSIGN)
 /// always write row-major memory, so for them this flag changes nothing.
 pub const MMCKPT_LOAD_CONTIGUOUS: u32 = 1 << 3;
-const LOAD_FLAGS: u32 =
-    MMCKPT_LOAD_ASSIGN | MMCKPT_LOAD_STRICT | MMCKPT_LOAD_CONVERT | MMCKPT_LOAD_CONTIGUOUS;
+/// Bring the loaded entries' storages in ahead of the copy, in file order and at most
+/// 256 MiB ahead of it: a mapped file is advised (MADV_WILLNEED), a file opened per tensor
+/// has those storages read (pread) on a thread that ends before the load returns. A cold load
+/// then streams the file. Results are the same; an assign load that reads no tensor byte
+/// (no CONVERT, no CONTIGUOUS) fetches nothing.
+pub const MMCKPT_LOAD_PREFETCH: u32 = 1 << 4;
+const LOAD_FLAGS: u32 = MMCKPT_LOAD_ASSIGN
+    | MMCKPT_LOAD_STRICT
+    | MMCKPT_LOAD_CONVERT
+    | MMCKPT_LOAD_CONTIGUOUS
+    | MMCKPT_LOAD_PREFETCH;
 
 /// The newest version of mmckpt_load_options this header declares. Version 1: `version`,
 /// `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
@@ -362,7 +371,8 @@ pub const MMCKPT_LOAD_OPTIONS_VERSION: u32 = 1;
 pub struct mmckpt_load_options {
     /// The version of this struct the caller was compiled against (MMCKPT_LOAD_OPTIONS_VERSION).
     pub version: u32,
-    /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS.
+    /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS,
+    /// MMCKPT_LOAD_PREFETCH.
     pub flags: u32,
     /// Nullable. Only checkpoint keys under this prefix are considered, and it is stripped
     /// ("module." of DataParallel); a missing final '.' is implied. Read during the call only.
@@ -448,6 +458,7 @@ fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option
     options.strict = opts.flags & MMCKPT_LOAD_STRICT != 0;
     options.convert = opts.flags & MMCKPT_LOAD_CONVERT != 0;
     options.contiguous = opts.flags & MMCKPT_LOAD_CONTIGUOUS != 0;
+    options.prefetch = opts.flags & MMCKPT_LOAD_PREFETCH != 0;
     options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
         .unwrap_or("")
         .to_string();
@@ -791,6 +802,21 @@ mod tests {
         assert_eq!(values, [1.5, 2.5]);
         mmckpt_module_free(m);
         mmckpt_module_free(std::ptr::null_mut());
+    }
+
+    #[test]
+    fn the_prefetch_flag_sets_the_load_option() {
+        let mut opts = mmckpt_load_options::defaults();
+        opts.flags = MMCKPT_LOAD_STRICT | MMCKPT_LOAD_PREFETCH;
+        let (options, _) = load_options(&opts).unwrap();
+        assert!(options.prefetch && options.strict && !options.assign);
+        opts.flags = MMCKPT_LOAD_STRICT;
+        assert!(!load_options(&opts).unwrap().0.prefetch);
+        opts.flags = 1 << 5;
+        assert!(
+            load_options(&opts).is_err(),
+            "the next bit is still unknown"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::convert;
 use super::report::{size_mismatch, LoadReport};
 use super::{Data, Entry, Module, View};
 use crate::checkpoint::{new_storage_id, Backing};
-use crate::checkpoint::{Checkpoint, TensorRef};
+use crate::checkpoint::{Checkpoint, PrefetchCursor, TensorRef};
 use crate::container::AlignedBuf;
 use crate::error::{Error, ErrorKind, Result};
 use std::sync::Arc;
@@ -45,6 +45,12 @@ pub struct LoadOptions {
     /// Only checkpoint keys under this prefix are considered, and it is stripped. A prefix that
     /// does not end in `.` gets one (`module` and `module.` are the same).
     pub prefix: String,
+    /// Bring the loaded entries' storages in ahead of the copy, in file order and at most
+    /// [`DEFAULT_PREFETCH_BUDGET`](crate::DEFAULT_PREFETCH_BUDGET) bytes ahead of it (see
+    /// [`Checkpoint::prefetch_while`]): a cold load streams the file. Results are the same;
+    /// an assign load without `convert` or `contiguous` reads no tensor byte, so nothing is
+    /// fetched for it.
+    pub prefetch: bool,
 }
 
 impl Default for LoadOptions {
@@ -55,6 +61,7 @@ impl Default for LoadOptions {
             convert: false,
             contiguous: false,
             prefix: String::new(),
+            prefetch: false,
         }
     }
 }
@@ -99,10 +106,40 @@ impl Module {
         &mut self,
         ckpt: &Checkpoint,
         options: &LoadOptions,
-        mut on_tensor: Option<OnTensor<'_>>,
+        on_tensor: Option<OnTensor<'_>>,
     ) -> Result<LoadReport> {
         options.validate()?;
-        let (report, mut pairs) = self.plan(ckpt, options)?;
+        let reads = !options.assign || options.convert || options.contiguous;
+        if !(options.prefetch && reads) {
+            return self.load_planned(ckpt, options, on_tensor, None);
+        }
+        let indices = self.matching_indices(ckpt, options);
+        ckpt.prefetch_while(&indices, crate::DEFAULT_PREFETCH_BUDGET, |cursor| {
+            self.load_planned(ckpt, options, on_tensor, Some(cursor))
+        })
+    }
+
+    /// The checkpoint entries a load with `options` may read (under the prefix, named as an
+    /// entry of this module).
+    fn matching_indices(&self, ckpt: &Checkpoint, options: &LoadOptions) -> Vec<usize> {
+        let prefix = normalized_prefix(&options.prefix);
+        (0..ckpt.len())
+            .filter(|&i| {
+                ckpt.name_at(i)
+                    .and_then(|full| full.strip_prefix(&*prefix))
+                    .is_some_and(|key| self.by_name.contains_key(key))
+            })
+            .collect()
+    }
+
+    fn load_planned(
+        &mut self,
+        ckpt: &Checkpoint,
+        options: &LoadOptions,
+        mut on_tensor: Option<OnTensor<'_>>,
+        cursor: Option<&PrefetchCursor>,
+    ) -> Result<LoadReport> {
+        let (report, mut pairs) = self.plan(ckpt, options, cursor)?;
         // Destinations and dtypes, checked before anything changes.
         for (e, _, t) in &pairs {
             let entry = &self.entries[*e];
@@ -151,7 +188,7 @@ impl Module {
         let outcome = if options.assign {
             self.apply_assign(&pairs, options, &mut on_tensor)
         } else {
-            self.apply_copy(&pairs, strict, &mut on_tensor)
+            self.apply_copy(&pairs, strict, &mut on_tensor, cursor)
                 .map(|()| Vec::new())
         };
         outcome.map(|copied| LoadReport {
@@ -167,12 +204,9 @@ impl Module {
         &self,
         ckpt: &'c Checkpoint,
         options: &LoadOptions,
+        cursor: Option<&PrefetchCursor>,
     ) -> Result<(LoadReport, Vec<Pair<'c>>)> {
-        let prefix = if options.prefix.is_empty() || options.prefix.ends_with('.') {
-            std::borrow::Cow::Borrowed(options.prefix.as_str())
-        } else {
-            std::borrow::Cow::Owned(format!("{}.", options.prefix))
-        };
+        let prefix = normalized_prefix(&options.prefix);
         let mut source = vec![NONE; self.entries.len()];
         let mut unexpected: Vec<&str> = Vec::new();
         for i in 0..ckpt.len() {
@@ -201,6 +235,10 @@ impl Module {
                 continue;
             }
             let t = ckpt.tensor_at(src)?;
+            // A storage read on first use (per-tensor mode) was consumed just now.
+            if let (Some(cursor), false) = (cursor, t.is_mapped()) {
+                cursor.consumed(&t);
+            }
             if !shape_fits(&t.desc.shape, entry.shape()) {
                 mismatched.push((e, t));
                 continue;
@@ -310,6 +348,7 @@ impl Module {
         pairs: &[Pair<'_>],
         strict: bool,
         on_tensor: &mut Option<OnTensor<'_>>,
+        cursor: Option<&PrefetchCursor>,
     ) -> Result<()> {
         let save = strict && on_tensor.is_some();
         let mut saved: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -323,6 +362,9 @@ impl Module {
                 saved.push((*e, dst.to_vec()));
             }
             convert::convert(from, &src, to, dst);
+            if let Some(cursor) = cursor {
+                cursor.consumed(t);
+            }
             if let Some(f) = on_tensor.as_mut() {
                 if !f(&self.entries[*e]) {
                     let name = self.entries[*e].name().to_string();
@@ -336,6 +378,15 @@ impl Module {
             }
         }
         Ok(())
+    }
+}
+
+/// The prefix with its trailing `.` (`module` and `module.` are the same); empty stays empty.
+fn normalized_prefix(prefix: &str) -> std::borrow::Cow<'_, str> {
+    if prefix.is_empty() || prefix.ends_with('.') {
+        std::borrow::Cow::Borrowed(prefix)
+    } else {
+        std::borrow::Cow::Owned(format!("{prefix}."))
     }
 }
 
