@@ -717,6 +717,9 @@ class load_options {
   /// With assign: every entry row-major. Entries the checkpoint stores strided (transposed,
   /// channels_last) are copied into module-owned row-major memory; the rest stay views.
   load_options &contiguous(bool on = true) { return set(MMCKPT_LOAD_CONTIGUOUS, on); }
+  /// Bring the storages the load reads in ahead of the copy, in file order and within a
+  /// bounded window (MMCKPT_LOAD_PREFETCH): for cold files on slow or network storage.
+  load_options &prefetch(bool on = true) { return set(MMCKPT_LOAD_PREFETCH, on); }
   /// Only checkpoint keys under this prefix, stripped ("module.").
   load_options &prefix(std::string_view p) {
     prefix_ = std::string(p);
