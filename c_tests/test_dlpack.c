@@ -286,8 +286,37 @@ static void describe_in_one_call(void) {
   mmckpt_checkpoint_close(ckpt);
 }
 
+/* All names in one buffer, NUL after each, in table order; the size is asked first, a short
+   buffer is refused having written nothing, and a range past the table is NOT_FOUND. */
+static void names_in_one_call(void) {
+  mmckpt_checkpoint *ckpt = open_fixture("fixtures/nested.pt", 0);
+  size_t n = mmckpt_checkpoint_tensor_count(ckpt), i, needed = 0, partial = 0;
+  const char *at;
+  char *buf;
+  CHECK_OK(mmckpt_checkpoint_describe_names(ckpt, 0, n, NULL, 0, &needed));
+  CHECK(n > 1 && needed > n);
+  buf = (char *)malloc(needed);
+  memset(buf, 'x', needed);
+  CHECK_STATUS(mmckpt_checkpoint_describe_names(ckpt, 0, n, buf, needed - 1, NULL),
+               MMCKPT_ERR_BUFFER_TOO_SMALL);
+  CHECK(buf[0] == 'x');
+  CHECK_OK(mmckpt_checkpoint_describe_names(ckpt, 0, n, buf, needed, NULL));
+  for (i = 0, at = buf; i < n; i++) {
+    CHECK(strcmp(at, mmckpt_checkpoint_name_at(ckpt, i)) == 0);
+    at += strlen(at) + 1;
+  }
+  CHECK((size_t)(at - buf) == needed);
+  /* A sub-range starts at its first entry's name. */
+  CHECK_OK(mmckpt_checkpoint_describe_names(ckpt, 1, 1, buf, needed, &partial));
+  CHECK(strcmp(buf, mmckpt_checkpoint_name_at(ckpt, 1)) == 0 && partial == strlen(buf) + 1);
+  CHECK_STATUS(mmckpt_checkpoint_describe_names(ckpt, n, 1, NULL, 0, NULL), MMCKPT_ERR_NOT_FOUND);
+  free(buf);
+  mmckpt_checkpoint_close(ckpt);
+}
+
 int main(int argc, char **argv) {
   test_init(argc, argv);
+  names_in_one_call();
   every_dtype_has_torchs_code();
   layouts_and_lifetime();
   copied_storage_outlives_close();
