@@ -34,25 +34,28 @@ class _Handle:
             lib.mmckpt_checkpoint_close(ptr)
 
 
+# What mmckpt_checkpoint_describe gives for each entry: a Row holds one entry's, a Table each
+# as a column (int each; shape and strides are lists of ints).
+_DESCRIBED = (
+    "status",
+    "dtype_code",
+    "shape",
+    "strides",
+    "storage_offset",
+    "numel",
+    "data",
+    "nbytes",
+    "storage_id",
+    "file_offset",
+    "flags",
+    "storage_nbytes",
+)
+
+
 class Row:
     """One entry of the tensor table as mmckpt_checkpoint_describe gave it."""
 
-    __slots__ = (
-        "index",
-        "name",
-        "status",
-        "dtype_code",
-        "shape",
-        "strides",
-        "storage_offset",
-        "numel",
-        "data",
-        "nbytes",
-        "storage_id",
-        "file_offset",
-        "flags",
-        "storage_nbytes",
-    )
+    __slots__ = ("index", "name") + _DESCRIBED
 
 
 @contextlib.contextmanager
@@ -74,23 +77,7 @@ class Table:
     memoryview casts, not per-row ctypes objects, so a 100,000-tensor table costs tens of
     milliseconds, not seconds."""
 
-    __slots__ = (
-        "count",
-        "names",  # str each
-        # int each; shape and strides are lists of ints
-        "status",
-        "dtype_code",
-        "shape",
-        "strides",
-        "storage_offset",
-        "numel",
-        "data",
-        "nbytes",
-        "storage_id",
-        "file_offset",
-        "flags",
-        "storage_nbytes",
-    )
+    __slots__ = ("count", "names") + _DESCRIBED  # names: str each
 
     def __init__(self, handle: _Handle) -> None:
         with no_gc():
