@@ -161,6 +161,14 @@ impl DType {
             .find(|row| !row.3.is_empty() && row.3 == class_name)
             .map(|row| row.0)
     }
+    /// The legacy typed storage class torch names for this dtype (`float32` → `FloatStorage`);
+    /// `None` for dtypes only untyped storages carry.
+    pub fn storage_class(self) -> Option<&'static str> {
+        TABLE
+            .iter()
+            .find(|row| row.0 == self && !row.3.is_empty())
+            .map(|row| row.3)
+    }
     /// One of the four floating dtypes loads convert between: float64, float32, float16,
     /// bfloat16 (`Module::set_floating_dtype` changes only these).
     pub fn is_floating(self) -> bool {

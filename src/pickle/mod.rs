@@ -2,7 +2,7 @@
 
 mod keys;
 mod machine;
-mod opcodes;
+pub(crate) mod opcodes;
 pub mod repr;
 mod text;
 pub mod value;

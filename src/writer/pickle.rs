@@ -6,54 +6,16 @@
 use crate::dtype::DType;
 use std::collections::HashMap;
 
-// Protocol 2 opcodes (Lib/pickletools.py), the ones torch's pickler emits for a state dict.
-const PROTO: u8 = 0x80;
-const GLOBAL: u8 = b'c';
-const BINPUT: u8 = b'q';
-const LONG_BINPUT: u8 = b'r';
-const BINGET: u8 = b'h';
-const LONG_BINGET: u8 = b'j';
-const MARK: u8 = b'(';
-const TUPLE: u8 = b't';
-const EMPTY_TUPLE: u8 = b')';
-const TUPLE1: u8 = 0x85;
-const TUPLE2: u8 = 0x86;
-const TUPLE3: u8 = 0x87;
-const REDUCE: u8 = b'R';
-const BINPERSID: u8 = b'Q';
-const BINUNICODE: u8 = b'X';
-const BININT1: u8 = b'K';
-const BININT2: u8 = b'M';
-const BININT: u8 = b'J';
-const LONG1: u8 = 0x8a;
-const NEWTRUE: u8 = 0x88;
-const NEWFALSE: u8 = 0x89;
-const SETITEMS: u8 = b'u';
-const STOP: u8 = b'.';
+// Protocol 2 opcodes (Lib/pickletools.py), the ones torch's pickler emits for a state dict:
+// the reader's names.
+use crate::pickle::opcodes::{
+    BINGET, BININT, BININT1, BININT2, BINPERSID, BINPUT, BINUNICODE, EMPTY_TUPLE, GLOBAL, LONG1,
+    LONG_BINGET, LONG_BINPUT, MARK, NEWFALSE, NEWTRUE, PROTO, REDUCE, SETITEMS, STOP, TUPLE,
+    TUPLE1, TUPLE2, TUPLE3,
+};
 
 /// Items per SETITEMS, as Python's pickler batches them.
 const BATCH: usize = 1000;
-
-/// The legacy storage class torch names in a persistent id for `dtype`, when it has one
-/// (`torch/storage.py`, `_dtype_to_storage_type_map`); the other dtypes are saved as an
-/// `UntypedStorage` with the dtype passed to `_rebuild_tensor_v3`.
-fn storage_class(dtype: DType) -> Option<&'static str> {
-    Some(match dtype {
-        DType::Float64 => "DoubleStorage",
-        DType::Float32 => "FloatStorage",
-        DType::Float16 => "HalfStorage",
-        DType::Int64 => "LongStorage",
-        DType::Int32 => "IntStorage",
-        DType::Int16 => "ShortStorage",
-        DType::Int8 => "CharStorage",
-        DType::UInt8 => "ByteStorage",
-        DType::Bool => "BoolStorage",
-        DType::BFloat16 => "BFloat16Storage",
-        DType::Complex128 => "ComplexDoubleStorage",
-        DType::Complex64 => "ComplexFloatStorage",
-        _ => return None,
-    })
-}
 
 /// One tensor as the pickle describes it: which storage record, and the view.
 pub struct TensorRecord<'a> {
@@ -95,7 +57,7 @@ impl StateDictPickle {
             self.out.push(MARK);
         }
         self.string(t.name);
-        let class = storage_class(t.dtype);
+        let class = t.dtype.storage_class();
         if t.is_parameter {
             self.global("torch._utils", "_rebuild_parameter");
         }
