@@ -1,5 +1,7 @@
-"""Makes tests/data/deflated/: torch-made fixtures re-zipped with Python's zipfile and
-ZIP_DEFLATED (every record, or only the data/ records), which torch.load reads, and two broken
+"""Makes tests/data/deflated/: torch-made fixtures (torch.save archives, and TorchScript ones
+from torch.jit.save, whose code/ and constants records deflate too) re-zipped with Python's
+zipfile and ZIP_DEFLATED (every record, or only the data/ records), which torch.load and
+torch.jit.load read, and two broken
 deflated archives (a wrong CRC-32, a record that inflates past its declared size).
 
 Run with the torch venv: python scripts/make_deflated.py (from the repository root)."""
@@ -8,7 +10,16 @@ import struct
 import zipfile
 import zlib
 
-FIXTURES = ["dtypes.pt", "nested.pt", "forms.pt", "bigendian.pt"]
+FIXTURES = [
+    "dtypes.pt",
+    "nested.pt",
+    "forms.pt",
+    "bigendian.pt",
+    "script.pt",
+    "script_attr.pt",
+    "script_nested.pt",
+    "script_traced.pt",
+]
 OUT = "tests/data/deflated"
 
 

@@ -1,14 +1,25 @@
-//! Deflated records (made by `scripts/make_deflated.py`: torch's fixtures re-zipped with
-//! Python's `zipfile` and `ZIP_DEFLATED`, which torch.load reads): the same tensors as the
-//! stored originals, inflated on first use; a wrong CRC-32 or a stream that inflates past its
+//! Deflated records (made by `scripts/make_deflated.py`: torch's fixtures, TorchScript archives
+//! among them, re-zipped with Python's `zipfile` and `ZIP_DEFLATED`, which torch.load and
+//! torch.jit.load read): the same tensors as the stored originals, inflated on first use, and
+//! converted by the writer as the originals are; a wrong CRC-32 or a stream that inflates past its
 //! declared size is `Format` naming the record; a declared size over the limit is `Limit`.
 
 mod common;
 
 use common::{fixture, repo_path};
-use mmckpt::{Checkpoint, ErrorKind, OpenOptions};
+use mmckpt::{save, Checkpoint, ErrorKind, OpenOptions, SaveFormat, SaveOptions};
 
-const FIXTURES: [&str; 4] = ["dtypes", "nested", "forms", "bigendian"];
+const FIXTURES: [&str; 8] = [
+    "dtypes",
+    "nested",
+    "forms",
+    "bigendian",
+    // TorchScript (torch.jit.save): deflated code/, constants.pkl and data.pkl records too.
+    "script",
+    "script_attr",
+    "script_nested",
+    "script_traced",
+];
 
 fn deflated(name: &str) -> std::path::PathBuf {
     repo_path(&format!("tests/data/deflated/{name}.pt"))
@@ -49,6 +60,57 @@ fn deflated_archives_give_the_stored_originals_tensors() {
             }
         }
     }
+}
+
+#[test]
+fn deflated_archives_convert_as_the_stored_originals_do() {
+    let dir = std::env::temp_dir().join(format!("mmckpt-compressed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for stem in FIXTURES {
+        let original = Checkpoint::open(fixture(&format!("{stem}.pt")), &OpenOptions::default())
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let ckpt = Checkpoint::open(deflated(&format!("{stem}_all")), &OpenOptions::default())
+            .unwrap_or_else(|e| panic!("{stem}_all: {e}"));
+        for format in [SaveFormat::Torch, SaveFormat::Safetensors] {
+            let options = SaveOptions {
+                format,
+                ..SaveOptions::default()
+            };
+            let from_stored = dir.join(format!("{stem}-stored.{}", format.name()));
+            let from_deflated = dir.join(format!("{stem}-deflated.{}", format.name()));
+            let stored_result = save(&original, &from_stored, &options);
+            let deflated_result = save(&ckpt, &from_deflated, &options);
+            match (stored_result, deflated_result) {
+                (Ok(ours), Ok(theirs)) => {
+                    assert_eq!(ours.tensors, theirs.tensors, "{stem} {}", format.name());
+                    let (a, b) = (
+                        Checkpoint::open(&from_stored, &OpenOptions::default()).unwrap(),
+                        Checkpoint::open(&from_deflated, &OpenOptions::default()).unwrap(),
+                    );
+                    assert_eq!(a.len(), b.len(), "{stem} {}", format.name());
+                    for i in 0..a.len() {
+                        let (x, y) = (a.tensor_at(i).unwrap(), b.tensor_at(i).unwrap());
+                        assert_eq!(x.name(), y.name(), "{stem}");
+                        assert_eq!(x.shape(), y.shape(), "{stem} {}", x.name());
+                        assert_eq!(
+                            x.contiguous_bytes(),
+                            y.contiguous_bytes(),
+                            "{stem} {} {}",
+                            format.name(),
+                            x.name()
+                        );
+                    }
+                }
+                (ours, theirs) => assert_eq!(
+                    ours.map(|_| ()).map_err(|e| e.kind),
+                    theirs.map(|_| ()).map_err(|e| e.kind),
+                    "{stem} {}",
+                    format.name()
+                ),
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn first_tensor_error(name: &str, options: &OpenOptions) -> mmckpt::Error {
