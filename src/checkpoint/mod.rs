@@ -574,6 +574,19 @@ impl Checkpoint {
     /// own error (`Unsupported` for a sparse or quantized tensor, say) when it cannot be
     /// represented.
     pub fn tensor_at(&self, index: usize) -> Result<Tensor<'_>> {
+        let t = self.tensor_at_unready(index)?;
+        // A misaligned or big-endian storage is copied now, on its first use.
+        t.storage
+            .make_ready()
+            .map_err(|e| e.context(format!("tensor '{}'", t.name())))?;
+        Ok(t)
+    }
+
+    /// [`Checkpoint::tensor_at`] without making its storage's deferred copy: until it is made,
+    /// [`Tensor::bytes`] are the file's (misaligned, or big-endian). For the writer, which
+    /// streams such storages through [`Storage::for_each_usable_piece`] instead of keeping a
+    /// copy of each.
+    pub(crate) fn tensor_at_unready(&self, index: usize) -> Result<Tensor<'_>> {
         let (Some(row), Some(name)) = (self.table.row(index), self.table.name_c(index)) else {
             return Err(Error::not_found(format!(
                 "tensor index {index} is out of range (the table has {} tensors)",
@@ -584,10 +597,6 @@ impl Checkpoint {
             Ok(t) => {
                 let desc = &self.tensors[t];
                 let storage = &self.storages[desc.storage];
-                // A misaligned or big-endian storage is copied now, on its first use.
-                storage
-                    .make_ready()
-                    .map_err(|e| e.context(format!("tensor '{}'", name.to_str().unwrap_or(""))))?;
                 Ok(Tensor {
                     name,
                     desc,

@@ -244,6 +244,70 @@ impl Storage {
     }
 }
 
+/// Bytes of scratch a storage whose copy is pending is streamed through
+/// ([`Storage::for_each_usable_piece`]): a power of two, so pieces hold whole elements.
+pub(crate) const STREAM_PIECE: usize = 1 << 20;
+
+impl Storage {
+    /// Calls `f` with the usable bytes of `range` (offsets within the storage, as
+    /// [`Storage::bytes`] will hold them once ready: byte-swapped, inflated) in consecutive
+    /// pieces, without making the deferred copy and without keeping anything: a storage that is
+    /// ready is passed as one slice; a pending big-endian, misaligned or per-tensor one is read
+    /// and swapped through one scratch buffer of at most [`STREAM_PIECE`] bytes (pieces hold
+    /// whole elements: `range` starts at an element); a pending deflated one is inflated
+    /// whole into memory released on return (the storage's size, bounded by
+    /// `max_inflated_bytes`). What readers see is unchanged: a copy made before is used.
+    pub(crate) fn for_each_usable_piece(
+        &self,
+        range: std::ops::Range<usize>,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let deferred = match &self.bytes {
+            StorageBytes::Deferred(deferred) if deferred.copy.get().is_none() => deferred,
+            _ => return f(&self.bytes()[range]),
+        };
+        let Backing::File(source) = &deferred.file else {
+            return f(&self.bytes()[range]);
+        };
+        if let Some(record) = &deferred.deflated {
+            let mut buf = self.inflate(source, record)?;
+            swap_bytes(&mut buf, deferred.swap_unit);
+            return f(&buf.as_slice()[range]);
+        }
+        let unit = usize::from(deferred.swap_unit.max(1));
+        if unit == 1 && !source.is_per_tensor() {
+            // Misaligned only: a writer needs no alignment, the mapping's bytes do.
+            return f(&source.bytes()[self.start + range.start..self.start + range.end]);
+        }
+        // Swapped runs start at the storage's first byte; a piece is whole runs.
+        let piece = STREAM_PIECE / unit * unit;
+        let mut scratch = Vec::new();
+        let mut at = range.start / unit * unit;
+        while at < range.end {
+            let end = (at + piece)
+                .min(range.end.next_multiple_of(unit))
+                .min(self.len);
+            scratch.resize(end - at, 0);
+            let (from, to) = (self.start + at, self.start + end);
+            if source.is_per_tensor() {
+                source
+                    .read_exact_at(from as u64, &mut scratch)
+                    .map_err(|e| e.context(format!("reading storage '{}'", self.key)))?;
+            } else {
+                scratch.copy_from_slice(&source.bytes()[from..to]);
+            }
+            if unit > 1 {
+                for run in scratch.chunks_exact_mut(unit) {
+                    run.reverse();
+                }
+            }
+            f(&scratch[range.start.max(at) - at..range.end.min(end) - at])?;
+            at = end;
+        }
+        Ok(())
+    }
+}
+
 /// Reverses each run of `unit` bytes (a big-endian storage's elements); 0 or 1: nothing.
 fn swap_bytes(buf: &mut AlignedBuf, unit: u8) {
     if unit > 1 {

@@ -89,9 +89,12 @@ pub struct SaveReport {
 /// name for, a storage viewed as two dtypes), two entries of one name (`InvalidArgument`), a
 /// `dtype` that is not floating (`InvalidArgument`), and `Io` for the file.
 ///
-/// Big-endian and misaligned storages are copied into memory on first use by the checkpoint
-/// (open with [`OpenOptions::accept_unaligned`](crate::OpenOptions::accept_unaligned) to keep
-/// misaligned ones in the mapping).
+/// Memory: beyond the checkpoint itself, at most one tensor's worth. Storages are written
+/// straight from the file's bytes; a big-endian, misaligned or per-tensor-read storage whose
+/// copy the checkpoint has not made is swapped through a 1 MiB scratch buffer (no copy is
+/// made or kept: the model is never held in memory); a deflated one is inflated for the
+/// write and released after it; a strided view of such a storage is gathered from a
+/// temporary copy of its span; `dtype` conversion goes through a 4 MiB buffer.
 ///
 /// ```
 /// use mmckpt::{save, Checkpoint, OpenOptions, SaveFormat, SaveOptions};
@@ -148,7 +151,9 @@ fn table_tensors(ckpt: &Checkpoint) -> Result<Vec<Tensor<'_>>> {
     let mut names = HashSet::with_capacity(ckpt.len());
     let mut tensors = Vec::with_capacity(ckpt.len());
     for index in 0..ckpt.len() {
-        let t = ckpt.tensor_at(index)?;
+        // Not made ready: a storage whose copy is pending (big-endian, misaligned, deflated)
+        // is streamed when written (see `Sink::write_row_major`), never kept.
+        let t = ckpt.tensor_at_unready(index)?;
         if t.is_conj() || t.is_neg() {
             return Err(Error::unsupported(format!(
                 "tensor '{}' has its {} bit set; mmckpt writes no such view (resolve it in torch \
@@ -237,15 +242,61 @@ impl<'p> Sink<'p> {
         result
     }
 
+    /// `len` bytes of `t`'s storage from its first byte (whole `from` elements), usable
+    /// (swapped, inflated) and converted to `to`.
+    fn write_storage(
+        &mut self,
+        out: &mut dyn Write,
+        t: &Tensor<'_>,
+        len: usize,
+        from: DType,
+        to: DType,
+    ) -> Result<()> {
+        t.storage.for_each_usable_piece(0..len, &mut |piece| {
+            self.write_converted(out, piece, from, to)
+        })
+    }
+
     /// A tensor's elements in row-major order, converted to `to`.
     fn write_row_major(&mut self, out: &mut dyn Write, t: &Tensor<'_>, to: DType) -> Result<()> {
+        let from = t.dtype();
+        let start = t.storage_offset() as usize * from.itemsize();
         if t.is_contiguous() {
-            let len = t.numel() as usize * t.dtype().itemsize();
-            return self.write_converted(out, &t.bytes()[..len], t.dtype(), to);
+            let len = t.numel() as usize * from.itemsize();
+            return t
+                .storage
+                .for_each_usable_piece(start..start + len, &mut |piece| {
+                    self.write_converted(out, piece, from, to)
+                });
         }
-        t.for_each_row_major_chunk(CHUNK, |piece| {
-            self.write_converted(out, piece, t.dtype(), to)
-        })
+        if !t.storage.copy_pending() {
+            return t.for_each_row_major_chunk(CHUNK, |piece| {
+                self.write_converted(out, piece, from, to)
+            });
+        }
+        // A strided view of a storage not usable in place: its span, made usable, is gathered
+        // from (memory: the span, at most the storage; released on return).
+        let span = t.span_bytes() as usize;
+        let mut usable = Vec::new();
+        usable.try_reserve_exact(span).map_err(|_| {
+            Error::no_memory(format!(
+                "out of memory for the {span} bytes of tensor '{}'",
+                t.name()
+            ))
+        })?;
+        t.storage
+            .for_each_usable_piece(start..start + span, &mut |piece| {
+                usable.extend_from_slice(piece);
+                Ok(())
+            })?;
+        crate::strided::for_each_chunk(
+            &usable,
+            from.itemsize(),
+            t.shape(),
+            t.strides(),
+            CHUNK,
+            |piece| self.write_converted(out, piece, from, to),
+        )
     }
 }
 

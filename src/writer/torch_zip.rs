@@ -83,14 +83,13 @@ pub fn write<W: Write + Seek>(
         start(&mut zip, &format!("data/{key}"), s.len)?;
         match s.bytes {
             Bytes::Storage(i) => {
-                let bytes = tensors[i].storage.bytes();
-                let whole = bytes.len() - bytes.len() % s.from.itemsize();
-                let bytes = if s.from == s.to {
-                    bytes
+                let len = tensors[i].storage_nbytes();
+                let len = if s.from == s.to {
+                    len
                 } else {
-                    &bytes[..whole]
+                    len - len % s.from.itemsize()
                 };
-                sink.write_converted(&mut zip, bytes, s.from, s.to)?;
+                sink.write_storage(&mut zip, &tensors[i], len, s.from, s.to)?;
             }
             Bytes::RowMajor(i) => sink.write_row_major(&mut zip, &tensors[i], s.to)?,
         }
