@@ -1206,9 +1206,10 @@ extern "C" {
 mmckpt_status mmckpt_save_options_init(struct mmckpt_save_options *opts, uint32_t version);
 
 /**
- * Writes the checkpoint's tensor table (a state dict: the table's names and tensors;
- * non-tensor values are not written) to `path` as `format` (MMCKPT_SAVE_TORCH or
- * MMCKPT_SAVE_SAFETENSORS). Tensors are streamed one at a time; the file is written under a
+ * Writes the checkpoint to `path` as `format`: MMCKPT_SAVE_TORCH holds the whole saved
+ * object as torch.load returns it (non-tensor values too) when torch's weights-only
+ * unpickler can read all of it, else the tensor table as a state dict; MMCKPT_SAVE_SAFETENSORS
+ * holds the table's tensors (non-tensor values are dropped). Tensors are streamed one at a time; the file is written under a
  * temporary name in `path`'s folder, synced and renamed over `path`, so `path` is never
  * half written (a crash may leave a stray `.NAME.mmckpt-tmp-*` file beside it). `opts` may be
  * NULL (defaults). Errors: the table entry's own error for a tensor mmckpt cannot represent,

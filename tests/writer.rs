@@ -381,3 +381,68 @@ print(len(pt), len(st))
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_torch_archive_keeps_the_whole_saved_object() {
+    use support_zip::pk;
+    // {"model": {"w": tensor}, "epoch": 3, "name": "run", "cfg": [1.5, None, True, -2**40],
+    //  "again": <the same list>}
+    let mut p = vec![0x80, 2, b'}', b'('];
+    p.extend(pk::unicode("model"));
+    p.extend_from_slice(b"}(");
+    p.extend(pk::unicode("w"));
+    p.extend(pk::tensor("0", 1, 0, &[1], &[1]));
+    p.push(b'u');
+    p.extend(pk::unicode("epoch"));
+    p.extend_from_slice(&[b'K', 3]);
+    p.extend(pk::unicode("name"));
+    p.extend(pk::unicode("run"));
+    p.extend(pk::unicode("cfg"));
+    p.extend_from_slice(&[b']', b'q', 7, b'(', b'G']);
+    p.extend_from_slice(&1.5f64.to_be_bytes());
+    p.extend_from_slice(&[b'N', 0x88, 0x8a, 6, 0, 0, 0, 0, 0, 0xff, b'e']);
+    p.extend(pk::unicode("again"));
+    p.extend_from_slice(&[b'h', 7, b'u', b'.']);
+    let dir = scratch("tree");
+    let input = dir.join("in.pt");
+    std::fs::write(
+        &input,
+        support_zip::checkpoint(&p, &[("0", &2.5f32.to_le_bytes())]),
+    )
+    .unwrap();
+    let ckpt = open(&input);
+    let out = dir.join("out.pt");
+    let report = save(&ckpt, &out, &SaveOptions::default()).unwrap();
+    assert!(report.whole_object, "{report:?}");
+    assert_eq!(report.values_not_written, None);
+    let back = open(&out);
+    assert_eq!(back.value("epoch").unwrap().as_i64().unwrap(), 3);
+    assert_eq!(back.value("name").unwrap().as_str().unwrap(), "run");
+    assert_eq!(back.value("cfg.0").unwrap().as_f64().unwrap(), 1.5);
+    assert_eq!(back.value("cfg.1").unwrap().kind(), mmckpt::ValueKind::None);
+    assert!(back.value("cfg.2").unwrap().as_bool().unwrap());
+    assert_eq!(back.value("cfg.3").unwrap().as_i64().unwrap(), -(1 << 40));
+    assert_eq!(back.value("again.3").unwrap().as_i64().unwrap(), -(1 << 40));
+    let w = back.tensor("model.w").unwrap();
+    assert_eq!(w.bytes(), &2.5f32.to_le_bytes());
+    let names: Vec<_> = (0..back.len()).map(|i| back.name_at(i).unwrap()).collect();
+    assert_eq!(names, ["model.w"]);
+
+    // Safetensors: the tensors only; the values are listed as not written.
+    let st = dir.join("out.safetensors");
+    let options = SaveOptions {
+        format: SaveFormat::Safetensors,
+        ..SaveOptions::default()
+    };
+    let report = save(&ckpt, &st, &options).unwrap();
+    let why = report.values_not_written.unwrap();
+    assert!(why.starts_with("10 non-tensor values"), "{why}");
+    assert!(why.contains("'epoch'"), "{why}");
+
+    // An object torch's weights-only unpickler refuses: the table as a state dict, and why.
+    let report = save(&open(&fixture("nested.pt")), &out, &SaveOptions::default()).unwrap();
+    assert!(!report.whole_object);
+    let why = report.values_not_written.unwrap();
+    assert!(why.contains("argparse.Namespace"), "{why}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

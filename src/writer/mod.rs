@@ -1,22 +1,32 @@
-//! Writing a checkpoint's tensor table to a new file: a `torch.save` zip archive
-//! ([`torch_zip`]) or a safetensors file ([`safetensors`]).
+//! Writing a checkpoint to a new file: a `torch.save` zip archive ([`torch_zip`]) or a
+//! safetensors file ([`safetensors`]).
 //!
-//! What is written is the table: a state dict of the table's tensors under the table's names
-//! (non-tensor values are not carried). Tensors are written one at a time, straight from the
-//! checkpoint's storages (converted or gathered through one bounded buffer), so memory stays
-//! bounded by that buffer, never by the model. The file is written under a temporary name in the
-//! target's folder, fsynced, and renamed over the target: a crash leaves the old target as it
-//! was (and at worst a stray `.<name>.mmckpt-tmp-*` file beside it).
+//! A torch archive holds the whole saved object as torch.load returns it (nested dicts,
+//! lists, ints, strings… and the tensors in them), when torch's weights-only unpickler can
+//! read all of it; otherwise (an instance of a class, a TorchScript module) it holds the
+//! table: a state dict of the table's tensors under the table's names, and the report says
+//! why. A safetensors file holds tensors only: the table's, flat, under its names; the
+//! non-tensor values are dropped and listed in the report (as the safetensors project's
+//! `convert.py` expects a flat dict of tensors: it fails on anything else). Tensors are
+//! written one at a time, straight from the checkpoint's storages (converted or gathered
+//! through one bounded buffer), so memory stays bounded by one tensor, never by the model.
+//! The file is written under a temporary name in the target's folder, fsynced, and renamed
+//! over the target: a crash leaves the old target as it was (and at worst a stray
+//! `.<name>.mmckpt-tmp-*` file beside it).
 
 mod atomic;
 mod pickle;
 mod safetensors;
 mod torch_zip;
 
-use crate::checkpoint::{Checkpoint, Tensor};
+use crate::checkpoint::{Checkpoint, Format, Tensor, ValueLimits};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::module::convert::convert_elements;
+use crate::pickle::{Arena, NodeId};
+use crate::torch::is_tensor_call;
+use crate::tree::{Walk, WalkBounds};
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
@@ -79,14 +89,23 @@ pub struct SaveReport {
     /// Safetensors only: names dropped because an earlier name starts at the same bytes,
     /// each with the name kept (also in the file's `__metadata__`).
     pub dropped: Vec<(String, String)>,
+    /// Torch only: the whole saved object was written (its non-tensor values, containers and
+    /// all), not only the table's state dict.
+    pub whole_object: bool,
+    /// Why the saved object's non-tensor values are not in the output, when it has any: the
+    /// value torch's weights-only unpickler cannot read (torch), or how many were dropped and
+    /// the first names (safetensors).
+    pub values_not_written: Option<String>,
 }
 
-/// Writes `ckpt`'s tensor table to `path` (see [`SaveFormat`]), atomically: the target is
+/// Writes `ckpt` to `path` (see [`SaveFormat`] and the module docs for what is written),
+/// atomically: the target is
 /// replaced only once the whole file is written and synced.
 ///
 /// Errors: an entry of the table that cannot be represented (its own error), a tensor the
 /// format cannot hold (`Unsupported`: a conjugate or negative view, a dtype safetensors has no
-/// name for, a storage viewed as two dtypes), two entries of one name (`InvalidArgument`), a
+/// name for, a storage viewed as two dtypes), two entries of one name where a flat state dict
+/// is written (`InvalidArgument`), a
 /// `dtype` that is not floating (`InvalidArgument`), and `Io` for the file.
 ///
 /// Memory: beyond the checkpoint itself, at most one tensor's worth. Storages are written
@@ -135,20 +154,120 @@ pub fn save_with_progress(
         }
     }
     let tensors = table_tensors(ckpt)?;
+    let tree = match options.format {
+        SaveFormat::Torch => Some(Tree {
+            arena: ckpt.arena(),
+            root: ckpt.root(),
+            rows: tensor_rows(ckpt),
+        }),
+        SaveFormat::Safetensors => {
+            check_unique_names(&tensors)?;
+            None
+        }
+    };
     let mut file = atomic::AtomicFile::create(path)?;
-    let report = match options.format {
-        SaveFormat::Torch => torch_zip::write(&tensors, options, file.writer(), progress),
-        SaveFormat::Safetensors => safetensors::write(&tensors, options, file.writer(), progress),
+    let mut report = match &tree {
+        Some(tree) => torch_zip::write(&tensors, tree, options, file.writer(), progress),
+        None => safetensors::write(&tensors, options, file.writer(), progress),
     }
     .map_err(|e| e.context(format!("writing '{}'", path.display())))?;
+    if options.format == SaveFormat::Safetensors {
+        report.values_not_written = dropped_values(ckpt);
+    }
     file.commit()?;
     Ok(report)
 }
 
-/// Every tensor of the table, in order; the first entry that cannot be represented, a
-/// conjugate or negative view, or a repeated name is an error.
+/// The saved object (below the selected root) for the torch format, and which table row each
+/// tensor node is the first of (`None` when the input holds no pickled object: a safetensors
+/// file, a shard index gathering several files).
+struct Tree<'c> {
+    arena: &'c Arena,
+    root: NodeId,
+    rows: Option<HashMap<NodeId, usize>>,
+}
+
+/// The first table row of each tensor node: the table's own walk again (rows are the tensor
+/// nodes it meets, in its order), checked against the table's names; `None` when the table
+/// does not follow the tree.
+fn tensor_rows(ckpt: &Checkpoint) -> Option<HashMap<NodeId, usize>> {
+    // Only these formats hold a pickled object; the others' trees are made by mmckpt.
+    let pickled = matches!(
+        ckpt.format(),
+        Format::Zip | Format::Legacy | Format::Tar | Format::TorchScript
+    );
+    if !pickled {
+        return None;
+    }
+    let (arena, root) = (ckpt.arena(), ckpt.root());
+    let mut rows = HashMap::with_capacity(ckpt.len());
+    if is_tensor_call(arena, root) {
+        rows.insert(root, 0);
+        return (ckpt.len() == 1).then_some(rows);
+    }
+    // The open walked this tree within its limits; the same walk ends within them.
+    let bounds = WalkBounds {
+        max_depth: usize::MAX,
+        ..WalkBounds::default()
+    };
+    let mut walk = Walk::new(arena, root, bounds);
+    let mut row = 0;
+    while let Some(entry) = walk.next().ok()? {
+        if is_tensor_call(arena, entry.node) {
+            if ckpt.name_at(row) != Some(entry.name) {
+                return None;
+            }
+            rows.entry(entry.node).or_insert(row);
+            row += 1;
+        } else {
+            walk.enter().ok()?;
+        }
+    }
+    (row == ckpt.len()).then_some(rows)
+}
+
+/// The non-tensor values a safetensors file leaves out: how many, and the first few names.
+fn dropped_values(ckpt: &Checkpoint) -> Option<String> {
+    const NAMED: usize = 5;
+    let mut names = Vec::new();
+    let mut count = 0usize;
+    let truncated = ckpt
+        .for_each_value_leaf(&ValueLimits::default(), |leaf| {
+            if names.len() < NAMED {
+                names.push(format!("'{}'", leaf.path()));
+            }
+            count += 1;
+            Ok::<(), Error>(())
+        })
+        .unwrap_or(true);
+    if count == 0 {
+        return None;
+    }
+    let more = if truncated { " or more" } else { "" };
+    let rest = if count > names.len() { ", …" } else { "" };
+    Some(format!(
+        "{count}{more} non-tensor values (safetensors holds tensors only): {}{rest}",
+        names.join(", ")
+    ))
+}
+
+/// Two table entries of one name cannot both be in a flat state dict.
+fn check_unique_names(tensors: &[Tensor<'_>]) -> Result<()> {
+    let mut names = HashSet::with_capacity(tensors.len());
+    for t in tensors {
+        if !names.insert(t.name()) {
+            return Err(Error::invalid_argument(format!(
+                "the table names two tensors '{}'; a state dict cannot hold both",
+                t.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every tensor of the table, in order; the first entry that cannot be represented, or a
+/// conjugate or negative view, is an error.
 fn table_tensors(ckpt: &Checkpoint) -> Result<Vec<Tensor<'_>>> {
-    let mut names = HashSet::with_capacity(ckpt.len());
     let mut tensors = Vec::with_capacity(ckpt.len());
     for index in 0..ckpt.len() {
         // Not made ready: a storage whose copy is pending (big-endian, misaligned, deflated)
@@ -160,12 +279,6 @@ fn table_tensors(ckpt: &Checkpoint) -> Result<Vec<Tensor<'_>>> {
                  first)",
                 t.name(),
                 if t.is_conj() { "conjugate" } else { "negative" }
-            )));
-        }
-        if !names.insert(t.name()) {
-            return Err(Error::invalid_argument(format!(
-                "the table names two tensors '{}'; a state dict cannot hold both",
-                t.name()
             )));
         }
         tensors.push(t);

@@ -109,6 +109,8 @@ pub fn write(
         storages: entries.len(),
         data_bytes: total,
         dropped,
+        whole_object: false,
+        values_not_written: None,
     })
 }
 

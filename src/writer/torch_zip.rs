@@ -4,11 +4,11 @@
 //! (uncompressed) under one folder, each record's data 64-byte aligned (an extra field pads the
 //! local header), so `torch.load(..., mmap=True)` and mmckpt map them in place.
 
-use super::pickle::{StateDictPickle, TensorRecord};
-use super::{output_dtype, SaveOptions, SaveReport, Sink};
+use super::pickle::{tree_pickle, StateDictPickle, TensorRecord};
+use super::{check_unique_names, output_dtype, SaveOptions, SaveReport, Sink, Tree};
 use crate::checkpoint::Tensor;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::io::{Seek, Write};
 use zip::write::SimpleFileOptions;
@@ -44,6 +44,7 @@ struct View {
 
 pub fn write<W: Write + Seek>(
     tensors: &[Tensor<'_>],
+    tree: &Tree<'_>,
     options: &SaveOptions,
     out: W,
     progress: &mut dyn FnMut(u64, u64) -> bool,
@@ -53,10 +54,10 @@ pub fn write<W: Write + Seek>(
     } else {
         plan_shared(tensors, options)?
     };
-    let mut pickle = StateDictPickle::new();
-    for (t, view) in tensors.iter().zip(&views) {
+    let tensor_record = |row: usize| {
+        let (t, view) = (&tensors[row], &views[row]);
         let s = &storages[view.storage];
-        pickle.add(&TensorRecord {
+        TensorRecord {
             name: t.name(),
             dtype: s.to,
             storage_key: view.storage,
@@ -66,11 +67,35 @@ pub fn write<W: Write + Seek>(
             strides: &view.strides,
             requires_grad: t.requires_grad(),
             is_parameter: t.is_parameter(),
-        });
-    }
+        }
+    };
+    // The whole saved object when torch's weights-only unpickler can read all of it, else the
+    // table as a state dict.
+    let whole = match &tree.rows {
+        Some(rows) => {
+            let tensor_of = |node| rows.get(&node).map(|&row| tensor_record(row));
+            tree_pickle(tree.arena, tree.root, &tensor_of)
+        }
+        None => Err(Error::unsupported(
+            "the input holds no torch.save object (a safetensors file or a shard index)",
+        )),
+    };
+    let (pickle, values_not_written) = match whole {
+        Ok(pickle) => (pickle, None),
+        Err(e) if e.kind == ErrorKind::Unsupported => {
+            check_unique_names(tensors)?;
+            let mut pickle = StateDictPickle::new();
+            for row in 0..tensors.len() {
+                pickle.add(&tensor_record(row));
+            }
+            let why = format!("{}; the tensors were written as a state dict", e.message);
+            (pickle.finish(), Some(why))
+        }
+        Err(e) => return Err(e),
+    };
     let total = storages.iter().map(|s| s.len).sum();
     let mut zip = ZipWriter::new(out);
-    record(&mut zip, "data.pkl", &pickle.finish())?;
+    record(&mut zip, "data.pkl", &pickle)?;
     record(&mut zip, ".format_version", b"1")?;
     record(
         &mut zip,
@@ -106,6 +131,8 @@ pub fn write<W: Write + Seek>(
         storages: storages.len(),
         data_bytes: total,
         dropped: Vec::new(),
+        whole_object: values_not_written.is_none(),
+        values_not_written,
     })
 }
 

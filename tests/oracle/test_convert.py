@@ -2,7 +2,8 @@
 oracle's random checkpoints (legacy, views, tied weights, every dtype, big-endian) converted to a
 torch.save archive must load with `torch.load(..., mmap=True, weights_only=True)` and equal the
 input tensor for tensor (names, order, dtype, shape, strides, offset, Parameter, requires_grad,
-bytes, storage sharing); converted to safetensors they must load with
+bytes, storage sharing), and, when torch.load(weights_only=True) reads the input, equal it as a
+whole object (nested containers, ints, floats, strings, None, shared sub-objects); converted to safetensors they must load with
 `safetensors.torch.load_file`, hold what the safetensors project's `convert.py` keeps (the
 first of the names that start at the same bytes, the others in `__metadata__`), and be laid out
 byte for byte as `safetensors.torch.save_file` lays out the same tensors.
@@ -10,6 +11,7 @@ byte for byte as `safetensors.torch.save_file` lays out the same tensors.
 The reference for an input is `mmckpt ls --json --hash` (which the oracle itself checks against
 torch), so TorchScript, sharded and safetensors inputs are covered too; the random cases are
 also compared with `torch.load` of the input directly."""
+import collections
 import glob
 import hashlib
 import json
@@ -58,10 +60,68 @@ def refused(doc, err):
     return any(status in err and part in err for status, part in REFUSALS)
 
 
+def tensors_of(obj):
+    """(name, tensor) for every tensor of a loaded object, named as mmckpt's table names them
+    (for a flat state dict: its items)."""
+    return [(n, v) for n, v in walk(obj) if isinstance(v, torch.Tensor)]
+
+
 def check_torch_output(doc, out):
     got = torch.load(out, mmap=True, weights_only=True)
-    assert isinstance(got, dict)
-    check_tensor_list(list(got.items()), doc["tensors"])
+    check_tensor_list(tensors_of(got), doc["tensors"])
+
+
+MAPPINGS = (dict, collections.OrderedDict, collections.Counter)
+
+
+def same_object(want, got, where, pairs):
+    """`got` is `want` as torch.load returns it: the same containers (a dict, OrderedDict or
+    Counter may come back as another of the three; a state dict's `_metadata` must), values,
+    tensors (dtype, shape, strides, offset, Parameter, requires_grad, bytes), and the same
+    sharing: an object reached twice in `want` is one object in `got`."""
+    if id(want) in pairs:
+        assert pairs[id(want)] is got, f"{where}: sharing differs"
+        return
+    if isinstance(want, (torch.Tensor, list, dict, set, bytearray)):
+        pairs[id(want)] = got
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor), where
+        assert (want.dtype, want.shape, want.stride(), want.storage_offset()) == \
+            (got.dtype, got.shape, got.stride(), got.storage_offset()), where
+        assert isinstance(want, nn.Parameter) == isinstance(got, nn.Parameter), where
+        assert want.requires_grad == got.requires_grad, where
+        assert raw_bytes(want) == raw_bytes(got), f"{where}: bytes"
+    elif isinstance(want, MAPPINGS):
+        assert isinstance(got, MAPPINGS), f"{where}: {type(got)}"
+        assert list(want) == list(got), f"{where}: keys"
+        assert getattr(want, "_metadata", None) == getattr(got, "_metadata", None), where
+        for k in want:
+            same_object(want[k], got[k], f"{where}.{k}", pairs)
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(want, got)):
+            same_object(a, b, f"{where}.{i}", pairs)
+    else:
+        assert type(got) is type(want), f"{where}: {type(want)} became {type(got)}"
+        if isinstance(want, float) and want != want:
+            assert got != got, where
+        else:
+            assert got == want, where
+
+
+def check_whole_object(src, out, label):
+    """When torch's weights-only unpickler reads the input, the torch output is the whole
+    object (non-tensor values too); otherwise it is the table as a flat state dict."""
+    got = torch.load(out, mmap=True, weights_only=True)
+    if not src.endswith(".pt"):  # safetensors, a shard index: the table as a state dict
+        assert isinstance(got, dict), label
+        return
+    try:
+        want = torch.load(src, weights_only=True, map_location="cpu")
+    except Exception:  # an object outside the allowlist, TorchScript, not a torch file
+        assert isinstance(got, dict), label
+        return
+    same_object(want, got, label, {})
 
 
 def check_safetensors_output(doc, out, storage_nbytes):
@@ -123,9 +183,10 @@ def test_fixture_converts(src, tmp_path, mmckpt_bin):
         assert any("error" in t for t in doc["tensors"]), f"{src} did not convert"
         return
     check_torch_output(doc, outs["torch"])
+    check_whole_object(src, outs["torch"], os.path.basename(src))
     # The torch output has each table tensor under its name, with its storage: its storage
     # sizes are the input's.
-    sizes = storage_sizes(torch.load(outs["torch"], mmap=True, weights_only=True).items())
+    sizes = storage_sizes(tensors_of(torch.load(outs["torch"], mmap=True, weights_only=True)))
     if "safetensors" in outs:
         check_safetensors_output(doc, outs["safetensors"], sizes)
 
@@ -142,7 +203,7 @@ def test_random_checkpoint_converts(case_index, request, tmp_path, mmckpt_bin, l
     want = [(n, v) for n, v in walk(torch.load(src, weights_only=False))
             if isinstance(v, torch.Tensor)]
     if "torch" in outs:
-        got = list(torch.load(outs["torch"], mmap=True, weights_only=True).items())
+        got = tensors_of(torch.load(outs["torch"], mmap=True, weights_only=True))
         assert [n for n, _ in got] == [n for n, _ in want], label
         groups_want, groups_got = {}, {}
         for (name, a), (_, b) in zip(want, got):
@@ -155,6 +216,7 @@ def test_random_checkpoint_converts(case_index, request, tmp_path, mmckpt_bin, l
             assert groups_want.setdefault(storage_key(a), len(groups_want)) == \
                 groups_got.setdefault(storage_key(b), len(groups_got)), f"{where}: sharing"
         check_torch_output(doc, outs["torch"])
+        check_whole_object(src, outs["torch"], label)
     if "safetensors" in outs:
         sizes = {n: t.untyped_storage().nbytes() for n, t in want}
         got, dropped = check_safetensors_output(doc, outs["safetensors"], sizes)
