@@ -148,10 +148,12 @@ pub const CONVERT_HELP: &str = concat!(
     convert_synopsis!(),
     "
 
-Write IN's tensor table (a state dict: the table's names and tensors; non-tensor values are not
-carried) to OUT: a torch.save zip archive that torch.load(..., mmap=True, weights_only=True)
-maps, or a safetensors file as the safetensors project's convert.py writes it (of tensors that
-start at the same bytes, the first name is kept and the others are listed in __metadata__).
+Write IN to OUT: a torch.save zip archive that torch.load(..., mmap=True, weights_only=True)
+maps, holding the saved object as torch.load returns it (non-tensor values too) when torch's
+weights-only unpickler can read all of it, else the tensor table as a state dict (and says why);
+or a safetensors file as the safetensors project's convert.py writes it: the table's tensors
+(of tensors that start at the same bytes, the first name is kept and the others are listed in
+__metadata__), the non-tensor values dropped and listed.
 Tensors are streamed one at a time; OUT is written under a temporary name in its folder,
 synced, and renamed, so OUT is never left half written. A progress bar is shown on a terminal
 for inputs over 256 MiB.
@@ -1212,14 +1214,15 @@ fn convert(args: &ConvertArgs, out: &mut dyn Write) -> Result<(), Error> {
     ckpt.advise_sequential();
     let input_bytes = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
     let show_bar = !args.quiet && input_bytes > PROGRESS_THRESHOLD && io::stderr().is_terminal();
-    let mut bar = ProgressBar::default();
+    let bar = show_bar.then(progress_bar);
     let report = save_with_progress(&ckpt, &args.output, &args.options, &mut |done, total| {
-        if show_bar {
-            bar.show(done, total);
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
         }
         true
     });
-    if show_bar {
+    if let Some(bar) = bar {
         bar.finish();
     }
     let report = report?;
@@ -1229,6 +1232,9 @@ fn convert(args: &ConvertArgs, out: &mut dyn Write) -> Result<(), Error> {
     let mut out = io::BufWriter::new(out);
     for (dropped, kept) in &report.dropped {
         writeln!(out, "dropped {dropped} (shares its data with {kept})").map_err(output_error)?;
+    }
+    if let Some(why) = &report.values_not_written {
+        writeln!(out, "non-tensor values not written: {why}").map_err(output_error)?;
     }
     writeln!(
         out,
@@ -1244,38 +1250,18 @@ fn convert(args: &ConvertArgs, out: &mut dyn Write) -> Result<(), Error> {
     out.flush().map_err(output_error)
 }
 
-/// A one-line progress bar on stderr, redrawn when the percentage changes.
-#[derive(Default)]
-struct ProgressBar {
-    shown: Option<u64>,
-    started: Option<Instant>,
-}
-
-impl ProgressBar {
-    fn show(&mut self, done: u64, total: u64) {
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let percent = (done as u128 * 100 / u128::from(total.max(1))) as u64;
-        if self.shown == Some(percent) {
-            return;
-        }
-        self.shown = Some(percent);
-        let width = 40;
-        let filled = (percent * width / 100) as usize;
-        let seconds = started.elapsed().as_secs_f64().max(1e-9);
-        let _ = write!(
-            io::stderr(),
-            "\r[{}{}] {percent:3}% {:.0} MB/s",
-            "#".repeat(filled),
-            " ".repeat(width as usize - filled),
-            done as f64 / seconds / 1e6
-        );
-    }
-
-    fn finish(&self) {
-        if self.shown.is_some() {
-            let _ = writeln!(io::stderr());
-        }
-    }
+/// The convert progress bar (indicatif, drawn on stderr at most 20 times a second): bytes of
+/// tensor data written, the total, the rate and the time left.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template(
+        "[{bar:40}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|style| style.progress_chars("#>-"))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
 }
 
 /// Bytes of entry data that are the file's pages, and bytes that are copies.
