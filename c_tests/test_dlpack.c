@@ -286,6 +286,90 @@ static void describe_in_one_call(void) {
   mmckpt_checkpoint_close(ckpt);
 }
 
+/* The pre-1.0 wrapper: the same DLTensor, owning the versioned export; its deleter frees
+   both (ASan and valgrind see a leak or a double free otherwise), also after the close. */
+static void unversioned_wrapper(void) {
+  mmckpt_checkpoint *ckpt = open_fixture("fixtures/forms.pt", 0);
+  size_t index = index_of(ckpt, "transpose");
+  DLManagedTensorVersioned *v = NULL, fake;
+  DLManagedTensor *legacy = NULL;
+  mmckpt_tensor t;
+  char before[65], after[65];
+  CHECK_OK(mmckpt_checkpoint_tensor_at(ckpt, index, &t));
+  CHECK_OK(mmckpt_checkpoint_tensor_to_dlpack(ckpt, index, &v));
+  if (!v) return;
+  CHECK_OK(mmckpt_dlpack_unversioned(v, &legacy));
+  if (!legacy) return;
+  CHECK(legacy->manager_ctx == v && legacy->deleter != NULL);
+  CHECK(memcmp(&legacy->dl_tensor, &v->dl_tensor, sizeof legacy->dl_tensor) == 0);
+  sha256_hex(t.data, (size_t)t.nbytes, before);
+  mmckpt_checkpoint_close(ckpt);
+  sha256_hex((const char *)legacy->dl_tensor.data + legacy->dl_tensor.byte_offset,
+             (size_t)t.nbytes, after);
+  CHECK(strcmp(before, after) == 0);
+  legacy->deleter(legacy);
+  /* Nothing to free it with: refused, and nothing written. */
+  memset(&fake, 0, sizeof fake);
+  legacy = NULL;
+  CHECK_STATUS(mmckpt_dlpack_unversioned(&fake, &legacy), MMCKPT_ERR_INVALID_ARGUMENT);
+  CHECK(legacy == NULL);
+  CHECK_STATUS(mmckpt_dlpack_unversioned(NULL, &legacy), MMCKPT_ERR_NULL_ARGUMENT);
+}
+
+/* Layouts in one call: each entry's id names a distinct (shape, strides) written once as
+   ndim, shape, strides; ids are numbered by first appearance, and two entries share an id
+   exactly when their layouts are equal. A short dims buffer is refused. */
+static void layouts_in_one_call(void) {
+  mmckpt_checkpoint *ckpt = open_fixture("fixtures/nested.pt", 0);
+  size_t n = mmckpt_checkpoint_tensor_count(ckpt), i, j, needed = 0, distinct = 0, at;
+  uint32_t *ids = (uint32_t *)calloc(n, sizeof *ids);
+  size_t *starts;
+  int64_t *dims;
+  uint32_t next = 0;
+  CHECK_OK(mmckpt_checkpoint_describe_layouts(ckpt, 0, n, ids, NULL, 0, &needed, &distinct));
+  CHECK(n > 2 && distinct >= 2 && distinct < n && needed > distinct);
+  dims = (int64_t *)calloc(needed, sizeof *dims);
+  CHECK_STATUS(mmckpt_checkpoint_describe_layouts(ckpt, 0, n, ids, dims, needed - 1, NULL, NULL),
+               MMCKPT_ERR_BUFFER_TOO_SMALL);
+  CHECK_OK(mmckpt_checkpoint_describe_layouts(ckpt, 0, n, ids, dims, needed, NULL, NULL));
+  starts = (size_t *)calloc(distinct, sizeof *starts);
+  for (i = 0, at = 0; i < distinct; i++) {
+    starts[i] = at;
+    at += 1 + 2 * (size_t)dims[at];
+  }
+  CHECK(at == needed);
+  for (i = 0; i < n; i++) {
+    mmckpt_tensor t;
+    const int64_t *layout;
+    uint32_t d;
+    CHECK_OK(mmckpt_checkpoint_tensor_at(ckpt, i, &t));
+    CHECK(ids[i] < distinct && ids[i] <= next);
+    if (ids[i] == next) next++;
+    layout = dims + starts[ids[i]];
+    CHECK(layout[0] == (int64_t)t.ndim);
+    for (d = 0; d < t.ndim; d++) CHECK(layout[1 + d] == t.shape[d]);
+    for (d = 0; d < t.ndim; d++) CHECK(layout[1 + t.ndim + d] == t.strides[d]);
+    for (j = 0; j < i; j++) {
+      mmckpt_tensor u;
+      int same;
+      CHECK_OK(mmckpt_checkpoint_tensor_at(ckpt, j, &u));
+      same = u.ndim == t.ndim && memcmp(u.shape, t.shape, t.ndim * sizeof *t.shape) == 0 &&
+             memcmp(u.strides, t.strides, t.ndim * sizeof *t.strides) == 0;
+      CHECK(same == (ids[i] == ids[j]));
+    }
+  }
+  CHECK(next == distinct);
+  /* A sub-range numbers its own layouts from 0. */
+  CHECK_OK(mmckpt_checkpoint_describe_layouts(ckpt, n - 1, 1, ids, dims, needed, &needed, &distinct));
+  CHECK(ids[0] == 0 && distinct == 1);
+  CHECK_STATUS(mmckpt_checkpoint_describe_layouts(ckpt, n, 1, ids, NULL, 0, NULL, NULL),
+               MMCKPT_ERR_NOT_FOUND);
+  free(starts);
+  free(dims);
+  free(ids);
+  mmckpt_checkpoint_close(ckpt);
+}
+
 /* All names in one buffer, NUL after each, in table order; the size is asked first, a short
    buffer is refused having written nothing, and a range past the table is NOT_FOUND. */
 static void names_in_one_call(void) {
@@ -323,5 +407,7 @@ int main(int argc, char **argv) {
   module_entries();
   copy_on_write_mapping();
   describe_in_one_call();
+  layouts_in_one_call();
+  unversioned_wrapper();
   return test_finish("test_dlpack");
 }

@@ -1049,8 +1049,9 @@ void mmckpt_load_report_free(struct mmckpt_load_report *r);
 #define MMCKPT_SAVE_OPTIONS_INIT { MMCKPT_SAVE_OPTIONS_VERSION, 0, 0, NULL, NULL }
 
 /* ==== DLPack and batched description ==================================================*/
-/* DLPack 1.x exports of checkpoint tensors and module entries (struct DLManagedTensorVersioned is only declared here: include dlpack.h, shipped beside this header, to use it), and describing many tensors in one call. */
+/* DLPack 1.x exports of checkpoint tensors and module entries (struct DLManagedTensorVersioned and DLManagedTensor are only declared here: include dlpack.h, shipped beside this header, to use it), and describing many tensors in one call. */
 struct DLManagedTensorVersioned;
+struct DLManagedTensor;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1126,6 +1127,44 @@ mmckpt_status mmckpt_checkpoint_describe_names(const mmckpt_checkpoint *ckpt,
                                                char *buf,
                                                size_t len,
                                                size_t *needed);
+
+/**
+ * Wraps a DLPack 1.x export as a pre-1.0 `DLManagedTensor` (dlpack.h's unversioned struct),
+ * for consumers that speak only the unversioned protocol (JAX's `from_dlpack` asks for it).
+ * `*out`'s `dl_tensor` is `versioned`'s; the wrapper takes ownership of `versioned`: calling
+ * `(*out)->deleter(*out)` once deletes both, and `versioned` must not be deleted otherwise.
+ * The unversioned struct has no flags, so a consumer cannot see
+ * DLPACK_FLAG_BITMASK_READ_ONLY: wrap only exports whose bytes may be written — those flagged
+ * DLPACK_FLAG_BITMASK_IS_COPIED, and mapped tensors of a checkpoint opened with
+ * MMCKPT_OPEN_COPY_ON_WRITE (a write changes a private copy of the page) — or hand it to a
+ * consumer that never writes. A versioned export without a deleter is
+ * MMCKPT_ERR_INVALID_ARGUMENT. On failure `*out` is not written and `versioned` is not taken.
+ */
+mmckpt_status mmckpt_dlpack_unversioned(struct DLManagedTensorVersioned *versioned,
+                                        struct DLManagedTensor **out);
+
+/**
+ * The layouts (shape and strides) of the table entries [first, first + count) in one call,
+ * each distinct layout once, for bindings that pay per object: a state dict of 100,000 tensors
+ * has a few hundred distinct layouts, so a binding builds a few hundred shape and stride
+ * tuples and shares them. `layout[i]` receives the index of entry `first + i`'s layout among
+ * the distinct ones, numbered in order of first appearance, or UINT32_MAX for an entry that
+ * fails (ask mmckpt_checkpoint_tensor_at for its message). `dims` (nullable when `dims_len`
+ * is 0) receives the distinct layouts one after another, each as ndim, the shape, then the
+ * strides (1 + 2 × ndim values); `*dims_needed` (nullable) receives how many values that
+ * takes and `*layout_count` (nullable) how many distinct layouts there are. When `dims` is
+ * given and `dims_len` is smaller than needed, the call fails with
+ * MMCKPT_ERR_BUFFER_TOO_SMALL, having written only `*dims_needed` and `*layout_count`. A range
+ * past the table is MMCKPT_ERR_NOT_FOUND.
+ */
+mmckpt_status mmckpt_checkpoint_describe_layouts(const mmckpt_checkpoint *ckpt,
+                                                 size_t first,
+                                                 size_t count,
+                                                 uint32_t *layout,
+                                                 int64_t *dims,
+                                                 size_t dims_len,
+                                                 size_t *dims_needed,
+                                                 size_t *layout_count);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -50,7 +50,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
         "dlpack.rs",
         "DLPack and batched description",
         "DLPack 1.x exports of checkpoint tensors and module entries (struct \
-         DLManagedTensorVersioned is only declared here: include dlpack.h, shipped beside this \
+         DLManagedTensorVersioned and DLManagedTensor are only declared here: include dlpack.h, shipped beside this \
          header, to use it), and describing many tensors in one call.",
     ),
     (
@@ -62,7 +62,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
 
 /// Declared before the DLPack section's functions: its type is dlpack.h's, which a user
 /// includes before or after this header.
-const DLPACK_DECLARATION: &str = "struct DLManagedTensorVersioned;\n";
+const DLPACK_DECLARATION: &str = "struct DLManagedTensorVersioned;\nstruct DLManagedTensor;\n";
 
 /// Static initialisers for the option structs (cbindgen emits no braced macros).
 const INITIALISERS: &str = "/* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as

@@ -6,13 +6,11 @@ import contextlib
 import ctypes
 import gc
 import os
-from itertools import accumulate, repeat
-from operator import add, mul
 from ctypes import byref, c_double, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from . import _lib
-from ._dlpack import capsule_from_export, export_is_copy, free_export
+from ._dlpack import capsule_from_export, export_is_copy, free_export, legacy_capsule_from_export
 from ._errors import BufferTooSmallError, Error, NotFoundError, StateError, raise_for
 from ._lib import check, lib
 
@@ -23,10 +21,12 @@ class _Handle:
     """Owns one C checkpoint handle; the handle is closed when the last Python object that
     needs it (the Checkpoint, a tensor's storage made by mmckpt.torch, a numpy view) is gone."""
 
-    __slots__ = ("ptr", "__weakref__")
+    __slots__ = ("ptr", "copy_on_write", "__weakref__")
 
-    def __init__(self, ptr: int) -> None:
+    def __init__(self, ptr: int, copy_on_write: bool = False) -> None:
         self.ptr = ptr
+        # Mapped privately (MMCKPT_OPEN_COPY_ON_WRITE): writes into mapped bytes stay private.
+        self.copy_on_write = copy_on_write
 
     def __del__(self) -> None:
         ptr, self.ptr = self.ptr, None
@@ -87,42 +87,26 @@ class Table:
         n = lib.mmckpt_checkpoint_tensor_count(handle.ptr)
         self.count = n
         self.names = _names(handle, n)
-        # One zeroed allocation for everything the call writes: rows (88 bytes each), statuses
-        # (4), storage lengths (8), then shapes and strides (8 per value; 4 dims fit at first).
-        needed = c_size_t(0)
-        cap = 8 * n
-        while True:
-            at_status = 88 * n
-            at_lengths = at_status + 4 * n
-            at_dims = at_lengths + 8 * n
-            buf = bytearray(at_dims + 8 * cap + 8)
-            address = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
-            st = lib.mmckpt_checkpoint_describe(
-                handle.ptr,
-                0,
-                n,
-                address,
-                address + at_status,
-                address + at_lengths,
-                address + at_dims,
-                cap,
-                byref(needed),
+        # One zeroed allocation for the rows (88 bytes each), statuses (4) and storage lengths
+        # (8); shapes and strides come from mmckpt_checkpoint_describe_layouts.
+        at_status = 88 * n
+        at_lengths = at_status + 4 * n
+        buf = bytearray(at_lengths + 8 * n + 8)
+        address = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+        check(
+            lib.mmckpt_checkpoint_describe(
+                handle.ptr, 0, n, address, address + at_status, address + at_lengths, None, 0, None
             )
-            if st == BufferTooSmallError.status and needed.value > cap:
-                cap = needed.value
-                continue
-            check(st)
-            break
+        )
         whole = memoryview(buf)
         self.status = whole[at_status:at_lengths].cast("I").tolist()
-        self.storage_nbytes = whole[at_lengths:at_dims].cast("Q").tolist()
+        self.storage_nbytes = whole[at_lengths : at_lengths + 8 * n].cast("Q").tolist()
         # A row is 11 native 8-byte words (mmckpt_tensor, 88 bytes): name, dtype | ndim << 32,
         # shape, strides, storage_offset, numel, data, nbytes, storage_id, file_offset, flags.
         raw = whole[:at_status]
         words = raw.cast("Q")
         halves = raw.cast("I")
         self.dtype_code = halves[2::22].tolist()
-        ndims = halves[3::22].tolist()
         self.storage_offset = raw.cast("q")[4::11].tolist()
         self.numel = words[5::11].tolist()
         self.data = words[6::11].tolist()
@@ -130,17 +114,11 @@ class Table:
         self.storage_id = words[8::11].tolist()
         self.file_offset = words[9::11].tolist()
         self.flags = halves[20::22].tolist()
-        flat = whole[at_dims : at_dims + 8 * needed.value].cast("q").tolist()
         if any(self.status):
-            # A failing entry's row is unspecified: no dims, and dtype code 0 (none).
-            ndims = [0 if st else nd for nd, st in zip(ndims, self.status)]
+            # A failing entry's row is unspecified: dtype code 0 (none), and no dims.
             self.dtype_code = [0 if st else c for c, st in zip(self.dtype_code, self.status)]
-        # Shapes and strides as list slices of `flat`, cut at C speed (map over slices): a
-        # Python loop over the rows would cost more than describing them.
-        starts = list(accumulate(map(mul, ndims, repeat(2)), initial=0))
-        mids = list(map(add, starts, ndims))
-        self.shape = list(map(flat.__getitem__, map(slice, starts, mids)))
-        self.strides = list(map(flat.__getitem__, map(slice, mids, starts[1:])))
+        self.shape, self.strides = _layouts(handle, n)
+
 
     def row(self, i: int) -> Row:
         row = Row()
@@ -159,6 +137,43 @@ class Table:
         row.flags = self.flags[i]
         row.storage_nbytes = self.storage_nbytes[i]
         return row
+
+
+def _layouts(handle: _Handle, n: int) -> Tuple[List[Tuple[int, ...]], List[Tuple[int, ...]]]:
+    """Every entry's shape and strides as tuples, from mmckpt_checkpoint_describe_layouts: a
+    tuple pair per distinct layout (a state dict has a few hundred among 100,000 tensors),
+    shared by the entries that have it; a failing entry gets empty ones."""
+    ids = (ctypes.c_uint32 * n)()
+    needed = c_size_t(0)
+    distinct = c_size_t(0)
+    check(
+        lib.mmckpt_checkpoint_describe_layouts(
+            handle.ptr, 0, n, ids, None, 0, byref(needed), byref(distinct)
+        )
+    )
+    dims = (ctypes.c_int64 * needed.value)()
+    check(
+        lib.mmckpt_checkpoint_describe_layouts(
+            handle.ptr, 0, n, ids, dims, needed.value, byref(needed), byref(distinct)
+        )
+    )
+    flat = dims[:]
+    shapes: List[Tuple[int, ...]] = []
+    strides: List[Tuple[int, ...]] = []
+    at = 0
+    for _ in range(distinct.value):  # each: ndim, shape, strides
+        ndim = flat[at]
+        shapes.append(tuple(flat[at + 1 : at + 1 + ndim]))
+        strides.append(tuple(flat[at + 1 + ndim : at + 1 + 2 * ndim]))
+        at += 1 + 2 * ndim
+    # A failing entry's id is UINT32_MAX: the extra last slot answers it.
+    shapes.append(())
+    strides.append(())
+    failing = len(shapes) - 1
+    id_list = list(ids)
+    if 0xFFFFFFFF in id_list:
+        id_list = [failing if i == 0xFFFFFFFF else i for i in id_list]
+    return list(map(shapes.__getitem__, id_list)), list(map(strides.__getitem__, id_list))
 
 
 def _names(handle: _Handle, n: int) -> List[str]:
@@ -299,13 +314,16 @@ class _Exportable(TensorInfo):
         copy: Optional[bool] = None,
     ) -> Any:
         """A DLPack 1.x capsule (``dltensor_versioned``) of the elements, zero-copy and flagged
-        read-only where they are the checkpoint's. Consumers that ask only for the pre-1.0
-        protocol (no ``max_version``) are refused: mmckpt exports versioned tensors only."""
-        if max_version is None or max_version[0] < 1:
-            raise BufferError(
-                "mmckpt exports DLPack 1.x (DLManagedTensorVersioned) only; the consumer asked "
-                "for the unversioned protocol (upgrade torch >= 2.4 or numpy >= 2.1)"
-            )
+        read-only where they are the checkpoint's.
+
+        A consumer that asks for the pre-1.0 protocol (no ``max_version``, as JAX's
+        ``from_dlpack`` does) gets a ``dltensor`` capsule, which has no read-only flag: zero-copy
+        where a write would be harmless — a mapped tensor of a checkpoint opened with
+        ``copy_on_write=True`` (the default: writes change private pages, never the file), or a
+        module entry's copy — and :class:`BufferError` otherwise (``copy_on_write=False`` or
+        ``read=True`` checkpoints, and storages the checkpoint copied, which its other tensors
+        share)."""
+        legacy = max_version is None or max_version[0] < 1
         if dl_device is not None and tuple(dl_device) != (1, 0):
             raise BufferError(f"mmckpt tensors are on the CPU (kDLCPU, 0), not {dl_device}")
         if copy:
@@ -317,7 +335,22 @@ class _Exportable(TensorInfo):
                 f"{self.name!r} is module-owned memory, which DLPack exports as a copy "
                 "(copy=False was asked)"
             )
-        return capsule_from_export(managed)
+        if not legacy:
+            return capsule_from_export(managed)
+        if not (export_is_copy(managed) or self._writes_are_private()):
+            free_export(managed)
+            raise BufferError(
+                f"{self.name!r}: the consumer asked for the unversioned DLPack protocol, which "
+                "cannot mark memory read-only, and these bytes are shared read-only; open the "
+                "checkpoint with copy_on_write=True (writes then stay private, as with "
+                "torch.load(mmap=True)), or use a DLPack 1.x consumer (torch >= 2.4, "
+                "numpy >= 2.1)"
+            )
+        return legacy_capsule_from_export(managed)
+
+    def _writes_are_private(self) -> bool:
+        """Whether a write into the exported bytes stays private to the writer."""
+        return False
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         return (1, 0)
@@ -350,6 +383,9 @@ class Tensor(_Exportable):
             )
         )
         return export.value  # type: ignore[return-value]
+
+    def _writes_are_private(self) -> bool:
+        return self.is_mapped and self._handle.copy_on_write
 
     def numpy(self) -> Any:
         """A read-only numpy view of the elements (zero-copy). Dtypes numpy lacks (bfloat16,
@@ -409,7 +445,9 @@ class Checkpoint(Mapping[str, Tensor]):
         opts = _lib.mmckpt_open_options(1, flags, root.encode() if root is not None else None)
         ptr = c_void_p()
         check(lib.mmckpt_checkpoint_open(os.fsencode(path), byref(opts), byref(ptr)))
-        self._handle: Optional[_Handle] = _Handle(ptr.value)
+        self._handle: Optional[_Handle] = _Handle(
+            ptr.value, copy_on_write=bool(flags & _lib.OPEN_COPY_ON_WRITE)  # type: ignore[arg-type]
+        )
         self._path = os.fspath(path)
         self._rows: Optional[Table] = None
         self._index: Optional[Dict[str, int]] = None

@@ -51,6 +51,48 @@ def capsule_from_export(managed: int) -> Any:
         raise
 
 
+_LEGACY_NAME = b"dltensor"
+_LEGACY_NAME_PTR = ctypes.c_char_p(_LEGACY_NAME)
+
+
+def _call_legacy_deleter(managed: int) -> None:
+    # DLManagedTensor: dl_tensor (48), manager_ctx (8), deleter at offset 56.
+    deleter = ctypes.c_void_p.from_address(managed + 56).value
+    if deleter:
+        _DELETER(deleter)(managed)
+
+
+@ctypes.CFUNCTYPE(None, c_void_p)
+def _legacy_capsule_destructor(capsule: int) -> None:
+    # As _capsule_destructor, for the pre-1.0 name ("used_dltensor" once consumed).
+    if _api.PyCapsule_IsValid(capsule, _LEGACY_NAME):
+        managed = _api.PyCapsule_GetPointer(capsule, _LEGACY_NAME)
+        if managed:
+            _call_legacy_deleter(managed)
+
+
+_LEGACY_DESTRUCTOR_PTR = ctypes.cast(_legacy_capsule_destructor, c_void_p).value
+
+
+def legacy_capsule_from_export(managed: int) -> Any:
+    """Wraps a DLManagedTensorVersioned* as a pre-1.0 ``dltensor`` capsule (through
+    mmckpt_dlpack_unversioned, which takes ownership of the export), for consumers that ask
+    for the unversioned protocol. The caller has checked that writes into it are safe."""
+    from ._lib import check, lib  # here: _lib imports this module's neighbours
+
+    wrapper = ctypes.c_void_p()
+    try:
+        check(lib.mmckpt_dlpack_unversioned(managed, ctypes.byref(wrapper)))
+    except BaseException:
+        _call_deleter(managed)
+        raise
+    try:
+        return _api.PyCapsule_New(wrapper.value, _LEGACY_NAME_PTR, _LEGACY_DESTRUCTOR_PTR)
+    except BaseException:
+        _call_legacy_deleter(wrapper.value)  # type: ignore[arg-type]
+        raise
+
+
 _FLAG_IS_COPIED = 1 << 1
 
 

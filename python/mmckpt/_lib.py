@@ -168,7 +168,12 @@ _SIGNATURES = {
         c_uint32,
         [_P, c_size_t, c_size_t, _P, c_size_t, POINTER(c_size_t)],
     ),
+    "mmckpt_checkpoint_describe_layouts": (
+        c_uint32,
+        [_P, c_size_t, c_size_t, _P, _P, c_size_t, POINTER(c_size_t), POINTER(c_size_t)],
+    ),
     "mmckpt_checkpoint_tensor_to_dlpack": (c_uint32, [_P, c_size_t, POINTER(_P)]),
+    "mmckpt_dlpack_unversioned": (c_uint32, [_P, POINTER(_P)]),
     "mmckpt_module_entry_to_dlpack": (c_uint32, [_P, c_size_t, POINTER(_P)]),
     "mmckpt_checkpoint_value_kind": (c_uint32, [_P, c_char_p, POINTER(c_uint32)]),
     "mmckpt_checkpoint_value_bool": (c_uint32, [_P, c_char_p, POINTER(c_int32)]),
@@ -202,6 +207,7 @@ _SIGNATURES = {
     "mmckpt_module_count": (c_size_t, [_P]),
     "mmckpt_module_at": (c_uint32, [_P, c_size_t, POINTER(mmckpt_tensor)]),
     "mmckpt_module_materialize": (c_uint32, [_P]),
+    "mmckpt_module_bind": (c_uint32, [_P, c_char_p, _P, c_size_t]),
     "mmckpt_load_options_init": (c_uint32, [POINTER(mmckpt_load_options), c_uint32]),
     "mmckpt_module_load": (
         c_uint32,

@@ -20,13 +20,16 @@ OnTensor = Callable[[TensorInfo], Optional[bool]]
 class _ModuleHandle:
     """Owns one C module handle (freed when the Module and its entries are gone)."""
 
-    __slots__ = ("ptr", "generation", "__weakref__")
+    __slots__ = ("ptr", "generation", "bound", "__weakref__")
 
     def __init__(self, ptr: int) -> None:
         self.ptr = ptr
-        # Bumped by every call that may change entries (load, materialize): an entry object
-        # made before describes what no longer is.
+        # Bumped by every call that may change entries (load, materialize, bind): an entry
+        # object made before describes what no longer is.
         self.generation = 0
+        # What Module.bind was given, by entry name: the C module writes into that memory
+        # until it is freed, so the objects live as long as this handle.
+        self.bound: Dict[str, Any] = {}
 
     def __del__(self) -> None:
         ptr, self.ptr = self.ptr, None
@@ -247,6 +250,22 @@ class Module(Mapping[str, ModuleEntry]):
         handle.generation += 1
         check(lib.mmckpt_module_materialize(handle.ptr))
 
+    def bind(self, name: str, buffer: Any) -> None:
+        """Binds caller memory as entry ``name``'s contiguous storage (``mmckpt_module_bind``),
+        replacing any data it had: later copy loads (``load(..., assign=False)``) write the
+        entry's elements straight into it, in the entry's dtype and row-major order.
+
+        ``buffer`` is a writable, C-contiguous object with the buffer protocol (a numpy array,
+        a ``bytearray``, a writable ``memoryview``) or a contiguous CPU torch tensor, holding at
+        least the entry's numel × itemsize bytes (:class:`BufferTooSmallError` otherwise, and
+        the module is unchanged). The module keeps a reference to it, so it stays alive while
+        the module may write into it; exports of a bound entry are copies."""
+        address, nbytes, keep = _writable_memory(buffer)
+        handle = self._live()
+        check(lib.mmckpt_module_bind(handle.ptr, name.encode(), address, nbytes))
+        handle.generation += 1
+        handle.bound[name] = keep
+
     def load(
         self,
         ckpt: Checkpoint,
@@ -355,3 +374,36 @@ class Module(Mapping[str, ModuleEntry]):
         if self._handle is None or not self._handle.ptr:
             return "mmckpt.Module(freed)"
         return f"mmckpt.Module({len(self)} entries)"
+
+
+def _writable_memory(buffer: Any) -> "tuple[int, int, Any]":
+    """The address and length of a writable, contiguous buffer, and the object that keeps it
+    alive (and, for the buffer protocol, holds the export so it cannot be resized)."""
+    if hasattr(buffer, "data_ptr") and hasattr(buffer, "untyped_storage"):  # a torch tensor
+        if buffer.device.type != "cpu":
+            raise InvalidArgumentError(
+                f"a bound tensor must be on the CPU, not {buffer.device}",
+                InvalidArgumentError.status,
+            )
+        if not buffer.is_contiguous():
+            raise InvalidArgumentError(
+                "a bound tensor must be contiguous", InvalidArgumentError.status
+            )
+        return buffer.data_ptr(), buffer.numel() * buffer.element_size(), buffer
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(
+            "bind needs a writable buffer (numpy array, bytearray, memoryview) or a CPU torch "
+            f"tensor, not {type(buffer).__name__}"
+        ) from None
+    if view.readonly:
+        raise InvalidArgumentError("the buffer is read-only", InvalidArgumentError.status)
+    if not view.c_contiguous:
+        raise InvalidArgumentError(
+            "the buffer is not C-contiguous", InvalidArgumentError.status
+        )
+    if view.nbytes == 0:
+        return 0, 0, buffer
+    array = (ctypes.c_char * view.nbytes).from_buffer(view)
+    return ctypes.addressof(array), view.nbytes, array

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import ctypes
 from itertools import compress, repeat
-from operator import add, and_, floordiv, mul, sub
+from operator import add, and_, floordiv, mod, mul, sub
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch as _torch
@@ -74,6 +74,8 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
     counts = list(map(floordiv, table.storage_nbytes, map(max, itemsizes, repeat(1))))
     ends = _mapped_regions(table, bases, region_offsets)
     regions = {base: _region(handle, base, end) for base, end in ends.items()}
+    if _is_plain(table, itemsizes) and len(regions) == 1:
+        return _plain_tensors(table, next(iter(regions.values())), counts, region_offsets)
     firsts: Dict[int, _torch.Tensor] = {}  # storage id -> its first tensor
     out: "collections.OrderedDict[str, _torch.Tensor]" = collections.OrderedDict()
     dtypes = _DTYPE_BY_CODE
@@ -128,6 +130,47 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
             t = _special(t, flags)
         out[name] = t
     return out
+
+
+def _is_plain(table: Table, itemsizes: List[int]) -> bool:
+    """Whether every entry is the plain case of a state dict, column by column at C speed: it
+    can be represented, its name is the only one of its kind, its storage is its own, mapped,
+    not empty and a whole number of its elements, its dtype exists in this torch, and it has
+    none of the flags that need a step of their own (conj, neg, Parameter, requires_grad)."""
+    n = table.count
+    special = (
+        _lib.TENSOR_CONJ | _lib.TENSOR_NEG | _lib.TENSOR_PARAMETER | _lib.TENSOR_REQUIRES_GRAD
+    )
+    return (
+        not any(table.status)
+        and len(set(table.names)) == n
+        and len(set(table.storage_id)) == n
+        and all(map(and_, table.flags, repeat(_lib.TENSOR_MAPPED)))
+        and not any(map(and_, table.flags, repeat(special)))
+        and all(table.storage_nbytes)
+        and 0 not in itemsizes
+        and not any(map(mod, table.storage_nbytes, itemsizes))
+        and None not in map(_DTYPE_BY_CODE.__getitem__, table.dtype_code)
+    )
+
+
+def _plain_tensors(
+    table: Table, region: Any, counts: List[int], region_offsets: List[int]
+) -> "collections.OrderedDict[str, _torch.Tensor]":
+    """The tensors of a table that `_is_plain` accepts, one mapped file: a storage per tensor
+    by ``torch.frombuffer`` over the file's buffer, restrided in place, with no per-row Python
+    beyond those two calls (the layouts are tuples shared among the rows that have them)."""
+    frombuffer = _torch.frombuffer
+    dtypes = map(_DTYPE_BY_CODE.__getitem__, table.dtype_code)
+    tensors = [
+        frombuffer(region, dtype=dtype, count=count, offset=offset)
+        for dtype, count, offset in zip(dtypes, counts, region_offsets)
+    ]
+    # as_strided_ in place, as in _tensors: no `_base`, as torch.load's tensors have none.
+    for _ in map(_torch.Tensor.as_strided_, tensors, table.shape, table.strides,
+                 table.storage_offset):
+        pass
+    return collections.OrderedDict(zip(table.names, tensors))
 
 
 def _special(t: _torch.Tensor, flags: int) -> _torch.Tensor:

@@ -274,3 +274,39 @@ def test_add_and_errors(tmp_path):
     module.free()
     with pytest.raises(mmckpt.StateError):
         len(module)
+
+
+def test_bind_caller_memory_then_copy_load_into_it(tmp_path):
+    """bind: copy loads write into the caller's numpy array / torch tensor / bytearray; the
+    module keeps them alive; too small, read-only and non-contiguous buffers are refused with
+    the module unchanged."""
+    lin, path = linear_checkpoint(tmp_path)
+    module = mmckpt.Module.from_spec(LINEAR)
+    weight = np.zeros(tuple(lin.weight.shape), dtype=np.float32)
+    bias = torch.zeros(lin.bias.shape)
+    with pytest.raises(mmckpt.BufferTooSmallError):
+        module.bind("weight", np.zeros(weight.size - 1, dtype=np.float32))
+    assert module["weight"].data_ptr == 0  # unchanged: still meta
+    with pytest.raises(mmckpt.InvalidArgumentError):
+        module.bind("weight", bytes(weight.nbytes))  # read-only
+    with pytest.raises(mmckpt.InvalidArgumentError):
+        module.bind("weight", np.zeros((weight.shape[1], weight.shape[0]), np.float32).T)
+    with pytest.raises(mmckpt.NotFoundError):
+        module.bind("nope", bytearray(64))
+    module.bind("weight", weight)
+    module.bind("bias", bias)
+    assert module["weight"].data_ptr == weight.ctypes.data
+    assert module["bias"].data_ptr == bias.data_ptr()
+    with mmckpt.open(path) as ckpt:
+        report = module.load(ckpt, assign=False)
+    assert not report.missing_keys and not report.unexpected_keys
+    assert np.array_equal(weight, lin.weight.detach().numpy())
+    assert torch.equal(bias, lin.bias.detach())
+    # The module holds the memory: dropping the caller's reference and loading again is safe.
+    raw = bytearray(weight.nbytes)
+    module.bind("weight", raw)
+    del raw
+    gc.collect()
+    with mmckpt.open(path) as ckpt:
+        module.load(ckpt, assign=False)
+    assert torch.equal(torch.from_dlpack(module["weight"]), lin.weight.detach())

@@ -172,3 +172,33 @@ def test_load_into_meta_module():
         with torch.device("meta"):
             other = torch.nn.Linear(3, 3)
         mmckpt.torch.load_into(other, path)
+
+
+def test_plain_state_dicts_take_the_columnwise_path_and_match_torch(tmp_path):
+    """A state dict of distinct, mapped, flag-free tensors is built without the per-row loop
+    (mmckpt.torch._is_plain); one that shares a storage or holds a Parameter is not. Both
+    answers equal torch's, aliasing included."""
+    from mmckpt._checkpoint import Checkpoint
+    from mmckpt.torch import _ITEMSIZE_BY_CODE, _is_plain
+
+    g = torch.Generator().manual_seed(7)
+    plain = collections.OrderedDict(
+        (f"layer{i}.{kind}", torch.randn(shape, generator=g).to(dtype))
+        for i in range(40)
+        for kind, shape, dtype in [("weight", (6, 5), torch.float32), ("bias", (6,), torch.bfloat16),
+                                   ("scale", (), torch.float64), ("t", (5, 6), torch.float16)]
+    )
+    plain["layer0.t"] = plain["layer0.t"].t().contiguous().t()  # a transposed layout
+    shared = collections.OrderedDict(plain)
+    shared["alias"] = plain["layer3.weight"][1:]
+    param = collections.OrderedDict(plain)
+    param["p"] = torch.nn.Parameter(torch.ones(3))
+    for label, obj, want_plain in [("plain", plain, True), ("shared", shared, False),
+                                   ("param", param, False)]:
+        path = str(tmp_path / f"{label}.pt")
+        torch.save(obj, path)
+        with Checkpoint(path) as ckpt:
+            table = ckpt._table()
+            itemsizes = [_ITEMSIZE_BY_CODE[c] for c in table.dtype_code]
+            assert _is_plain(table, itemsizes) is want_plain, label
+        check_same(mmckpt.torch.load(path), torch_load(path), label)

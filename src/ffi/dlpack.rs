@@ -64,6 +64,15 @@ pub struct DLManagedTensorVersioned {
     pub dl_tensor: DLTensor,
 }
 
+/// DLPack's pre-1.0 managed tensor (no version, no flags), for consumers that speak only the
+/// unversioned protocol.
+#[repr(C)]
+pub struct DLManagedTensor {
+    pub dl_tensor: DLTensor,
+    pub manager_ctx: *mut c_void,
+    pub deleter: Option<unsafe extern "C" fn(*mut DLManagedTensor)>,
+}
+
 /// DLPack's `DLDataTypeCode` values this module uses. `pub(super)`, not `pub`: cbindgen
 /// would emit public constants into mmckpt.h as bare `#define INT 0` macros.
 mod code {
@@ -150,6 +159,25 @@ unsafe extern "C" fn delete_export(managed: *mut DLManagedTensorVersioned) {
         // SAFETY: `managed` is the first field of an Export made by Box::into_raw in
         // `export` (repr(C): same address), and DLPack calls the deleter once.
         drop(unsafe { Box::from_raw(managed.cast::<Export>()) });
+    });
+}
+
+/// The deleter of an unversioned wrapper: frees the wrapper and deletes the versioned export
+/// it owns.
+unsafe extern "C" fn delete_unversioned(managed: *mut DLManagedTensor) {
+    if managed.is_null() {
+        return;
+    }
+    guard_value((), || {
+        // SAFETY: `managed` was made by Box::into_raw in mmckpt_dlpack_unversioned, and DLPack
+        // calls the deleter once.
+        let wrapper = unsafe { Box::from_raw(managed) };
+        let versioned = wrapper.manager_ctx.cast::<DLManagedTensorVersioned>();
+        // SAFETY: the wrapper owns `versioned`, a live export nobody else deletes.
+        if let Some(deleter) = unsafe { (*versioned).deleter } {
+            // SAFETY: the export's own deleter, called once, as DLPack requires.
+            unsafe { deleter(versioned) };
+        }
     });
 }
 
@@ -436,6 +464,127 @@ pub extern "C" fn mmckpt_checkpoint_describe_names(
                 buf[at].write(byte as c_char);
                 at += 1;
             }
+        }
+        Ok(())
+    })
+}
+
+/// Wraps a DLPack 1.x export as a pre-1.0 `DLManagedTensor` (dlpack.h's unversioned struct),
+/// for consumers that speak only the unversioned protocol (JAX's `from_dlpack` asks for it).
+/// `*out`'s `dl_tensor` is `versioned`'s; the wrapper takes ownership of `versioned`: calling
+/// `(*out)->deleter(*out)` once deletes both, and `versioned` must not be deleted otherwise.
+/// The unversioned struct has no flags, so a consumer cannot see
+/// DLPACK_FLAG_BITMASK_READ_ONLY: wrap only exports whose bytes may be written — those flagged
+/// DLPACK_FLAG_BITMASK_IS_COPIED, and mapped tensors of a checkpoint opened with
+/// MMCKPT_OPEN_COPY_ON_WRITE (a write changes a private copy of the page) — or hand it to a
+/// consumer that never writes. A versioned export without a deleter is
+/// MMCKPT_ERR_INVALID_ARGUMENT. On failure `*out` is not written and `versioned` is not taken.
+#[no_mangle]
+pub extern "C" fn mmckpt_dlpack_unversioned(
+    versioned: *mut DLManagedTensorVersioned,
+    out: *mut *mut DLManagedTensor,
+) -> mmckpt_status {
+    guard(|| {
+        let source = arg_ref(versioned.cast_const(), "versioned")?;
+        let out = out_ptr(out, "out")?;
+        if source.deleter.is_none() {
+            return Err(Error::invalid_argument(
+                "the versioned export has no deleter: nothing could free it",
+            ));
+        }
+        let t = &source.dl_tensor;
+        let wrapper = Box::new(DLManagedTensor {
+            dl_tensor: DLTensor {
+                data: t.data,
+                device: DLDevice {
+                    device_type: t.device.device_type,
+                    device_id: t.device.device_id,
+                },
+                ndim: t.ndim,
+                dtype: t.dtype,
+                shape: t.shape,
+                strides: t.strides,
+                byte_offset: t.byte_offset,
+            },
+            manager_ctx: versioned.cast::<c_void>(),
+            deleter: Some(delete_unversioned),
+        });
+        out.write(Box::into_raw(wrapper));
+        Ok(())
+    })
+}
+
+/// The layouts (shape and strides) of the table entries [first, first + count) in one call,
+/// each distinct layout once, for bindings that pay per object: a state dict of 100,000 tensors
+/// has a few hundred distinct layouts, so a binding builds a few hundred shape and stride
+/// tuples and shares them. `layout[i]` receives the index of entry `first + i`'s layout among
+/// the distinct ones, numbered in order of first appearance, or UINT32_MAX for an entry that
+/// fails (ask mmckpt_checkpoint_tensor_at for its message). `dims` (nullable when `dims_len`
+/// is 0) receives the distinct layouts one after another, each as ndim, the shape, then the
+/// strides (1 + 2 × ndim values); `*dims_needed` (nullable) receives how many values that
+/// takes and `*layout_count` (nullable) how many distinct layouts there are. When `dims` is
+/// given and `dims_len` is smaller than needed, the call fails with
+/// MMCKPT_ERR_BUFFER_TOO_SMALL, having written only `*dims_needed` and `*layout_count`. A range
+/// past the table is MMCKPT_ERR_NOT_FOUND.
+#[no_mangle]
+pub extern "C" fn mmckpt_checkpoint_describe_layouts(
+    ckpt: *const mmckpt_checkpoint,
+    first: usize,
+    count: usize,
+    layout: *mut u32,
+    dims: *mut i64,
+    dims_len: usize,
+    dims_needed: *mut usize,
+    layout_count: *mut usize,
+) -> mmckpt_status {
+    guard(|| {
+        let ckpt = &arg_ref(ckpt, "ckpt")?.inner;
+        let end = table_range(ckpt, first, count)?;
+        let layout = arg_slice_mut(layout, count, "layout")?;
+        // The distinct layouts back to back as they are written to `dims`, and each one's
+        // index by its values (shape then strides, ndim implied by the length).
+        let mut pool: Vec<i64> = Vec::new();
+        let mut known: crate::hash::HashMap<Vec<i64>, u32> = Default::default();
+        let mut key: Vec<i64> = Vec::with_capacity(16);
+        for (slot, index) in (first..end).enumerate() {
+            let Ok(tensor) = ckpt.tensor_at(index) else {
+                layout[slot].write(u32::MAX);
+                continue;
+            };
+            key.clear();
+            key.extend_from_slice(tensor.shape());
+            key.extend_from_slice(tensor.strides());
+            let id = match known.get(key.as_slice()) {
+                Some(&id) => id,
+                None => {
+                    let id = known.len() as u32; // at most one per entry: below u32::MAX
+                    pool.push(tensor.shape().len() as i64);
+                    pool.extend_from_slice(&key);
+                    known.insert(key.clone(), id);
+                    id
+                }
+            };
+            layout[slot].write(id);
+        }
+        if !dims_needed.is_null() {
+            out_ptr(dims_needed, "dims_needed")?.write(pool.len());
+        }
+        if !layout_count.is_null() {
+            out_ptr(layout_count, "layout_count")?.write(known.len());
+        }
+        if dims_len == 0 {
+            return Ok(());
+        }
+        if dims_len < pool.len() {
+            return Err(Error::buffer_too_small(format!(
+                "dims has {dims_len} values; the entries' {} distinct layouts need {}",
+                known.len(),
+                pool.len()
+            )));
+        }
+        let dims = arg_slice_mut(dims, pool.len(), "dims")?;
+        for (slot, &value) in dims.iter_mut().zip(&pool) {
+            slot.write(value);
         }
         Ok(())
     })
