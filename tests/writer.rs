@@ -446,3 +446,32 @@ fn a_torch_archive_keeps_the_whole_saved_object() {
     assert!(why.contains("argparse.Namespace"), "{why}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_safetensors_input_written_as_torch_lists_only_values_it_had() {
+    let dir = scratch("st-values");
+    // No `__metadata__`: its state dict is all there is, nothing to report.
+    let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut bare = (header.len() as u64).to_le_bytes().to_vec();
+    bare.extend_from_slice(header);
+    bare.extend_from_slice(&[0u8; 8]);
+    let bare_path = dir.join("bare.safetensors");
+    std::fs::write(&bare_path, &bare).unwrap();
+    let report = save(
+        &open(&bare_path),
+        dir.join("bare.pt"),
+        &SaveOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.values_not_written, None);
+    // The fixture has `__metadata__`: its values are named as not written.
+    let report = save(
+        &open(&fixture("safetensors/dtypes.safetensors")),
+        dir.join("meta.pt"),
+        &SaveOptions::default(),
+    )
+    .unwrap();
+    let why = report.values_not_written.expect("the metadata is reported");
+    assert!(why.contains("'__metadata__.format'"), "{why}");
+    std::fs::remove_dir_all(&dir).ok();
+}

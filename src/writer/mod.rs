@@ -171,8 +171,14 @@ pub fn save_with_progress(
         None => safetensors::write(&tensors, options, file.writer(), progress),
     }
     .map_err(|e| e.context(format!("writing '{}'", path.display())))?;
+    let no_object = matches!(&tree, Some(tree) if tree.rows.is_none());
     if options.format == SaveFormat::Safetensors {
-        report.values_not_written = dropped_values(ckpt);
+        report.values_not_written = dropped_values(ckpt, "safetensors holds tensors only");
+    } else if no_object {
+        // A safetensors file or shard index has no saved object to keep: its state dict is
+        // the whole of it, unless it carried values (safetensors' `__metadata__`).
+        report.values_not_written =
+            dropped_values(ckpt, "the input holds no torch.save object to keep them in");
     }
     file.commit()?;
     Ok(report)
@@ -226,8 +232,9 @@ fn tensor_rows(ckpt: &Checkpoint) -> Option<HashMap<NodeId, usize>> {
     (row == ckpt.len()).then_some(rows)
 }
 
-/// The non-tensor values a safetensors file leaves out: how many, and the first few names.
-fn dropped_values(ckpt: &Checkpoint) -> Option<String> {
+/// The non-tensor values an output leaves out (`why`: what could not hold them): how many, and
+/// the first few names.
+fn dropped_values(ckpt: &Checkpoint, why: &str) -> Option<String> {
     const NAMED: usize = 5;
     let mut names = Vec::new();
     let mut count = 0usize;
@@ -246,7 +253,7 @@ fn dropped_values(ckpt: &Checkpoint) -> Option<String> {
     let more = if truncated { " or more" } else { "" };
     let rest = if count > names.len() { ", …" } else { "" };
     Some(format!(
-        "{count}{more} non-tensor values (safetensors holds tensors only): {}{rest}",
+        "{count}{more} non-tensor values ({why}): {}{rest}",
         names.join(", ")
     ))
 }
