@@ -72,10 +72,12 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
     region_offsets = list(map(sub, table.file_offset, map(mul, table.storage_offset, itemsizes)))
     bases = list(map(sub, table.data, table.file_offset))
     counts = list(map(floordiv, table.storage_nbytes, map(max, itemsizes, repeat(1))))
+    if _is_plain(table, itemsizes) and len(set(bases)) == 1:  # one mapped file
+        end = max(map(add, region_offsets, table.storage_nbytes), default=0)
+        region = _region(handle, bases[0], end)
+        return _plain_tensors(table, region, counts, region_offsets)
     ends = _mapped_regions(table, bases, region_offsets)
     regions = {base: _region(handle, base, end) for base, end in ends.items()}
-    if _is_plain(table, itemsizes) and len(regions) == 1:
-        return _plain_tensors(table, next(iter(regions.values())), counts, region_offsets)
     firsts: Dict[int, _torch.Tensor] = {}  # storage id -> its first tensor
     out: "collections.OrderedDict[str, _torch.Tensor]" = collections.OrderedDict()
     dtypes = _DTYPE_BY_CODE
