@@ -838,6 +838,10 @@ typedef struct mmckpt_module mmckpt_module;
  * _bind, _load, _at, _get), except mmckpt_module_free, which stops the load and frees the
  * module when mmckpt_module_load returns. mmckpt_checkpoint_close of the checkpoint being
  * loaded lets the load finish and frees the checkpoint when it returns.
+ *
+ * Streaming to a device through a reusable staging buffer (entries bound alternately to two
+ * pinned slots, the upload of one overlapped with the copy into the other): docs/streaming.md
+ * and examples/staging.c.
  */
 typedef int32_t (*mmckpt_tensor_fn)(void *user_data, const mmckpt_tensor *entry);
 

@@ -330,6 +330,10 @@ pub extern "C" fn mmckpt_module_bind(
 /// _bind, _load, _at, _get), except mmckpt_module_free, which stops the load and frees the
 /// module when mmckpt_module_load returns. mmckpt_checkpoint_close of the checkpoint being
 /// loaded lets the load finish and frees the checkpoint when it returns.
+///
+/// Streaming to a device through a reusable staging buffer (entries bound alternately to two
+/// pinned slots, the upload of one overlapped with the copy into the other): docs/streaming.md
+/// and examples/staging.c.
 pub type mmckpt_tensor_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, entry: *const mmckpt_tensor) -> i32>;
 
