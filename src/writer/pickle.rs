@@ -8,7 +8,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pickle::{Arena, NodeId, Value};
+use crate::pickle::{Arena, DictClass, NodeId, Value};
 use std::collections::{HashMap, HashSet};
 
 // Protocol 2 opcodes (Lib/pickletools.py), the ones torch's pickler emits: the reader's names.
@@ -82,15 +82,16 @@ enum Step {
 }
 
 /// `data.pkl` for the value tree below `root`, as torch.save pickles what torch.load returned:
-/// None, bools, ints, floats, complex, str, bytes, bytearray, lists, tuples, dicts (a dict
-/// with BUILD state, which only an `OrderedDict` can have, as an `OrderedDict` with that
-/// state: a state dict's `_metadata`), sets, and tensors (`tensor(node)`: the record of the
+/// None, bools, ints, floats, complex, str, bytes, bytearray, lists, tuples, dicts,
+/// `OrderedDict`s and `Counter`s (each as the class it was, with its BUILD state: a state
+/// dict's `_metadata`), sets, and tensors (`tensor(node)`: the record of the
 /// tensor the table has for that node). A node reached twice is written once and referenced
 /// (shared objects stay shared; a list or dict may contain itself).
 ///
 /// `Unsupported`, naming the value, for what torch's weights-only unpickler cannot read or
 /// mmckpt does not write: instances of other classes, references to globals, frozensets,
-/// ints beyond 255 bytes, strings beyond 4 GiB, a tuple that contains itself.
+/// a plain dict with BUILD state (torch.load cannot set attributes on a dict), ints beyond
+/// 255 bytes, strings beyond 4 GiB, a tuple that contains itself.
 pub fn tree_pickle<'t>(
     arena: &Arena,
     root: NodeId,
@@ -173,11 +174,28 @@ pub fn tree_pickle<'t>(
                 steps.push(Step::Memoize(node));
                 building.insert(node);
             }
-            Value::Dict { items, state } => {
-                if state.is_some() {
-                    e.empty_ordered_dict();
-                } else {
-                    e.out.push(EMPTY_DICT);
+            Value::Dict {
+                items,
+                state,
+                class,
+            } => {
+                // `OrderedDict()` / `Counter()`, then its items: the call torch's weights-only
+                // unpickler allows for both, memoized before the items so that a mapping may
+                // contain itself (torch.save writes a Counter as `Counter({items})`, which
+                // loads the same).
+                match class {
+                    DictClass::Dict if state.is_some() => {
+                        return Err(unsupported(
+                            "a dict with BUILD state".into(),
+                            "BUILD on a dict (and torch.load cannot read it either)",
+                        ))
+                    }
+                    DictClass::Dict => e.out.push(EMPTY_DICT),
+                    DictClass::OrderedDict => e.empty_ordered_dict(),
+                    DictClass::Counter => {
+                        e.global("collections", "Counter");
+                        e.out.extend_from_slice(&[EMPTY_TUPLE, REDUCE]);
+                    }
                 }
                 memo.insert(node, e.put_new());
                 batches(
