@@ -507,6 +507,78 @@ impl Emitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use crate::pickle::{load, PickleLimits};
+
+    fn dict(arena: &mut Arena, class: DictClass, state: Option<NodeId>) -> NodeId {
+        arena.push(Value::Dict {
+            items: Vec::new(),
+            state,
+            class,
+        })
+    }
+
+    #[test]
+    fn mappings_read_back_as_their_class_with_their_state() {
+        let mut a = Arena::new();
+        let key = a.push_str("k");
+        let one = a.push(Value::Int(1));
+        let state = dict(&mut a, DictClass::Dict, None);
+        let ordered = dict(&mut a, DictClass::OrderedDict, Some(state));
+        let counter = dict(&mut a, DictClass::Counter, None);
+        let plain = dict(&mut a, DictClass::Dict, None);
+        if let Value::Dict { items, .. } = a.get_mut(state) {
+            items.push((key, one));
+        }
+        // The counter holds itself: it is memoized before its items.
+        for (map, value) in [(ordered, counter), (counter, counter), (plain, ordered)] {
+            let k = a.push(Value::Int(i64::from(map)));
+            if let Value::Dict { items, .. } = a.get_mut(map) {
+                items.push((k, value));
+            }
+        }
+        let root = a.push(Value::List(vec![plain, ordered, counter]));
+        let pickle = tree_pickle(&a, root, &|_| None).unwrap();
+
+        let mut back = Arena::new();
+        let (root, _) = load(&mut back, &pickle, &PickleLimits::default()).unwrap();
+        let maps = back.as_seq(root).unwrap().to_vec();
+        let parts = |id: NodeId| match back.get(id) {
+            Value::Dict {
+                items,
+                state,
+                class,
+            } => (*class, items.clone(), *state),
+            other => panic!("a {} came back", other.type_name()),
+        };
+        let (plain, ordered, counter) = (parts(maps[0]), parts(maps[1]), parts(maps[2]));
+        assert_eq!(
+            (plain.0, plain.1[0].1, plain.2),
+            (DictClass::Dict, maps[1], None)
+        );
+        assert_eq!(
+            (ordered.0, ordered.1[0].1),
+            (DictClass::OrderedDict, maps[2])
+        );
+        assert_eq!((counter.0, counter.1[0].1), (DictClass::Counter, maps[2]));
+        let state = parts(ordered.2.expect("the OrderedDict's state"));
+        assert_eq!(state.0, DictClass::Dict);
+        assert_eq!(back.as_str(state.1[0].0), Some("k"));
+    }
+
+    #[test]
+    fn a_plain_dict_with_build_state_is_not_written() {
+        let mut a = Arena::new();
+        let state = dict(&mut a, DictClass::Dict, None);
+        let root = dict(&mut a, DictClass::Dict, Some(state));
+        let err = tree_pickle(&a, root, &|_| None).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unsupported);
+        assert!(
+            err.message.contains("a dict with BUILD state"),
+            "{}",
+            err.message
+        );
+    }
 
     #[test]
     fn ints_use_the_smallest_opcode() {
