@@ -670,6 +670,7 @@ mod tests {
         let inner = a.push(Value::Dict {
             items: vec![(k_nul, two)],
             state: None,
+            class: crate::pickle::DictClass::Dict,
         });
         let list = a.push(Value::List(vec![one, inner]));
         let k_a = a.push_str("a");
@@ -681,6 +682,7 @@ mod tests {
         let root = a.push(Value::Dict {
             items: vec![(k_a, list), (k_7, three), (k_long, four)],
             state: None,
+            class: crate::pickle::DictClass::Dict,
         });
         if let Value::Dict { items, .. } = a.get_mut(root) {
             items.insert(2, (k_me, root));

@@ -468,11 +468,13 @@ mod tests {
         let inner = a.push(Value::Dict {
             items: vec![(inner_k, inner_v)],
             state: None,
+            class: crate::pickle::DictClass::Dict,
         });
         let k_self = a.push_str("me");
         let root = a.push(Value::Dict {
             items: vec![(k_fc, v_fc), (k_fc2, inner)],
             state: None,
+            class: crate::pickle::DictClass::Dict,
         });
         // A cycle: root["me"] = root.
         if let Value::Dict { items, .. } = a.get_mut(root) {

@@ -24,7 +24,7 @@ pub use verify::CrcReport;
 use crate::container::{OpenMode, Source};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pickle::{Arena, NodeId, Value};
+use crate::pickle::{Arena, DictClass, NodeId, Value};
 use crate::torch::{self, TensorDesc};
 use crate::tree;
 use std::ffi::CStr;
@@ -396,6 +396,7 @@ impl Checkpoint {
         let root = arena.push(Value::Dict {
             items: Vec::new(),
             state: None,
+            class: DictClass::Dict,
         });
         let (mut storages, mut tensors, mut table) = (Vec::new(), Vec::new(), Table::default());
         let mut byte_order_big = false;

@@ -17,7 +17,7 @@ use crate::hash::HashMap;
 use super::keys::Keys;
 use super::opcodes as op;
 use super::text::{self, Integer};
-use super::value::{Arena, NodeId, TupleItems, Value};
+use super::value::{Arena, DictClass, NodeId, TupleItems, Value};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Bounds on what one run of the pickle machine may build (one pickle of a checkpoint). Every bound holds in release builds too.
@@ -220,6 +220,18 @@ enum Known {
     Complex,
     CodecsEncode,
     Reconstructor,
+}
+
+impl Known {
+    /// The class of the dict that calling `OrderedDict`, `Counter` or `dict` builds (asked
+    /// only of those three).
+    fn dict_class(self) -> DictClass {
+        match self {
+            Known::OrderedDict => DictClass::OrderedDict,
+            Known::Counter => DictClass::Counter,
+            _ => DictClass::Dict,
+        }
+    }
 }
 
 fn classify(module: &str, name: &str) -> Option<Known> {
@@ -689,13 +701,14 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn new_dict_from_pairs(&mut self, flat: &[NodeId]) -> Result<NodeId> {
+    fn new_dict_from_pairs(&mut self, flat: &[NodeId], class: DictClass) -> Result<NodeId> {
         if flat.len() % 2 != 0 {
             return Err(self.format("odd number of items for a dict"));
         }
         let id = self.new_node(Value::Dict {
             items: Vec::new(),
             state: None,
+            class,
         })?;
         for pair in flat.chunks_exact(2) {
             self.dict_insert(id, pair[0], pair[1])?;
@@ -964,6 +977,7 @@ impl<'a> Machine<'a> {
                 Known::OrderedDict | Known::Counter | Known::Dict => Some(Value::Dict {
                     items: Vec::new(),
                     state: None,
+                    class: known.dict_class(),
                 }),
                 Known::List => Some(Value::List(Vec::new())),
                 Known::Set => Some(Value::Set(Vec::new())),
@@ -977,9 +991,11 @@ impl<'a> Machine<'a> {
         }
         match known {
             Known::OrderedDict | Known::Dict => match argc {
-                0 => self.new_dict_from_pairs(&[]).map(Some),
+                0 => self.new_dict_from_pairs(&[], known.dict_class()).map(Some),
                 1 => match self.pair_items(self.arg(args, 0))? {
-                    Some(flat) => self.new_dict_from_pairs(&flat).map(Some),
+                    Some(flat) => self
+                        .new_dict_from_pairs(&flat, known.dict_class())
+                        .map(Some),
                     None => Ok(None),
                 },
                 _ => Ok(None),
@@ -987,10 +1003,12 @@ impl<'a> Machine<'a> {
             // `Counter(mapping)` copies the mapping's items (`Counter.update`: `dict.update`
             // when the counter is empty); any other argument is counted, which stays a call.
             Known::Counter => match argc {
-                0 => self.new_dict_from_pairs(&[]).map(Some),
+                0 => self.new_dict_from_pairs(&[], known.dict_class()).map(Some),
                 1 if matches!(self.arena.get(self.arg(args, 0)), Value::Dict { .. }) => {
                     match self.pair_items(self.arg(args, 0))? {
-                        Some(flat) => self.new_dict_from_pairs(&flat).map(Some),
+                        Some(flat) => self
+                            .new_dict_from_pairs(&flat, known.dict_class())
+                            .map(Some),
                         None => Ok(None),
                     }
                 }
@@ -1481,6 +1499,7 @@ impl<'a> Machine<'a> {
                 self.push_new(Value::Dict {
                     items: Vec::new(),
                     state: None,
+                    class: DictClass::Dict,
                 })?;
             }
             op::EMPTY_SET => {
@@ -1504,7 +1523,7 @@ impl<'a> Machine<'a> {
             }
             op::DICT => {
                 let items = self.pop_mark()?;
-                let id = self.new_dict_from_pairs(&items)?;
+                let id = self.new_dict_from_pairs(&items, DictClass::Dict)?;
                 self.push(id)?;
             }
             op::FROZENSET => {

@@ -11,4 +11,4 @@ pub mod value;
 mod tests;
 
 pub use machine::{load, PickleLimits};
-pub use value::{Arena, NodeId, ReadAt, Value};
+pub use value::{Arena, DictClass, NodeId, ReadAt, Value};

@@ -3,7 +3,7 @@
 //! and limits.
 
 use super::text::{self, Integer};
-use super::{load, Arena, NodeId, PickleLimits, Value};
+use super::{load, Arena, DictClass, NodeId, PickleLimits, Value};
 use crate::error::{Error, ErrorKind};
 
 mod cases {
@@ -79,7 +79,7 @@ fn render_into(arena: &Arena, id: NodeId, path: &mut Vec<NodeId>, out: &mut Stri
             render_seq(arena, items, path, out);
             out.push(')');
         }
-        Value::Dict { items, state } => {
+        Value::Dict { items, state, .. } => {
             render_pairs(arena, items, path, out);
             if let Some(state) = state {
                 out.push('@');
@@ -330,7 +330,7 @@ fn memoized_list_mutated_after_placement_is_seen_everywhere() {
 #[test]
 fn state_dict_shape() {
     let (arena, root) = load_default(case("state_dict", 2).data).unwrap();
-    let Value::Dict { items, state } = arena.get(root) else {
+    let Value::Dict { items, state, .. } = arena.get(root) else {
         panic!()
     };
     assert_eq!(items.len(), 2);
@@ -433,6 +433,47 @@ fn text_helpers() {
     assert!(text::raw_unicode_escape_decode(b"\\u12").is_err());
     assert!(text::raw_unicode_escape_decode(b"\\ud800").is_err());
     assert!(text::raw_unicode_escape_decode(b"\\U00110000").is_err());
+}
+
+/// The class of the dict a pickle builds, and its items.
+fn dict_of(data: &[u8]) -> (DictClass, String) {
+    let (arena, root) = load_default(data).unwrap_or_else(|e| panic!("{e}"));
+    let Value::Dict { class, .. } = arena.get(root) else {
+        panic!("not a dict: {}", render(&arena, root))
+    };
+    (*class, render(&arena, root))
+}
+
+#[test]
+fn dicts_keep_their_class_in_every_form() {
+    use DictClass::{Counter, Dict, OrderedDict};
+    let a1 = format!("{{{}: 1}}", s("a"));
+    let cases: &[(&[u8], DictClass, &str)] = &[
+        // What CPython writes: `OrderedDict()` then SETITEM(S), protocols 2 and 0.
+        (b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01X\x01\x00\x00\x00aq\x02K\x01s.", OrderedDict, &a1),
+        (b"ccollections\nOrderedDict\np0\n(tRp1\nVa\np2\nI1\ns.", OrderedDict, &a1),
+        // Python 2: `OrderedDict([[key, value]])`, under its Python 2 module name too.
+        (b"ccollections\nOrderedDict\n((lp0\n(lp1\nS'a'\naI1\naatRp2\n.", OrderedDict, &a1),
+        (b"cUserDict\nOrderedDict\n((lp0\n(lp1\nS'a'\naI1\naatRp2\n.", OrderedDict, &a1),
+        // `cls.__new__(cls)`, then items, then BUILD state.
+        (b"\x80\x02ccollections\nOrderedDict\n)\x81X\x01\x00\x00\x00aK\x01s.", OrderedDict, &a1),
+        (b"\x80\x02ccollections\nOrderedDict\n)\x81}K\x01K\x02sb.", OrderedDict, "{}@{1: 2}"),
+        // What CPython writes for a Counter: `Counter({items})`, protocols 2 and 0.
+        (b"\x80\x02ccollections\nCounter\nq\x00}q\x01X\x01\x00\x00\x00aq\x02K\x01s\x85q\x03Rq\x04.", Counter, &a1),
+        (b"ccollections\nCounter\np0\n((dp1\nVa\np2\nI1\nstp3\nRp4\n.", Counter, &a1),
+        (b"\x80\x02ccollections\nCounter\n)R.", Counter, "{}"),
+        (b"\x80\x02ccollections\nCounter\n)\x81X\x01\x00\x00\x00aK\x01s.", Counter, &a1),
+        // Plain dicts: EMPTY_DICT, DICT, and the `dict` class called or instantiated.
+        (b"\x80\x02}X\x01\x00\x00\x00aK\x01s.", Dict, &a1),
+        (b"(Va\nI1\nd.", Dict, &a1),
+        (b"\x80\x02cbuiltins\ndict\n]K\x01K\x02\x86a\x85R.", Dict, "{1: 2}"),
+        (b"\x80\x02c__builtin__\ndict\n)\x81X\x01\x00\x00\x00aK\x01s.", Dict, &a1),
+    ];
+    for &(data, class, items) in cases {
+        assert_eq!(dict_of(data), (class, items.to_string()), "{data:?}");
+    }
+    // The class is one byte in `Value::Dict`'s padding: values stay 40 bytes.
+    assert_eq!(std::mem::size_of::<Value>(), 40);
 }
 
 #[test]

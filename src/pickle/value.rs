@@ -23,11 +23,13 @@ pub enum Value {
     ByteArray(Box<[u8]>),
     List(Vec<NodeId>),
     Tuple(TupleItems),
-    /// A dict or `collections.OrderedDict`, in insertion order. `state` is what BUILD set on it
-    /// (a state dict's `_metadata` lives there).
+    /// A dict, `collections.OrderedDict` or `collections.Counter` (which: `class`), in
+    /// insertion order. `state` is what BUILD set on it (a state dict's `_metadata` lives
+    /// there).
     Dict {
         items: Vec<(NodeId, NodeId)>,
         state: Option<NodeId>,
+        class: DictClass,
     },
     Set(Vec<NodeId>),
     FrozenSet(Vec<NodeId>),
@@ -60,6 +62,20 @@ pub enum Value {
     },
     /// A persistent id (BINPERSID / PERSID): the pickled id object, not yet resolved.
     PersistentId(NodeId),
+}
+
+/// Which mapping class a [`Value::Dict`] was built as. The three hold and compare the same
+/// items; the class is kept so that a writer gives back what torch.load returned (one byte, in
+/// the padding of `Value::Dict`: `Value` stays 40 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DictClass {
+    /// `builtins.dict`.
+    #[default]
+    Dict,
+    /// `collections.OrderedDict` (every `state_dict()`).
+    OrderedDict,
+    /// `collections.Counter`.
+    Counter,
 }
 
 /// Where a string is in its arena's pool: a handle, meaningful only with that arena.

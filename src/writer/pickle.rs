@@ -8,7 +8,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pickle::{Arena, NodeId, Value};
+use crate::pickle::{Arena, DictClass, NodeId, Value};
 use std::collections::{HashMap, HashSet};
 
 // Protocol 2 opcodes (Lib/pickletools.py), the ones torch's pickler emits: the reader's names.
@@ -82,15 +82,16 @@ enum Step {
 }
 
 /// `data.pkl` for the value tree below `root`, as torch.save pickles what torch.load returned:
-/// None, bools, ints, floats, complex, str, bytes, bytearray, lists, tuples, dicts (a dict
-/// with BUILD state, which only an `OrderedDict` can have, as an `OrderedDict` with that
-/// state: a state dict's `_metadata`), sets, and tensors (`tensor(node)`: the record of the
+/// None, bools, ints, floats, complex, str, bytes, bytearray, lists, tuples, dicts,
+/// `OrderedDict`s and `Counter`s (each as the class it was, with its BUILD state: a state
+/// dict's `_metadata`), sets, and tensors (`tensor(node)`: the record of the
 /// tensor the table has for that node). A node reached twice is written once and referenced
 /// (shared objects stay shared; a list or dict may contain itself).
 ///
 /// `Unsupported`, naming the value, for what torch's weights-only unpickler cannot read or
 /// mmckpt does not write: instances of other classes, references to globals, frozensets,
-/// ints beyond 255 bytes, strings beyond 4 GiB, a tuple that contains itself.
+/// a plain dict with BUILD state (torch.load cannot set attributes on a dict), ints beyond
+/// 255 bytes, strings beyond 4 GiB, a tuple that contains itself.
 pub fn tree_pickle<'t>(
     arena: &Arena,
     root: NodeId,
@@ -173,11 +174,28 @@ pub fn tree_pickle<'t>(
                 steps.push(Step::Memoize(node));
                 building.insert(node);
             }
-            Value::Dict { items, state } => {
-                if state.is_some() {
-                    e.empty_ordered_dict();
-                } else {
-                    e.out.push(EMPTY_DICT);
+            Value::Dict {
+                items,
+                state,
+                class,
+            } => {
+                // `OrderedDict()` / `Counter()`, then its items: the call torch's weights-only
+                // unpickler allows for both, memoized before the items so that a mapping may
+                // contain itself (torch.save writes a Counter as `Counter({items})`, which
+                // loads the same).
+                match class {
+                    DictClass::Dict if state.is_some() => {
+                        return Err(unsupported(
+                            "a dict with BUILD state".into(),
+                            "BUILD on a dict (and torch.load cannot read it either)",
+                        ))
+                    }
+                    DictClass::Dict => e.out.push(EMPTY_DICT),
+                    DictClass::OrderedDict => e.empty_ordered_dict(),
+                    DictClass::Counter => {
+                        e.global("collections", "Counter");
+                        e.out.extend_from_slice(&[EMPTY_TUPLE, REDUCE]);
+                    }
                 }
                 memo.insert(node, e.put_new());
                 batches(
@@ -489,6 +507,78 @@ impl Emitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use crate::pickle::{load, PickleLimits};
+
+    fn dict(arena: &mut Arena, class: DictClass, state: Option<NodeId>) -> NodeId {
+        arena.push(Value::Dict {
+            items: Vec::new(),
+            state,
+            class,
+        })
+    }
+
+    #[test]
+    fn mappings_read_back_as_their_class_with_their_state() {
+        let mut a = Arena::new();
+        let key = a.push_str("k");
+        let one = a.push(Value::Int(1));
+        let state = dict(&mut a, DictClass::Dict, None);
+        let ordered = dict(&mut a, DictClass::OrderedDict, Some(state));
+        let counter = dict(&mut a, DictClass::Counter, None);
+        let plain = dict(&mut a, DictClass::Dict, None);
+        if let Value::Dict { items, .. } = a.get_mut(state) {
+            items.push((key, one));
+        }
+        // The counter holds itself: it is memoized before its items.
+        for (map, value) in [(ordered, counter), (counter, counter), (plain, ordered)] {
+            let k = a.push(Value::Int(i64::from(map)));
+            if let Value::Dict { items, .. } = a.get_mut(map) {
+                items.push((k, value));
+            }
+        }
+        let root = a.push(Value::List(vec![plain, ordered, counter]));
+        let pickle = tree_pickle(&a, root, &|_| None).unwrap();
+
+        let mut back = Arena::new();
+        let (root, _) = load(&mut back, &pickle, &PickleLimits::default()).unwrap();
+        let maps = back.as_seq(root).unwrap().to_vec();
+        let parts = |id: NodeId| match back.get(id) {
+            Value::Dict {
+                items,
+                state,
+                class,
+            } => (*class, items.clone(), *state),
+            other => panic!("a {} came back", other.type_name()),
+        };
+        let (plain, ordered, counter) = (parts(maps[0]), parts(maps[1]), parts(maps[2]));
+        assert_eq!(
+            (plain.0, plain.1[0].1, plain.2),
+            (DictClass::Dict, maps[1], None)
+        );
+        assert_eq!(
+            (ordered.0, ordered.1[0].1),
+            (DictClass::OrderedDict, maps[2])
+        );
+        assert_eq!((counter.0, counter.1[0].1), (DictClass::Counter, maps[2]));
+        let state = parts(ordered.2.expect("the OrderedDict's state"));
+        assert_eq!(state.0, DictClass::Dict);
+        assert_eq!(back.as_str(state.1[0].0), Some("k"));
+    }
+
+    #[test]
+    fn a_plain_dict_with_build_state_is_not_written() {
+        let mut a = Arena::new();
+        let state = dict(&mut a, DictClass::Dict, None);
+        let root = dict(&mut a, DictClass::Dict, Some(state));
+        let err = tree_pickle(&a, root, &|_| None).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unsupported);
+        assert!(
+            err.message.contains("a dict with BUILD state"),
+            "{}",
+            err.message
+        );
+    }
 
     #[test]
     fn ints_use_the_smallest_opcode() {

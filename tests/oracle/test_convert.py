@@ -75,8 +75,8 @@ MAPPINGS = (dict, collections.OrderedDict, collections.Counter)
 
 
 def same_object(want, got, where, pairs):
-    """`got` is `want` as torch.load returns it: the same containers (a dict, OrderedDict or
-    Counter may come back as another of the three; a state dict's `_metadata` must), values,
+    """`got` is `want` as torch.load returns it: the same containers (of the same class: a dict,
+    OrderedDict or Counter, with a state dict's `_metadata`), values,
     tensors (dtype, shape, strides, offset, Parameter, requires_grad, bytes), and the same
     sharing: an object reached twice in `want` is one object in `got`."""
     if id(want) in pairs:
@@ -92,7 +92,7 @@ def same_object(want, got, where, pairs):
         assert want.requires_grad == got.requires_grad, where
         assert raw_bytes(want) == raw_bytes(got), f"{where}: bytes"
     elif isinstance(want, MAPPINGS):
-        assert isinstance(got, MAPPINGS), f"{where}: {type(got)}"
+        assert type(got) is type(want), f"{where}: {type(want)} became {type(got)}"
         assert list(want) == list(got), f"{where}: keys"
         assert getattr(want, "_metadata", None) == getattr(got, "_metadata", None), where
         for k in want:
@@ -280,3 +280,66 @@ def test_dtype_and_contiguous(tmp_path, mmckpt_bin):
         expect = t.detach().to(torch.bfloat16) if t.dtype in floating else t.detach()
         assert g.dtype == expect.dtype and g.shape == expect.shape, name
         assert raw_bytes(g) == raw_bytes(expect.contiguous()), name
+
+
+def _linear_state_dict():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).state_dict()
+
+
+def _stripped_prefix():
+    """What scripts do to a DataParallel checkpoint: a new OrderedDict (no `_metadata`)."""
+    stripped = collections.OrderedDict()
+    for k, v in _linear_state_dict().items():
+        stripped[k[len("0."):]] = v
+    return stripped
+
+
+def _nested():
+    model = _stripped_prefix()
+    return {"model": model, "again": model, "epoch": 3,
+            "optimizer": {"lr": 0.1, "steps": collections.OrderedDict(a=1)}}
+
+
+def _counter():
+    return {"counts": collections.Counter({"cat": 3, "dog": 1, 7: -2}),
+            "empty": collections.Counter(), "w": torch.arange(4.0)}
+
+
+# (name, object, legacy format, (path, class) that the loaded object must have there)
+DICT_CLASS_CASES = [
+    ("ordered_dict_without_state", _stripped_prefix, False, [((), collections.OrderedDict)]),
+    ("ordered_dict_in_a_dict", _nested, False,
+     [((), dict), (("model",), collections.OrderedDict), (("optimizer",), dict),
+      (("optimizer", "steps"), collections.OrderedDict)]),
+    ("counter", _counter, False,
+     [((), dict), (("counts",), collections.Counter), (("empty",), collections.Counter)]),
+    ("state_dict_with_metadata", _linear_state_dict, False, [((), collections.OrderedDict)]),
+    ("legacy_ordered_dict", _stripped_prefix, True, [((), collections.OrderedDict)]),
+    ("legacy_counter", _counter, True, [(("counts",), collections.Counter)]),
+]
+
+
+@pytest.mark.parametrize("name,make,legacy,classes", DICT_CLASS_CASES,
+                         ids=[c[0] for c in DICT_CLASS_CASES])
+def test_dict_classes_survive(name, make, legacy, classes, tmp_path, mmckpt_bin,
+                              legacy_support):
+    """A dict, OrderedDict or Counter comes back from the torch output as the class torch.load
+    returns for the input (they compare equal with ==, so only the type tells them apart)."""
+    if legacy and legacy_support is not None:
+        pytest.skip(legacy_support)
+    src, out = str(tmp_path / "in.pt"), str(tmp_path / "out.pt")
+    torch.save(make(), src, _use_new_zipfile_serialization=not legacy)
+    rc, err = convert(mmckpt_bin, src, out, "--format", "torch")
+    assert rc == 0, err
+    want = torch.load(src, weights_only=True)
+    got = torch.load(out, mmap=True, weights_only=True)
+    for path, cls in classes:
+        w, g = want, got
+        for key in path:
+            w, g = w[key], g[key]
+        assert type(w) is cls, f"{name}: the input holds a {type(w)} at {path}"
+        assert type(g) is cls, f"{name}: {cls} at {path} became {type(g)}"
+    if name == "state_dict_with_metadata":
+        assert got._metadata == want._metadata and got._metadata, name
+    same_object(want, got, name, {})

@@ -27,7 +27,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hash::HashMap;
 use crate::pickle::value::TupleItems;
-use crate::pickle::{Arena, NodeId, Value};
+use crate::pickle::{Arena, DictClass, NodeId, Value};
 use crate::torch::{TensorDesc, MAX_NDIM};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
@@ -290,6 +290,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         let metadata = arena.push(Value::Dict {
             items: entries,
             state: None,
+            class: DictClass::Dict,
         });
         items.push((push_str(&mut arena, "__metadata__"), metadata));
     }
@@ -307,7 +308,11 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         items.push((key, leaf));
         leaves.push(leaf);
     }
-    let top = arena.push(Value::Dict { items, state: None });
+    let top = arena.push(Value::Dict {
+        items,
+        state: None,
+        class: DictClass::Dict,
+    });
 
     // The table, limited to the selected root: the whole dict, one tensor (named ""), or a
     // value that holds none.
