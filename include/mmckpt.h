@@ -537,6 +537,8 @@ size_t mmckpt_checkpoint_tensor_count(const struct mmckpt_checkpoint *ckpt);
  * Describes entry `index` (0-based, in table order). The description borrows from the
  * checkpoint and stays valid while it is open. A tensor mmckpt cannot represent (quantized,
  * sparse, unknown dtype) gives MMCKPT_ERR_UNSUPPORTED naming it; other entries are unaffected.
+ * `data` is aligned to the dtype's itemsize, at most 16 (complex128: 16, as torch's
+ * `c10::complex<double>` requires), unless MMCKPT_OPEN_UNALIGNED was given.
  * The first call for a tensor whose storage is misaligned in the file or big-endian copies
  * that storage (only it) into aligned memory, once even when threads ask at once; when that
  * memory cannot be allocated the call fails with MMCKPT_ERR_NO_MEMORY and may be retried.

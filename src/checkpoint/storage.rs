@@ -482,9 +482,11 @@ impl Locations {
     }
 }
 
-/// Alignment C callers may rely on for a dtype's elements.
-fn required_alignment(dtype: DType) -> usize {
-    dtype.itemsize().min(8)
+/// Alignment callers may rely on for a dtype's elements: the itemsize, at most 16 — what
+/// torch's element types declare (`c10::complex<double>` is `alignas(16)`: torch's vectorised
+/// complex128 kernels load it 16 bytes at a time and fault on an 8-aligned one).
+pub(crate) fn required_alignment(dtype: DType) -> usize {
+    dtype.itemsize().min(16)
 }
 
 /// Marks the storages that cannot be handed out as they are, for a copy on first use: every
