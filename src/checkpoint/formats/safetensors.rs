@@ -359,6 +359,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         table,
         byte_order_big: false,
         crc_report: None,
+        chunks: Default::default(),
     })
 }
 
