@@ -1,23 +1,21 @@
 """torch.distributed.checkpoint directories through the binding (tests/data/dcp, written by
-torch's dcp.save on 2 and 4 gloo processes): tensors, chunks and slices against torch."""
+torch's dcp.save on 2 and 4 gloo processes): tensors and chunks against what dcp.load gave
+(tests/data/dcp/expected.json), slices against torch.chunk and narrow of the whole."""
+import hashlib
+import json
 import os
 
 import pytest
 import torch
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 import mmckpt
 
+# Not torch.distributed: importing it makes mmckpt.torch's random-checkpoint test crash now and
+# then (seen in test_torch_load after `import torch.distributed`, with or without mmckpt's
+# DCP code; reported). expected.json holds what dcp.load gave (scripts/make_dcp_fixtures.py).
 DCP = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "dcp")
-
-
-def dcp_load(path):
-    md = dcp.FileSystemReader(path).read_metadata()
-    state = {k: torch.empty(tuple(v.size), dtype=v.properties.dtype)
-             for k, v in md.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata)}
-    dcp.load(state, checkpoint_id=path, no_dist=True)
-    return state, md
+with open(os.path.join(DCP, "expected.json")) as f:
+    EXPECTED = json.load(f)
 
 
 def raw(t):
@@ -27,17 +25,17 @@ def raw(t):
 @pytest.mark.parametrize("name", ["rank2", "rank4"])
 def test_tensors_chunks_and_slices_equal_torch(name):
     path = os.path.join(DCP, name)
-    want, md = dcp_load(path)
+    want = {k: v for k, v in EXPECTED[name].items() if "sha256" in v}
     with mmckpt.open(path) as ckpt:
         assert ckpt.format == "dcp"
-        assert list(ckpt) == list(want)
-        for key, t in want.items():
-            got = torch.from_dlpack(ckpt[key])
-            assert torch.equal(got, t), key
+        assert sorted(ckpt) == sorted(want)
+        for key, item in want.items():
+            t = torch.from_dlpack(ckpt[key]).clone()
+            assert str(t.dtype) == "torch." + item["dtype"] and list(t.shape) == item["shape"]
+            assert hashlib.sha256(raw(t)).hexdigest() == item["sha256"], key
             chunks = ckpt.chunks(key)
-            listed = md.state_dict_metadata[key].chunks
             assert [(c.offsets, c.sizes) for c in chunks] == \
-                [(tuple(c.offsets), tuple(c.sizes)) for c in listed]
+                [(tuple(o), tuple(s)) for o, s in item["chunks"]]
             for c in chunks:
                 region = t
                 for d, (o, s) in enumerate(zip(c.offsets, c.sizes)):
