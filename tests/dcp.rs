@@ -328,3 +328,73 @@ fn a_strict_open_accepts_dcp_metadata_and_refuses_other_globals() {
     assert_eq!(e.kind, ErrorKind::Unsafe);
     assert!(e.message.contains("_io.BytesIO"), "{}", e.message);
 }
+
+/// A copy of a fixture directory in a fresh temporary directory, removed on drop.
+struct TempCopy(std::path::PathBuf);
+
+impl TempCopy {
+    fn of(name: &str, tag: &str) -> TempCopy {
+        let dir = std::env::temp_dir().join(format!("mmckpt-dcp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(repo_path("tests/data/dcp").join(name)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        TempCopy(dir)
+    }
+}
+
+impl Drop for TempCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn every_truncation_and_flipped_byte_of_the_metadata_is_an_error_or_a_good_open() {
+    let copy = TempCopy::of("rank2", "mutate");
+    let metadata = std::fs::read(copy.0.join(".metadata")).unwrap();
+    let reference = open("rank2");
+    for cut in 0..metadata.len() {
+        std::fs::write(copy.0.join(".metadata"), &metadata[..cut]).unwrap();
+        assert!(
+            Checkpoint::open(&copy.0, &OpenOptions::default()).is_err(),
+            "cut at {cut}"
+        );
+    }
+    for at in 0..metadata.len() {
+        let mut bytes = metadata.clone();
+        bytes[at] ^= 0x5a;
+        std::fs::write(copy.0.join(".metadata"), &bytes).unwrap();
+        // Either refused, or every tensor it lists reads (assembled where sharded).
+        if let Ok(ckpt) = Checkpoint::open(&copy.0, &OpenOptions::default()) {
+            for index in 0..ckpt.len() {
+                if let Ok(t) = ckpt.tensor_at(index) {
+                    let _ = t.contiguous_bytes();
+                }
+                let _ = ckpt.slice(index, 0, 0, 1);
+            }
+        }
+    }
+    assert_eq!(reference.len(), 5);
+}
+
+#[test]
+fn flipped_bytes_of_a_data_file_are_an_error_or_a_good_open() {
+    let copy = TempCopy::of("rank2", "distcp");
+    let file = copy.0.join("__1_0.distcp");
+    let data = std::fs::read(&file).unwrap();
+    for at in (0..data.len()).step_by(7) {
+        let mut bytes = data.clone();
+        bytes[at] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        if let Ok(ckpt) = Checkpoint::open(&copy.0, &OpenOptions::default()) {
+            for index in 0..ckpt.len() {
+                if let Ok(t) = ckpt.tensor_at(index) {
+                    assert_eq!(t.contiguous_bytes().len() as u64, t.row_major_bytes());
+                }
+            }
+        }
+    }
+}

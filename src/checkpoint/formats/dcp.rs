@@ -490,6 +490,11 @@ fn read_metadata<'a>(
 /// Checks that `chunks` tile `size` exactly: each inside it, no two overlapping, and together
 /// as many elements as the tensor has.
 fn check_tiling(fqn: &str, size: &[i64], chunks: &[(Vec<i64>, Vec<i64>)]) -> Result<()> {
+    let numel = element_count(size).ok_or_else(|| {
+        Error::format(format!(
+            "tensor '{fqn}' of shape {size:?} has more than 2^64 elements"
+        ))
+    })?;
     let mut covered: u128 = 0;
     for (i, (offsets, sizes)) in chunks.iter().enumerate() {
         if offsets.len() != size.len() || sizes.len() != size.len() {
@@ -509,7 +514,8 @@ fn check_tiling(fqn: &str, size: &[i64], chunks: &[(Vec<i64>, Vec<i64>)]) -> Res
                  {sizes:?}) reaches past the tensor"
             )));
         }
-        covered += sizes.iter().map(|&s| s as u128).product::<u128>();
+        // Inside the tensor: at most its element count, which fits in 64 bits.
+        covered += u128::from(element_count(sizes).unwrap_or(u64::MAX));
     }
     for (i, (oi, si)) in chunks.iter().enumerate() {
         let empty = |s: &[i64]| s.contains(&0);
@@ -529,7 +535,7 @@ fn check_tiling(fqn: &str, size: &[i64], chunks: &[(Vec<i64>, Vec<i64>)]) -> Res
             }
         }
     }
-    let numel: u128 = size.iter().map(|&s| s as u128).product();
+    let numel = u128::from(numel);
     if covered != numel {
         return Err(Error::format(format!(
             "the chunks of tensor '{fqn}' do not tile its shape {size:?}: they cover \
@@ -537,6 +543,13 @@ fn check_tiling(fqn: &str, size: &[i64], chunks: &[(Vec<i64>, Vec<i64>)]) -> Res
         )));
     }
     Ok(())
+}
+
+/// The product of non-negative sizes, `None` past 64 bits.
+fn element_count(sizes: &[i64]) -> Option<u64> {
+    sizes
+        .iter()
+        .try_fold(1u64, |n, &s| n.checked_mul(u64::try_from(s).ok()?))
 }
 
 struct Reader<'d> {
@@ -705,9 +718,9 @@ impl Reader<'_> {
         let index = match whole_chunk {
             Some(t) => t,
             None => {
-                let numel: u64 = size.iter().map(|&s| s as u64).product();
-                let bytes = numel
-                    .checked_mul(dtype.itemsize() as u64)
+                // Tiling checked the element count fits in 64 bits.
+                let bytes = element_count(size)
+                    .and_then(|numel| numel.checked_mul(dtype.itemsize() as u64))
                     .and_then(|b| usize::try_from(b).ok())
                     .ok_or_else(|| {
                         Error::format(format!("tensor '{fqn}' of shape {size:?} overflows"))
@@ -864,5 +877,8 @@ mod tests {
         let past = check_tiling("t", &[4, 6], &[c(&[0, 0], &[5, 6])]).unwrap_err();
         assert!(past.message.contains("past the tensor"), "{}", past.message);
         assert!(check_tiling("t", &[0, 3], &[]).is_ok());
+        let huge = [1i64 << 40, 1 << 40];
+        let e = check_tiling("t", &huge, &[c(&[0, 0], &huge)]).unwrap_err();
+        assert!(e.message.contains("2^64"), "{}", e.message);
     }
 }
