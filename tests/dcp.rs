@@ -398,3 +398,26 @@ fn flipped_bytes_of_a_data_file_are_an_error_or_a_good_open() {
         }
     }
 }
+
+#[test]
+fn a_directory_saves_as_one_file_with_every_tensor_whole() {
+    let copy = TempCopy::of("rank4", "save");
+    let out = copy.0.join("whole.safetensors");
+    let ckpt = open("rank4");
+    let options = mmckpt::SaveOptions {
+        format: mmckpt::SaveFormat::Safetensors,
+        ..mmckpt::SaveOptions::default()
+    };
+    mmckpt::save(&ckpt, &out, &options).unwrap();
+    let saved = Checkpoint::open(&out, &OpenOptions::default()).unwrap();
+    let expected = expected();
+    assert_eq!(saved.len(), 4);
+    for (name, t) in saved.iter() {
+        let t = t.unwrap();
+        assert_eq!(
+            sha256_hex(&t.contiguous_bytes()),
+            expected["rank4"][name]["sha256"].as_str().unwrap(),
+            "{name}"
+        );
+    }
+}
