@@ -11,10 +11,11 @@
  *   2. Versions, dtypes and tensor descriptions
  *   3. Element conversion
  *   4. Checkpoints
- *   5. Values
- *   6. Modules and loads
- *   7. DLPack and batched description
- *   8. Writing
+ *   5. Chunks and slices
+ *   6. Values
+ *   7. Modules and loads
+ *   8. DLPack and batched description
+ *   9. Writing
  *
  * Conventions (docs/c-api.md has them in full):
  *  - Every fallible function returns mmckpt_status; on failure mmckpt_last_error() holds a
@@ -576,6 +577,98 @@ const char *mmckpt_checkpoint_format(const struct mmckpt_checkpoint *ckpt);
 mmckpt_status mmckpt_checkpoint_tensor_range(const struct mmckpt_checkpoint *ckpt,
                                              size_t index,
                                              struct mmckpt_tensor_range *out);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+/* ==== Chunks and slices ===============================================================*/
+/* The chunks a tensor was saved in (a torch.distributed.checkpoint directory's shards) and narrowed views (torch's narrow) of any tensor. */
+/**
+ * A narrowed tensor (mmckpt_checkpoint_slice): opaque, owned by the caller, freed with
+ * mmckpt_slice_free. It keeps the bytes it views alive: it stays valid after its checkpoint
+ * is closed.
+ */
+typedef struct mmckpt_slice mmckpt_slice;
+
+/**
+ * One chunk of a tensor (mmckpt_checkpoint_chunk_at). Borrowed like mmckpt_tensor: valid
+ * while the checkpoint is open.
+ */
+typedef struct mmckpt_chunk {
+  /**
+   * Dimensions of the whole tensor and of the chunk.
+   */
+  uint32_t ndim;
+  /**
+   * ndim entries: index of the chunk's first element in the whole tensor (NULL when
+   * ndim == 0).
+   */
+  const int64_t *offsets;
+  /**
+   * ndim entries: the chunk's sizes (the same array as tensor.shape; NULL when ndim == 0).
+   */
+  const int64_t *sizes;
+  /**
+   * The chunk's elements as a tensor of its sizes, named as the whole tensor: a view into
+   * the file whenever its storage is aligned and little-endian (MMCKPT_TENSOR_MAPPED).
+   */
+  mmckpt_tensor tensor;
+} mmckpt_chunk;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Number of chunks entry `index`'s tensor was saved in, into `*out`: 1 for a tensor of a
+ * single-file checkpoint or one a distributed checkpoint saved whole, the number of its
+ * shards otherwise (0 for an empty tensor no rank saved). MMCKPT_ERR_NOT_FOUND past the end,
+ * the entry's own error for a tensor mmckpt cannot represent.
+ */
+mmckpt_status mmckpt_checkpoint_chunk_count(const mmckpt_checkpoint *ckpt,
+                                            size_t index,
+                                            size_t *out);
+
+/**
+ * Describes chunk `chunk` (0-based, in the order the metadata lists them) of entry `index`'s
+ * tensor, without assembling the whole tensor: where it starts in the whole tensor, its sizes
+ * and its elements. For a tensor saved whole, chunk 0 is the tensor itself at offsets 0.
+ * MMCKPT_ERR_NOT_FOUND past the last entry or chunk.
+ */
+mmckpt_status mmckpt_checkpoint_chunk_at(const mmckpt_checkpoint *ckpt,
+                                         size_t index,
+                                         size_t chunk,
+                                         struct mmckpt_chunk *out);
+
+/**
+ * The tensor named `name` narrowed to `[start, start + length)` along dimension `dim`, as
+ * torch's `tensor.narrow(dim, start, length)` (negative `dim` and `start` count from the end).
+ * A view with the tensor's strides and an advanced storage_offset, no byte read, whenever the
+ * tensor's bytes are in one place: every single-file format, a distributed checkpoint's
+ * tensor saved whole or already assembled, or a slice that one of its chunks covers (then a
+ * view of that chunk). Otherwise only the slice's bytes are copied from the chunks it crosses.
+ * On success `*out` receives a new handle (describe it with mmckpt_slice_tensor, free it
+ * with mmckpt_slice_free); a bad dim, start or length is MMCKPT_ERR_INVALID_ARGUMENT worded
+ * as torch words it, an unknown name MMCKPT_ERR_NOT_FOUND.
+ */
+mmckpt_status mmckpt_checkpoint_slice(const mmckpt_checkpoint *ckpt,
+                                      const char *name,
+                                      int64_t dim,
+                                      int64_t start,
+                                      int64_t length,
+                                      struct mmckpt_slice **out);
+
+/**
+ * Describes a slice. Every pointer in `*out` stays valid until mmckpt_slice_free, whether or
+ * not its checkpoint is still open.
+ */
+mmckpt_status mmckpt_slice_tensor(const struct mmckpt_slice *slice, mmckpt_tensor *out);
+
+/**
+ * Frees a slice. NULL is a no-op; freeing twice is undefined behaviour.
+ */
+void mmckpt_slice_free(struct mmckpt_slice *slice);
 
 #ifdef __cplusplus
 }  // extern "C"

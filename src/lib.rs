@@ -64,8 +64,8 @@ mod values;
 mod writer;
 
 pub use checkpoint::{
-    Checkpoint, CrcReport, Format, Limits, OpenOptions, PrefetchCursor, TableLimits, Tensor,
-    TensorRange, ValueLimits, DEFAULT_PREFETCH_BUDGET,
+    Checkpoint, CrcReport, Format, Limits, OpenOptions, PrefetchCursor, Slice, TableLimits, Tensor,
+    TensorChunk, TensorRange, ValueLimits, DEFAULT_PREFETCH_BUDGET,
 };
 pub use container::zip::ZipLimits;
 pub use container::OpenMode;

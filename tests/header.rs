@@ -35,6 +35,12 @@ const SECTIONS: &[(&str, &str, &str)] = &[
         "Open options, open and close, and the tensor table.",
     ),
     (
+        "chunks.rs",
+        "Chunks and slices",
+        "The chunks a tensor was saved in (a torch.distributed.checkpoint directory's shards) \
+         and narrowed views (torch's narrow) of any tensor.",
+    ),
+    (
         "values.rs",
         "Values",
         "Non-tensor values (epoch, config, optimizer settings) read by dotted path.",

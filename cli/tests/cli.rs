@@ -822,3 +822,33 @@ fn verify_checks_the_crcs() {
     assert_eq!(code, 1);
     assert!(err.contains("MMCKPT_ERR_UNSUPPORTED"), "{err}");
 }
+
+#[test]
+fn ls_reads_a_distributed_checkpoint_directory() {
+    // tests/data/dcp/rank4: dcp.save on 4 gloo processes (scripts/make_dcp_fixtures.py);
+    // expected.json holds what dcp.load gave back.
+    let text = std::fs::read_to_string(repo_path("tests/data/dcp/expected.json")).unwrap();
+    let expected: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+    let dir = repo_path("tests/data/dcp/rank4");
+    let (code, out, err) = cli(&["ls", dir.to_str().unwrap(), "--json", "--hash"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["format"], "dcp");
+    let tensors = doc["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 4);
+    for t in tensors {
+        let want = &expected["rank4"][t["name"].as_str().unwrap()];
+        assert_eq!(t["sha256"], want["sha256"], "{}", t["name"]);
+        assert_eq!(t["shape"], want["shape"], "{}", t["name"]);
+    }
+    assert_eq!(doc["values"][0]["name"], "step");
+    assert_eq!(doc["values"][0]["value"], 104);
+    // The text table, by the directory's .metadata too.
+    let metadata = dir.join(".metadata");
+    let (code, out, err) = cli(&["ls", metadata.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("4 tensors") && out.contains("format dcp"),
+        "{out}"
+    );
+}

@@ -9,7 +9,7 @@
 >>> report = m.load(mmckpt.open("linear.pt"))           # load_state_dict(assign=True), zero-copy
 """
 
-from ._checkpoint import Checkpoint, Tensor, TensorInfo, open
+from ._checkpoint import Checkpoint, Chunk, Tensor, TensorInfo, TensorView, open
 from ._module import LoadReport, Module, ModuleEntry
 from ._errors import (
     BufferTooSmallError,
@@ -38,6 +38,8 @@ __all__ = [
     "open",
     "Checkpoint",
     "Tensor",
+    "TensorView",
+    "Chunk",
     "TensorInfo",
     "Module",
     "ModuleEntry",

@@ -411,11 +411,92 @@ class Tensor(_Exportable):
         return array
 
 
-def _storage_buffer(handle: _Handle, address: int, nbytes: int) -> Any:
-    """A ctypes array over a storage's bytes that keeps the checkpoint's handle alive."""
+def _storage_buffer(handle: Any, address: int, nbytes: int) -> Any:
+    """A ctypes array over bytes that keeps their owner (a checkpoint or slice handle) alive."""
     array = (ctypes.c_uint8 * nbytes).from_address(address) if nbytes else (ctypes.c_uint8 * 0)()
     array._mmckpt_handle = handle  # type: ignore[attr-defined]
     return array
+
+
+def _row_of(t: "_lib.mmckpt_tensor", index: int = -1) -> Row:
+    """A Row from a C tensor description (the fields numpy and TensorInfo read)."""
+    row = Row()
+    ndim = t.ndim
+    row.index = index
+    row.name = t.name.decode("utf-8", "surrogateescape")
+    row.status = 0
+    row.dtype_code = t.dtype
+    row.shape = tuple(t.shape[i] for i in range(ndim))
+    row.strides = tuple(t.strides[i] for i in range(ndim))
+    row.storage_offset = t.storage_offset
+    row.numel = t.numel
+    row.data = t.data
+    row.nbytes = t.nbytes
+    row.storage_id = t.storage_id
+    row.file_offset = t.file_offset
+    row.flags = t.flags
+    row.storage_nbytes = t.nbytes
+    return row
+
+
+class TensorView(TensorInfo):
+    """A tensor that is not a row of the table: a chunk of one (:meth:`Checkpoint.chunks`) or
+    a slice (:meth:`Checkpoint.slice`). Its elements through :meth:`numpy` (zero-copy); the
+    view keeps the memory it points into alive."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, row: Row, owner: Any) -> None:
+        super().__init__(row)
+        self._owner = owner
+
+    def numpy(self) -> Any:
+        """A read-only numpy view of the elements (zero-copy), as :meth:`Tensor.numpy`."""
+        import numpy as np
+
+        from ._numpy import numpy_dtype
+
+        row = self._row
+        itemsize = _lib.ITEMSIZE[row.dtype_code - 1]
+        buffer = _storage_buffer(self._owner, row.data or 0, row.nbytes)
+        array = np.ndarray(
+            row.shape,
+            dtype=numpy_dtype(self.dtype),
+            buffer=buffer,
+            strides=tuple(s * itemsize for s in row.strides),
+        )
+        array.flags.writeable = False
+        return array
+
+
+class Chunk(TensorView):
+    """One chunk a tensor was saved in: where it starts in the whole tensor (:attr:`offsets`)
+    and its elements (a tensor of :attr:`sizes`)."""
+
+    __slots__ = ("offsets",)
+
+    def __init__(self, row: Row, owner: Any, offsets: Tuple[int, ...]) -> None:
+        super().__init__(row, owner)
+        self.offsets = offsets
+
+    @property
+    def sizes(self) -> Tuple[int, ...]:
+        """The chunk's sizes (its shape)."""
+        return self.shape
+
+
+class _SliceHandle:
+    """Owns one C slice handle (freed when the last view of it is gone)."""
+
+    __slots__ = ("ptr", "__weakref__")
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+
+    def __del__(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr:
+            lib.mmckpt_slice_free(ptr)
 
 
 class Checkpoint(Mapping[str, Tensor]):
@@ -478,7 +559,8 @@ class Checkpoint(Mapping[str, Tensor]):
 
     @property
     def format(self) -> str:
-        """``"zip"``, ``"legacy"``, ``"torchscript"``, ``"sharded"``."""
+        """``"zip"``, ``"legacy"``, ``"torchscript"``, ``"sharded"``, ``"safetensors"``,
+        ``"tar"``, ``"dcp"``."""
         return lib.mmckpt_checkpoint_format(self._live().ptr).decode()
 
     def _table(self) -> Table:
@@ -527,6 +609,48 @@ class Checkpoint(Mapping[str, Tensor]):
             check(st)
             raise_for(row.status, f"tensor '{row.name}' cannot be represented")
         return Tensor(self._live(), row)
+
+    def _index_of(self, name: str) -> int:
+        index = self._name_index().get(name)
+        if index is None:
+            raise NotFoundError(f"no tensor named '{name}'", NotFoundError.status)
+        return index
+
+    def chunks(self, name: str) -> List[Chunk]:
+        """The chunks tensor ``name`` was saved in, in the order its file lists them: for a
+        ``torch.distributed.checkpoint`` directory, each rank's shard (its offsets in the whole
+        tensor, its elements as views into the files, nothing assembled); for a tensor saved
+        whole (every single-file format), one chunk at offsets 0 that is the tensor."""
+        handle = self._live()
+        index = self._index_of(name)
+        count = c_size_t()
+        check(lib.mmckpt_checkpoint_chunk_count(handle.ptr, index, byref(count)))
+        chunks = []
+        for i in range(count.value):
+            out = _lib.mmckpt_chunk()
+            check(lib.mmckpt_checkpoint_chunk_at(handle.ptr, index, i, byref(out)))
+            offsets = tuple(out.offsets[d] for d in range(out.ndim))
+            chunks.append(Chunk(_row_of(out.tensor, index), handle, offsets))
+        return chunks
+
+    def slice(self, name: str, dim: int, start: int, length: int) -> TensorView:
+        """Tensor ``name`` narrowed as ``tensor.narrow(dim, start, length)`` (negative ``dim``
+        and ``start`` count from the end; a bad argument raises
+        :class:`~mmckpt.InvalidArgumentError` worded as torch's). A view into the file
+        (same strides, offset advanced) whenever the bytes are in one place; a copy of only
+        the slice's bytes when it crosses chunks of a distributed checkpoint. The slice stays
+        valid after the checkpoint is closed."""
+        ptr = c_void_p()
+        check(
+            lib.mmckpt_checkpoint_slice(
+                self._live().ptr, name.encode("utf-8", "surrogateescape"), dim, start, length,
+                byref(ptr),
+            )
+        )
+        owner = _SliceHandle(ptr.value)  # type: ignore[arg-type]
+        out = _lib.mmckpt_tensor()
+        check(lib.mmckpt_slice_tensor(owner.ptr, byref(out)))
+        return TensorView(_row_of(out), owner)
 
     def __repr__(self) -> str:
         state = "closed" if self._handle is None else f"{len(self)} tensors"

@@ -54,6 +54,17 @@ class mmckpt_tensor(Structure):
 assert ctypes.sizeof(mmckpt_tensor) == 88
 
 
+class mmckpt_chunk(Structure):
+    """One chunk of a tensor (mmckpt_checkpoint_chunk_at; see mmckpt.h)."""
+
+    _fields_ = [
+        ("ndim", c_uint32),
+        ("offsets", POINTER(c_int64)),
+        ("sizes", POINTER(c_int64)),
+        ("tensor", mmckpt_tensor),
+    ]
+
+
 class mmckpt_open_options(Structure):
     _fields_ = [("version", c_uint32), ("flags", c_uint32), ("root", c_char_p)]
 
@@ -174,6 +185,14 @@ _SIGNATURES = {
     ),
     "mmckpt_checkpoint_tensor_to_dlpack": (c_uint32, [_P, c_size_t, POINTER(_P)]),
     "mmckpt_dlpack_unversioned": (c_uint32, [_P, POINTER(_P)]),
+    "mmckpt_checkpoint_chunk_count": (c_uint32, [_P, c_size_t, POINTER(c_size_t)]),
+    "mmckpt_checkpoint_chunk_at": (c_uint32, [_P, c_size_t, c_size_t, POINTER(mmckpt_chunk)]),
+    "mmckpt_checkpoint_slice": (
+        c_uint32,
+        [_P, c_char_p, c_int64, c_int64, c_int64, POINTER(_P)],
+    ),
+    "mmckpt_slice_tensor": (c_uint32, [_P, POINTER(mmckpt_tensor)]),
+    "mmckpt_slice_free": (None, [_P]),
     "mmckpt_module_entry_to_dlpack": (c_uint32, [_P, c_size_t, POINTER(_P)]),
     "mmckpt_checkpoint_value_kind": (c_uint32, [_P, c_char_p, POINTER(c_uint32)]),
     "mmckpt_checkpoint_value_bool": (c_uint32, [_P, c_char_p, POINTER(c_int32)]),

@@ -27,6 +27,11 @@ pub struct Limits {
     pub max_shards: usize,
     /// Bytes of a safetensors file's JSON header (the `safetensors` crate's bound: 100 MB).
     pub max_header_bytes: u64,
+    /// Chunks a distributed checkpoint's `.metadata` may list, over all its tensors.
+    pub max_chunks: usize,
+    /// Chunks one tensor of a distributed checkpoint may have (every pair is checked for
+    /// overlap at open, so the work grows with the square of this).
+    pub max_chunks_per_tensor: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +45,8 @@ impl Default for Limits {
             values: ValueLimits::default(),
             max_shards: 16_384,
             max_header_bytes: 100_000_000,
+            max_chunks: 1 << 22,
+            max_chunks_per_tensor: 4096,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! the strict check, the root selection, the table (`table`) and the storage fix-ups
 //! (`storage`: decided at open, copies made when a storage's tensor is first asked for).
 
+mod chunks;
 pub(crate) mod formats;
 mod index;
 mod limits;
@@ -15,6 +16,7 @@ mod storage;
 mod table;
 pub(crate) mod verify;
 
+pub use chunks::{Slice, TensorChunk};
 pub use index::TensorRange;
 pub use limits::{Limits, TableLimits, ValueLimits};
 pub use prefetch::{PrefetchCursor, DEFAULT_PREFETCH_BUDGET};
@@ -50,10 +52,13 @@ pub enum Format {
     /// The pre-1.0 `torch.save` format: a tar archive of `sys_info`, `pickle`, `tensors` and
     /// `storages` members.
     Tar,
+    /// A `torch.distributed.checkpoint` directory: a `.metadata` file and `.distcp` files.
+    Dcp,
 }
 
 impl Format {
-    /// The lower-case name: `zip`, `torchscript`, `legacy`, `sharded`, `safetensors` or `tar`.
+    /// The lower-case name: `zip`, `torchscript`, `legacy`, `sharded`, `safetensors`, `tar` or
+    /// `dcp`.
     pub fn name(self) -> &'static str {
         self.name_c().to_str().unwrap_or("")
     }
@@ -66,6 +71,7 @@ impl Format {
             Format::Sharded => c"sharded",
             Format::Safetensors => c"safetensors",
             Format::Tar => c"tar",
+            Format::Dcp => c"dcp",
         }
     }
 }
@@ -344,6 +350,8 @@ pub struct Checkpoint {
     byte_order_big: bool,
     /// What the CRC check covered, when the open verified CRCs.
     crc_report: Option<CrcReport>,
+    /// The tensors saved in several chunks (a distributed checkpoint's), by description.
+    chunks: chunks::Chunks,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -357,10 +365,15 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens a checkpoint file, or a Hugging Face shard index (a path ending in `.index.json`,
-    /// or a file starting with `{`) as one checkpoint over all its shards.
+    /// Opens a checkpoint file, a Hugging Face shard index (a path ending in `.index.json`,
+    /// or a file starting with `{`) as one checkpoint over all its shards, or a
+    /// `torch.distributed.checkpoint` directory (the directory, or its `.metadata` file) as
+    /// one checkpoint over all its ranks' files.
     pub fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Checkpoint> {
         let path = path.as_ref();
+        if let Some(dir) = formats::dcp::directory_of(path) {
+            return formats::dcp::open_dir(&dir, options);
+        }
         let source = Arc::new(Source::open(path, options.mode)?);
         if formats::sharded::is_index(path, source.bytes()) {
             source.release_file();
@@ -435,6 +448,7 @@ impl Checkpoint {
             table,
             byte_order_big,
             crc_report,
+            chunks: chunks::Chunks::default(),
         }
     }
 
@@ -486,6 +500,7 @@ impl Checkpoint {
             table,
             byte_order_big: false,
             crc_report: None,
+            chunks: chunks::Chunks::default(),
         })
     }
 
@@ -598,6 +613,13 @@ impl Checkpoint {
             Ok(t) => {
                 let desc = &self.tensors[t];
                 let storage = &self.storages[desc.storage];
+                // A tensor saved in chunks is assembled now, on its first use (also for the
+                // writer: the assembled bytes exist nowhere else).
+                if storage.assembly_pending() {
+                    self.assemble(t, name).map_err(|e| {
+                        e.context(format!("tensor '{}'", name.to_str().unwrap_or("")))
+                    })?;
+                }
                 Ok(Tensor {
                     name,
                     desc,
@@ -678,6 +700,7 @@ pub(crate) fn finish<S: StorageSet>(
         table,
         byte_order_big,
         crc_report: None,
+        chunks: chunks::Chunks::default(),
     })
 }
 
@@ -723,7 +746,7 @@ fn check_identity_keys(arena: &Arena) -> Result<()> {
     Ok(())
 }
 
-fn check_globals(arena: &Arena) -> Result<()> {
+pub(crate) fn check_globals(arena: &Arena) -> Result<()> {
     // Every refused global is named (up to a few), not only the first: an attack usually
     // reaches its payload (`os.system`) through a helper torch refuses too
     // (`copyreg._reconstructor`), and the payload is what a reader needs to see.

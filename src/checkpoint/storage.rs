@@ -92,6 +92,18 @@ enum StorageBytes {
     Ready(Backing),
     /// The file's bytes, copied (and byte-swapped) on first use.
     Deferred(Arc<DeferredCopy>),
+    /// Owned memory filled on first use from other storages (a tensor a distributed
+    /// checkpoint saved in chunks): the checkpoint, which knows the chunks, fills it
+    /// ([`Storage::assemble_with`]).
+    Assembled(Arc<AssembledCopy>),
+}
+
+/// A storage assembled on first use: empty until then.
+pub(crate) struct AssembledCopy {
+    /// The empty backing handed out until the copy is made.
+    empty: Backing,
+    copy: OnceLock<Backing>,
+    making: Mutex<()>,
 }
 
 /// A copy decided at open and made by the first [`Storage::make_ready`].
@@ -134,12 +146,14 @@ impl Storage {
         match &self.bytes {
             StorageBytes::Ready(backing) => backing,
             StorageBytes::Deferred(deferred) => deferred.copy.get().unwrap_or(&deferred.file),
+            StorageBytes::Assembled(assembled) => assembled.copy.get().unwrap_or(&assembled.empty),
         }
     }
     /// Offset of the first byte within the backing's bytes.
     pub fn start(&self) -> usize {
         match &self.bytes {
             StorageBytes::Deferred(deferred) if deferred.copy.get().is_some() => 0,
+            StorageBytes::Assembled(_) => 0,
             _ => self.start,
         }
     }
@@ -148,8 +162,15 @@ impl Storage {
     }
     /// True while the storage waits to be inflated from its deflated record.
     fn inflation_pending(&self) -> bool {
-        matches!(&self.bytes, StorageBytes::Deferred(d)
-            if d.deflated.is_some() && d.copy.get().is_none())
+        match &self.bytes {
+            StorageBytes::Deferred(d) => d.deflated.is_some() && d.copy.get().is_none(),
+            StorageBytes::Assembled(a) => a.copy.get().is_none(),
+            StorageBytes::Ready(_) => false,
+        }
+    }
+    /// True for a storage assembled from others whose copy is not made yet.
+    pub(crate) fn assembly_pending(&self) -> bool {
+        matches!(&self.bytes, StorageBytes::Assembled(a) if a.copy.get().is_none())
     }
     /// Absolute file offset of the first byte, when the bytes are the file's.
     pub fn file_offset(&self) -> Option<u64> {
@@ -175,7 +196,7 @@ impl Storage {
                 }
                 Backing::Owned(_) => None,
             },
-            StorageBytes::Ready(Backing::Owned(_)) => None,
+            StorageBytes::Ready(Backing::Owned(_)) | StorageBytes::Assembled(_) => None,
         }
     }
     /// True when the bytes are pages of a file mapping (not a copy).
@@ -184,11 +205,89 @@ impl Storage {
     }
     /// True while the storage waits for its deferred copy.
     pub fn copy_pending(&self) -> bool {
-        matches!(&self.bytes, StorageBytes::Deferred(d) if d.copy.get().is_none())
+        match &self.bytes {
+            StorageBytes::Deferred(d) => d.copy.get().is_none(),
+            StorageBytes::Assembled(a) => a.copy.get().is_none(),
+            StorageBytes::Ready(_) => false,
+        }
     }
     /// True once its deferred copy is made.
     pub fn copy_made(&self) -> bool {
-        matches!(&self.bytes, StorageBytes::Deferred(d) if d.copy.get().is_some())
+        match &self.bytes {
+            StorageBytes::Deferred(d) => d.copy.get().is_some(),
+            StorageBytes::Assembled(a) => a.copy.get().is_some(),
+            StorageBytes::Ready(_) => false,
+        }
+    }
+
+    /// A storage of `len` bytes assembled on first use by [`Storage::assemble_with`].
+    pub(crate) fn assembled(key: StorageKey, location: Arc<str>, len: usize) -> Result<Storage> {
+        Ok(Storage {
+            key,
+            id: new_storage_id(),
+            location,
+            bytes: StorageBytes::Assembled(Arc::new(AssembledCopy {
+                empty: Backing::Owned(Arc::new(AlignedBuf::zeroed(0)?)),
+                copy: OnceLock::new(),
+                making: Mutex::new(()),
+            })),
+            start: 0,
+            len,
+        })
+    }
+
+    /// A storage that shares `other`'s bytes as they are now (its backing, its identity):
+    /// what a slice that outlives the borrow of its checkpoint holds.
+    pub(crate) fn sharing(other: &Storage) -> Storage {
+        Storage {
+            key: other.key.clone(),
+            id: other.id,
+            location: other.location.clone(),
+            bytes: StorageBytes::Ready(other.backing().clone()),
+            start: other.start(),
+            len: other.len,
+        }
+    }
+
+    /// A storage over owned bytes (a copy made for one caller, not part of any file).
+    pub(crate) fn owned(key: StorageKey, location: Arc<str>, buf: AlignedBuf) -> Storage {
+        let len = buf.as_slice().len();
+        Storage {
+            key,
+            id: new_storage_id(),
+            location,
+            bytes: StorageBytes::Ready(Backing::Owned(Arc::new(buf))),
+            start: 0,
+            len,
+        }
+    }
+
+    /// Makes an assembled storage's copy if it is not made yet: `fill` writes its bytes into
+    /// zeroed aligned memory of the storage's length. Concurrent first uses fill it once; a
+    /// failure is returned (and the next call tries again). Nothing for other storages.
+    pub(crate) fn assemble_with(&self, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<()> {
+        let StorageBytes::Assembled(assembled) = &self.bytes else {
+            return Ok(());
+        };
+        if assembled.copy.get().is_some() {
+            return Ok(());
+        }
+        let _making = assembled
+            .making
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if assembled.copy.get().is_some() {
+            return Ok(());
+        }
+        let mut buf = AlignedBuf::zeroed(self.len).map_err(|e| {
+            e.context(format!(
+                "assembling tensor '{}' ({} bytes) from its chunks",
+                self.key, self.len
+            ))
+        })?;
+        fill(buf.as_mut_slice())?;
+        let _ = assembled.copy.set(Backing::Owned(Arc::new(buf)));
+        Ok(())
     }
 
     /// Makes the deferred copy if there is one and it is not made yet: aligned memory, byte-

@@ -9,6 +9,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod checkpoint;
+mod chunks;
 mod convert;
 mod dlpack;
 mod guard;

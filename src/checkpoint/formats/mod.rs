@@ -6,6 +6,7 @@
 //! the first bytes, a parser producing `Parsed`, and a `StorageSet`
 //! that locates each storage's bytes.
 
+pub mod dcp;
 pub mod legacy;
 pub mod safetensors;
 pub mod sharded;

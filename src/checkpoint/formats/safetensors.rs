@@ -364,6 +364,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         table,
         byte_order_big: false,
         crc_report: None,
+        chunks: Default::default(),
     })
 }
 
