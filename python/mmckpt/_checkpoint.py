@@ -391,24 +391,29 @@ class Tensor(_Exportable):
         """A read-only numpy view of the elements (zero-copy). Dtypes numpy lacks (bfloat16,
         float8 kinds) come from ``ml_dtypes`` when it is installed; complex32 and
         float4_e2m1fn_x2 have no numpy dtype (use ``torch.from_dlpack(tensor)``)."""
-        import numpy as np
-
-        from ._numpy import numpy_dtype
-
-        dtype = numpy_dtype(self.dtype)
         row = self._row
         itemsize = _lib.ITEMSIZE[row.dtype_code - 1]
         start = row.data - row.storage_offset * itemsize if row.data else 0
         buffer = _storage_buffer(self._live_handle(), start, row.storage_nbytes)
-        array = np.ndarray(
-            row.shape,
-            dtype=dtype,
-            buffer=buffer,
-            offset=row.storage_offset * itemsize,
-            strides=tuple(s * itemsize for s in row.strides),
-        )
-        array.flags.writeable = False
-        return array
+        return _read_only_array(row, buffer, row.storage_offset * itemsize)
+
+
+def _read_only_array(row: Row, buffer: Any, offset: int) -> Any:
+    """A read-only numpy array of a row's elements over `buffer`, `offset` bytes in."""
+    import numpy as np
+
+    from ._numpy import numpy_dtype
+
+    itemsize = _lib.ITEMSIZE[row.dtype_code - 1]
+    array = np.ndarray(
+        row.shape,
+        dtype=numpy_dtype(_lib.DTYPE_NAMES[row.dtype_code - 1]),
+        buffer=buffer,
+        offset=offset,
+        strides=tuple(s * itemsize for s in row.strides),
+    )
+    array.flags.writeable = False
+    return array
 
 
 def _storage_buffer(handle: Any, address: int, nbytes: int) -> Any:
@@ -419,22 +424,9 @@ def _storage_buffer(handle: Any, address: int, nbytes: int) -> Any:
 
 
 def _row_of(t: "_lib.mmckpt_tensor", index: int = -1) -> Row:
-    """A Row from a C tensor description (the fields numpy and TensorInfo read)."""
-    row = Row()
-    ndim = t.ndim
-    row.index = index
-    row.name = t.name.decode("utf-8", "surrogateescape")
-    row.status = 0
-    row.dtype_code = t.dtype
-    row.shape = tuple(t.shape[i] for i in range(ndim))
-    row.strides = tuple(t.strides[i] for i in range(ndim))
-    row.storage_offset = t.storage_offset
-    row.numel = t.numel
-    row.data = t.data
-    row.nbytes = t.nbytes
-    row.storage_id = t.storage_id
-    row.file_offset = t.file_offset
-    row.flags = t.flags
+    """A Row from a C description of a view that is not a table row (a chunk, a slice): its
+    bytes are all its storage."""
+    row = row_from_struct(index, t)
     row.storage_nbytes = t.nbytes
     return row
 
@@ -452,21 +444,8 @@ class TensorView(TensorInfo):
 
     def numpy(self) -> Any:
         """A read-only numpy view of the elements (zero-copy), as :meth:`Tensor.numpy`."""
-        import numpy as np
-
-        from ._numpy import numpy_dtype
-
         row = self._row
-        itemsize = _lib.ITEMSIZE[row.dtype_code - 1]
-        buffer = _storage_buffer(self._owner, row.data or 0, row.nbytes)
-        array = np.ndarray(
-            row.shape,
-            dtype=numpy_dtype(self.dtype),
-            buffer=buffer,
-            strides=tuple(s * itemsize for s in row.strides),
-        )
-        array.flags.writeable = False
-        return array
+        return _read_only_array(row, _storage_buffer(self._owner, row.data or 0, row.nbytes), 0)
 
 
 class Chunk(TensorView):

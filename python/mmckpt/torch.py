@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch as _torch
 
 from . import _lib
-from ._checkpoint import Checkpoint, PathLike, Table, _Handle, no_gc
+from ._checkpoint import Checkpoint, PathLike, Table, _Handle, _storage_buffer, no_gc
 from ._errors import UnsupportedError, raise_for
 
 __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
@@ -31,14 +31,6 @@ TORCH_DTYPES: List[Optional[_torch.dtype]] = [
 # Indexed by mmckpt_dtype code (0: none, a failing entry's).
 _DTYPE_BY_CODE: List[Optional[_torch.dtype]] = [None, *TORCH_DTYPES]
 _ITEMSIZE_BY_CODE: List[int] = [0, *_lib.ITEMSIZE]
-
-
-def _region(handle: _Handle, base: int, nbytes: int) -> Any:
-    """A writable ctypes array over [base, base + nbytes) that keeps the checkpoint's handle
-    (its mapping) alive: every storage made over it by torch.frombuffer holds it."""
-    buffer = (ctypes.c_uint8 * nbytes).from_address(base)
-    buffer._mmckpt_handle = handle  # type: ignore[attr-defined]
-    return buffer
 
 
 def _mapped_regions(
@@ -74,10 +66,10 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
     counts = list(map(floordiv, table.storage_nbytes, map(max, itemsizes, repeat(1))))
     if _is_plain(table, itemsizes) and len(set(bases)) == 1:  # one mapped file
         end = max(map(add, region_offsets, table.storage_nbytes), default=0)
-        region = _region(handle, bases[0], end)
+        region = _storage_buffer(handle, bases[0], end)
         return _plain_tensors(table, region, counts, region_offsets)
     ends = _mapped_regions(table, bases, region_offsets)
-    regions = {base: _region(handle, base, end) for base, end in ends.items()}
+    regions = {base: _storage_buffer(handle, base, end) for base, end in ends.items()}
     firsts: Dict[int, _torch.Tensor] = {}  # storage id -> its first tensor
     out: "collections.OrderedDict[str, _torch.Tensor]" = collections.OrderedDict()
     dtypes = _DTYPE_BY_CODE
@@ -192,7 +184,8 @@ def _own_storage(handle: _Handle, address: int, nbytes: int) -> _torch.UntypedSt
     """A storage over bytes outside any mapping (a copy the checkpoint owns)."""
     if nbytes == 0:
         return _torch.UntypedStorage(0)
-    return _torch.frombuffer(_region(handle, address, nbytes), dtype=_torch.uint8).untyped_storage()
+    buffer = _storage_buffer(handle, address, nbytes)
+    return _torch.frombuffer(buffer, dtype=_torch.uint8).untyped_storage()
 
 
 def load(
