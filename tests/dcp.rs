@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{repo_path, sha256_hex};
+use common::{ints, repo_path, sha256_hex};
 use mmckpt::{Checkpoint, DType, ErrorKind, Format, OpenOptions};
 use serde_json::Value;
 
@@ -20,14 +20,6 @@ fn open(name: &str) -> Checkpoint {
         &OpenOptions::default(),
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn ints(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{repo_path, sha256_hex};
+use common::{ints, repo_path, sha256_hex};
 use mmckpt::{Checkpoint, ErrorKind, Format, OpenMode, OpenOptions};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -16,14 +16,6 @@ fn expected() -> serde_json::Map<String, Value> {
         Value::Object(map) => map,
         _ => panic!("expected.json is not an object"),
     }
-}
-
-fn ints(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
 }
 
 #[test]

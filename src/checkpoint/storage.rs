@@ -487,6 +487,25 @@ impl Storage {
 
     /// A storage whose bytes are `source.bytes()[start..start + len]` (bounds checked by the
     /// format that found them).
+    /// The storage that is zip record `record`: in the file where the record is stored,
+    /// inflated on first use where it is deflated.
+    pub(crate) fn of_record(
+        key: StorageKey,
+        location: Arc<str>,
+        source: &Arc<Source>,
+        record: ZipRecord<'_>,
+    ) -> Storage {
+        if record.is_deflated() {
+            Storage::deflated(key, location, source, record)
+        } else {
+            let (start, len) = (
+                record.data_offset as usize,
+                record.uncompressed_size as usize,
+            );
+            Storage::in_file(key, location, source, start, len)
+        }
+    }
+
     pub(crate) fn in_file(
         key: StorageKey,
         location: Arc<str>,
@@ -595,6 +614,22 @@ pub(crate) fn required_alignment(dtype: DType) -> usize {
 /// swapped by its storage class's unit, as torch's `load_tensor` does (`storage.byteswap(dtype)`
 /// with the class's dtype), never by the dtype of the tensors that view it. Nothing is copied
 /// here, and no page of the file is touched: alignment is the mapping address's.
+/// [`fix_storages`] for a little-endian format with one storage class per storage (safetensors,
+/// DCP): only misaligned storages are marked.
+pub(crate) fn fix_little_endian_storages(
+    storages: &mut [Storage],
+    tensors: &[TensorDesc],
+    accept_unaligned: bool,
+) -> Result<()> {
+    fix_storages(
+        storages,
+        &SwapUnits::default(),
+        tensors,
+        false,
+        accept_unaligned,
+    )
+}
+
 pub(crate) fn fix_storages(
     storages: &mut [Storage],
     swap_units: &SwapUnits,

@@ -102,3 +102,12 @@ pub fn assert_tensor_matches_torch_row(t: &mmckpt::Tensor<'_>, row: &serde_json:
         "{at}: bytes"
     );
 }
+
+/// A JSON array of integers (shapes, offsets in the torch-written expectations).
+pub fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}

@@ -23,7 +23,7 @@
 //! rank-local `__<rank>.metadata` files without a `.metadata`.
 
 use crate::checkpoint::chunks::{whole_tensor, Chunk, Chunks};
-use crate::checkpoint::storage::{fix_storages, Locations, Storage, StorageKey, SwapUnits};
+use crate::checkpoint::storage::{fix_little_endian_storages, Locations, Storage, StorageKey};
 use crate::checkpoint::table::Table;
 use crate::checkpoint::{check_globals, Checkpoint, Format, OpenOptions};
 use crate::container::zip::{self, ZipArchive};
@@ -180,13 +180,7 @@ fn open_dir_inner(dir: &Path, options: &OpenOptions) -> Result<Checkpoint> {
     if let Value::Dict { items, .. } = values.get_mut(root) {
         *items = value_items;
     }
-    fix_storages(
-        &mut storages,
-        &SwapUnits::default(),
-        &tensors,
-        false,
-        options.accept_unaligned,
-    )?;
+    fix_little_endian_storages(&mut storages, &tensors, options.accept_unaligned)?;
     Ok(Checkpoint {
         source: meta,
         format: Format::Dcp,
@@ -841,19 +835,11 @@ impl StorageResolver for ItemStorages<'_> {
         let key = StorageKey::Text(format!("{}/{}", self.what, id.key).into());
         let location = self.locations.intern(id.location);
         let index = self.storages.len();
-        self.storages.push(if record.is_deflated() {
-            Storage::deflated(key, location, self.source, record)
-        } else {
-            Storage::in_file(
-                key,
-                location,
-                self.source,
-                record.data_offset as usize,
-                record.uncompressed_size as usize,
-            )
-        });
+        let size = record.uncompressed_size;
+        self.storages
+            .push(Storage::of_record(key, location, self.source, record));
         self.keys.push((id.key.to_string(), index));
-        Ok((index, record.uncompressed_size))
+        Ok((index, size))
     }
 }
 

@@ -19,7 +19,7 @@
 //! Values: the tree is a dict of the tensors (leaves, in table order) after `__metadata__`,
 //! a dict of strings, so `value("__metadata__.format")` reads the metadata.
 
-use crate::checkpoint::storage::{fix_storages, Storage, StorageKey, SwapUnits};
+use crate::checkpoint::storage::{fix_little_endian_storages, Storage, StorageKey};
 use crate::checkpoint::table::Table;
 use crate::checkpoint::{Checkpoint, Format, OpenOptions};
 use crate::container::Source;
@@ -347,13 +347,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         }
     }
     // Little-endian by definition: only misaligned tensors are marked for a copy on first use.
-    fix_storages(
-        &mut storages,
-        &SwapUnits::default(),
-        &tensors,
-        false,
-        options.accept_unaligned,
-    )?;
+    fix_little_endian_storages(&mut storages, &tensors, options.accept_unaligned)?;
     Ok(Checkpoint {
         source: source.clone(),
         format: Format::Safetensors,

@@ -265,17 +265,8 @@ impl StorageResolver for ZipStorages<'_> {
         // The record's length: whenever torch loads the file, the storage is exactly the
         // record (see `misfit_error`; a reference declaring another length refuses the open).
         let location = self.locations.intern(id.location);
-        self.storages.push(if record.is_deflated() {
-            Storage::deflated(key, location, self.source, record)
-        } else {
-            Storage::in_file(
-                key,
-                location,
-                self.source,
-                record.data_offset as usize,
-                record_size as usize,
-            )
-        });
+        self.storages
+            .push(Storage::of_record(key, location, self.source, record));
         if self.record_swap_units {
             self.swap_units.push_first(id.swap_unit());
         }
