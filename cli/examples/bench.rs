@@ -17,6 +17,9 @@
 //!
 //! Memory figures are read from the OS (`/proc/self/status`, `/proc/self/smaps`,
 //! `/proc/self/stat`), not estimated.
+#[path = "shared/mod.rs"]
+mod shared;
+
 use mmckpt::{Checkpoint, DType, LoadOptions, Module, OpenMode, OpenOptions};
 use serde_json::{json, Value};
 use std::hint::black_box;
@@ -342,17 +345,7 @@ fn cold(path: &str, mode: &str) -> Value {
             "map" | "populate" | "read" => {}
             other => panic!("mode {other}"),
         }
-        let mut sum = 0u64;
-        let mut bytes = 0u64;
-        for (_, t) in ckpt.iter() {
-            let b = t.expect("tensor").bytes();
-            bytes += b.len() as u64;
-            // Read every byte (a checksum), as a consumer of the data would.
-            sum = b
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .fold(sum, u64::wrapping_add);
-        }
+        let (bytes, sum) = shared::sum_tensor_bytes(&ckpt);
         (sum, bytes)
     });
     let f1 = faults();

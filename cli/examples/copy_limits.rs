@@ -21,6 +21,9 @@
 //!                                           mapped tensors summed); verify (open with the CRC-32
 //!                                           check of every record)
 //! ```
+#[path = "shared/mod.rs"]
+mod shared;
+
 use mmckpt::{Checkpoint, DType, LoadOptions, Module, OpenMode, OpenOptions};
 use serde_json::{json, Value};
 use std::hint::black_box;
@@ -273,16 +276,7 @@ fn cold(path: &str, mode: &str, threads: usize) -> Value {
         }
         "mapsum" => {
             let ckpt = open_ckpt(path, &OpenOptions::default());
-            let (mut sum, mut bytes) = (0u64, 0u64);
-            for (_, t) in ckpt.iter() {
-                let b = t.expect("tensor").bytes();
-                bytes += b.len() as u64;
-                sum = b
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-                    .fold(sum, u64::wrapping_add);
-            }
-            (bytes, sum)
+            shared::sum_tensor_bytes(&ckpt)
         }
         "verify" => {
             let options = OpenOptions {
