@@ -17,6 +17,7 @@
 //!
 //! Memory figures are read from the OS (`/proc/self/status`, `/proc/self/smaps`,
 //! `/proc/self/stat`), not estimated.
+
 #[path = "shared/mod.rs"]
 mod shared;
 

@@ -21,6 +21,7 @@
 //!                                           mapped tensors summed); verify (open with the CRC-32
 //!                                           check of every record)
 //! ```
+
 #[path = "shared/mod.rs"]
 mod shared;
 
