@@ -372,30 +372,34 @@ const MAX_REBUILD_DEPTH: u32 = 4;
 
 impl TensorCall {
     fn classify(module: &str, name: &str) -> Option<TensorCall> {
-        Some(match (module, name) {
-            (TORCH_UTILS, "_rebuild_tensor") => TensorCall::V1,
-            (TORCH_UTILS, "_rebuild_tensor_v2") => TensorCall::V2,
-            (TORCH_UTILS, "_rebuild_tensor_v3") => TensorCall::V3,
-            (TORCH_UTILS, "_rebuild_parameter") => TensorCall::Parameter,
-            (TORCH_UTILS, "_rebuild_parameter_with_state") => TensorCall::ParameterWithState,
-            ("torch._tensor", "_rebuild_from_type_v2") => TensorCall::FromTypeV2,
-            (TORCH_UTILS, "_rebuild_qtensor") => TensorCall::Other("quantized tensor"),
-            (TORCH_UTILS, "_rebuild_sparse_tensor") => TensorCall::Other("sparse tensor"),
-            (TORCH_UTILS, "_rebuild_nested_tensor") => TensorCall::Other("nested tensor"),
-            (TORCH_UTILS, "_rebuild_wrapper_subclass") => {
-                TensorCall::Other("tensor subclass (wrapper)")
-            }
-            (TORCH_UTILS, "_rebuild_device_tensor_from_numpy")
-            | (TORCH_UTILS, "_rebuild_device_tensor_from_cpu_tensor") => {
+        // Runs for every object of a pickle (and twice per tensor): the module is compared
+        // once, then the name.
+        if module != TORCH_UTILS {
+            return match (module, name) {
+                ("torch._tensor", "_rebuild_from_type_v2") => Some(TensorCall::FromTypeV2),
+                ("torch.nn.parameter", "Parameter") => {
+                    Some(TensorCall::Other("parameter called directly"))
+                }
+                _ => None,
+            };
+        }
+        Some(match name {
+            "_rebuild_tensor_v2" => TensorCall::V2,
+            "_rebuild_tensor" => TensorCall::V1,
+            "_rebuild_tensor_v3" => TensorCall::V3,
+            "_rebuild_parameter" => TensorCall::Parameter,
+            "_rebuild_parameter_with_state" => TensorCall::ParameterWithState,
+            "_rebuild_qtensor" => TensorCall::Other("quantized tensor"),
+            "_rebuild_sparse_tensor" => TensorCall::Other("sparse tensor"),
+            "_rebuild_nested_tensor" => TensorCall::Other("nested tensor"),
+            "_rebuild_wrapper_subclass" => TensorCall::Other("tensor subclass (wrapper)"),
+            "_rebuild_device_tensor_from_numpy" | "_rebuild_device_tensor_from_cpu_tensor" => {
                 TensorCall::Other("device tensor rebuilt from numpy/cpu data")
             }
-            (TORCH_UTILS, "_rebuild_xla_tensor")
-            | (TORCH_UTILS, "_rebuild_mtia_tensor")
-            | (TORCH_UTILS, "_rebuild_meta_tensor_no_storage") => {
+            "_rebuild_xla_tensor" | "_rebuild_mtia_tensor" | "_rebuild_meta_tensor_no_storage" => {
                 TensorCall::Other("tensor without file-backed storage")
             }
-            ("torch.nn.parameter", "Parameter") => TensorCall::Other("parameter called directly"),
-            (TORCH_UTILS, n) if n.starts_with("_rebuild_") => TensorCall::Other("torch object"),
+            n if n.starts_with("_rebuild_") => TensorCall::Other("torch object"),
             _ => return None,
         })
     }

@@ -1178,18 +1178,19 @@ impl<'a> Machine<'a> {
 
     fn run(&mut self) -> Result<(NodeId, usize)> {
         loop {
-            self.op_offset = self.pos;
             let Some(&opcode) = self.data.get(self.pos) else {
                 return Err(Error::format(format!(
                     "pickle truncated at offset {}: no STOP opcode",
                     self.pos
                 )));
             };
-            self.op = opcode;
             self.pos += 1;
             if fast_steps_enabled() && self.fast_step(opcode) {
                 continue;
             }
+            // For messages; `fast_step` reports none, so only the opcodes `step` runs set them.
+            self.op_offset = self.pos - 1;
+            self.op = opcode;
             if opcode == op::STOP {
                 let root = self.pop()?;
                 return Ok((root, self.pos));
@@ -1204,21 +1205,15 @@ impl<'a> Machine<'a> {
     /// every check and reports any error.
     #[inline(always)]
     fn fast_step(&mut self, opcode: u8) -> bool {
-        let key_len = match opcode {
-            op::BINPUT | op::BINGET => 1,
-            op::LONG_BINPUT | op::LONG_BINGET => 4,
-            _ => 0,
-        };
-        // The memo key, when the opcode has one and its bytes are all there.
-        let key = match self.data.get(self.pos..self.pos + key_len) {
-            Some(&[k]) => Some(usize::from(k)),
-            Some(&[a, b, c, d]) => Some(u32::from_le_bytes([a, b, c, d]) as usize),
-            _ => None,
-        };
-        let room = self.stack.len() < self.limits.max_stack;
+        // Each arm reads only what its opcode needs (the memo key, the stack's room): this
+        // runs two of every three opcodes.
         match opcode {
             op::BINPUT | op::LONG_BINPUT => {
-                let (Some(key), Some(&top)) = (key, self.stack.last()) else {
+                let (key, key_len) = match self.memo_key(opcode) {
+                    Some(k) => k,
+                    None => return false,
+                };
+                let Some(&top) = self.stack.last() else {
                     return false;
                 };
                 if self.stack.len() <= self.fence()
@@ -1229,8 +1224,11 @@ impl<'a> Machine<'a> {
                 self.pos += key_len;
                 true
             }
-            op::BINGET | op::LONG_BINGET if room => {
-                match key.and_then(|key| self.memo.dense.get(key)) {
+            op::BINGET | op::LONG_BINGET if self.room() => {
+                let Some((key, key_len)) = self.memo_key(opcode) else {
+                    return false;
+                };
+                match self.memo.dense.get(key) {
                     Some(&id) if id != NO_NODE => {
                         self.pos += key_len;
                         self.stack.push(id);
@@ -1239,7 +1237,9 @@ impl<'a> Machine<'a> {
                     _ => false,
                 }
             }
-            op::BININT1 | op::NONE | op::NEWFALSE | op::NEWTRUE | op::EMPTY_TUPLE if room => {
+            op::BININT1 | op::NONE | op::NEWFALSE | op::NEWTRUE | op::EMPTY_TUPLE
+                if self.room() =>
+            {
                 let slot = match opcode {
                     op::BININT1 => match self.data.get(self.pos) {
                         Some(&v) => usize::from(v),
@@ -1290,7 +1290,7 @@ impl<'a> Machine<'a> {
                 }
                 true
             }
-            op::TUPLE if room && self.can_add_node() => {
+            op::TUPLE if self.room() && self.can_add_node() => {
                 let Some(&start) = self.marks.last() else {
                     return false;
                 };
@@ -1305,7 +1305,7 @@ impl<'a> Machine<'a> {
                 self.stack.push(id);
                 true
             }
-            op::SHORT_BINUNICODE | op::BINUNICODE if room && self.can_add_node() => {
+            op::SHORT_BINUNICODE | op::BINUNICODE if self.room() && self.can_add_node() => {
                 let (len_bytes, n) = match opcode {
                     op::SHORT_BINUNICODE => match self.data.get(self.pos) {
                         Some(&n) => (1, usize::from(n)),
@@ -1332,6 +1332,26 @@ impl<'a> Machine<'a> {
             }
             _ => false,
         }
+    }
+
+    /// The key of a BINPUT / BINGET (one byte) or LONG_BINPUT / LONG_BINGET (four) and its
+    /// length, when its bytes are all there.
+    #[inline(always)]
+    fn memo_key(&self, opcode: u8) -> Option<(usize, usize)> {
+        if matches!(opcode, op::BINPUT | op::BINGET) {
+            self.data.get(self.pos).map(|&k| (usize::from(k), 1))
+        } else {
+            match self.data.get(self.pos..self.pos.checked_add(4)?) {
+                Some(&[a, b, c, d]) => Some((u32::from_le_bytes([a, b, c, d]) as usize, 4)),
+                _ => None,
+            }
+        }
+    }
+
+    /// Whether the stack has room for one more item (what `push` checks).
+    #[inline(always)]
+    fn room(&self) -> bool {
+        self.stack.len() < self.limits.max_stack
     }
 
     /// What `new_node` checks before it adds a value.
