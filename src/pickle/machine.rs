@@ -1290,6 +1290,45 @@ impl<'a> Machine<'a> {
                 }
                 true
             }
+            // A call (twice per tensor in torch's pickles: `_rebuild_tensor_v2(...)` and its
+            // empty `OrderedDict()` of hooks) of a global that stays an object, or an empty
+            // dict: what `call` makes of them. Other calls go to `step`.
+            op::REDUCE if self.can_add_node() => {
+                let len = self.stack.len();
+                if len < self.fence() + 2 {
+                    return false;
+                }
+                let (callable, args) = (self.stack[len - 2], self.stack[len - 1]);
+                let Value::Tuple(items) = self.arena.get(args) else {
+                    return false;
+                };
+                let Value::Global { module, name } = self.arena.get(callable) else {
+                    return false;
+                };
+                let value = match classify(module, name) {
+                    None => Value::Object {
+                        callable,
+                        args,
+                        kwargs: None,
+                        new_object: false,
+                        state: None,
+                        items: None,
+                    },
+                    Some(Known::OrderedDict | Known::Dict) if items.is_empty() => Value::Dict {
+                        items: Vec::new(),
+                        state: None,
+                    },
+                    Some(_) => return false,
+                };
+                let object = matches!(value, Value::Object { .. });
+                self.stack.truncate(len - 2);
+                let id = self.arena.push(value);
+                self.stack.push(id);
+                if object {
+                    self.read_until = self.arena.len();
+                }
+                true
+            }
             op::TUPLE if self.room() && self.can_add_node() => {
                 let Some(&start) = self.marks.last() else {
                     return false;
