@@ -251,32 +251,32 @@ pub fn parse_storage_pid(arena: &Arena, persistent: NodeId) -> Result<StorageId<
         )));
     }
     // One persistent id can be shared by any number of tensors, each of which copies its key
-    // and location: check their lengths before copying.
-    let too_long = |node: NodeId| {
-        arena
-            .as_str(node)
-            .is_some_and(|s| s.len() > MAX_STORAGE_FIELD_LEN)
-    };
+    // and location: check their lengths before copying. (Key and location are read once,
+    // here, for the checks below too.)
+    let (key_str, location_str) = (arena.as_str(items[2]), arena.as_str(items[3]));
+    let too_long = |s: Option<&str>| s.is_some_and(|s| s.len() > MAX_STORAGE_FIELD_LEN);
     let view_key = items
         .get(5)
         .and_then(|&v| arena.as_seq(v))
         .and_then(|view| view.first().copied());
-    if too_long(items[2]) || too_long(items[3]) || view_key.is_some_and(too_long) {
+    if too_long(key_str)
+        || too_long(location_str)
+        || view_key.is_some_and(|v| too_long(arena.as_str(v)))
+    {
         return Err(Error::format(format!(
             "a storage key, view key or location is longer than {MAX_STORAGE_FIELD_LEN} bytes"
         )));
     }
-    let key: Cow<'_, str> = match arena.get(items[2]) {
-        Value::Str(s) => Cow::Borrowed(arena.str(*s)),
-        Value::Int(i) => Cow::Owned(i.to_string()),
+    let key: Cow<'_, str> = match (key_str, arena.get(items[2])) {
+        (Some(s), _) => Cow::Borrowed(s),
+        (None, Value::Int(i)) => Cow::Owned(i.to_string()),
         _ => {
             return Err(Error::format(
                 "a storage key is neither a string nor an int",
             ))
         }
     };
-    let location = arena
-        .as_str(items[3])
+    let location = location_str
         .ok_or_else(|| Error::format(format!("storage '{key}': location is not a string")))?;
     let numel = arena.as_int(items[4]).filter(|&n| n >= 0).ok_or_else(|| {
         Error::format(format!(

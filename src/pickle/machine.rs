@@ -615,22 +615,32 @@ impl<'a> Machine<'a> {
                 return Err(self.format(format!("cannot set an item on a {}", other.type_name())))
             }
         };
+        let len = items.len();
         let mut found = None;
-        let mut index_it = hash.is_some();
         if let Some(h) = hash {
-            if let Some(&pos) = self.index.get(&(target, h)) {
-                index_it = false;
-                if self.keys.equal(arena, items[pos].0, key) {
-                    found = Some(pos);
-                } else {
-                    // A 64-bit hash collision between different keys: rare, so scan.
-                    found = items
-                        .iter()
-                        .position(|&(k, _)| self.keys.equal(arena, k, key));
+            // One probe of the index for both the lookup and the insert (a state dict's
+            // SETITEMS runs this once per tensor).
+            match self.index.entry((target, h)) {
+                std::collections::hash_map::Entry::Occupied(slot) => {
+                    let pos = *slot.get();
+                    if self.keys.equal(arena, items[pos].0, key) {
+                        found = Some(pos);
+                    } else {
+                        // A 64-bit hash collision between different keys: rare, so scan.
+                        found = items
+                            .iter()
+                            .position(|&(k, _)| self.keys.equal(arena, k, key));
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    // No key with this hash yet, so none equal: the item is new, at `len`
+                    // (indexed only when the length check below lets it in).
+                    if len < self.limits.max_container_len {
+                        slot.insert(len);
+                    }
                 }
             }
         }
-        let len = items.len();
         if found.is_none() {
             self.check_container_len(len + 1)?;
         }
@@ -643,9 +653,6 @@ impl<'a> Machine<'a> {
             Some(pos) => items[pos].1 = value,
             None => {
                 items.push((key, value));
-                if let (true, Some(h)) = (index_it, hash) {
-                    self.index.insert((target, h), len);
-                }
                 if let Some(object) = self.keys.opaque_in(self.arena, key) {
                     self.arena.note_identity_key(target, object);
                 }
