@@ -251,32 +251,32 @@ pub fn parse_storage_pid(arena: &Arena, persistent: NodeId) -> Result<StorageId<
         )));
     }
     // One persistent id can be shared by any number of tensors, each of which copies its key
-    // and location: check their lengths before copying.
-    let too_long = |node: NodeId| {
-        arena
-            .as_str(node)
-            .is_some_and(|s| s.len() > MAX_STORAGE_FIELD_LEN)
-    };
+    // and location: check their lengths before copying. (Key and location are read once,
+    // here, for the checks below too.)
+    let (key_str, location_str) = (arena.as_str(items[2]), arena.as_str(items[3]));
+    let too_long = |s: Option<&str>| s.is_some_and(|s| s.len() > MAX_STORAGE_FIELD_LEN);
     let view_key = items
         .get(5)
         .and_then(|&v| arena.as_seq(v))
         .and_then(|view| view.first().copied());
-    if too_long(items[2]) || too_long(items[3]) || view_key.is_some_and(too_long) {
+    if too_long(key_str)
+        || too_long(location_str)
+        || view_key.is_some_and(|v| too_long(arena.as_str(v)))
+    {
         return Err(Error::format(format!(
             "a storage key, view key or location is longer than {MAX_STORAGE_FIELD_LEN} bytes"
         )));
     }
-    let key: Cow<'_, str> = match arena.get(items[2]) {
-        Value::Str(s) => Cow::Borrowed(arena.str(*s)),
-        Value::Int(i) => Cow::Owned(i.to_string()),
+    let key: Cow<'_, str> = match (key_str, arena.get(items[2])) {
+        (Some(s), _) => Cow::Borrowed(s),
+        (None, Value::Int(i)) => Cow::Owned(i.to_string()),
         _ => {
             return Err(Error::format(
                 "a storage key is neither a string nor an int",
             ))
         }
     };
-    let location = arena
-        .as_str(items[3])
+    let location = location_str
         .ok_or_else(|| Error::format(format!("storage '{key}': location is not a string")))?;
     let numel = arena.as_int(items[4]).filter(|&n| n >= 0).ok_or_else(|| {
         Error::format(format!(
@@ -372,30 +372,34 @@ const MAX_REBUILD_DEPTH: u32 = 4;
 
 impl TensorCall {
     fn classify(module: &str, name: &str) -> Option<TensorCall> {
-        Some(match (module, name) {
-            (TORCH_UTILS, "_rebuild_tensor") => TensorCall::V1,
-            (TORCH_UTILS, "_rebuild_tensor_v2") => TensorCall::V2,
-            (TORCH_UTILS, "_rebuild_tensor_v3") => TensorCall::V3,
-            (TORCH_UTILS, "_rebuild_parameter") => TensorCall::Parameter,
-            (TORCH_UTILS, "_rebuild_parameter_with_state") => TensorCall::ParameterWithState,
-            ("torch._tensor", "_rebuild_from_type_v2") => TensorCall::FromTypeV2,
-            (TORCH_UTILS, "_rebuild_qtensor") => TensorCall::Other("quantized tensor"),
-            (TORCH_UTILS, "_rebuild_sparse_tensor") => TensorCall::Other("sparse tensor"),
-            (TORCH_UTILS, "_rebuild_nested_tensor") => TensorCall::Other("nested tensor"),
-            (TORCH_UTILS, "_rebuild_wrapper_subclass") => {
-                TensorCall::Other("tensor subclass (wrapper)")
-            }
-            (TORCH_UTILS, "_rebuild_device_tensor_from_numpy")
-            | (TORCH_UTILS, "_rebuild_device_tensor_from_cpu_tensor") => {
+        // Runs for every object of a pickle (and twice per tensor): the module is compared
+        // once, then the name.
+        if module != TORCH_UTILS {
+            return match (module, name) {
+                ("torch._tensor", "_rebuild_from_type_v2") => Some(TensorCall::FromTypeV2),
+                ("torch.nn.parameter", "Parameter") => {
+                    Some(TensorCall::Other("parameter called directly"))
+                }
+                _ => None,
+            };
+        }
+        Some(match name {
+            "_rebuild_tensor_v2" => TensorCall::V2,
+            "_rebuild_tensor" => TensorCall::V1,
+            "_rebuild_tensor_v3" => TensorCall::V3,
+            "_rebuild_parameter" => TensorCall::Parameter,
+            "_rebuild_parameter_with_state" => TensorCall::ParameterWithState,
+            "_rebuild_qtensor" => TensorCall::Other("quantized tensor"),
+            "_rebuild_sparse_tensor" => TensorCall::Other("sparse tensor"),
+            "_rebuild_nested_tensor" => TensorCall::Other("nested tensor"),
+            "_rebuild_wrapper_subclass" => TensorCall::Other("tensor subclass (wrapper)"),
+            "_rebuild_device_tensor_from_numpy" | "_rebuild_device_tensor_from_cpu_tensor" => {
                 TensorCall::Other("device tensor rebuilt from numpy/cpu data")
             }
-            (TORCH_UTILS, "_rebuild_xla_tensor")
-            | (TORCH_UTILS, "_rebuild_mtia_tensor")
-            | (TORCH_UTILS, "_rebuild_meta_tensor_no_storage") => {
+            "_rebuild_xla_tensor" | "_rebuild_mtia_tensor" | "_rebuild_meta_tensor_no_storage" => {
                 TensorCall::Other("tensor without file-backed storage")
             }
-            ("torch.nn.parameter", "Parameter") => TensorCall::Other("parameter called directly"),
-            (TORCH_UTILS, n) if n.starts_with("_rebuild_") => TensorCall::Other("torch object"),
+            n if n.starts_with("_rebuild_") => TensorCall::Other("torch object"),
             _ => return None,
         })
     }

@@ -115,11 +115,27 @@ fn shown(path: &str) -> String {
 }
 
 fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}.{name}")
+    // Called for every entry and module a spec builds: one exact allocation, no formatting.
+    // One byte more: an entry's C name appends its NUL in place (`Module::add_owned`).
+    let mut full = String::with_capacity(path.len() + name.len() + 2);
+    if !path.is_empty() {
+        full.push_str(path);
+        full.push('.');
     }
+    full.push_str(name);
+    full
+}
+
+/// `path.i` (or `i` at the root): an item of a `ModuleList` / `Sequential`.
+fn join_index(path: &str, i: usize) -> String {
+    use std::fmt::Write;
+    let mut full = String::with_capacity(path.len() + 21);
+    if !path.is_empty() {
+        full.push_str(path);
+        full.push('.');
+    }
+    let _ = write!(full, "{i}");
+    full
 }
 
 /// An object node's members, with the node path for messages.
@@ -275,6 +291,15 @@ impl<'a> Node<'a> {
 /// The first member whose key an earlier member has. Linear: a node is checked every time a
 /// `repeat` builds it, and an object may have many members.
 fn duplicate(members: &[(String, Json)]) -> Option<&str> {
+    // A layer node has a handful of members: comparing them pairwise allocates nothing (it
+    // runs for every node a `repeat` builds); larger objects go through a set.
+    if members.len() <= 16 {
+        return members
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| members[..*i].iter().any(|(earlier, _)| earlier == k))
+            .map(|(_, (k, _))| k.as_str());
+    }
     let mut seen: std::collections::HashSet<&str, crate::hash::RandomState> =
         std::collections::HashSet::with_capacity_and_hasher(members.len(), Default::default());
     members
@@ -556,9 +581,8 @@ impl Builder {
         shape: &[i64],
         kind: EntryKind,
     ) -> Result<()> {
-        let full = join(node.path, name);
         self.module
-            .add(&full, dtype, shape, kind)
+            .add_owned(join(node.path, name), dtype, shape, kind)
             .map_err(|e| node.err(e.message))
     }
 
@@ -603,13 +627,13 @@ impl Builder {
                         );
                     };
                     for (i, item) in items.iter().enumerate() {
-                        self.node(item, &join(path, &i.to_string()), dtype)?;
+                        self.node(item, &join_index(path, i), dtype)?;
                     }
                 } else if n.get("repeat").is_some() || n.get("item").is_some() {
                     let count = n.size("repeat")?;
                     let item = n.required("item")?;
                     for i in 0..count {
-                        self.node(item, &join(path, &i.to_string()), dtype)?;
+                        self.node(item, &join_index(path, i as usize), dtype)?;
                     }
                 } else if n.get("children").is_some() {
                     self.children(n, dtype)?;
@@ -800,7 +824,7 @@ impl Builder {
                     }
                 };
                 self.module
-                    .add(&join(n.path, name), entry_dtype, &shape, kind)
+                    .add_owned(join(n.path, name), entry_dtype, &shape, kind)
                     .map_err(|e| entry.err(e.message))?;
             }
         }

@@ -1057,3 +1057,22 @@ fn spec_counts_bound_what_every_fixture_spec_builds() {
     }
     assert!(checked >= 40, "{checked}");
 }
+
+#[test]
+fn dotted_names_are_checked_as_by_splitting() {
+    // `is_dotted_name` is one pass over the bytes; it must accept exactly what splitting on
+    // '.' and looking for an empty segment or a NUL accepts.
+    let pieces = [
+        "", ".", "..", "a", "ab", "\0", "a.b", ".a", "a.", "a..b", "é", "x\0y",
+    ];
+    for a in pieces {
+        for b in pieces {
+            for c in ["", ".", "z", "..", "\0"] {
+                let name = format!("{a}{b}{c}");
+                let by_split =
+                    !(name.is_empty() || name.split('.').any(str::is_empty) || name.contains('\0'));
+                assert_eq!(super::is_dotted_name(&name), by_split, "{name:?}");
+            }
+        }
+    }
+}

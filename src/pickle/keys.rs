@@ -199,6 +199,14 @@ pub(crate) struct Keys {
 impl Keys {
     /// The hash of a key, or `None` for unhashable values (never merged).
     pub(crate) fn hash(&mut self, arena: &Arena, key: NodeId) -> Option<u64> {
+        // A short string (a state dict's names): hashed as below, without the checks for
+        // the other kinds of key.
+        if let Value::Str(s) = arena.get(key) {
+            let text = arena.str(*s).as_bytes();
+            if text.len() < HASH_CACHE_MIN_LEN {
+                return Some(self.hasher.hash_one((3u8, text)));
+            }
+        }
         if matches!(
             arena.get(key),
             Value::List(_) | Value::Dict { .. } | Value::Set(_) | Value::ByteArray(_)

@@ -627,22 +627,32 @@ impl<'a> Machine<'a> {
                 return Err(self.format(format!("cannot set an item on a {}", other.type_name())))
             }
         };
+        let len = items.len();
         let mut found = None;
-        let mut index_it = hash.is_some();
         if let Some(h) = hash {
-            if let Some(&pos) = self.index.get(&(target, h)) {
-                index_it = false;
-                if self.keys.equal(arena, items[pos].0, key) {
-                    found = Some(pos);
-                } else {
-                    // A 64-bit hash collision between different keys: rare, so scan.
-                    found = items
-                        .iter()
-                        .position(|&(k, _)| self.keys.equal(arena, k, key));
+            // One probe of the index for both the lookup and the insert (a state dict's
+            // SETITEMS runs this once per tensor).
+            match self.index.entry((target, h)) {
+                std::collections::hash_map::Entry::Occupied(slot) => {
+                    let pos = *slot.get();
+                    if self.keys.equal(arena, items[pos].0, key) {
+                        found = Some(pos);
+                    } else {
+                        // A 64-bit hash collision between different keys: rare, so scan.
+                        found = items
+                            .iter()
+                            .position(|&(k, _)| self.keys.equal(arena, k, key));
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    // No key with this hash yet, so none equal: the item is new, at `len`
+                    // (indexed only when the length check below lets it in).
+                    if len < self.limits.max_container_len {
+                        slot.insert(len);
+                    }
                 }
             }
         }
-        let len = items.len();
         if found.is_none() {
             self.check_container_len(len + 1)?;
         }
@@ -655,9 +665,6 @@ impl<'a> Machine<'a> {
             Some(pos) => items[pos].1 = value,
             None => {
                 items.push((key, value));
-                if let (true, Some(h)) = (index_it, hash) {
-                    self.index.insert((target, h), len);
-                }
                 if let Some(object) = self.keys.opaque_in(self.arena, key) {
                     self.arena.note_identity_key(target, object);
                 }
@@ -1196,18 +1203,19 @@ impl<'a> Machine<'a> {
 
     fn run(&mut self) -> Result<(NodeId, usize)> {
         loop {
-            self.op_offset = self.pos;
             let Some(&opcode) = self.data.get(self.pos) else {
                 return Err(Error::format(format!(
                     "pickle truncated at offset {}: no STOP opcode",
                     self.pos
                 )));
             };
-            self.op = opcode;
             self.pos += 1;
             if fast_steps_enabled() && self.fast_step(opcode) {
                 continue;
             }
+            // For messages; `fast_step` reports none, so only the opcodes `step` runs set them.
+            self.op_offset = self.pos - 1;
+            self.op = opcode;
             if opcode == op::STOP {
                 let root = self.pop()?;
                 return Ok((root, self.pos));
@@ -1222,21 +1230,15 @@ impl<'a> Machine<'a> {
     /// every check and reports any error.
     #[inline(always)]
     fn fast_step(&mut self, opcode: u8) -> bool {
-        let key_len = match opcode {
-            op::BINPUT | op::BINGET => 1,
-            op::LONG_BINPUT | op::LONG_BINGET => 4,
-            _ => 0,
-        };
-        // The memo key, when the opcode has one and its bytes are all there.
-        let key = match self.data.get(self.pos..self.pos + key_len) {
-            Some(&[k]) => Some(usize::from(k)),
-            Some(&[a, b, c, d]) => Some(u32::from_le_bytes([a, b, c, d]) as usize),
-            _ => None,
-        };
-        let room = self.stack.len() < self.limits.max_stack;
+        // Each arm reads only what its opcode needs (the memo key, the stack's room): this
+        // runs two of every three opcodes.
         match opcode {
             op::BINPUT | op::LONG_BINPUT => {
-                let (Some(key), Some(&top)) = (key, self.stack.last()) else {
+                let (key, key_len) = match self.memo_key(opcode) {
+                    Some(k) => k,
+                    None => return false,
+                };
+                let Some(&top) = self.stack.last() else {
                     return false;
                 };
                 if self.stack.len() <= self.fence()
@@ -1247,8 +1249,11 @@ impl<'a> Machine<'a> {
                 self.pos += key_len;
                 true
             }
-            op::BINGET | op::LONG_BINGET if room => {
-                match key.and_then(|key| self.memo.dense.get(key)) {
+            op::BINGET | op::LONG_BINGET if self.room() => {
+                let Some((key, key_len)) = self.memo_key(opcode) else {
+                    return false;
+                };
+                match self.memo.dense.get(key) {
                     Some(&id) if id != NO_NODE => {
                         self.pos += key_len;
                         self.stack.push(id);
@@ -1257,7 +1262,9 @@ impl<'a> Machine<'a> {
                     _ => false,
                 }
             }
-            op::BININT1 | op::NONE | op::NEWFALSE | op::NEWTRUE | op::EMPTY_TUPLE if room => {
+            op::BININT1 | op::NONE | op::NEWFALSE | op::NEWTRUE | op::EMPTY_TUPLE
+                if self.room() =>
+            {
                 let slot = match opcode {
                     op::BININT1 => match self.data.get(self.pos) {
                         Some(&v) => usize::from(v),
@@ -1308,7 +1315,49 @@ impl<'a> Machine<'a> {
                 }
                 true
             }
-            op::TUPLE if room && self.can_add_node() => {
+            // A call (twice per tensor in torch's pickles: `_rebuild_tensor_v2(...)` and its
+            // empty `OrderedDict()` of hooks) of a global that stays an object, or an empty
+            // dict: what `call` makes of them. Other calls go to `step`.
+            op::REDUCE if self.can_add_node() => {
+                let len = self.stack.len();
+                if len < self.fence() + 2 {
+                    return false;
+                }
+                let (callable, args) = (self.stack[len - 2], self.stack[len - 1]);
+                let Value::Tuple(items) = self.arena.get(args) else {
+                    return false;
+                };
+                let Value::Global { module, name } = self.arena.get(callable) else {
+                    return false;
+                };
+                let value = match classify(module, name) {
+                    None => Value::Object {
+                        callable,
+                        args,
+                        kwargs: None,
+                        new_object: false,
+                        state: None,
+                        items: None,
+                    },
+                    Some(known @ (Known::OrderedDict | Known::Dict)) if items.is_empty() => {
+                        Value::Dict {
+                            items: Vec::new(),
+                            state: None,
+                            class: known.dict_class(),
+                        }
+                    }
+                    Some(_) => return false,
+                };
+                let object = matches!(value, Value::Object { .. });
+                self.stack.truncate(len - 2);
+                let id = self.arena.push(value);
+                self.stack.push(id);
+                if object {
+                    self.read_until = self.arena.len();
+                }
+                true
+            }
+            op::TUPLE if self.room() && self.can_add_node() => {
                 let Some(&start) = self.marks.last() else {
                     return false;
                 };
@@ -1323,7 +1372,7 @@ impl<'a> Machine<'a> {
                 self.stack.push(id);
                 true
             }
-            op::SHORT_BINUNICODE | op::BINUNICODE if room && self.can_add_node() => {
+            op::SHORT_BINUNICODE | op::BINUNICODE if self.room() && self.can_add_node() => {
                 let (len_bytes, n) = match opcode {
                     op::SHORT_BINUNICODE => match self.data.get(self.pos) {
                         Some(&n) => (1, usize::from(n)),
@@ -1350,6 +1399,26 @@ impl<'a> Machine<'a> {
             }
             _ => false,
         }
+    }
+
+    /// The key of a BINPUT / BINGET (one byte) or LONG_BINPUT / LONG_BINGET (four) and its
+    /// length, when its bytes are all there.
+    #[inline(always)]
+    fn memo_key(&self, opcode: u8) -> Option<(usize, usize)> {
+        if matches!(opcode, op::BINPUT | op::BINGET) {
+            self.data.get(self.pos).map(|&k| (usize::from(k), 1))
+        } else {
+            match self.data.get(self.pos..self.pos.checked_add(4)?) {
+                Some(&[a, b, c, d]) => Some((u32::from_le_bytes([a, b, c, d]) as usize, 4)),
+                _ => None,
+            }
+        }
+    }
+
+    /// Whether the stack has room for one more item (what `push` checks).
+    #[inline(always)]
+    fn room(&self) -> bool {
+        self.stack.len() < self.limits.max_stack
     }
 
     /// What `new_node` checks before it adds a value.

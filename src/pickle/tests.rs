@@ -208,7 +208,7 @@ fn fast_steps_change_no_result_and_no_error() {
     }
     for offset in 0..torch.len() {
         for byte in [
-            0x00, 0xff, b'q', b'r', b'h', b'j', b'(', b't', b'K', b'X', b'\x8c', b'Q',
+            0x00, 0xff, b'q', b'r', b'h', b'j', b'(', b't', b'K', b'X', b'\x8c', b'Q', b'R', b')',
         ] {
             let mut v = torch.clone();
             v[offset] = byte;
