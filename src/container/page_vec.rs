@@ -14,6 +14,7 @@
 
 use super::AlignedBuf;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 
 /// Capacity, in bytes, from which a [`PageVec`] is a mapping of its own: below, an ordinary
 /// `Vec` (a checkpoint of a few thousand tensors stays wholly on the allocator's heap).
@@ -24,9 +25,11 @@ const MAP_FROM: usize = 2 << 20;
 pub struct PageVec<T> {
     /// The elements while the vector is small; empty (no allocation) once it is mapped.
     small: Vec<T>,
-    /// The mapping once the vector is large (empty before): its first `len` slots hold the
-    /// elements.
+    /// The mapping once the vector is large (empty before).
     big: AlignedBuf,
+    /// The first element and the count, in `small` or in `big`: what `deref` hands out,
+    /// without asking which (kept in step by every change).
+    ptr: NonNull<T>,
     len: usize,
 }
 
@@ -46,8 +49,20 @@ impl<T> PageVec<T> {
         PageVec {
             small: Vec::new(),
             big: AlignedBuf::empty(),
+            ptr: NonNull::dangling(),
             len: 0,
         }
+    }
+
+    /// Points `ptr` and `len` at `small`'s elements after a change to it.
+    fn small_changed(&mut self) {
+        self.ptr = NonNull::from(self.small.as_mut_slice()).cast();
+        self.len = self.small.len();
+    }
+
+    /// Points `ptr` at the mapping after it was made or moved.
+    fn big_moved(&mut self) {
+        self.ptr = NonNull::from(self.big.as_mut_slice()).cast();
     }
 
     /// An empty vector with room for `capacity` elements. Panics when the memory cannot be
@@ -92,10 +107,14 @@ impl<T> PageVec<T> {
             .filter(|&bytes| bytes <= isize::MAX as usize)
             .ok_or_else(overflow)?;
         if self.is_big() {
-            return self.big.grow(bytes);
+            self.big.grow(bytes)?;
+            self.big_moved();
+            return Ok(());
         }
         if bytes < MAP_FROM {
-            return self.small.try_reserve(additional).map_err(|_| {
+            let reserved = self.small.try_reserve(additional);
+            self.small_changed();
+            return reserved.map_err(|_| {
                 crate::error::Error::no_memory(format!("cannot allocate {bytes} bytes"))
             });
         }
@@ -110,6 +129,7 @@ impl<T> PageVec<T> {
         }
         self.small = Vec::new();
         self.big = big;
+        self.big_moved();
         self.len = count;
         Ok(())
     }
@@ -120,12 +140,13 @@ impl<T> PageVec<T> {
             if self.len < self.capacity() {
                 // SAFETY: len < capacity, so slot `len` lies inside the mapping, aligned for
                 // T (see `try_reserve`); it holds no live element.
-                unsafe { self.big.as_mut_ptr().cast::<T>().add(self.len).write(value) };
+                unsafe { self.ptr.as_ptr().add(self.len).write(value) };
                 self.len += 1;
                 return;
             }
         } else if self.small.len() < self.small.capacity() {
             self.small.push(value);
+            self.small_changed();
             return;
         }
         self.push_growing(value);
@@ -136,11 +157,12 @@ impl<T> PageVec<T> {
         self.reserve(1);
         if !self.is_big() {
             self.small.push(value);
+            self.small_changed();
             return;
         }
         // SAFETY: the reservation made len < capacity, so slot `len` lies inside the mapping,
         // aligned for T (see `try_reserve`); it holds no live element.
-        unsafe { self.big.as_mut_ptr().cast::<T>().add(self.len).write(value) };
+        unsafe { self.ptr.as_ptr().add(self.len).write(value) };
         self.len += 1;
     }
 
@@ -148,16 +170,25 @@ impl<T> PageVec<T> {
     where
         T: Copy,
     {
+        // A borrowed slice's length times T's size cannot overflow; `small` stays under
+        // MAP_FROM bytes.
+        if !self.is_big() && (self.small.len() + values.len()) * std::mem::size_of::<T>() < MAP_FROM
+        {
+            self.small.extend_from_slice(values);
+            self.small_changed();
+            return;
+        }
         self.reserve(values.len());
         if !self.is_big() {
             self.small.extend_from_slice(values);
+            self.small_changed();
             return;
         }
         // SAFETY: the reservation makes slots len..len + values.len() part of the mapping,
         // aligned for T and free; `values` is a borrowed slice, so it cannot overlap them.
         // T: Copy, so the bitwise copies are valid elements and nothing needs dropping.
         unsafe {
-            let end = self.big.as_mut_ptr().cast::<T>().add(self.len);
+            let end = self.ptr.as_ptr().add(self.len);
             std::ptr::copy_nonoverlapping(values.as_ptr(), end, values.len());
         }
         self.len += values.len();
@@ -174,23 +205,18 @@ impl<T> Deref for PageVec<T> {
     type Target = [T];
     #[inline]
     fn deref(&self) -> &[T] {
-        if !self.is_big() {
-            return &self.small;
-        }
-        // SAFETY: the mapping's first `len` slots hold live elements, aligned for T (see
-        // `try_reserve`); the buffer outlives the borrow.
-        unsafe { std::slice::from_raw_parts(self.big.as_ptr().cast::<T>(), self.len) }
+        // SAFETY: `ptr` and `len` describe the live elements, in `small` or in the mapping
+        // (kept in step by every change; `ptr` is aligned for T, see `try_reserve`); their
+        // buffer outlives the borrow.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl<T> DerefMut for PageVec<T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [T] {
-        if !self.is_big() {
-            return &mut self.small;
-        }
         // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.big.as_mut_ptr().cast::<T>(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -234,7 +260,8 @@ impl<T> IntoIterator for PageVec<T> {
     type IntoIter = IntoIter<T>;
     fn into_iter(mut self) -> IntoIter<T> {
         let small = std::mem::take(&mut self.small).into_iter();
-        let end = std::mem::replace(&mut self.len, 0);
+        let count = std::mem::replace(&mut self.len, 0);
+        let end = if self.is_big() { count } else { 0 };
         IntoIter {
             small,
             big: self,
