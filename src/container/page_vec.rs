@@ -170,10 +170,9 @@ impl<T> PageVec<T> {
     where
         T: Copy,
     {
-        // A borrowed slice's length times T's size cannot overflow; `small` stays under
-        // MAP_FROM bytes.
-        if !self.is_big() && (self.small.len() + values.len()) * std::mem::size_of::<T>() < MAP_FROM
-        {
+        // In place when `small` has the room; any growth goes through `try_reserve`, which
+        // moves a vector that would reach MAP_FROM bytes into a mapping.
+        if !self.is_big() && self.small.capacity() - self.small.len() >= values.len() {
             self.small.extend_from_slice(values);
             self.small_changed();
             return;
@@ -410,6 +409,20 @@ mod tests {
             text.push_str(piece);
         }
         assert_eq!((&text[..], text.len()), ("aéxyz", 6));
+        // Appends move the text into a mapping before its heap buffer would reach MAP_FROM
+        // (a large block freed on the heap would raise glibc's trim threshold).
+        let piece = "n".repeat(1000);
+        while text.len() < 3 * MAP_FROM / 2 {
+            text.push_str(&piece);
+            let bytes = &text.bytes;
+            assert!(
+                bytes.is_big() || bytes.capacity() < MAP_FROM,
+                "{}",
+                bytes.capacity()
+            );
+        }
+        assert!(text.bytes.is_big());
+        assert!(text[6..].bytes().all(|b| b == b'n'));
     }
 
     #[test]
