@@ -23,7 +23,7 @@ pub use prefetch::{PrefetchCursor, DEFAULT_PREFETCH_BUDGET};
 pub use storage::{new_storage_id, Backing, Storage, StorageKey};
 pub use verify::CrcReport;
 
-use crate::container::{OpenMode, Source};
+use crate::container::{OpenMode, PageVec, Source};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::{Arena, DictClass, NodeId, Value};
@@ -344,8 +344,8 @@ pub struct Checkpoint {
     arena: Arena,
     /// The selected root (after `root` in the options).
     root: NodeId,
-    storages: Vec<Storage>,
-    tensors: Vec<TensorDesc>,
+    storages: PageVec<Storage>,
+    tensors: PageVec<TensorDesc>,
     table: Table,
     byte_order_big: bool,
     /// What the CRC check covered, when the open verified CRCs.
@@ -411,7 +411,8 @@ impl Checkpoint {
             state: None,
             class: DictClass::Dict,
         });
-        let (mut storages, mut tensors, mut table) = (Vec::new(), Vec::new(), Table::default());
+        let (mut storages, mut tensors, mut table) =
+            (PageVec::new(), PageVec::new(), Table::default());
         let mut byte_order_big = false;
         let mut crc_report: Option<CrcReport> = None;
         for (part, keep) in parts {
@@ -495,8 +496,8 @@ impl Checkpoint {
             format: Format::Zip,
             arena: Arena::new(),
             root: 0,
-            storages: stores,
-            tensors: descs,
+            storages: stores.into(),
+            tensors: descs.into(),
             table,
             byte_order_big: false,
             crc_report: None,

@@ -4,7 +4,7 @@
 //! storage is copied (once, whichever thread asks first) when one of its tensors is asked for.
 
 use crate::container::zip::{canonical_index, inflate_into, ZipRecord, METHOD_DEFLATE};
-use crate::container::{AlignedBuf, Source};
+use crate::container::{AlignedBuf, PageVec, Source};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::torch::{StorageResolver, TensorDesc};
@@ -578,7 +578,7 @@ impl SwapUnits {
 /// them as the table's walk meets their persistent ids, then gives them up with their swap
 /// units (empty unless the archive is big-endian).
 pub(crate) trait StorageSet: StorageResolver {
-    fn into_storages(self) -> (Vec<Storage>, SwapUnits);
+    fn into_storages(self) -> (PageVec<Storage>, SwapUnits);
 }
 
 /// The distinct location strings of a checkpoint (nearly always one or two): each storage

@@ -2,6 +2,7 @@
 //! ([`crate::tree`]), in walk order, with its names in one buffer.
 
 use super::limits::TableLimits;
+use crate::container::PageVec;
 use crate::error::{Error, ErrorKind};
 use crate::hash::NameTable;
 use crate::pickle::{Arena, NodeId};
@@ -15,8 +16,8 @@ use std::ffi::CStr;
 /// by opening: a caller that walks the table by position never pays for it.
 #[derive(Default)]
 pub(crate) struct Table {
-    names: Vec<u8>,
-    rows: Vec<Row>,
+    names: PageVec<u8>,
+    rows: PageVec<Row>,
     errors: Vec<Error>,
     index: std::sync::OnceLock<NameTable>,
 }
@@ -110,11 +111,8 @@ pub(crate) fn build_table(
     root: NodeId,
     resolver: &mut dyn StorageResolver,
     limits: &TableLimits,
-) -> crate::error::Result<(Vec<TensorDesc>, Table)> {
-    // Large per-open vectors sit on the brk heap that a checkpoint's drop may hand back to
-    // the kernel: huge pages make faulting them in again at the next open cheap.
-    let mut tensors = Vec::with_capacity(resolver.expected_storages());
-    crate::container::source::advise_huge_pages(&mut tensors);
+) -> crate::error::Result<(PageVec<TensorDesc>, Table)> {
+    let mut tensors = PageVec::with_capacity(resolver.expected_storages());
     let mut entries = Table::default();
     entries.rows.reserve(resolver.expected_storages());
     // One interpretation per tensor node: a tensor saved under two names is one tensor.
@@ -128,7 +126,7 @@ pub(crate) fn build_table(
     let mut visit = |node: NodeId,
                      name: &str,
                      entries: &mut Table,
-                     tensors: &mut Vec<TensorDesc>|
+                     tensors: &mut PageVec<TensorDesc>|
      -> crate::error::Result<bool> {
         if let Some(row) = entries.rows.get(row_of[node as usize] as usize) {
             let tensor = entries.tensor(row).map_err(Clone::clone);

@@ -58,15 +58,22 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
+    /// A buffer of no bytes (allocates nothing; its pointer is aligned to [`BUFFER_ALIGN`]).
+    pub fn empty() -> AlignedBuf {
+        #[repr(align(64))]
+        struct Line;
+        AlignedBuf {
+            ptr: NonNull::<Line>::dangling().cast(),
+            len: 0,
+            mapped_len: 0,
+        }
+    }
+
     /// Allocates `len` zeroed bytes; fails with `NoMemory` instead of aborting. Large
     /// buffers are zero pages mapped on first touch (no zeroing pass; see the module docs).
     pub fn zeroed(len: usize) -> Result<AlignedBuf> {
         if len == 0 {
-            return Ok(AlignedBuf {
-                ptr: NonNull::<u64>::dangling().cast(),
-                len: 0,
-                mapped_len: 0,
-            });
+            return Ok(AlignedBuf::empty());
         }
         #[cfg(unix)]
         if len >= MAPPED_THRESHOLD {
@@ -137,11 +144,58 @@ impl AlignedBuf {
         })
     }
 
+    /// Grows the buffer to `new_len` bytes (at least its length): the first `len` bytes are
+    /// kept, the rest read as zeros. A mapping is moved by the kernel (`mremap` on Linux:
+    /// pages change address, nothing is copied); otherwise the bytes are copied into a new
+    /// buffer. Fails with `NoMemory`, leaving the buffer as it was.
+    pub fn grow(&mut self, new_len: usize) -> Result<()> {
+        debug_assert!(new_len >= self.len);
+        if new_len <= self.mapped_len {
+            // The mapping's bytes past `len` were never handed out: still zero.
+            self.len = new_len;
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        if self.mapped_len > 0 {
+            if let Some(new_mapped_len) = new_len.checked_next_multiple_of(HUGE_PAGE) {
+                // SAFETY: ptr..ptr + mapped_len is this buffer's own mapping (made in
+                // `mapped`); MREMAP_MAYMOVE keeps its contents and flags (MADV_HUGEPAGE) and
+                // maps zero pages after them. On failure the old mapping is untouched.
+                let moved = unsafe {
+                    libc::mremap(
+                        self.ptr.as_ptr() as *mut libc::c_void,
+                        self.mapped_len,
+                        new_mapped_len,
+                        libc::MREMAP_MAYMOVE,
+                    )
+                };
+                if let (false, Some(ptr)) = (moved == libc::MAP_FAILED, NonNull::new(moved)) {
+                    self.ptr = ptr.cast();
+                    self.len = new_len;
+                    self.mapped_len = new_mapped_len;
+                    return Ok(());
+                }
+            }
+        }
+        let mut grown = AlignedBuf::zeroed(new_len)?;
+        grown.as_mut_slice()[..self.len].copy_from_slice(self.as_slice());
+        *self = grown;
+        Ok(())
+    }
+
     /// A copy of `bytes`, written by [`copy_threads`] threads (each faults in its own part).
     pub fn from_slice(bytes: &[u8]) -> Result<AlignedBuf> {
         let mut buf = AlignedBuf::zeroed(bytes.len())?;
         parallel_copy(bytes, buf.as_mut_slice());
         Ok(buf)
+    }
+
+    /// The first byte (aligned to [`BUFFER_ALIGN`]; dangling when the buffer is empty).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -234,7 +288,15 @@ mod tests {
             let last = len - 1;
             buf.as_mut_slice()[last] = 7;
             assert_eq!(buf.as_slice()[last], 7);
+            buf.grow(len + HUGE_PAGE + 3).unwrap();
+            assert_eq!(buf.len(), len + HUGE_PAGE + 3);
+            assert_eq!(buf.as_slice()[last], 7);
+            assert!(buf.as_slice()[len..].iter().all(|&b| b == 0));
         }
+        let mut small = AlignedBuf::from_slice(&[1, 2, 3]).unwrap();
+        small.grow(100).unwrap();
+        assert_eq!(&small.as_slice()[..4], &[1, 2, 3, 0]);
+        assert!(small.as_slice()[3..].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -177,9 +177,15 @@ impl Memo {
         // them (a bound on the vector's own length would let each far key double it).
         if index < self.dense_count.saturating_mul(2).saturating_add(1024) {
             if index >= self.dense.len() {
-                // Grown by half at least: pickles number their memo keys 0, 1, 2, …
-                let len = self.dense.len();
-                self.dense.resize((index + 1).max(len + len / 2), NO_NODE);
+                // Grown by half at least: pickles number their memo keys 0, 1, 2, …; but not
+                // past the room reserved for the pickle's size while the key fits in it (the
+                // vector would be copied into one twice as large for nothing).
+                let (len, room) = (self.dense.len(), self.dense.capacity());
+                let mut grown = (index + 1).max(len + len / 2);
+                if index < room {
+                    grown = grown.min(room);
+                }
+                self.dense.resize(grown, NO_NODE);
             }
             self.dense[index] = id;
             self.dense_count += 1;

@@ -2,6 +2,7 @@
 //! memo sharing never copies, cycles cannot leak, deep trees drop without recursion, and the
 //! finished tree is `Send + Sync`.
 
+use crate::container::PageString;
 use crate::hash::HashMap;
 
 /// Index of a value in its [`Arena`].
@@ -199,7 +200,7 @@ const _: () = assert!(std::mem::size_of::<Value>() <= 40);
 pub struct Arena {
     nodes: Vec<Value>,
     /// The text of every `Str` value, back to back.
-    strings: String,
+    strings: PageString,
     /// (dict or set, opaque object) for every key that was compared by identity with an
     /// object whose class mmckpt does not know (see [`Arena::identity_keys`]).
     identity_keys: Vec<(NodeId, NodeId)>,

@@ -14,7 +14,7 @@
 
 use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet, SwapUnits};
 use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed};
-use crate::container::Source;
+use crate::container::{PageVec, Source};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::{self, Arena, NodeId, Value};
@@ -486,7 +486,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
 pub(super) struct LegacyStorages<'a> {
     source: &'a Arc<Source>,
     records: &'a std::collections::HashMap<String, LegacyRecord>,
-    storages: Vec<Storage>,
+    storages: PageVec<Storage>,
     by_key: crate::hash::HashMap<String, usize>,
     locations: Locations,
 }
@@ -501,7 +501,7 @@ impl<'a> LegacyStorages<'a> {
         LegacyStorages {
             source,
             records,
-            storages: Vec::with_capacity(records.len()),
+            storages: PageVec::with_capacity(records.len()),
             by_key: crate::hash::HashMap::default(),
             locations: Locations::default(),
         }
@@ -572,7 +572,7 @@ impl StorageResolver for LegacyStorages<'_> {
 
 impl StorageSet for LegacyStorages<'_> {
     /// Legacy files are little-endian: no storage is ever byte-swapped.
-    fn into_storages(self) -> (Vec<Storage>, SwapUnits) {
+    fn into_storages(self) -> (PageVec<Storage>, SwapUnits) {
         (self.storages, SwapUnits::default())
     }
 }

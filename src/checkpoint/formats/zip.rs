@@ -7,7 +7,7 @@ use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet, Swa
 use crate::checkpoint::verify::{self, CrcReport};
 use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed};
 use crate::container::zip::{self, ZipArchive, ZipRecord};
-use crate::container::Source;
+use crate::container::{PageVec, Source};
 use crate::error::{Error, Result};
 use crate::hash::HashMap;
 use crate::pickle::{self, Arena, NodeId};
@@ -100,9 +100,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         super::torchscript::ScriptClasses::read(&archive, bytes)?
             .prune_plain_tensor_attributes(&mut arena);
     }
-    // Huge pages: see `build_table` (the tensor list).
-    let mut storage_list = Vec::with_capacity(archive.records().len());
-    crate::container::source::advise_huge_pages(&mut storage_list);
+    let storage_list = PageVec::with_capacity(archive.records().len());
     let storages = ZipStorages {
         source,
         archive: &archive,
@@ -211,7 +209,7 @@ fn parse_pickle(pickle_bytes: &[u8], options: &OpenOptions) -> Result<(Arena, No
 struct ZipStorages<'a> {
     source: &'a Arc<Source>,
     archive: &'a ZipArchive,
-    storages: Vec<Storage>,
+    storages: PageVec<Storage>,
     swap_units: SwapUnits,
     record_swap_units: bool,
     by_key: HashMap<String, usize>,
@@ -451,7 +449,7 @@ impl<'a> ZipStorages<'a> {
 }
 
 impl StorageSet for ZipStorages<'_> {
-    fn into_storages(self) -> (Vec<Storage>, SwapUnits) {
+    fn into_storages(self) -> (PageVec<Storage>, SwapUnits) {
         (self.storages, self.swap_units)
     }
 }
