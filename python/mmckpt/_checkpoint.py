@@ -146,17 +146,18 @@ def _layouts(handle: _Handle, n: int) -> Tuple[List[Tuple[int, ...]], List[Tuple
     ids = (ctypes.c_uint32 * n)()
     needed = c_size_t(0)
     distinct = c_size_t(0)
-    check(
-        lib.mmckpt_checkpoint_describe_layouts(
-            handle.ptr, 0, n, ids, None, 0, byref(needed), byref(distinct)
+    # One call in the usual case: room for 64 four-dimensional layouts, more when asked.
+    capacity = 64 * 9
+    while True:
+        dims = (ctypes.c_int64 * capacity)()
+        status = lib.mmckpt_checkpoint_describe_layouts(
+            handle.ptr, 0, n, ids, dims, capacity, byref(needed), byref(distinct)
         )
-    )
-    dims = (ctypes.c_int64 * needed.value)()
-    check(
-        lib.mmckpt_checkpoint_describe_layouts(
-            handle.ptr, 0, n, ids, dims, needed.value, byref(needed), byref(distinct)
-        )
-    )
+        if status == BufferTooSmallError.status and needed.value > capacity:
+            capacity = needed.value
+            continue
+        check(status)
+        break
     flat = dims[:]
     shapes: List[Tuple[int, ...]] = []
     strides: List[Tuple[int, ...]] = []
@@ -170,7 +171,7 @@ def _layouts(handle: _Handle, n: int) -> Tuple[List[Tuple[int, ...]], List[Tuple
     shapes.append(())
     strides.append(())
     failing = len(shapes) - 1
-    id_list = list(ids)
+    id_list = memoryview(ids).cast("B").cast("I").tolist() if n else []
     if 0xFFFFFFFF in id_list:
         id_list = [failing if i == 0xFFFFFFFF else i for i in id_list]
     return list(map(shapes.__getitem__, id_list)), list(map(strides.__getitem__, id_list))
@@ -181,9 +182,15 @@ def _names(handle: _Handle, n: int) -> List[str]:
     if n == 0:
         return []
     needed = c_size_t(0)
-    check(lib.mmckpt_checkpoint_describe_names(handle.ptr, 0, n, None, 0, byref(needed)))
-    buf = ctypes.create_string_buffer(needed.value)
-    check(lib.mmckpt_checkpoint_describe_names(handle.ptr, 0, n, buf, needed.value, byref(needed)))
+    capacity = 48 * n  # one call in the usual case; the size asked for when it is not enough
+    while True:
+        buf = ctypes.create_string_buffer(capacity)
+        status = lib.mmckpt_checkpoint_describe_names(handle.ptr, 0, n, buf, capacity, byref(needed))
+        if status == BufferTooSmallError.status and needed.value > capacity:
+            capacity = needed.value
+            continue
+        check(status)
+        break
     # Each name ends with a NUL: the last split piece is the empty string after the last one.
     return buf.raw[: needed.value].decode("utf-8", "replace").split("\0")[:n]
 
