@@ -77,7 +77,8 @@ class Table:
     memoryview casts, not per-row ctypes objects, so a 100,000-tensor table costs tens of
     milliseconds, not seconds."""
 
-    __slots__ = ("count", "names") + _DESCRIBED  # names: str each
+    # names: str each; layout_id: each entry's index into layouts, its distinct (shape, strides)
+    __slots__ = ("count", "names", "layout_id", "layouts") + _DESCRIBED
 
     def __init__(self, handle: _Handle) -> None:
         with no_gc():
@@ -117,7 +118,7 @@ class Table:
         if any(self.status):
             # A failing entry's row is unspecified: dtype code 0 (none), and no dims.
             self.dtype_code = [0 if st else c for c, st in zip(self.dtype_code, self.status)]
-        self.shape, self.strides = _layouts(handle, n)
+        self.shape, self.strides, self.layout_id, self.layouts = _layouts(handle, n)
 
 
     def row(self, i: int) -> Row:
@@ -139,10 +140,19 @@ class Table:
         return row
 
 
-def _layouts(handle: _Handle, n: int) -> Tuple[List[Tuple[int, ...]], List[Tuple[int, ...]]]:
+_Layouts = Tuple[
+    List[Tuple[int, ...]],
+    List[Tuple[int, ...]],
+    List[int],
+    List[Tuple[Tuple[int, ...], Tuple[int, ...]]],
+]
+
+
+def _layouts(handle: _Handle, n: int) -> _Layouts:
     """Every entry's shape and strides as tuples, from mmckpt_checkpoint_describe_layouts: a
     tuple pair per distinct layout (a state dict has a few hundred among 100,000 tensors),
-    shared by the entries that have it; a failing entry gets empty ones."""
+    shared by the entries that have it; a failing entry gets empty ones. Also each entry's
+    layout id and the distinct (shape, strides) pairs it indexes."""
     ids = (ctypes.c_uint32 * n)()
     needed = c_size_t(0)
     distinct = c_size_t(0)
@@ -174,7 +184,12 @@ def _layouts(handle: _Handle, n: int) -> Tuple[List[Tuple[int, ...]], List[Tuple
     id_list = memoryview(ids).cast("B").cast("I").tolist() if n else []
     if 0xFFFFFFFF in id_list:
         id_list = [failing if i == 0xFFFFFFFF else i for i in id_list]
-    return list(map(shapes.__getitem__, id_list)), list(map(strides.__getitem__, id_list))
+    return (
+        list(map(shapes.__getitem__, id_list)),
+        list(map(strides.__getitem__, id_list)),
+        id_list,
+        list(zip(shapes, strides)),
+    )
 
 
 def _names(handle: _Handle, n: int) -> List[str]:

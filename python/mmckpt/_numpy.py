@@ -6,7 +6,7 @@ from typing import Any
 
 from ._errors import UnsupportedError
 
-_NATIVE = {
+NATIVE = {
     "float32": "float32",
     "float64": "float64",
     "float16": "float16",
@@ -37,8 +37,8 @@ _ML_DTYPES = {
 def numpy_dtype(name: str) -> Any:
     import numpy as np
 
-    if name in _NATIVE:
-        return np.dtype(_NATIVE[name])
+    if name in NATIVE:
+        return np.dtype(NATIVE[name])
     if name in _ML_DTYPES:
         try:
             import ml_dtypes

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import ctypes
 from itertools import compress, repeat
-from operator import add, and_, floordiv, mod, mul, sub
+from operator import add, and_, floordiv, itemgetter, mod, mul, sub
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch as _torch
@@ -22,6 +22,7 @@ import torch as _torch
 from . import _lib
 from ._checkpoint import Checkpoint, PathLike, Table, _Handle, _storage_buffer, no_gc
 from ._errors import UnsupportedError, raise_for
+from ._numpy import NATIVE as _NUMPY_NATIVE
 
 __all__ = ["load", "load_into", "tensors", "TORCH_DTYPES"]
 
@@ -31,6 +32,16 @@ TORCH_DTYPES: List[Optional[_torch.dtype]] = [
 # Indexed by mmckpt_dtype code (0: none, a failing entry's).
 _DTYPE_BY_CODE: List[Optional[_torch.dtype]] = [None, *TORCH_DTYPES]
 _ITEMSIZE_BY_CODE: List[int] = [0, *_lib.ITEMSIZE]
+# numpy's dtype by mmckpt_dtype code where numpy has it natively (torch.from_numpy takes
+# those); none without numpy, which torch does not require.
+try:
+    import numpy as _np
+except ImportError:  # pragma: no cover - numpy is installed wherever the tests run
+    _np = None
+_NUMPY_BY_CODE: List[Any] = [None] + [
+    _np.dtype(name) if _np is not None and name in _NUMPY_NATIVE else None
+    for name in _lib.DTYPE_NAMES
+]
 
 
 def _mapped_regions(
@@ -155,7 +166,11 @@ def _plain_tensors(
 ) -> "collections.OrderedDict[str, _torch.Tensor]":
     """The tensors of a table that `_is_plain` accepts, one mapped file: a storage per tensor
     by ``torch.frombuffer`` over the file's buffer, restrided in place, with no per-row Python
-    beyond those two calls (the layouts are tuples shared among the rows that have them)."""
+    beyond those two calls (the layouts are tuples shared among the rows that have them).
+    Where every tensor spans exactly its storage, one ``torch.from_numpy`` each instead."""
+    whole = _whole_storage_tensors(table, region, region_offsets)
+    if whole is not None:
+        return whole
     frombuffer = _torch.frombuffer
     dtypes = map(_DTYPE_BY_CODE.__getitem__, table.dtype_code)
     tensors = [
@@ -167,6 +182,44 @@ def _plain_tensors(
                  table.storage_offset):
         pass
     return collections.OrderedDict(zip(table.names, tensors))
+
+
+def _whole_storage_tensors(
+    table: Table, region: Any, region_offsets: List[int]
+) -> "Optional[collections.OrderedDict[str, _torch.Tensor]]":
+    """The plain table's tensors through numpy, when every tensor starts at its storage's
+    first byte and spans exactly its storage (a state dict's usual case) and numpy has every
+    dtype: a numpy array over the buffer with the tensor's shape and strides, then
+    ``torch.from_numpy``, whose storage is then exactly the storage torch's load gives (same
+    address, same length) — one torch call per tensor instead of ``frombuffer`` and
+    ``as_strided_``. Each tensor holds its array, which holds the buffer and so the mapping.
+    ``None`` when any tensor does not qualify."""
+    if _np is None or any(table.storage_offset):
+        return None
+    keys = list(zip(table.layout_id, table.dtype_code))
+    # Per distinct (layout, dtype): numpy's dtype, strides in bytes, the bytes spanned.
+    specs: Dict[Any, Any] = {}
+    for key in set(keys):
+        layout, code = key
+        dtype = _NUMPY_BY_CODE[code]
+        if dtype is None:
+            return None
+        shape, strides = table.layouts[layout]
+        itemsize = _ITEMSIZE_BY_CODE[code]
+        span = 1 + sum((n - 1) * st for n, st in zip(shape, strides)) if all(shape) else 0
+        specs[key] = (dtype, tuple(st * itemsize for st in strides), span * itemsize)
+    rows = list(map(specs.__getitem__, keys))
+    if list(map(itemgetter(2), rows)) != table.storage_nbytes:
+        return None
+    arrays = map(
+        _np.ndarray,
+        table.shape,
+        map(itemgetter(0), rows),
+        repeat(region),
+        region_offsets,
+        map(itemgetter(1), rows),
+    )
+    return collections.OrderedDict(zip(table.names, map(_torch.from_numpy, arrays)))
 
 
 def _special(t: _torch.Tensor, flags: int) -> _torch.Tensor:

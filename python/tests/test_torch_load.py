@@ -56,6 +56,8 @@ def check_same(got, want, where):
         assert g.shape == w.shape, label
         assert g.stride() == w.stride(), label
         assert g.storage_offset() == w.storage_offset(), label
+        assert g.untyped_storage().nbytes() == w.untyped_storage().nbytes(), label
+        assert g._base is None and g._base is w._base, label
         assert g.requires_grad == w.requires_grad, label
         assert g.is_conj() == w.is_conj() and g.is_neg() == w.is_neg(), label
         # torch's element types' alignment (complex128: 16); an 8-aligned complex128 crashes
@@ -179,8 +181,9 @@ def test_load_into_meta_module():
 
 def test_plain_state_dicts_take_the_columnwise_path_and_match_torch(tmp_path):
     """A state dict of distinct, mapped, flag-free tensors is built without the per-row loop
-    (mmckpt.torch._is_plain); one that shares a storage or holds a Parameter is not. Both
-    answers equal torch's, aliasing included."""
+    (mmckpt.torch._is_plain), through numpy when every tensor spans its whole storage; one that
+    shares a storage or holds a Parameter is not. Every answer equals torch's, aliasing and
+    storage lengths included."""
     from mmckpt._checkpoint import Checkpoint
     from mmckpt.torch import _ITEMSIZE_BY_CODE, _is_plain
 
@@ -196,12 +199,26 @@ def test_plain_state_dicts_take_the_columnwise_path_and_match_torch(tmp_path):
     shared["alias"] = plain["layer3.weight"][1:]
     param = collections.OrderedDict(plain)
     param["p"] = torch.nn.Parameter(torch.ones(3))
-    for label, obj, want_plain in [("plain", plain, True), ("shared", shared, False),
-                                   ("param", param, False)]:
+    # numpy has every dtype: one numpy array per storage...
+    native = collections.OrderedDict((k, v) for k, v in plain.items() if v.dtype != torch.bfloat16)
+    # ...unless a tensor is a part of its own storage.
+    partial = collections.OrderedDict(native)
+    partial["part"] = torch.arange(10.0).as_strided((3,), (2,), 1)
+    cases = [("plain", plain, True, False), ("native", native, True, True),
+             ("shared", shared, False, False), ("param", param, False, False),
+             ("partial", partial, True, False)]
+    for label, obj, want_plain, want_numpy in cases:
         path = str(tmp_path / f"{label}.pt")
         torch.save(obj, path)
         with Checkpoint(path) as ckpt:
             table = ckpt._table()
             itemsizes = [_ITEMSIZE_BY_CODE[c] for c in table.dtype_code]
             assert _is_plain(table, itemsizes) is want_plain, label
+            if want_plain:
+                base = table.data[0] - table.file_offset[0]
+                region = mmckpt.torch._storage_buffer(ckpt._live(), base, os.path.getsize(path))
+                offsets = [f - o * i for f, o, i in
+                           zip(table.file_offset, table.storage_offset, itemsizes)]
+                whole = mmckpt.torch._whole_storage_tensors(table, region, offsets)
+                assert (whole is not None) is want_numpy, label
         check_same(mmckpt.torch.load(path), torch_load(path), label)
