@@ -1067,6 +1067,7 @@ fn load_module(mut module: Module, ckpt: &Checkpoint, plan: &LoadPlan) -> Result
         contiguous: plan.contiguous,
         prefix: plan.prefix.clone(),
         prefetch: false,
+        tensor_parallel: None,
     };
     let report = module.load(ckpt, &options)?;
     Ok(Loaded {

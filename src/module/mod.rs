@@ -12,10 +12,12 @@ mod layers;
 mod load;
 mod report;
 mod spec;
+mod tensor_parallel;
 
 pub use load::{LoadOptions, OnTensor};
 pub use report::LoadReport;
 pub use spec::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
+pub use tensor_parallel::{SplitRule, TensorParallel};
 
 use crate::checkpoint::{new_storage_id, Backing, Checkpoint};
 use crate::container::{AlignedBuf, BorrowedBuf};
