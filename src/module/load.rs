@@ -535,6 +535,10 @@ fn copy_converted(t: &TensorRef<'_>, to: crate::dtype::DType, dst: &mut [u8]) {
         );
         let Ok(()) = streamed;
     };
+    if threads == 1 {
+        copy_part(0, dst);
+        return;
+    }
     std::thread::scope(|scope| {
         let mut parts = dst.chunks_mut(rows_per_part * row_dst).enumerate();
         let first = parts.next();
@@ -678,5 +682,61 @@ mod tests {
         };
         m.load(&ckpt, &options).unwrap();
         assert_eq!(m.get("w").unwrap().dtype(), DType::Float16);
+    }
+
+    /// A column share big enough to be copied on several threads, in uneven parts, equals
+    /// the columns it holds (also converted to a wider dtype).
+    #[test]
+    fn strided_shares_copy_in_parallel_parts() {
+        use super::super::{SplitRule, TensorParallel};
+        let (rows, cols) = (2047usize, 4096usize);
+        let values: Vec<f32> = (0..rows * cols).map(|i| (i % 1_000_003) as f32).collect();
+        let values = &values;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let desc = TensorDesc {
+            dtype: DType::Float32,
+            shape: [rows as i64, cols as i64].as_slice().into(),
+            strides: [cols as i64, 1].as_slice().into(),
+            storage_offset: 0,
+            numel: (rows * cols) as u64,
+            storage: 0,
+            requires_grad: false,
+            is_parameter: false,
+            conj: false,
+            neg: false,
+        };
+        let ckpt =
+            Checkpoint::from_parts(&bytes, &[(0, bytes.len())], vec![("w".into(), desc)]).unwrap();
+        let half = cols / 2;
+        assert!(crate::container::copy_threads(rows * half * 4) > 1 || num_cpus_is_one());
+        for dtype in [DType::Float32, DType::Float64] {
+            let mut m = Module::new("Net");
+            m.add(
+                "w",
+                dtype,
+                &[rows as i64, half as i64],
+                EntryKind::Parameter,
+            )
+            .unwrap();
+            m.materialize().unwrap();
+            let options = LoadOptions {
+                tensor_parallel: Some(TensorParallel::new(1, 2, vec![SplitRule::new("w", 1)])),
+                ..LoadOptions::default()
+            };
+            m.load(&ckpt, &options).unwrap();
+            let got = m.get("w").unwrap().bytes().unwrap();
+            let want: Vec<u8> = (0..rows)
+                .flat_map(|r| (half..cols).map(move |c| values[r * cols + c]))
+                .flat_map(|v| match dtype {
+                    DType::Float32 => v.to_le_bytes().to_vec(),
+                    _ => f64::from(v).to_le_bytes().to_vec(),
+                })
+                .collect();
+            assert!(got == want.as_slice(), "{dtype:?}");
+        }
+    }
+
+    fn num_cpus_is_one() -> bool {
+        std::thread::available_parallelism().map_or(true, |n| n.get() == 1)
     }
 }
