@@ -19,7 +19,9 @@ declares a module of the local shapes, materializes it and copy-loads its share 
 - the file mapping's Rss (smaps): pages of the file this process touched (faults map a few
   neighbours already in the page cache too: the kernel's fault-around, 64 KiB);
 - read_bytes (io): bytes this process caused to be read from the disk (its faults and their
-  read-ahead).
+  read-ahead);
+- the pages the share lies in, from the tensors' file offsets: the fewest pages any reader of
+  the share must touch.
 After the N ranks, mincore over the file counts the pages the page cache holds: the pages
 read in total, by all ranks together.
 """
@@ -44,13 +46,16 @@ def rank_main(path, rank, world, dim):
 
     with mmckpt.open(path) as ckpt:
         m = mmckpt.Module("Model")
+        needed = 0
         for name in ckpt:
             t = ckpt[name]
             shape = list(t.shape)
             n = shape[dim]
             size = -(-n // world)
-            shape[dim] = max(0, min(size, n - rank * size))
+            start = rank * size
+            shape[dim] = max(0, min(size, n - start))
             m.add(name, t.dtype, shape)
+            needed += share_pages(t, dim, start, shape[dim])
         m.materialize()
         start = time.perf_counter()
         m.load(ckpt, assign=False, tensor_parallel=(rank, world, {"*": dim}))
@@ -74,7 +79,25 @@ def rank_main(path, rank, world, dim):
         with open("/proc/self/io") as f:
             io = {k: int(v) for k, v in (line.split(": ") for line in f)}
         print(json.dumps(dict(status, mapped_rss=mapped_rss, read_bytes=io["read_bytes"],
+                              needed_pages=needed,
                               seconds=seconds, loaded_bytes=sum(e.nbytes for e in m.entries()))))
+
+
+def share_pages(t, dim, start, length):
+    """Pages of the file the share of 2-d row-major `t` lies in: the fewest any reader must
+    touch (one run of rows for dim 0; a run in every row for dim 1)."""
+    import numpy as np
+
+    rows, cols = t.shape
+    item = t.nbytes // (rows * cols)
+    base = t.file_offset
+    if dim == 0:
+        first, end = base + start * cols * item, base + (start + length) * cols * item
+        return (end - 1) // PAGE - first // PAGE + 1 if end > first else 0
+    row = base + np.arange(rows, dtype=np.int64) * cols * item + start * item
+    first, last = row // PAGE, (row + length * item - 1) // PAGE
+    # Runs ascend: consecutive runs share at most their boundary page.
+    return int((last - first + 1).sum() - (first[1:] == last[:-1]).sum())
 
 
 def write_inputs():
@@ -179,8 +202,9 @@ def main():
     print("Per rank, each rank alone on a cold file (MiB; fraction of the file):")
     print()
     print("| file | split | N | loaded | RssAnon | VmHWM | file pages mapped (smaps Rss) | "
-          "read from disk (io read_bytes) | in the page cache after (mincore) | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "read from disk (io read_bytes) | in the page cache after (mincore) | "
+          "pages the share lies in | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     totals = []
     for name in INPUTS:
         path = os.path.join(CACHE, name)
@@ -193,6 +217,7 @@ def main():
                       f"| {col('VmHWM')} | {col('mapped_rss', MiB, size)} "
                       f"| {col('read_bytes', MiB, size)} "
                       f"| {span([x['cached'] * PAGE for x in ranks], MiB, size)} "
+                      f"| {span([x['needed_pages'] * PAGE for x in ranks], MiB, size)} "
                       f"| {span([x['seconds'] for x in ranks], 1e-3)} ms |")
                 read, cached = together(path, world, dim)
                 totals.append((name, dim, world, size, read, cached))

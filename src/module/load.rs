@@ -116,6 +116,31 @@ impl Source<'_> {
             Source::Share(slice) => slice.tensor(),
         }
     }
+
+    /// Before a share of a mapped file is read: asks the kernel to read the bytes it spans
+    /// (`MADV_WILLNEED`). The faults of the copy then find their pages cached and start no
+    /// read-around of their own, which would read up to the device's read-ahead window
+    /// (megabytes) of the neighbouring ranks' shares around every run. The advice goes in
+    /// pieces of [`ADVISE_PIECE_BYTES`]: the kernel reads at most one read-ahead window per
+    /// call (`force_page_cache_ra`) and silently drops the rest of a longer range. Nothing for
+    /// whole tensors, which keep the kernel's sequential read-ahead (and the `prefetch`
+    /// option).
+    fn advise_share(&self) {
+        let Source::Share(slice) = self else {
+            return;
+        };
+        let t = slice.tensor();
+        if let Backing::File(source) = t.storage.backing() {
+            if t.storage.is_mapped() && t.desc.numel > 0 {
+                let start = t.storage.start() + t.desc.byte_offset() as usize;
+                let end = start + t.desc.span_bytes() as usize;
+                for piece in (start..end).step_by(ADVISE_PIECE_BYTES) {
+                    let len = ADVISE_PIECE_BYTES.min(end - piece);
+                    source.advise_will_need_range(piece, len);
+                }
+            }
+        }
+    }
 }
 
 /// A planned load step: (entry index, checkpoint table index, what it loads).
@@ -372,8 +397,10 @@ impl Module {
             let entry = &self.entries[*e];
             let view = view_of(t, entry);
             let (new, is_copy) = if options.convert && t.desc.dtype != entry.dtype {
+                source.advise_share();
                 (converted(t, entry), true)
             } else if options.contiguous && !view_is_contiguous(&view, entry) {
+                source.advise_share();
                 (row_major_copy(t, entry), true)
             } else {
                 (Ok(Data::View(view)), false)
@@ -419,6 +446,7 @@ impl Module {
         let save = strict && on_tensor.is_some();
         let mut saved: Vec<(usize, Vec<u8>)> = Vec::new();
         for (e, _, source) in pairs {
+            source.advise_share();
             let t = &source.tensor();
             let entry = &mut self.entries[*e];
             let to = entry.dtype;
@@ -550,6 +578,10 @@ fn copy_converted(t: &TensorRef<'_>, to: crate::dtype::DType, dst: &mut [u8]) {
         }
     });
 }
+
+/// The range of one `MADV_WILLNEED` call for a share: no longer than the smallest read-ahead
+/// window a device has by default (128 KiB), the most the kernel reads per call.
+const ADVISE_PIECE_BYTES: usize = 128 << 10;
 
 /// Pieces a strided copy gathers at a time (small enough to stay in cache).
 const COPY_PIECE_BYTES: usize = 256 << 10;
