@@ -339,3 +339,44 @@ fn mismatches_and_bad_options_are_refused_before_anything_changes() {
         .collect();
     assert_eq!(m.get("float32").unwrap().bytes().unwrap(), widened);
 }
+
+#[test]
+fn a_rank_skeleton_of_the_table_loads_strictly_without_assembling() {
+    let ckpt = open(&repo_path("tests/data/dcp/rank2"));
+    let tp = TensorParallel::new(
+        1,
+        2,
+        vec![SplitRule::new("row", 0), SplitRule::new("col", 1)],
+    );
+    let mut m = Module::from_checkpoint_for_rank(&ckpt, "", &tp).unwrap();
+    assert_eq!(m.get("row").unwrap().shape(), [4, 6]);
+    assert_eq!(m.get("col").unwrap().shape(), [4, 5]);
+    assert_eq!(m.get("uneven").unwrap().shape(), [5, 3]);
+    let options = LoadOptions {
+        assign: true,
+        tensor_parallel: Some(tp),
+        ..LoadOptions::default()
+    };
+    let report = m.load(&ckpt, &options).unwrap();
+    assert_eq!(report.message(), "<All keys matched successfully>");
+    // row and col are views of rank 1's chunks (not of an assembled whole).
+    for name in ["row", "col"] {
+        let chunk = ckpt.chunk_at(ckpt.index_of(name).unwrap(), 1).unwrap();
+        let entry = m.get(name).unwrap();
+        assert_eq!(entry.storage_id(), chunk.tensor().storage_id(), "{name}");
+        assert_eq!(entry.data_ptr(), chunk.tensor().data_ptr(), "{name}");
+    }
+
+    // A rank with no chunk of a tensor is named.
+    let tp = TensorParallel::new(3, 4, vec![SplitRule::new("uneven", 1)]);
+    let err = Module::from_checkpoint_for_rank(&ckpt, "", &tp).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ShapeMismatch);
+    assert!(
+        err.message.contains("no chunk of 'uneven'"),
+        "{}",
+        err.message
+    );
+    let bad = TensorParallel::new(2, 2, vec![]);
+    let err = Module::from_checkpoint_for_rank(&ckpt, "", &bad).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
+}

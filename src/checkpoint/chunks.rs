@@ -192,11 +192,16 @@ impl Checkpoint {
         Ok((self.table.tensor(row).map_err(Clone::clone)?, name))
     }
 
-    /// The shape of entry `index`'s whole tensor, without assembling a tensor saved in chunks
-    /// (a tensor-parallel load reads only its share of it).
-    pub(crate) fn whole_shape(&self, index: usize) -> Result<&[i64]> {
+    /// The description of entry `index`'s whole tensor (dtype, global shape), without
+    /// assembling a tensor saved in chunks (a tensor-parallel load reads only its share).
+    pub(crate) fn whole_desc(&self, index: usize) -> Result<&TensorDesc> {
         let (t, _) = self.entry(index)?;
-        Ok(&self.tensors[t].shape)
+        Ok(&self.tensors[t])
+    }
+
+    /// [`Checkpoint::whole_desc`]'s shape.
+    pub(crate) fn whole_shape(&self, index: usize) -> Result<&[i64]> {
+        Ok(&self.whole_desc(index)?.shape)
     }
 
     /// How many chunks entry `index`'s tensor was saved in: 1 for every tensor of a

@@ -109,6 +109,35 @@ impl TensorParallel {
         self.rules.iter().find(|r| glob_matches(&r.pattern, name))
     }
 
+    /// The shape entry `name` has on this rank when the checkpoint's tensor has `shape`: the
+    /// shape of `torch.chunk(t, world, dim)[rank]` for an entry a rule splits, `shape` itself
+    /// for a replicated one, and `None` when torch.chunk gives this rank no chunk. What to
+    /// declare a module's entries with (a module mirroring a checkpoint's table, for one
+    /// rank). A rule's `dim` out of range for `shape` is `InvalidArgument`.
+    ///
+    /// ```
+    /// use mmckpt::{SplitRule, TensorParallel};
+    ///
+    /// let tp = TensorParallel::new(3, 4, vec![SplitRule::new("*.weight", 1)]);
+    /// assert_eq!(tp.local_shape("fc.weight", &[6, 10])?, Some(vec![6, 1])); // 3, 3, 3, 1
+    /// assert_eq!(tp.local_shape("fc.bias", &[6])?, Some(vec![6]));
+    /// assert_eq!(tp.local_shape("fc.weight", &[6, 5])?, None); // 2, 2, 1: no fourth chunk
+    /// # Ok::<(), mmckpt::Error>(())
+    /// ```
+    pub fn local_shape(&self, name: &str, shape: &[i64]) -> Result<Option<Vec<i64>>> {
+        let Some(rule) = self.rule_for(name) else {
+            return Ok(Some(shape.to_vec()));
+        };
+        Ok(match self.share(name, rule, shape)? {
+            Share::Slice { dim, length, .. } => {
+                let mut local = shape.to_vec();
+                local[dim] = length;
+                Some(local)
+            }
+            Share::None { .. } => None,
+        })
+    }
+
     /// This rank's share of a tensor of `shape` split along `dim` by torch.chunk; a `dim` out
     /// of range is `InvalidArgument` naming the entry and the rule.
     pub(crate) fn share(&self, name: &str, rule: &SplitRule, shape: &[i64]) -> Result<Share> {
