@@ -124,7 +124,9 @@ static void static_initialisers_equal_init(void) {
   CHECK(a.version == b.version && a.flags == b.flags && a.root == b.root);
   CHECK_OK(mmckpt_load_options_init(&d, MMCKPT_LOAD_OPTIONS_VERSION));
   CHECK(c.version == d.version && c.flags == d.flags && c.prefix == d.prefix &&
-        c.on_tensor == d.on_tensor && c.user_data == d.user_data);
+        c.on_tensor == d.on_tensor && c.user_data == d.user_data && c.tp_rank == d.tp_rank &&
+        c.tp_world == d.tp_world && c.split_rules == d.split_rules &&
+        c.split_rule_count == d.split_rule_count);
 }
 
 int main(int argc, char **argv) {

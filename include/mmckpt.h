@@ -902,10 +902,11 @@ mmckpt_status mmckpt_checkpoint_value_child_key(const mmckpt_checkpoint *ckpt,
 
 /**
  * The newest version of mmckpt_load_options this header declares. Version 1: `version`,
- * `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
- * its own.
+ * `flags`, `prefix`, `on_tensor`, `user_data`; version 2 adds `tp_rank`, `tp_world`,
+ * `split_rules`, `split_rule_count` (tensor-parallel loads). The library accepts every
+ * version from 1 to its own.
  */
-#define MMCKPT_LOAD_OPTIONS_VERSION 1
+#define MMCKPT_LOAD_OPTIONS_VERSION 2
 
 /**
  * The outcome of a successful load: missing and unexpected keys and torch's wording. Opaque;
@@ -941,6 +942,23 @@ typedef struct mmckpt_module mmckpt_module;
 typedef int32_t (*mmckpt_tensor_fn)(void *user_data, const mmckpt_tensor *entry);
 
 /**
+ * A tensor-parallel split rule (mmckpt_load_options version 2): the entries whose name
+ * matches `pattern` are split along `dim`.
+ */
+typedef struct mmckpt_split_rule {
+  /**
+   * A glob matched against the whole entry name (the module's, after the prefix is stripped
+   * from the checkpoint's key): `*` matches any run of characters, dots included; every
+   * other character matches itself ("*.q_proj.weight"). Not NULL, not empty.
+   */
+  const char *pattern;
+  /**
+   * The dimension the matching entries are split along; negative counts from the end.
+   */
+  int64_t dim;
+} mmckpt_split_rule;
+
+/**
  * Options for mmckpt_module_load. Initialise with mmckpt_load_options_init(&opts,
  * MMCKPT_LOAD_OPTIONS_VERSION) or `= MMCKPT_LOAD_OPTIONS_INIT`; fields added in later
  * versions come after these, and the library reads only the fields of `version`.
@@ -968,6 +986,31 @@ typedef struct mmckpt_load_options {
    * Passed to on_tensor as is.
    */
   void *user_data;
+  /**
+   * Version 2. This process's tensor-parallel rank, 0 <= tp_rank < tp_world.
+   */
+  uint32_t tp_rank;
+  /**
+   * Version 2. The tensor-parallel world size. 0 (with tp_rank 0 and no rules, the
+   * defaults) loads every entry whole. Otherwise an entry matching a rule in `split_rules`
+   * (the first that matches wins) receives `torch.chunk(t, tp_world, dim)[tp_rank]` of the
+   * checkpoint tensor `t` and must be declared with that (local) shape; entries matching
+   * no rule are loaded whole (replicated). ASSIGN binds the share as a view (a split along
+   * a dimension after the first is a strided view; CONTIGUOUS copies only its bytes); a
+   * copy load copies only the share's bytes. A rank torch.chunk gives no chunk, or a
+   * declared shape other than the share's, is MMCKPT_ERR_SHAPE_MISMATCH in torch's words;
+   * a world of 0 with a rank or rules, tp_rank >= tp_world, an empty pattern or a dim out
+   * of range for a matched tensor is MMCKPT_ERR_INVALID_ARGUMENT.
+   */
+  uint32_t tp_world;
+  /**
+   * Version 2. Nullable when split_rule_count is 0; read during the call only.
+   */
+  const struct mmckpt_split_rule *split_rules;
+  /**
+   * Version 2. Number of rules at split_rules.
+   */
+  size_t split_rule_count;
 } mmckpt_load_options;
 
 #ifdef __cplusplus
@@ -1144,7 +1187,7 @@ void mmckpt_load_report_free(struct mmckpt_load_report *r);
 /* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as
  * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load and save options. */
 #define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
-#define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }
+#define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL, 0, 0, NULL, 0 }
 #define MMCKPT_SAVE_OPTIONS_INIT { MMCKPT_SAVE_OPTIONS_VERSION, 0, 0, NULL, NULL }
 
 /* ==== DLPack and batched description ==================================================*/

@@ -73,6 +73,7 @@ pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use module::convert::{can_convert, convert_elements};
 pub use module::{Entry, EntryKind, LoadOptions, LoadReport, Module, OnTensor};
+pub use module::{SplitRule, TensorParallel};
 pub use module::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
 pub use pickle::PickleLimits;
 pub use tree::ValueKind;

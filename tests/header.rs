@@ -74,7 +74,7 @@ const DLPACK_DECLARATION: &str = "struct DLManagedTensorVersioned;\nstruct DLMan
 const INITIALISERS: &str = "/* Static initialisers: `mmckpt_open_options o = MMCKPT_OPEN_OPTIONS_INIT;` is the same as
  * mmckpt_open_options_init(&o, MMCKPT_OPEN_OPTIONS_VERSION), and likewise for load and save options. */
 #define MMCKPT_OPEN_OPTIONS_INIT { MMCKPT_OPEN_OPTIONS_VERSION, 0, NULL }
-#define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL }
+#define MMCKPT_LOAD_OPTIONS_INIT { MMCKPT_LOAD_OPTIONS_VERSION, MMCKPT_LOAD_STRICT, NULL, NULL, NULL, 0, 0, NULL, 0 }
 #define MMCKPT_SAVE_OPTIONS_INIT { MMCKPT_SAVE_OPTIONS_VERSION, 0, 0, NULL, NULL }
 ";
 

@@ -269,6 +269,7 @@ fn open_and_load(path: &Path) {
             contiguous: false,
             prefix: String::new(),
             prefetch: false,
+            tensor_parallel: None,
         };
         if let Err(e) = module.load(&ckpt, &options) {
             assert!(

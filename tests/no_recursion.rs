@@ -91,6 +91,7 @@ fn a_module_with_a_million_segment_name_loads_and_reports() {
                     contiguous: false,
                     prefix: String::new(),
                     prefetch: false,
+                    tensor_parallel: None,
                 };
                 let report = module.load(&ckpt, &options).unwrap();
                 assert!(!report.is_failure(), "{}", report.message());

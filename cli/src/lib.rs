@@ -9,7 +9,8 @@
 
 use mmckpt::{
     save_with_progress, Checkpoint, DType, Error, ErrorKind, LoadOptions, LoadReport, Module,
-    OpenMode, OpenOptions, SaveFormat, SaveOptions, Tensor, ValueKind, ValueLimits, ValueRef,
+    OpenMode, OpenOptions, SaveFormat, SaveOptions, SplitRule, Tensor, TensorParallel, ValueKind,
+    ValueLimits, ValueRef,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -29,7 +30,8 @@ macro_rules! ls_synopsis {
 macro_rules! load_synopsis {
     () => {
         "  mmckpt load FILE [--spec SPEC] [--copy] [--contiguous] [--dtype DTYPE] [--prefix P]
-                   [--non-strict] [--root PATH] [--read] [--quiet]"
+                   [--non-strict] [--root PATH] [--read] [--quiet]
+                   [--tp RANK/WORLD [--split PATTERN=DIM]...]"
     };
 }
 
@@ -139,6 +141,12 @@ options:
   --root PATH      take the tensors under the sub-object PATH
   --read           read the file into memory instead of mapping it
   --quiet          print no entry rows
+  --tp RANK/WORLD  load tensor-parallel rank RANK's share (0 <= RANK < WORLD): entries a
+                   split rule matches get torch.chunk(t, WORLD, DIM)[RANK], the others are
+                   loaded whole; without --spec the module is FILE's table with those shapes
+  --split PATTERN=DIM
+                   split the entries whose name matches PATTERN ('*' matches any run of
+                   characters) along DIM; repeatable, the first matching rule wins
   -h, --help       this text"
 );
 
@@ -977,6 +985,7 @@ impl LoadArgs {
     fn parse(mut parser: lexopt::Parser) -> Result<Parsed<LoadArgs>, Error> {
         let (mut file, mut open, mut spec, mut quiet) = (None, Open::default(), None, false);
         let mut plan = LoadPlan::default();
+        let (mut tp, mut rules) = (None, Vec::new());
         while let Some(arg) = parser.next().map_err(usage)? {
             match arg {
                 lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Parsed::Help),
@@ -1000,9 +1009,26 @@ impl LoadArgs {
                 }
                 lexopt::Arg::Long("non-strict") => plan.non_strict = true,
                 lexopt::Arg::Long("quiet") => quiet = true,
+                lexopt::Arg::Long("tp") => {
+                    let value = string(parser.value().map_err(usage)?)?;
+                    tp = Some(parse_rank(&value)?);
+                }
+                lexopt::Arg::Long("split") => {
+                    let value = string(parser.value().map_err(usage)?)?;
+                    rules.push(parse_split(&value)?);
+                }
                 other => take_file(&mut file, other)?,
             }
         }
+        plan.tensor_parallel = match (tp, rules.is_empty()) {
+            (Some((rank, world)), _) => Some(TensorParallel::new(rank, world, rules)),
+            (None, true) => None,
+            (None, false) => {
+                return Err(Error::invalid_argument(
+                    "--split needs --tp RANK/WORLD (which rank's share to load)",
+                ))
+            }
+        };
         Ok(Parsed::Run(LoadArgs {
             file: required(file)?,
             open,
@@ -1011,6 +1037,30 @@ impl LoadArgs {
             quiet,
         }))
     }
+}
+
+/// `--tp RANK/WORLD`.
+fn parse_rank(value: &str) -> Result<(usize, usize), Error> {
+    let parsed = value
+        .split_once('/')
+        .and_then(|(rank, world)| Some((rank.parse().ok()?, world.parse().ok()?)));
+    parsed.ok_or_else(|| {
+        Error::invalid_argument(format!(
+            "--tp {value}: expected RANK/WORLD, two non-negative integers (e.g. 1/4)"
+        ))
+    })
+}
+
+/// `--split PATTERN=DIM` (the last `=` separates them: a pattern may hold one).
+fn parse_split(value: &str) -> Result<SplitRule, Error> {
+    let parsed = value
+        .rsplit_once('=')
+        .and_then(|(pattern, dim)| Some(SplitRule::new(pattern, dim.parse().ok()?)));
+    parsed.ok_or_else(|| {
+        Error::invalid_argument(format!(
+            "--split {value}: expected PATTERN=DIM, DIM an integer (e.g. '*.q_proj.weight=0')"
+        ))
+    })
 }
 
 /// How `load` loads: the module to build and the load options (`convert` follows `dtype`).
@@ -1028,6 +1078,9 @@ pub struct LoadPlan {
     pub prefix: String,
     /// Missing or unexpected keys do not fail the load.
     pub non_strict: bool,
+    /// Load one tensor-parallel rank's share (a module built from the table gets its local
+    /// shapes).
+    pub tensor_parallel: Option<TensorParallel>,
 }
 
 /// A finished load: the module, torch's report, and when building and loading ended.
@@ -1046,9 +1099,18 @@ pub struct Loaded {
 pub fn load_checkpoint(ckpt: &Checkpoint, plan: &LoadPlan) -> Result<Loaded, Error> {
     let module = match &plan.spec {
         Some(json) => Module::from_spec(json)?,
-        None => Module::from_checkpoint_under(ckpt, &plan.prefix)?,
+        None => module_from_table(ckpt, plan)?,
     };
     load_module(module, ckpt, plan)
+}
+
+/// The module mirroring `ckpt`'s table under the plan's prefix (with one rank's local shapes
+/// for a tensor-parallel plan).
+fn module_from_table(ckpt: &Checkpoint, plan: &LoadPlan) -> Result<Module, Error> {
+    match &plan.tensor_parallel {
+        Some(tp) => Module::from_checkpoint_for_rank(ckpt, &plan.prefix, tp),
+        None => Module::from_checkpoint_under(ckpt, &plan.prefix),
+    }
 }
 
 /// Loads `ckpt` into `module` (built from a spec, or from the checkpoint) as `plan` says.
@@ -1067,6 +1129,7 @@ fn load_module(mut module: Module, ckpt: &Checkpoint, plan: &LoadPlan) -> Result
         contiguous: plan.contiguous,
         prefix: plan.prefix.clone(),
         prefetch: false,
+        tensor_parallel: plan.tensor_parallel.clone(),
     };
     let report = module.load(ckpt, &options)?;
     Ok(Loaded {
@@ -1107,7 +1170,7 @@ fn load(args: &LoadArgs, out: &mut dyn Write) -> Result<(), Error> {
     let opened = Instant::now();
     let module = match spec_module {
         Some(module) => module,
-        None => Module::from_checkpoint_under(&ckpt, &plan.prefix)?,
+        None => module_from_table(&ckpt, plan)?,
     };
     let loaded = load_module(module, &ckpt, plan)?;
     let mut out = io::BufWriter::new(out);

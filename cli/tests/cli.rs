@@ -852,3 +852,58 @@ fn ls_reads_a_distributed_checkpoint_directory() {
         "{out}"
     );
 }
+
+/// `load --tp RANK/WORLD --split PATTERN=DIM`: the module built from the table has the rank's
+/// local shapes (torch.chunk's), the first matching rule wins, unmatched entries are whole;
+/// and the argument errors.
+#[test]
+fn load_tensor_parallel_builds_and_loads_the_rank_share() {
+    let dir = repo_path("tests/data/dcp/rank4");
+    let dir = dir.to_str().unwrap();
+    let (code, out, err) = cli(&[
+        "load", dir, "--tp", "1/4", "--split", "row=0", "--split", "c*=-1", "--split", "*=0",
+        "--copy",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let shape_of = |name: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{out}"));
+        line.split_whitespace()
+            .skip(2)
+            .take_while(|w| !w.ends_with("copied"))
+            .collect::<String>()
+    };
+    // row [8, 4] on dim 0, col [3, 8] on dim 1, short [3, 2] and rep [5] by the catch-all.
+    assert_eq!(shape_of("row"), "[2,4]");
+    assert_eq!(shape_of("col"), "[3,2]");
+    assert_eq!(shape_of("short"), "[1,2]");
+    assert_eq!(shape_of("rep"), "[2]");
+    assert!(out.contains("<All keys matched successfully>"), "{out}");
+
+    let (code, _, err) = cli(&["load", dir, "--tp", "3/4", "--split", "short=0"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("MMCKPT_ERR_SHAPE_MISMATCH") && err.contains("no chunk of 'short'"),
+        "{err}"
+    );
+    for (args, words) in [
+        (&["--split", "*=0"][..], "--split needs --tp"),
+        (&["--tp", "4"][..], "--tp 4: expected RANK/WORLD"),
+        (
+            &["--tp", "1/4", "--split", "row"][..],
+            "--split row: expected PATTERN=DIM",
+        ),
+        (
+            &["--tp", "4/4"][..],
+            "rank 4 is out of range for world size 4",
+        ),
+    ] {
+        let mut all = vec!["load", dir];
+        all.extend_from_slice(args);
+        let (code, _, err) = cli(&all);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(words), "{args:?}: {err}");
+    }
+}

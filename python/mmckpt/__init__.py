@@ -10,7 +10,7 @@
 """
 
 from ._checkpoint import Checkpoint, Chunk, Tensor, TensorInfo, TensorView, open
-from ._module import LoadReport, Module, ModuleEntry
+from ._module import LoadReport, Module, ModuleEntry, TensorParallel
 from ._errors import (
     BufferTooSmallError,
     CallbackError,
@@ -44,6 +44,7 @@ __all__ = [
     "Module",
     "ModuleEntry",
     "LoadReport",
+    "TensorParallel",
     "Error",
     "NullArgumentError",
     "InvalidArgumentError",

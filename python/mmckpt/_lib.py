@@ -69,14 +69,26 @@ class mmckpt_open_options(Structure):
     _fields_ = [("version", c_uint32), ("flags", c_uint32), ("root", c_char_p)]
 
 
+class mmckpt_split_rule(Structure):
+    _fields_ = [("pattern", c_char_p), ("dim", c_int64)]
+
+
 class mmckpt_load_options(Structure):
+    # Version 2 (LOAD_OPTIONS_VERSION): version 1's fields, then the tensor-parallel ones.
     _fields_ = [
         ("version", c_uint32),
         ("flags", c_uint32),
         ("prefix", c_char_p),
         ("on_tensor", c_void_p),
         ("user_data", c_void_p),
+        ("tp_rank", c_uint32),
+        ("tp_world", c_uint32),
+        ("split_rules", POINTER(mmckpt_split_rule)),
+        ("split_rule_count", c_size_t),
     ]
+
+
+LOAD_OPTIONS_VERSION = 2
 
 
 OPEN_STRICT = 1 << 0

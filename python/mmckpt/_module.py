@@ -6,7 +6,8 @@ from __future__ import annotations
 import ctypes
 import json
 from ctypes import byref, c_int64, c_void_p
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _lib
 from ._checkpoint import Checkpoint, Row, TensorInfo, _Exportable, row_from_struct
@@ -15,6 +16,27 @@ from ._errors import InvalidArgumentError, NotFoundError, StateError
 from ._lib import check, lib
 
 OnTensor = Callable[[TensorInfo], Optional[bool]]
+
+
+@dataclass(frozen=True)
+class TensorParallel:
+    """One rank's share of a tensor-parallel model, for :meth:`Module.load`.
+
+    ``rules`` maps a name pattern (``*`` matches any run of characters, dots included; the
+    whole entry name must match) to the dimension matching entries are split along; the
+    first pattern (in the mapping's order) that matches an entry wins. A split entry
+    receives ``torch.chunk(t, world, dim)[rank]`` of the checkpoint tensor ``t`` and must be
+    declared with that (local) shape; an entry no pattern matches is loaded whole
+    (replicated). ``TensorParallel(1, 2, {"*.q_proj.weight": 0, "*.o_proj.weight": 1})``
+    is rank 1 of 2 of a column-parallel ``q_proj`` and a row-parallel ``o_proj``.
+    """
+
+    rank: int
+    world: int
+    rules: Mapping[str, int] = field(default_factory=dict)
+
+
+TensorParallelSpec = Union[TensorParallel, Tuple[int, int, Mapping[str, int]]]
 
 
 class _ModuleHandle:
@@ -276,6 +298,7 @@ class Module(Mapping[str, ModuleEntry]):
         prefix: Optional[str] = None,
         contiguous: bool = False,
         on_tensor: Optional[OnTensor] = None,
+        tensor_parallel: Optional[TensorParallelSpec] = None,
     ) -> LoadReport:
         """Loads a checkpoint as ``load_state_dict(state, strict=strict, assign=assign)`` does.
 
@@ -291,6 +314,13 @@ class Module(Mapping[str, ModuleEntry]):
         ``copied``). ``on_tensor(info)`` is called per loaded entry in file order with a
         :class:`TensorInfo`; returning ``False`` stops the load (:class:`CallbackError`), and
         an exception it raises stops the load and is raised, as it was, from here.
+        ``tensor_parallel``: a :class:`TensorParallel` (or a ``(rank, world, rules)`` tuple)
+        loads one rank's share: entries its rules split get ``torch.chunk(t, world,
+        dim)[rank]`` (declare them with that shape; with ``assign`` a zero-copy view, strided
+        for a split after the first dimension; copies read only the share's bytes), the rest
+        are loaded whole. Shapes that do not fit raise :class:`ShapeMismatchError` in torch's
+        words; a rank outside ``range(world)`` or a dimension out of range for a tensor,
+        :class:`InvalidArgumentError`.
         """
         if dtype not in (None, "module"):
             raise InvalidArgumentError(
@@ -300,7 +330,7 @@ class Module(Mapping[str, ModuleEntry]):
             )
         handle = self._live()
         opts = _lib.mmckpt_load_options()
-        check(lib.mmckpt_load_options_init(byref(opts), 1))
+        check(lib.mmckpt_load_options_init(byref(opts), _lib.LOAD_OPTIONS_VERSION))
         flags = 0
         if assign:
             flags |= _lib.LOAD_ASSIGN
@@ -312,12 +342,14 @@ class Module(Mapping[str, ModuleEntry]):
             flags |= _lib.LOAD_CONTIGUOUS
         opts.flags = flags
         opts.prefix = prefix.encode() if prefix is not None else None
+        rules = _split_rules(opts, tensor_parallel)  # kept alive until the call returns
         callback = _Callback(on_tensor) if on_tensor is not None else None
         if callback is not None:
             opts.on_tensor = ctypes.cast(callback.c_function, c_void_p)
         report = c_void_p()
         handle.generation += 1
         status = lib.mmckpt_module_load(handle.ptr, ckpt._live().ptr, byref(opts), byref(report))
+        del rules
         if callback is not None and callback.raised is not None:
             raise callback.raised
         check(status)
@@ -407,3 +439,30 @@ def _writable_memory(buffer: Any) -> "tuple[int, int, Any]":
         return 0, 0, buffer
     array = (ctypes.c_char * view.nbytes).from_buffer(view)
     return ctypes.addressof(array), view.nbytes, array
+
+
+def _split_rules(opts: Any, spec: Optional[TensorParallelSpec]) -> Any:
+    """Fills the tensor-parallel fields of ``opts``; returns the rule array they point to."""
+    if spec is None:
+        return None
+    tp = spec if isinstance(spec, TensorParallel) else TensorParallel(*spec)
+    for value, what in ((tp.rank, "rank"), (tp.world, "world")):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+            raise InvalidArgumentError(
+                f"tensor_parallel {what} must be an int in [0, 2**32), not {value!r}",
+                InvalidArgumentError.status,
+            )
+    rules = (_lib.mmckpt_split_rule * max(len(tp.rules), 1))()
+    for i, (pattern, dim) in enumerate(tp.rules.items()):
+        if not isinstance(pattern, str) or isinstance(dim, bool) or not isinstance(dim, int):
+            raise InvalidArgumentError(
+                f"tensor_parallel rules map str patterns to int dims, not {pattern!r}: {dim!r}",
+                InvalidArgumentError.status,
+            )
+        rules[i].pattern = pattern.encode()
+        rules[i].dim = dim
+    opts.tp_rank = tp.rank
+    opts.tp_world = tp.world
+    opts.split_rules = rules
+    opts.split_rule_count = len(tp.rules)
+    return rules

@@ -167,11 +167,12 @@ fn check_narrow(shape: &[i64], dim: i64, start: i64, length: i64) -> Result<(usi
     Ok((dim, start))
 }
 
-/// `desc` narrowed to `[start, start + length)` along `dim`: same strides, offset advanced.
+/// `desc` narrowed to `[start, start + length)` along `dim`: same strides, offset advanced
+/// (not for an empty slice, which reaches no byte: its offset stays inside the storage).
 fn narrowed(desc: &TensorDesc, dim: usize, start: i64, length: i64) -> TensorDesc {
     let mut shape = desc.shape.to_vec();
     shape[dim] = length;
-    let offset = if length == 0 {
+    let offset = if shape.contains(&0) {
         desc.storage_offset
     } else {
         desc.storage_offset + start * desc.strides[dim]
@@ -189,6 +190,18 @@ impl Checkpoint {
             )));
         };
         Ok((self.table.tensor(row).map_err(Clone::clone)?, name))
+    }
+
+    /// The description of entry `index`'s whole tensor (dtype, global shape), without
+    /// assembling a tensor saved in chunks (a tensor-parallel load reads only its share).
+    pub(crate) fn whole_desc(&self, index: usize) -> Result<&TensorDesc> {
+        let (t, _) = self.entry(index)?;
+        Ok(&self.tensors[t])
+    }
+
+    /// [`Checkpoint::whole_desc`]'s shape.
+    pub(crate) fn whole_shape(&self, index: usize) -> Result<&[i64]> {
+        Ok(&self.whole_desc(index)?.shape)
     }
 
     /// How many chunks entry `index`'s tensor was saved in: 1 for every tensor of a

@@ -434,17 +434,24 @@ impl Source {
     }
 
     /// Asks the kernel to start reading `bytes()[start..start + len]` in now
-    /// (`MADV_WILLNEED` on the pages holding it); a no-op for owned bytes.
+    /// (`MADV_WILLNEED` on the pages holding it; a private mapping reads the same page cache);
+    /// a no-op for owned bytes.
     pub fn advise_will_need_range(&self, start: usize, len: usize) {
-        let map: &memmap2::Mmap = match &self.backing {
-            FileBytes::Mapped(map) => map,
-            FileBytes::MappedCopyOnWrite(_) | FileBytes::Owned(_) | FileBytes::Sparse(_) => return,
+        let map_len = match &self.backing {
+            FileBytes::Mapped(map) => map.len(),
+            FileBytes::MappedCopyOnWrite(map) => map.len(),
+            FileBytes::Owned(_) | FileBytes::Sparse(_) => return,
         };
         let page = page_size();
         let first = start / page * page;
-        let end = start.saturating_add(len).min(map.len());
+        let end = start.saturating_add(len).min(map_len);
         if end > first {
-            let _ = map.advise_range(memmap2::Advice::WillNeed, first, end - first);
+            let advice = memmap2::Advice::WillNeed;
+            let _ = match &self.backing {
+                FileBytes::Mapped(map) => map.advise_range(advice, first, end - first),
+                FileBytes::MappedCopyOnWrite(map) => map.advise_range(advice, first, end - first),
+                FileBytes::Owned(_) | FileBytes::Sparse(_) => Ok(()),
+            };
         }
     }
 

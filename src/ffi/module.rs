@@ -16,7 +16,7 @@ use super::types::{mmckpt_dtype_value, mmckpt_tensor};
 use crate::container::BorrowedBuf;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::module::{Entry, EntryKind, LoadOptions, LoadReport, Module};
+use crate::module::{Entry, EntryKind, LoadOptions, LoadReport, Module, SplitRule, TensorParallel};
 use std::ffi::{c_char, c_void, CString};
 use std::ptr::{addr_of, addr_of_mut};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -364,9 +364,22 @@ const LOAD_FLAGS: u32 = MMCKPT_LOAD_ASSIGN
     | MMCKPT_LOAD_PREFETCH;
 
 /// The newest version of mmckpt_load_options this header declares. Version 1: `version`,
-/// `flags`, `prefix`, `on_tensor`, `user_data`. The library accepts every version from 1 to
-/// its own.
-pub const MMCKPT_LOAD_OPTIONS_VERSION: u32 = 1;
+/// `flags`, `prefix`, `on_tensor`, `user_data`; version 2 adds `tp_rank`, `tp_world`,
+/// `split_rules`, `split_rule_count` (tensor-parallel loads). The library accepts every
+/// version from 1 to its own.
+pub const MMCKPT_LOAD_OPTIONS_VERSION: u32 = 2;
+
+/// A tensor-parallel split rule (mmckpt_load_options version 2): the entries whose name
+/// matches `pattern` are split along `dim`.
+#[repr(C)]
+pub struct mmckpt_split_rule {
+    /// A glob matched against the whole entry name (the module's, after the prefix is stripped
+    /// from the checkpoint's key): `*` matches any run of characters, dots included; every
+    /// other character matches itself ("*.q_proj.weight"). Not NULL, not empty.
+    pub pattern: *const c_char,
+    /// The dimension the matching entries are split along; negative counts from the end.
+    pub dim: i64,
+}
 
 /// Options for mmckpt_module_load. Initialise with mmckpt_load_options_init(&opts,
 /// MMCKPT_LOAD_OPTIONS_VERSION) or `= MMCKPT_LOAD_OPTIONS_INIT`; fields added in later
@@ -385,17 +398,39 @@ pub struct mmckpt_load_options {
     pub on_tensor: mmckpt_tensor_fn,
     /// Passed to on_tensor as is.
     pub user_data: *mut c_void,
+    /// Version 2. This process's tensor-parallel rank, 0 <= tp_rank < tp_world.
+    pub tp_rank: u32,
+    /// Version 2. The tensor-parallel world size. 0 (with tp_rank 0 and no rules, the
+    /// defaults) loads every entry whole. Otherwise an entry matching a rule in `split_rules`
+    /// (the first that matches wins) receives `torch.chunk(t, tp_world, dim)[tp_rank]` of the
+    /// checkpoint tensor `t` and must be declared with that (local) shape; entries matching
+    /// no rule are loaded whole (replicated). ASSIGN binds the share as a view (a split along
+    /// a dimension after the first is a strided view; CONTIGUOUS copies only its bytes); a
+    /// copy load copies only the share's bytes. A rank torch.chunk gives no chunk, or a
+    /// declared shape other than the share's, is MMCKPT_ERR_SHAPE_MISMATCH in torch's words;
+    /// a world of 0 with a rank or rules, tp_rank >= tp_world, an empty pattern or a dim out
+    /// of range for a matched tensor is MMCKPT_ERR_INVALID_ARGUMENT.
+    pub tp_world: u32,
+    /// Version 2. Nullable when split_rule_count is 0; read during the call only.
+    pub split_rules: *const mmckpt_split_rule,
+    /// Version 2. Number of rules at split_rules.
+    pub split_rule_count: usize,
 }
 
-// SAFETY: repr(C), starts with the u32 version; u32, raw pointers and a nullable function
-// pointer accept any bits a C caller can write.
+// SAFETY: repr(C), starts with the u32 version; u32, usize, raw pointers and a nullable
+// function pointer accept any bits a C caller can write.
 unsafe impl Versioned for mmckpt_load_options {
     const NAME: &'static str = "mmckpt_load_options";
     const INIT: &'static str = "mmckpt_load_options_init";
     const CURRENT: u32 = MMCKPT_LOAD_OPTIONS_VERSION;
-    fn prefix_len(_version: u32) -> usize {
-        // Version 1 is every field.
-        std::mem::offset_of!(mmckpt_load_options, user_data) + std::mem::size_of::<*mut c_void>()
+    fn prefix_len(version: u32) -> usize {
+        if version == 1 {
+            std::mem::offset_of!(mmckpt_load_options, user_data)
+                + std::mem::size_of::<*mut c_void>()
+        } else {
+            std::mem::offset_of!(mmckpt_load_options, split_rule_count)
+                + std::mem::size_of::<usize>()
+        }
     }
     fn defaults() -> Self {
         mmckpt_load_options {
@@ -404,6 +439,10 @@ unsafe impl Versioned for mmckpt_load_options {
             prefix: std::ptr::null(),
             on_tensor: None,
             user_data: std::ptr::null_mut(),
+            tp_rank: 0,
+            tp_world: 0,
+            split_rules: std::ptr::null(),
+            split_rule_count: 0,
         }
     }
 }
@@ -466,7 +505,29 @@ fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option
     options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
         .unwrap_or("")
         .to_string();
+    options.tensor_parallel = tensor_parallel(&opts)?;
     Ok((options, opts.on_tensor.map(|f| (f, opts.user_data))))
+}
+
+/// The version-2 fields as the core's options: `None` when all are the defaults (a version-1
+/// caller's, too); otherwise as given, for the core to check (a world of 0 included).
+fn tensor_parallel(opts: &mmckpt_load_options) -> Result<Option<TensorParallel>> {
+    if opts.tp_world == 0 && opts.tp_rank == 0 && opts.split_rule_count == 0 {
+        return Ok(None);
+    }
+    let rules = arg_slice(opts.split_rules, opts.split_rule_count, "opts.split_rules")?
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let pattern = arg_str(rule.pattern, &format!("opts.split_rules[{i}].pattern"))?;
+            Ok(SplitRule::new(pattern, rule.dim))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(TensorParallel::new(
+        opts.tp_rank as usize,
+        opts.tp_world as usize,
+        rules,
+    )))
 }
 
 /// Marks a module handle as being loaded for as long as it lives; on drop (also when a panic
@@ -741,12 +802,17 @@ mod tests {
             prefix: std::ptr::null(),
             on_tensor: None,
             user_data: std::ptr::null_mut(),
+            tp_rank: 7,
+            tp_world: 7,
+            split_rules: std::ptr::null(),
+            split_rule_count: 0,
         };
         assert_eq!(
             mmckpt_load_options_init(&mut opts, MMCKPT_LOAD_OPTIONS_VERSION),
             MMCKPT_OK
         );
         assert_eq!(opts.flags, MMCKPT_LOAD_STRICT);
+        assert_eq!((opts.tp_rank, opts.tp_world), (0, 0));
         opts.prefix = c"module".as_ptr();
         assert_eq!(
             mmckpt_module_load(m, &ckpt, &opts, std::ptr::null_mut()),
@@ -821,6 +887,78 @@ mod tests {
             load_options(&opts).is_err(),
             "the next bit is still unknown"
         );
+    }
+
+    #[test]
+    fn version_2_fields_set_the_tensor_parallel_option() {
+        // A version-1 caller's struct (shorter) still reads, with no tensor parallelism.
+        #[repr(C)]
+        struct Version1 {
+            version: u32,
+            flags: u32,
+            prefix: *const c_char,
+            on_tensor: mmckpt_tensor_fn,
+            user_data: *mut c_void,
+        }
+        let v1 = Version1 {
+            version: 1,
+            flags: MMCKPT_LOAD_STRICT | MMCKPT_LOAD_ASSIGN,
+            prefix: std::ptr::null(),
+            on_tensor: None,
+            user_data: std::ptr::null_mut(),
+        };
+        let (options, _) = load_options(std::ptr::from_ref(&v1).cast()).unwrap();
+        assert!(options.assign && options.tensor_parallel.is_none());
+
+        let rules = [
+            mmckpt_split_rule {
+                pattern: c"*.q_proj.weight".as_ptr(),
+                dim: 0,
+            },
+            mmckpt_split_rule {
+                pattern: c"*.o_proj.weight".as_ptr(),
+                dim: -1,
+            },
+        ];
+        let mut opts = mmckpt_load_options::defaults();
+        opts.tp_rank = 1;
+        opts.tp_world = 4;
+        opts.split_rules = rules.as_ptr();
+        opts.split_rule_count = 2;
+        let tp = load_options(&opts).unwrap().0.tensor_parallel.unwrap();
+        assert_eq!(
+            tp,
+            TensorParallel::new(
+                1,
+                4,
+                vec![
+                    SplitRule::new("*.q_proj.weight", 0),
+                    SplitRule::new("*.o_proj.weight", -1)
+                ]
+            )
+        );
+        // The ffi passes a world of 0 on; the core refuses it.
+        opts.tp_world = 0;
+        let options = load_options(&opts).unwrap().0;
+        assert_eq!(
+            options.validate().unwrap_err().kind,
+            crate::error::ErrorKind::InvalidArgument
+        );
+        opts.split_rules = std::ptr::null();
+        assert!(load_options(&opts)
+            .unwrap_err()
+            .message
+            .contains("opts.split_rules"));
+        let null_pattern = [mmckpt_split_rule {
+            pattern: std::ptr::null(),
+            dim: 0,
+        }];
+        opts.split_rules = null_pattern.as_ptr();
+        opts.split_rule_count = 1;
+        assert!(load_options(&opts)
+            .unwrap_err()
+            .message
+            .contains("opts.split_rules[0].pattern"));
     }
 
     #[test]

@@ -174,7 +174,7 @@ pub fn convert(from: DType, src: &[u8], to: DType, dst: &mut [u8]) {
     }
 }
 
-fn convert_serial(from: DType, src: &[u8], to: DType, dst: &mut [u8]) {
+pub(crate) fn convert_serial(from: DType, src: &[u8], to: DType, dst: &mut [u8]) {
     if from == to {
         dst.copy_from_slice(src);
         return;

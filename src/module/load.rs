@@ -16,9 +16,10 @@
 //! A non-strict load that is stopped keeps the entries loaded before the stop.
 
 use super::convert;
-use super::report::{size_mismatch, LoadReport};
+use super::report::{size_mismatch, torch_size, LoadReport};
+use super::tensor_parallel::{Share, TensorParallel};
 use super::{Data, Entry, Module, View};
-use crate::checkpoint::{new_storage_id, Backing};
+use crate::checkpoint::{new_storage_id, Backing, Slice};
 use crate::checkpoint::{Checkpoint, PrefetchCursor, TensorRef};
 use crate::container::AlignedBuf;
 use crate::error::{Error, ErrorKind, Result};
@@ -49,8 +50,16 @@ pub struct LoadOptions {
     /// [`DEFAULT_PREFETCH_BUDGET`](crate::DEFAULT_PREFETCH_BUDGET) bytes ahead of it (see
     /// [`Checkpoint::prefetch_while`]): a cold load streams the file. Results are the same;
     /// an assign load without `convert` or `contiguous` reads no tensor byte, so nothing is
-    /// fetched for it.
+    /// fetched for it. With [`LoadOptions::tensor_parallel`], only the replicated entries
+    /// are prefetched: a split entry's share is read where the load touches it.
     pub prefetch: bool,
+    /// Load one rank's share of a tensor-parallel model: the entries its rules split receive
+    /// `torch.chunk(t, world, dim)[rank]` of the checkpoint tensor `t` (declare them with
+    /// that, the local, shape), the others are loaded whole. An assign load binds the share
+    /// as a view (a split along a dimension other than the first is a strided view; with
+    /// `contiguous` it is copied, only its bytes); a copy load copies only the share's bytes.
+    /// `None` (the default) loads every entry whole. See [`TensorParallel`].
+    pub tensor_parallel: Option<TensorParallel>,
 }
 
 impl Default for LoadOptions {
@@ -62,14 +71,19 @@ impl Default for LoadOptions {
             contiguous: false,
             prefix: String::new(),
             prefetch: false,
+            tensor_parallel: None,
         }
     }
 }
 
 impl LoadOptions {
     /// Refuses combinations that mean nothing, so that no front end (C, CLI, Rust) can run
-    /// one silently: `convert` only changes an assign load, as copy loads always convert.
+    /// one silently: `convert` only changes an assign load, as copy loads always convert;
+    /// and tensor-parallel options that [`TensorParallel::validate`] refuses.
     pub fn validate(&self) -> Result<()> {
+        if let Some(tp) = &self.tensor_parallel {
+            tp.validate()?;
+        }
         if self.convert && !self.assign {
             return Err(Error::invalid_argument(
                 "MMCKPT_LOAD_CONVERT needs MMCKPT_LOAD_ASSIGN (LoadOptions::convert needs \
@@ -89,8 +103,48 @@ pub type OnTensor<'a> = &'a mut dyn FnMut(&Entry) -> bool;
 
 const NONE: usize = usize::MAX;
 
-/// A planned load step: (entry index, checkpoint table index, checkpoint tensor).
-type Pair<'c> = (usize, usize, TensorRef<'c>);
+/// What a planned step loads: a checkpoint tensor, or a rank's share of one.
+enum Source<'c> {
+    Whole(TensorRef<'c>),
+    Share(Slice),
+}
+
+impl Source<'_> {
+    fn tensor(&self) -> TensorRef<'_> {
+        match self {
+            Source::Whole(t) => *t,
+            Source::Share(slice) => slice.tensor(),
+        }
+    }
+
+    /// Before a share of a mapped file is read: asks the kernel to read the bytes it spans
+    /// (`MADV_WILLNEED`). The faults of the copy then find their pages cached and start no
+    /// read-around of their own, which would read up to the device's read-ahead window
+    /// (megabytes) of the neighbouring ranks' shares around every run. The advice goes in
+    /// pieces of [`ADVISE_PIECE_BYTES`]: the kernel reads at most one read-ahead window per
+    /// call (`force_page_cache_ra`) and silently drops the rest of a longer range. Nothing for
+    /// whole tensors, which keep the kernel's sequential read-ahead (and the `prefetch`
+    /// option).
+    fn advise_share(&self) {
+        let Source::Share(slice) = self else {
+            return;
+        };
+        let t = slice.tensor();
+        if let Backing::File(source) = t.storage.backing() {
+            if t.storage.is_mapped() && t.desc.numel > 0 {
+                let start = t.storage.start() + t.desc.byte_offset() as usize;
+                let end = start + t.desc.span_bytes() as usize;
+                for piece in (start..end).step_by(ADVISE_PIECE_BYTES) {
+                    let len = ADVISE_PIECE_BYTES.min(end - piece);
+                    source.advise_will_need_range(piece, len);
+                }
+            }
+        }
+    }
+}
+
+/// A planned load step: (entry index, checkpoint table index, what it loads).
+type Pair<'c> = (usize, usize, Source<'c>);
 
 impl Module {
     /// Loads `ckpt` into this module. See [`LoadOptions`]; the returned report (or, on a key or
@@ -119,15 +173,21 @@ impl Module {
         })
     }
 
-    /// The checkpoint entries a load with `options` may read (under the prefix, named as an
-    /// entry of this module).
+    /// The checkpoint entries a load with `options` reads whole (under the prefix, named as
+    /// an entry of this module, not split by a tensor-parallel rule).
     fn matching_indices(&self, ckpt: &Checkpoint, options: &LoadOptions) -> Vec<usize> {
         let prefix = normalized_prefix(&options.prefix);
+        let split = |key: &str| {
+            options
+                .tensor_parallel
+                .as_ref()
+                .is_some_and(|tp| tp.rule_for(key).is_some())
+        };
         (0..ckpt.len())
             .filter(|&i| {
                 ckpt.name_at(i)
                     .and_then(|full| full.strip_prefix(&*prefix))
-                    .is_some_and(|key| self.by_name.contains_key(key))
+                    .is_some_and(|key| self.by_name.contains_key(key) && !split(key))
             })
             .collect()
     }
@@ -141,7 +201,8 @@ impl Module {
     ) -> Result<LoadReport> {
         let (report, mut pairs) = self.plan(ckpt, options, cursor)?;
         // Destinations and dtypes, checked before anything changes.
-        for (e, _, t) in &pairs {
+        for (e, _, source) in &pairs {
+            let t = source.tensor();
             let entry = &self.entries[*e];
             if t.desc.conj || t.desc.neg {
                 return Err(Error::unsupported(format!(
@@ -183,7 +244,7 @@ impl Module {
             }
         }
         // File order: ascending file offset, then table order; non-file-backed last.
-        pairs.sort_by_key(|(_, src, t)| (t.file_offset().unwrap_or(u64::MAX), *src));
+        pairs.sort_by_key(|(_, src, s)| (s.tensor().file_offset().unwrap_or(u64::MAX), *src));
         let strict = options.strict;
         let outcome = if options.assign {
             self.apply_assign(&pairs, options, &mut on_tensor)
@@ -223,14 +284,39 @@ impl Module {
                 _ => unexpected.push(key),
             }
         }
-        let mut pairs = Vec::with_capacity(ckpt.len().min(self.entries.len()));
+        let mut planned = Vec::with_capacity(ckpt.len().min(self.entries.len()));
         let mut missing = Vec::new();
-        let mut mismatched = Vec::new();
+        let mut mismatched: Vec<(usize, String)> = Vec::new();
         for (e, &src) in source.iter().enumerate() {
             let entry = &self.entries[e];
             if src == NONE {
                 if entry.is_persistent() {
                     missing.push(e);
+                }
+                continue;
+            }
+            let split = options
+                .tensor_parallel
+                .as_ref()
+                .and_then(|tp| tp.rule_for(entry.name()).map(|rule| (tp, rule)));
+            if let Some((tp, rule)) = split {
+                // Only the whole tensor's shape: a tensor saved in chunks is not assembled.
+                let shape = ckpt.whole_shape(src)?;
+                match tp.share(entry.name(), rule, shape)? {
+                    Share::Slice { dim, start, length } => {
+                        let mut local = shape.to_vec();
+                        local[dim] = length;
+                        if local != entry.shape() {
+                            mismatched
+                                .push((e, share_mismatch(entry, shape, tp, dim, Some(&local))));
+                            continue;
+                        }
+                        planned.push((e, src, Planned::Share { dim, start, length }));
+                    }
+                    Share::None { dim, chunks } => {
+                        let line = share_mismatch(entry, shape, tp, dim, None);
+                        mismatched.push((e, format!("{line} (torch.chunk gives {chunks} chunks)")));
+                    }
                 }
                 continue;
             }
@@ -240,10 +326,11 @@ impl Module {
                 cursor.consumed(&t);
             }
             if !shape_fits(&t.desc.shape, entry.shape()) {
-                mismatched.push((e, t));
+                let line = size_mismatch(entry.name(), &t.desc.shape, entry.shape());
+                mismatched.push((e, line));
                 continue;
             }
-            pairs.push((e, src, t));
+            planned.push((e, src, Planned::Whole(t)));
         }
         let mut report = LoadReport {
             module_name: self.name.clone(),
@@ -267,16 +354,7 @@ impl Module {
                 .map(|&e| self.entries[e].name().to_string())
                 .collect();
             report.unexpected = unexpected.iter().map(|k| k.to_string()).collect();
-            report.errors = mismatched
-                .iter()
-                .map(|(e, t)| {
-                    size_mismatch(
-                        self.entries[*e].name(),
-                        &t.desc.shape,
-                        self.entries[*e].shape(),
-                    )
-                })
-                .collect();
+            report.errors = mismatched.into_iter().map(|(_, line)| line).collect();
         }
         if report.is_failure() {
             let kind =
@@ -286,6 +364,18 @@ impl Module {
                     ErrorKind::ShapeMismatch
                 };
             return Err(Error::new(kind, report.error_message()));
+        }
+        // The shares, now that every shape fits: views, or copies of only the share's bytes
+        // of a tensor saved in chunks that no one chunk covers.
+        let mut pairs = Vec::with_capacity(planned.len());
+        for (e, src, step) in planned {
+            let source = match step {
+                Planned::Whole(t) => Source::Whole(t),
+                Planned::Share { dim, start, length } => {
+                    Source::Share(ckpt.slice(src, dim as i64, start, length)?)
+                }
+            };
+            pairs.push((e, src, source));
         }
         Ok((report, pairs))
     }
@@ -302,12 +392,15 @@ impl Module {
         let keep = options.strict && (on_tensor.is_some() || options.convert || options.contiguous);
         let mut undo: Vec<(usize, Data)> = Vec::new();
         let mut copied = Vec::new();
-        for (e, _, t) in pairs {
+        for (e, _, source) in pairs {
+            let t = &source.tensor();
             let entry = &self.entries[*e];
             let view = view_of(t, entry);
             let (new, is_copy) = if options.convert && t.desc.dtype != entry.dtype {
+                source.advise_share();
                 (converted(t, entry), true)
             } else if options.contiguous && !view_is_contiguous(&view, entry) {
+                source.advise_share();
                 (row_major_copy(t, entry), true)
             } else {
                 (Ok(Data::View(view)), false)
@@ -352,16 +445,16 @@ impl Module {
     ) -> Result<()> {
         let save = strict && on_tensor.is_some();
         let mut saved: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (e, _, t) in pairs {
-            let src = t.contiguous_bytes();
-            let from = t.desc.dtype;
+        for (e, _, source) in pairs {
+            source.advise_share();
+            let t = &source.tensor();
             let entry = &mut self.entries[*e];
             let to = entry.dtype;
             let dst = entry.writable().expect("checked in planning");
             if save {
                 saved.push((*e, dst.to_vec()));
             }
-            convert::convert(from, &src, to, dst);
+            copy_converted(t, to, dst);
             if let Some(cursor) = cursor {
                 cursor.consumed(t);
             }
@@ -395,6 +488,103 @@ fn stopped(name: &str) -> Error {
         "the per-tensor callback stopped the load at '{name}'"
     ))
 }
+
+/// A planned step before the shapes are all checked: a whole tensor, or where a share lies.
+enum Planned<'c> {
+    Whole(TensorRef<'c>),
+    Share { dim: usize, start: i64, length: i64 },
+}
+
+/// torch's size-mismatch line for a tensor-parallel share: the global shape, the split, and
+/// the local shape it gives (`None`: this rank gets no chunk) against the declared one.
+fn share_mismatch(
+    entry: &Entry,
+    global: &[i64],
+    tp: &TensorParallel,
+    dim: usize,
+    local: Option<&[i64]>,
+) -> String {
+    let expected = match local {
+        Some(local) => format!("a shard of shape {}", torch_size(local)),
+        None => "no shard".to_string(),
+    };
+    format!(
+        "size mismatch for {}: copying a param with shape {} from checkpoint, split for \
+         tensor-parallel rank {} of world size {} along dim {dim} (torch.chunk(t, {}, {dim})[{}]) \
+         into {expected}, the shape in current model is {}.",
+        entry.name(),
+        torch_size(global),
+        tp.rank,
+        tp.world,
+        tp.world,
+        tp.rank,
+        torch_size(entry.shape())
+    )
+}
+
+/// Copies `t`'s elements in row-major order into `dst`, converting to `to`: in parallel
+/// parts for a contiguous tensor, and for a strided one (a share split along a later
+/// dimension, a transposed weight) in parallel parts of its outermost dimension, each
+/// streamed through a small buffer, so that only the tensor's own bytes are read and no copy
+/// of the whole is made.
+fn copy_converted(t: &TensorRef<'_>, to: crate::dtype::DType, dst: &mut [u8]) {
+    let from = t.desc.dtype;
+    let shape = &t.desc.shape;
+    if t.desc.is_contiguous() || shape.is_empty() || t.desc.numel == 0 {
+        convert::convert(from, &t.contiguous_bytes(), to, dst);
+        return;
+    }
+    let (n_src, n_dst) = (from.itemsize(), to.itemsize());
+    let strides = &t.desc.strides;
+    let bytes = t.bytes();
+    let rows = shape[0] as usize;
+    let row_dst = dst.len() / rows;
+    let threads = crate::container::copy_threads(dst.len()).clamp(1, rows);
+    let rows_per_part = rows.div_ceil(threads);
+    // Each part: rows [first, first + count) of the outermost dimension.
+    let copy_part = |first: usize, part_dst: &mut [u8]| {
+        let count = part_dst.len() / row_dst;
+        let mut part_shape = shape.to_vec();
+        part_shape[0] = count as i64;
+        let start = first * strides[0] as usize * n_src;
+        let mut at = 0;
+        let streamed = crate::strided::for_each_chunk(
+            &bytes[start..],
+            n_src,
+            &part_shape,
+            strides,
+            COPY_PIECE_BYTES,
+            |piece| {
+                let out = piece.len() / n_src * n_dst;
+                convert::convert_serial(from, piece, to, &mut part_dst[at..at + out]);
+                at += out;
+                Ok::<(), std::convert::Infallible>(())
+            },
+        );
+        let Ok(()) = streamed;
+    };
+    if threads == 1 {
+        copy_part(0, dst);
+        return;
+    }
+    std::thread::scope(|scope| {
+        let mut parts = dst.chunks_mut(rows_per_part * row_dst).enumerate();
+        let first = parts.next();
+        for (i, part) in parts {
+            scope.spawn(move || copy_part(i * rows_per_part, part));
+        }
+        if let Some((_, part)) = first {
+            copy_part(0, part);
+        }
+    });
+}
+
+/// The range of one `MADV_WILLNEED` call for a share: no longer than the smallest read-ahead
+/// window a device has by default (128 KiB), the most the kernel reads per call.
+const ADVISE_PIECE_BYTES: usize = 128 << 10;
+
+/// Pieces a strided copy gathers at a time (small enough to stay in cache).
+const COPY_PIECE_BYTES: usize = 256 << 10;
 
 /// torch accepts a checkpoint shape equal to the model's, and a 1-element 1-d tensor for a 0-d
 /// one (backward compatibility with old checkpoints).
@@ -524,5 +714,61 @@ mod tests {
         };
         m.load(&ckpt, &options).unwrap();
         assert_eq!(m.get("w").unwrap().dtype(), DType::Float16);
+    }
+
+    /// A column share big enough to be copied on several threads, in uneven parts, equals
+    /// the columns it holds (also converted to a wider dtype).
+    #[test]
+    fn strided_shares_copy_in_parallel_parts() {
+        use super::super::{SplitRule, TensorParallel};
+        let (rows, cols) = (2047usize, 4096usize);
+        let values: Vec<f32> = (0..rows * cols).map(|i| (i % 1_000_003) as f32).collect();
+        let values = &values;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let desc = TensorDesc {
+            dtype: DType::Float32,
+            shape: [rows as i64, cols as i64].as_slice().into(),
+            strides: [cols as i64, 1].as_slice().into(),
+            storage_offset: 0,
+            numel: (rows * cols) as u64,
+            storage: 0,
+            requires_grad: false,
+            is_parameter: false,
+            conj: false,
+            neg: false,
+        };
+        let ckpt =
+            Checkpoint::from_parts(&bytes, &[(0, bytes.len())], vec![("w".into(), desc)]).unwrap();
+        let half = cols / 2;
+        assert!(crate::container::copy_threads(rows * half * 4) > 1 || num_cpus_is_one());
+        for dtype in [DType::Float32, DType::Float64] {
+            let mut m = Module::new("Net");
+            m.add(
+                "w",
+                dtype,
+                &[rows as i64, half as i64],
+                EntryKind::Parameter,
+            )
+            .unwrap();
+            m.materialize().unwrap();
+            let options = LoadOptions {
+                tensor_parallel: Some(TensorParallel::new(1, 2, vec![SplitRule::new("w", 1)])),
+                ..LoadOptions::default()
+            };
+            m.load(&ckpt, &options).unwrap();
+            let got = m.get("w").unwrap().bytes().unwrap();
+            let want: Vec<u8> = (0..rows)
+                .flat_map(|r| (half..cols).map(move |c| values[r * cols + c]))
+                .flat_map(|v| match dtype {
+                    DType::Float32 => v.to_le_bytes().to_vec(),
+                    _ => f64::from(v).to_le_bytes().to_vec(),
+                })
+                .collect();
+            assert!(got == want.as_slice(), "{dtype:?}");
+        }
+    }
+
+    fn num_cpus_is_one() -> bool {
+        std::thread::available_parallelism().map_or(true, |n| n.get() == 1)
     }
 }

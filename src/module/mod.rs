@@ -12,10 +12,12 @@ mod layers;
 mod load;
 mod report;
 mod spec;
+mod tensor_parallel;
 
 pub use load::{LoadOptions, OnTensor};
 pub use report::LoadReport;
 pub use spec::{MAX_SPEC_ENTRIES, MAX_SPEC_NAME_BYTES, MAX_SPEC_NODES, MAX_SPEC_VALUES};
+pub use tensor_parallel::{SplitRule, TensorParallel};
 
 use crate::checkpoint::{new_storage_id, Backing, Checkpoint};
 use crate::container::{AlignedBuf, BorrowedBuf};
@@ -305,6 +307,55 @@ impl Module {
             }
             let t = ckpt.tensor_at(index)?;
             m.add(name, t.desc.dtype, &t.desc.shape, EntryKind::Parameter)?;
+        }
+        Ok(m)
+    }
+
+    /// A skeleton of one tensor-parallel rank's share of the checkpoint's tensors under
+    /// `prefix` ([`Module::from_checkpoint_under`] with local shapes): an entry a rule of `tp`
+    /// splits is declared with the shape of `torch.chunk(t, world, dim)[rank]`, the others
+    /// with the checkpoint's. A distributed checkpoint's tensors are not assembled. Options
+    /// that [`TensorParallel::validate`] refuses, and a rule's dim out of range for a tensor,
+    /// are `InvalidArgument`; a tensor torch.chunk gives this rank no chunk of is
+    /// `ShapeMismatch`, naming it.
+    pub fn from_checkpoint_for_rank(
+        ckpt: &Checkpoint,
+        prefix: &str,
+        tp: &TensorParallel,
+    ) -> Result<Module> {
+        tp.validate()?;
+        let prefix = match prefix {
+            "" => String::new(),
+            p if p.ends_with('.') => p.to_string(),
+            p => format!("{p}."),
+        };
+        let mut m = Module::with_capacity("Module", ckpt.len());
+        for index in 0..ckpt.len() {
+            let full = ckpt.name_at(index).unwrap_or("");
+            let Some(name) = full.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            if ckpt.index_of(full) != Some(index) {
+                continue; // a duplicate name: the first one is the state dict's
+            }
+            let desc = ckpt.whole_desc(index)?;
+            let Some(local) = tp.local_shape(name, &desc.shape)? else {
+                let dim = tp.rule_for(name).map_or(0, |r| r.dim);
+                return Err(Error::new(
+                    crate::error::ErrorKind::ShapeMismatch,
+                    format!(
+                        "tensor-parallel rank {} of world size {} has no chunk of '{name}': \
+                         torch.chunk(t, {}, {dim}) of a tensor of shape {} gives fewer than {} \
+                         chunks",
+                        tp.rank,
+                        tp.world,
+                        tp.world,
+                        report::torch_size(&desc.shape),
+                        tp.world
+                    ),
+                ));
+            };
+            m.add(name, desc.dtype, &local, EntryKind::Parameter)?;
         }
         Ok(m)
     }
