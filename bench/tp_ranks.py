@@ -114,15 +114,6 @@ def write_inputs():
         os.replace(path + ".tmp", path)
 
 
-def evict(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def cached_pages(path):
     """Pages of the file in the page cache (mincore over a fresh mapping: touches nothing)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -162,6 +153,8 @@ def spawn(path, world, dim, ranks):
 
 def alone(path, world, dim):
     """Each rank by itself on a cold file: what it reads (its own faults' read-around only)."""
+    from gen import evict  # here, not at the top: the rank processes run without torch
+
     ranks = []
     for r in range(world):
         evict(path)
@@ -173,6 +166,8 @@ def alone(path, world, dim):
 
 def together(path, world, dim):
     """The N ranks at once on a cold file: the pages read by all of them together."""
+    from gen import evict
+
     evict(path)
     ranks = spawn(path, world, dim, range(world))
     cached, _ = cached_pages(path)

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ints, repo_path, sha256_hex};
+use common::{ints, narrow, repo_path, sha256_hex};
 use mmckpt::{Checkpoint, DType, ErrorKind, Format, OpenOptions};
 use serde_json::Value;
 
@@ -126,25 +126,6 @@ fn values_are_the_non_tensor_items() {
     assert_eq!(w.dtype(), DType::Float32);
 }
 
-/// The elements of `t` narrowed along `dim`, from its row-major bytes (the reference).
-fn narrow_reference(
-    bytes: &[u8],
-    shape: &[i64],
-    itemsize: usize,
-    dim: usize,
-    start: i64,
-    length: i64,
-) -> Vec<u8> {
-    let outer: i64 = shape[..dim].iter().product();
-    let inner: i64 = shape[dim + 1..].iter().product::<i64>() * itemsize as i64;
-    let mut out = Vec::new();
-    for o in 0..outer {
-        let base = (o * shape[dim] + start) * inner;
-        out.extend_from_slice(&bytes[base as usize..(base + length * inner) as usize]);
-    }
-    out
-}
-
 #[test]
 fn slices_equal_narrow_for_every_dim_start_and_length() {
     for dir in ["rank2", "rank4", "single"] {
@@ -168,7 +149,7 @@ fn slices_equal_narrow_for_every_dim_start_and_length() {
                         assert_eq!(t.shape(), want_shape);
                         assert_eq!(
                             &*t.contiguous_bytes(),
-                            narrow_reference(&bytes, &shape, itemsize, dim, start, length),
+                            narrow(&bytes, &shape, itemsize, dim, start, length),
                             "{dir} {} dim {dim} start {start} length {length}",
                             t.name()
                         );

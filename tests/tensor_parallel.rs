@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{fixture, repo_path};
+use common::{fixture, narrow, repo_path};
 use mmckpt::{
     Checkpoint, DType, EntryKind, ErrorKind, LoadOptions, Module, OpenOptions, SplitRule,
     TensorParallel,
@@ -39,25 +39,6 @@ fn torch_chunk(n: i64, world: i64, rank: i64) -> Option<(i64, i64)> {
     let size = (n + world - 1) / world;
     let start = rank * size;
     (start < n).then(|| (start, size.min(n - start)))
-}
-
-/// Row-major bytes of `whole` (of `shape`) narrowed to `[start, start + length)` along `dim`.
-fn narrow(
-    whole: &[u8],
-    shape: &[i64],
-    itemsize: usize,
-    dim: usize,
-    start: i64,
-    length: i64,
-) -> Vec<u8> {
-    let outer: i64 = shape[..dim].iter().product();
-    let inner = shape[dim + 1..].iter().product::<i64>() as usize * itemsize;
-    let mut out = Vec::new();
-    for o in 0..outer {
-        let base = (o * shape[dim] + start) as usize * inner;
-        out.extend_from_slice(&whole[base..base + length as usize * inner]);
-    }
-    out
 }
 
 /// An entry's elements in row-major order, read through its own strides.

@@ -291,20 +291,8 @@ impl Module {
     /// A skeleton of the checkpoint's tensors under `prefix` (with the prefix stripped, as a
     /// load with that prefix sees them; a missing final '.' is implied; "" = all).
     pub fn from_checkpoint_under(ckpt: &Checkpoint, prefix: &str) -> Result<Module> {
-        let prefix = match prefix {
-            "" => String::new(),
-            p if p.ends_with('.') => p.to_string(),
-            p => format!("{p}."),
-        };
         let mut m = Module::with_capacity("Module", ckpt.len());
-        for index in 0..ckpt.len() {
-            let full = ckpt.name_at(index).unwrap_or("");
-            let Some(name) = full.strip_prefix(prefix.as_str()) else {
-                continue;
-            };
-            if ckpt.index_of(full) != Some(index) {
-                continue; // a duplicate name: the first one is the state dict's
-            }
+        for (index, name) in entries_under(ckpt, prefix) {
             let t = ckpt.tensor_at(index)?;
             m.add(name, t.desc.dtype, &t.desc.shape, EntryKind::Parameter)?;
         }
@@ -324,20 +312,8 @@ impl Module {
         tp: &TensorParallel,
     ) -> Result<Module> {
         tp.validate()?;
-        let prefix = match prefix {
-            "" => String::new(),
-            p if p.ends_with('.') => p.to_string(),
-            p => format!("{p}."),
-        };
         let mut m = Module::with_capacity("Module", ckpt.len());
-        for index in 0..ckpt.len() {
-            let full = ckpt.name_at(index).unwrap_or("");
-            let Some(name) = full.strip_prefix(prefix.as_str()) else {
-                continue;
-            };
-            if ckpt.index_of(full) != Some(index) {
-                continue; // a duplicate name: the first one is the state dict's
-            }
+        for (index, name) in entries_under(ckpt, prefix) {
             let desc = ckpt.whole_desc(index)?;
             let Some(local) = tp.local_shape(name, &desc.shape)? else {
                 let dim = tp.rule_for(name).map_or(0, |r| r.dim);
@@ -695,6 +671,22 @@ impl<'a> Tree<'a> {
         }
         owner
     }
+}
+
+/// The checkpoint entries under `prefix` (a missing final '.' implied; "" = all) as a load
+/// with that prefix sees them: (table index, name with the prefix stripped), the first entry
+/// of a repeated name only (the state dict's).
+fn entries_under<'c>(ckpt: &'c Checkpoint, prefix: &str) -> impl Iterator<Item = (usize, &'c str)> {
+    let prefix = match prefix {
+        "" => String::new(),
+        p if p.ends_with('.') => p.to_string(),
+        p => format!("{p}."),
+    };
+    (0..ckpt.len()).filter_map(move |index| {
+        let full = ckpt.name_at(index).unwrap_or("");
+        let name = full.strip_prefix(prefix.as_str())?;
+        (ckpt.index_of(full) == Some(index)).then_some((index, name))
+    })
 }
 
 #[cfg(test)]

@@ -111,3 +111,22 @@ pub fn ints(v: &Value) -> Vec<i64> {
         .map(|x| x.as_i64().unwrap())
         .collect()
 }
+
+/// Row-major bytes of `whole` (of `shape`) narrowed to `[start, start + length)` along `dim`.
+pub fn narrow(
+    whole: &[u8],
+    shape: &[i64],
+    itemsize: usize,
+    dim: usize,
+    start: i64,
+    length: i64,
+) -> Vec<u8> {
+    let outer: i64 = shape[..dim].iter().product();
+    let inner = shape[dim + 1..].iter().product::<i64>() as usize * itemsize;
+    let mut out = Vec::new();
+    for o in 0..outer {
+        let base = (o * shape[dim] + start) as usize * inner;
+        out.extend_from_slice(&whole[base..base + length as usize * inner]);
+    }
+    out
+}
