@@ -353,8 +353,10 @@ static void layouts_in_one_call(void) {
       mmckpt_tensor u;
       int same;
       CHECK_OK(mmckpt_checkpoint_tensor_at(ckpt, j, &u));
-      same = u.ndim == t.ndim && memcmp(u.shape, t.shape, t.ndim * sizeof *t.shape) == 0 &&
-             memcmp(u.strides, t.strides, t.ndim * sizeof *t.strides) == 0;
+      /* 0-d tensors have NULL shape and strides: memcmp must not see them. */
+      same = u.ndim == t.ndim &&
+             (t.ndim == 0 || (memcmp(u.shape, t.shape, t.ndim * sizeof *t.shape) == 0 &&
+                              memcmp(u.strides, t.strides, t.ndim * sizeof *t.strides) == 0));
       CHECK(same == (ids[i] == ids[j]));
     }
   }
