@@ -5,6 +5,7 @@ end in Python, torch tensors included; each is the best of --repeat runs (the pa
 warm for both: the files are read once before timing).
 
     python bench/python_load.py [--repeat 5] [--dir /tmp/mmckpt-pybench] [--json out.json]
+                                [--dtype bfloat16]
 
 Needs the package installed (pip install ./python) and torch.
 """
@@ -36,12 +37,14 @@ def best(fn, repeat):
     return min(times)
 
 
-def state_dict_file(directory, count):
-    path = os.path.join(directory, f"py_state_{count}.pt")
+def state_dict_file(directory, count, dtype="float32"):
+    suffix = "" if dtype == "float32" else f"_{dtype}"
+    path = os.path.join(directory, f"py_state_{count}{suffix}.pt")
     if not os.path.exists(path):
         g = torch.Generator().manual_seed(count)
         sd = collections.OrderedDict(
-            (f"layers.{i}.weight", torch.randn(8, 4, generator=g)) for i in range(count))
+            (f"layers.{i}.weight", torch.randn(8, 4, generator=g).to(getattr(torch, dtype)))
+            for i in range(count))
         torch.save(sd, path)
     return path
 
@@ -59,6 +62,8 @@ def main():
     parser.add_argument("--dir", default="/tmp/mmckpt-pybench")
     parser.add_argument("--json")
     parser.add_argument("--tiny", action="store_true", help="small sizes: checks that it runs")
+    parser.add_argument("--dtype", default="float32",
+                        help="the state dicts' dtype (bfloat16: one numpy lacks, the other path)")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     counts = [100, 1000] if args.tiny else [10_000, 100_000]
@@ -71,13 +76,13 @@ def main():
               f"{t_torch / t_mmckpt:6.1f}x", flush=True)
 
     for count in counts:
-        path = state_dict_file(args.dir, count)
+        path = state_dict_file(args.dir, count, args.dtype)
         open(path, "rb").read()
         ours = mmckpt.torch.load(path)
         theirs = torch.load(path, mmap=True, weights_only=True)
         assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
         del ours, theirs
-        report(f"load, {count} tensors",
+        report(f"load, {count} tensors" + ("" if args.dtype == "float32" else f" {args.dtype}"),
                best(lambda: mmckpt.torch.load(path), args.repeat),
                best(lambda: torch.load(path, mmap=True, weights_only=True), args.repeat))
 

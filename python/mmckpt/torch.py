@@ -196,14 +196,14 @@ def _whole_storage_tensors(
     ``None`` when any tensor does not qualify."""
     if _np is None or any(table.storage_offset):
         return None
+    if any(_NUMPY_BY_CODE[code] is None for code in set(table.dtype_code)):
+        return None  # before any per-row work: bfloat16 state dicts are common
     keys = list(zip(table.layout_id, table.dtype_code))
     # Per distinct (layout, dtype): numpy's dtype, strides in bytes, the bytes spanned.
     specs: Dict[Any, Any] = {}
     for key in set(keys):
         layout, code = key
         dtype = _NUMPY_BY_CODE[code]
-        if dtype is None:
-            return None
         shape, strides = table.layouts[layout]
         itemsize = _ITEMSIZE_BY_CODE[code]
         span = 1 + sum((n - 1) * st for n, st in zip(shape, strides)) if all(shape) else 0
