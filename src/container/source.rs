@@ -445,11 +445,14 @@ impl Source {
         let page = page_size();
         let first = start / page * page;
         let end = start.saturating_add(len).min(map_len);
-        if end > first {
-            let advice = memmap2::Advice::WillNeed;
+        // One call per piece: the kernel reads at most one read-ahead window per MADV_WILLNEED
+        // (`force_page_cache_ra`) and silently drops the rest of a longer range.
+        let advice = memmap2::Advice::WillNeed;
+        for piece in (first..end).step_by(WILL_NEED_PIECE_BYTES) {
+            let len = WILL_NEED_PIECE_BYTES.min(end - piece);
             let _ = match &self.backing {
-                FileBytes::Mapped(map) => map.advise_range(advice, first, end - first),
-                FileBytes::MappedCopyOnWrite(map) => map.advise_range(advice, first, end - first),
+                FileBytes::Mapped(map) => map.advise_range(advice, piece, len),
+                FileBytes::MappedCopyOnWrite(map) => map.advise_range(advice, piece, len),
                 FileBytes::Owned(_) | FileBytes::Sparse(_) => Ok(()),
             };
         }
@@ -538,6 +541,10 @@ fn read_metadata_io(file: &File, len: usize) -> std::io::Result<FileBytes> {
 }
 
 /// The system's page size (4096 where it cannot be asked).
+/// The range of one `MADV_WILLNEED` call: the smallest read-ahead window a device has by
+/// default (128 KiB), since the kernel reads at most one window per call.
+pub(crate) const WILL_NEED_PIECE_BYTES: usize = 128 << 10;
+
 fn page_size() -> usize {
     #[cfg(unix)]
     {

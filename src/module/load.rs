@@ -121,8 +121,8 @@ impl Source<'_> {
     /// (`MADV_WILLNEED`). The faults of the copy then find their pages cached and start no
     /// read-around of their own, which would read up to the device's read-ahead window
     /// (megabytes) of the neighbouring ranks' shares around every run. The advice goes in
-    /// pieces of [`ADVISE_PIECE_BYTES`]: the kernel reads at most one read-ahead window per
-    /// call (`force_page_cache_ra`) and silently drops the rest of a longer range. Nothing for
+    /// pieces (`Source::advise_will_need_range`): the kernel reads at most one read-ahead window
+    /// per call (`force_page_cache_ra`) and silently drops the rest of a longer range. Nothing for
     /// whole tensors, which keep the kernel's sequential read-ahead (and the `prefetch`
     /// option).
     fn advise_share(&self) {
@@ -134,10 +134,7 @@ impl Source<'_> {
             if t.storage.is_mapped() && t.desc.numel > 0 {
                 let start = t.storage.start() + t.desc.byte_offset() as usize;
                 let end = start + t.desc.span_bytes() as usize;
-                for piece in (start..end).step_by(ADVISE_PIECE_BYTES) {
-                    let len = ADVISE_PIECE_BYTES.min(end - piece);
-                    source.advise_will_need_range(piece, len);
-                }
+                source.advise_will_need_range(start, end - start);
             }
         }
     }
@@ -578,10 +575,6 @@ fn copy_converted(t: &TensorRef<'_>, to: crate::dtype::DType, dst: &mut [u8]) {
         }
     });
 }
-
-/// The range of one `MADV_WILLNEED` call for a share: no longer than the smallest read-ahead
-/// window a device has by default (128 KiB), the most the kernel reads per call.
-const ADVISE_PIECE_BYTES: usize = 128 << 10;
 
 /// Pieces a strided copy gathers at a time (small enough to stay in cache).
 const COPY_PIECE_BYTES: usize = 256 << 10;
