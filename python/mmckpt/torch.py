@@ -77,8 +77,7 @@ def _tensors(ckpt: Checkpoint) -> "collections.OrderedDict[str, _torch.Tensor]":
     if _is_plain(table, itemsizes) and len(set(bases)) == 1:  # one mapped file
         end = max(map(add, region_offsets, table.storage_nbytes), default=0)
         region = _storage_buffer(handle, bases[0], end)
-        counts = list(map(floordiv, table.storage_nbytes, itemsizes))  # no itemsize is 0
-        return _plain_tensors(table, region, counts, region_offsets)
+        return _plain_tensors(table, region, itemsizes, region_offsets)
     counts = list(map(floordiv, table.storage_nbytes, map(max, itemsizes, repeat(1))))
     ends = _mapped_regions(table, bases, region_offsets)
     regions = {base: _storage_buffer(handle, base, end) for base, end in ends.items()}
@@ -162,7 +161,7 @@ def _is_plain(table: Table, itemsizes: List[int]) -> bool:
 
 
 def _plain_tensors(
-    table: Table, region: Any, counts: List[int], region_offsets: List[int]
+    table: Table, region: Any, itemsizes: List[int], region_offsets: List[int]
 ) -> "collections.OrderedDict[str, _torch.Tensor]":
     """The tensors of a table that `_is_plain` accepts, one mapped file: a storage per tensor
     by ``torch.frombuffer`` over the file's buffer, restrided in place, with no per-row Python
@@ -172,6 +171,7 @@ def _plain_tensors(
     if whole is not None:
         return whole
     frombuffer = _torch.frombuffer
+    counts = map(floordiv, table.storage_nbytes, itemsizes)  # _is_plain: no itemsize is 0
     dtypes = map(_DTYPE_BY_CODE.__getitem__, table.dtype_code)
     tensors = [
         frombuffer(region, dtype=dtype, count=count, offset=offset)
