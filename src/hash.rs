@@ -52,8 +52,26 @@ impl NameTable {
         }
     }
 
+    /// Room for `items` items in all (the table stays at most half full): rebuilt at twice the
+    /// size when needed, reading each held item's name with `name_of` (the names are unique).
+    pub(crate) fn reserve<'n>(&mut self, items: usize, name_of: impl Fn(usize) -> &'n [u8]) {
+        if items.saturating_mul(2) <= self.slots.len() {
+            return;
+        }
+        let size = (items.max(1) * 2).next_power_of_two();
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        let mask = size - 1;
+        for k in old.into_iter().filter(|&k| k != 0) {
+            let mut slot = self.hasher.hash_one(name_of(k as usize - 1)) as usize & mask;
+            while self.slots[slot] != 0 {
+                slot = (slot + 1) & mask;
+            }
+            self.slots[slot] = k;
+        }
+    }
+
     /// Adds item `i` (< u32::MAX) under `name`; returns the item that already has that name
-    /// instead, if any. Never more items than the table was made for.
+    /// instead, if any. Never more items than the table was made (or last reserved) for.
     pub(crate) fn insert(
         &mut self,
         name: &[u8],
@@ -94,5 +112,23 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn name_table_keeps_every_name_as_it_grows() {
+        let names: Vec<String> = (0..3000).map(|i| format!("block.{i}.bias")).collect();
+        let mut table = NameTable::with_capacity(1);
+        for (i, name) in names.iter().enumerate() {
+            table.reserve(i + 1, |j| names[j].as_bytes());
+            assert_eq!(
+                table.insert(name.as_bytes(), i, |j| names[j] == *name),
+                None
+            );
+        }
+        assert!(table.slots.len() >= 2 * names.len());
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(table.find(name.as_bytes(), |j| names[j] == *name), Some(i));
+        }
+        assert_eq!(table.find(b"block.3000.bias", |_| false), None);
     }
 }

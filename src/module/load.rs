@@ -184,7 +184,7 @@ impl Module {
             .filter(|&i| {
                 ckpt.name_at(i)
                     .and_then(|full| full.strip_prefix(&*prefix))
-                    .is_some_and(|key| self.by_name.contains_key(key) && !split(key))
+                    .is_some_and(|key| self.index_of(key).is_some() && !split(key))
             })
             .collect()
     }
@@ -274,10 +274,10 @@ impl Module {
             let Some(key) = full.strip_prefix(&*prefix) else {
                 continue;
             };
-            match self.by_name.get(key) {
+            match self.index_of(key) {
                 // A duplicate name in the table: a dict holds the first.
-                Some(&e) if source[e as usize] != NONE => {}
-                Some(&e) if self.entries[e as usize].is_persistent() => source[e as usize] = i,
+                Some(e) if source[e] != NONE => {}
+                Some(e) if self.entries[e].is_persistent() => source[e] = i,
                 _ => unexpected.push(key),
             }
         }

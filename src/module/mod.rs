@@ -23,7 +23,7 @@ use crate::checkpoint::{new_storage_id, Backing, Checkpoint};
 use crate::container::{AlignedBuf, BorrowedBuf};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::hash::HashMap;
+use crate::hash::NameTable;
 use crate::torch::MAX_NDIM;
 use std::ffi::{CStr, CString};
 
@@ -74,7 +74,7 @@ pub struct Entry {
     /// The declared dtype (what owned and bound storage holds).
     dtype: DType,
     /// Shape, then the contiguous strides of that shape (2 × ndim values).
-    dims: Box<[i64]>,
+    dims: Dims,
     numel: u64,
     /// Bytes of the declared dtype × numel.
     nbytes: usize,
@@ -215,6 +215,59 @@ impl Entry {
     }
 }
 
+/// An entry's sizes then contiguous strides: in line up to [`Dims::INLINE`] dimensions (nearly
+/// every tensor), so that declaring an entry allocates only its name.
+enum Dims {
+    Inline {
+        ndim: u8,
+        values: [i64; 2 * Dims::INLINE],
+    },
+    Heap(Box<[i64]>),
+}
+
+impl Dims {
+    const INLINE: usize = 4;
+
+    /// The sizes `shape` and their contiguous strides (saturating: a size whose bytes overflow
+    /// was refused before).
+    fn contiguous(shape: &[i64]) -> Dims {
+        let ndim = shape.len();
+        let mut dims = if ndim <= Dims::INLINE {
+            Dims::Inline {
+                ndim: ndim as u8,
+                values: [0; 2 * Dims::INLINE],
+            }
+        } else {
+            Dims::Heap(vec![0; 2 * ndim].into_boxed_slice())
+        };
+        let values = dims.as_mut_slice();
+        values[..ndim].copy_from_slice(shape);
+        let mut acc: i64 = 1;
+        for d in (0..ndim).rev() {
+            values[ndim + d] = acc;
+            acc = acc.saturating_mul(shape[d].max(1));
+        }
+        dims
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [i64] {
+        match self {
+            Dims::Inline { ndim, values } => &mut values[..2 * usize::from(*ndim)],
+            Dims::Heap(values) => values,
+        }
+    }
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [i64];
+    fn deref(&self) -> &[i64] {
+        match self {
+            Dims::Inline { ndim, values } => &values[..2 * usize::from(*ndim)],
+            Dims::Heap(values) => values,
+        }
+    }
+}
+
 /// A module skeleton and, after a load or materialize, its data. `Send` and `Sync`: a shared
 /// checkpoint can be loaded into several modules from several threads.
 ///
@@ -239,10 +292,13 @@ impl Entry {
 pub struct Module {
     name: String,
     entries: Vec<Entry>,
-    by_name: HashMap<Box<str>, u32>,
-    /// Submodule paths declared explicitly (modules without entries), with the number of
-    /// entries that existed when each was declared (to keep first-seen order).
-    declared: Vec<(usize, Box<str>)>,
+    /// Entry indices by name (the names are the entries' own: no copy).
+    by_name: NameTable,
+    /// Submodule paths declared explicitly (modules without entries): the number of entries
+    /// that existed when each was declared (to keep first-seen order) and where its path is in
+    /// `declared_paths` (one string for all: a spec declares a path per module).
+    declared: Vec<(usize, std::ops::Range<usize>)>,
+    declared_paths: String,
 }
 
 /// A summary (the name and the number of entries), not every entry: a module may have 100,000.
@@ -268,8 +324,9 @@ impl Module {
         Module {
             name: name.to_string(),
             entries: Vec::new(),
-            by_name: HashMap::default(),
+            by_name: NameTable::with_capacity(0),
             declared: Vec::new(),
+            declared_paths: String::new(),
         }
     }
 
@@ -277,7 +334,8 @@ impl Module {
     pub fn with_capacity(name: &str, entries: usize) -> Module {
         let mut m = Module::new(name);
         m.entries.reserve(entries);
-        m.by_name.reserve(entries);
+        let names = &m.entries;
+        m.by_name.reserve(entries, |i| names[i].name.as_bytes());
         m
     }
 
@@ -389,7 +447,10 @@ impl Module {
     }
     /// The index of the entry named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).map(|&i| i as usize)
+        let entries = &self.entries;
+        self.by_name.find(name.as_bytes(), |i| {
+            entries[i].name.as_bytes() == name.as_bytes()
+        })
     }
     /// The entry named `name`.
     pub fn get(&self, name: &str) -> Option<&Entry> {
@@ -429,7 +490,7 @@ impl Module {
                 "entry name '{name}' is not a dotted name (empty segment or NUL)"
             )));
         }
-        if self.by_name.contains_key(name) {
+        if self.index_of(name).is_some() {
             return Err(Error::invalid_argument(format!(
                 "duplicate entry name '{name}'"
             )));
@@ -459,29 +520,28 @@ impl Module {
                 dtype.name()
             )));
         };
-        let ndim = shape.len();
-        // Sizes, then contiguous strides (not `vec![0; n]`: a zeroing allocation is slower).
-        let mut dims = Vec::with_capacity(ndim * 2);
-        dims.extend_from_slice(shape);
-        dims.resize(ndim * 2, 0);
-        let mut acc: i64 = 1;
-        for d in (0..ndim).rev() {
-            dims[ndim + d] = acc;
-            acc = acc.saturating_mul(shape[d].max(1));
+        let index = self.entries.len();
+        if index >= u32::MAX as usize - 1 {
+            return Err(Error::limit("a module holds fewer than 2^32 - 1 entries"));
         }
-        let index = u32::try_from(self.entries.len())
-            .map_err(|_| Error::limit("a module holds at most 2^32 entries"))?;
-        let key = Box::from(name);
+        // `is_dotted_name` refused NUL bytes.
+        let name = CString::new(owned).map_err(|_| Error::invalid_argument("NUL in name"))?;
+        let entries = &self.entries;
+        self.by_name
+            .reserve(index + 1, |i| entries[i].name.as_bytes());
+        let entries = &self.entries;
+        self.by_name.insert(name.as_bytes(), index, |i| {
+            entries[i].name.as_bytes() == name.as_bytes()
+        });
         self.entries.push(Entry {
-            name: CString::new(owned).map_err(|_| Error::invalid_argument("NUL in name"))?,
+            name,
             kind,
             dtype,
-            dims: dims.into_boxed_slice(),
+            dims: Dims::contiguous(shape),
             numel,
             nbytes,
             data: Data::Meta,
         });
-        self.by_name.insert(key, index);
         Ok(())
     }
 
@@ -496,7 +556,10 @@ impl Module {
                 "submodule path '{path}' has an empty segment"
             )));
         }
-        self.declared.push((self.entries.len(), Box::from(path)));
+        let start = self.declared_paths.len();
+        self.declared_paths.push_str(path);
+        self.declared
+            .push((self.entries.len(), start..self.declared_paths.len()));
         Ok(())
     }
 
@@ -570,7 +633,11 @@ impl Module {
     /// mismatched keys need it, so building and assign-loading stay cheap).
     fn tree(&self) -> Tree<'_> {
         let mut tree = Tree::default();
-        let mut declared = self.declared.iter().peekable();
+        let mut declared = self
+            .declared
+            .iter()
+            .map(|(at, path)| (*at, &self.declared_paths[path.clone()]))
+            .peekable();
         for (i, e) in self.entries.iter().enumerate() {
             while let Some((_, path)) = declared.next_if(|(at, _)| *at <= i) {
                 tree.module(path);

@@ -128,14 +128,19 @@ fn join(path: &str, name: &str) -> String {
 
 /// `path.i` (or `i` at the root): an item of a `ModuleList` / `Sequential`.
 fn join_index(path: &str, i: usize) -> String {
-    use std::fmt::Write;
-    let mut full = String::with_capacity(path.len() + 21);
-    if !path.is_empty() {
-        full.push_str(path);
-        full.push('.');
+    // The digits by hand: `write!` goes through the formatting machinery for every module.
+    let mut digits = [0u8; 20];
+    let (mut n, mut at) = (i, digits.len());
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    let _ = write!(full, "{i}");
-    full
+    let digits = std::str::from_utf8(&digits[at..]).expect("ASCII digits");
+    join(path, digits)
 }
 
 /// An object node's members, with the node path for messages.
