@@ -580,7 +580,8 @@ impl Checkpoint {
 
     /// The name of entry `index`, even when the tensor itself cannot be represented.
     pub fn name_at(&self, index: usize) -> Option<&str> {
-        self.name_c_at(index).map(|n| n.to_str().unwrap_or(""))
+        // Names hold no NUL (the table writes one as `\x00`): the text is the C name's.
+        (index < self.table.len()).then(|| self.table.name_str(index))
     }
     /// [`Checkpoint::name_at`] as a C string.
     pub fn name_c_at(&self, index: usize) -> Option<&CStr> {

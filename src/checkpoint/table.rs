@@ -2,7 +2,7 @@
 //! ([`crate::tree`]), in walk order, with its names in one buffer.
 
 use super::limits::TableLimits;
-use crate::container::PageVec;
+use crate::container::{PageString, PageVec};
 use crate::error::{Error, ErrorKind};
 use crate::hash::NameTable;
 use crate::pickle::{Arena, NodeId};
@@ -16,7 +16,8 @@ use std::ffi::CStr;
 /// by opening: a caller that walks the table by position never pays for it.
 #[derive(Default)]
 pub(crate) struct Table {
-    names: PageVec<u8>,
+    /// Every name, each followed by a NUL (text: names are sanitized `&str`s).
+    names: PageString,
     rows: PageVec<Row>,
     errors: Vec<Error>,
     index: std::sync::OnceLock<NameTable>,
@@ -41,10 +42,9 @@ impl Table {
     /// Adds a row. A NUL in the name (C could not see past it) is written as `\x00`.
     pub(crate) fn push(&mut self, name: &str, tensor: std::result::Result<usize, Error>) {
         let name_start = self.names.len();
-        self.names
-            .extend_from_slice(tree::sanitize(name).as_bytes());
+        self.names.push_str(&tree::sanitize(name));
         let name_end = self.names.len();
-        self.names.push(0);
+        self.names.push_str("\0");
         // Tensor and row counts are bounded by `Limits::max_tensors`, far below u32::MAX.
         let tensor = match tensor {
             Ok(t) => RowTensor::Tensor(t as u32),
@@ -77,13 +77,18 @@ impl Table {
     }
 
     pub(crate) fn name(&self, row: usize) -> &[u8] {
+        self.name_str(row).as_bytes()
+    }
+
+    /// Row `row`'s name as text (no check: the pool is text).
+    pub(crate) fn name_str(&self, row: usize) -> &str {
         let row = &self.rows[row];
         &self.names[row.name_start..row.name_end]
     }
 
     pub(crate) fn name_c(&self, row: usize) -> Option<&CStr> {
         let row = self.rows.get(row)?;
-        CStr::from_bytes_with_nul(&self.names[row.name_start..=row.name_end]).ok()
+        CStr::from_bytes_with_nul(&self.names.as_bytes()[row.name_start..=row.name_end]).ok()
     }
 
     /// The index by name (the first row of a name wins), built on first use; rows are never
