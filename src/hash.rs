@@ -70,6 +70,27 @@ impl NameTable {
         }
     }
 
+    /// Where `name` is: `Ok(item)` when an item has it, else `Err(slot)`, the empty slot that
+    /// [`NameTable::occupy`] fills to add it (one hash for a check and the insert after it).
+    pub(crate) fn locate(
+        &self,
+        name: &[u8],
+        is_name: impl Fn(usize) -> bool,
+    ) -> Result<usize, usize> {
+        let slot = self.probe(name, is_name);
+        match self.slots[slot] {
+            0 => Err(slot),
+            k => Ok(k as usize - 1),
+        }
+    }
+
+    /// Adds item `i` (< u32::MAX) at `slot`, which [`NameTable::locate`] returned for its name
+    /// with no change to the table since.
+    pub(crate) fn occupy(&mut self, slot: usize, i: usize) {
+        debug_assert_eq!(self.slots[slot], 0);
+        self.slots[slot] = i as u32 + 1;
+    }
+
     /// Adds item `i` (< u32::MAX) under `name`; returns the item that already has that name
     /// instead, if any. Never more items than the table was made (or last reserved) for.
     pub(crate) fn insert(

@@ -106,7 +106,8 @@ const NONE: usize = usize::MAX;
 /// What a planned step loads: a checkpoint tensor, or a rank's share of one.
 enum Source<'c> {
     Whole(TensorRef<'c>),
-    Share(Slice),
+    /// Boxed: a plan holds a step per entry, and a slice is several times a tensor's size.
+    Share(Box<Slice>),
 }
 
 impl Source<'_> {
@@ -241,7 +242,15 @@ impl Module {
             }
         }
         // File order: ascending file offset, then table order; non-file-backed last.
-        pairs.sort_by_key(|(_, src, s)| (s.tensor().file_offset().unwrap_or(u64::MAX), *src));
+        // Usually so already: torch writes storages in the order the state dict lists them.
+        let file_order =
+            |(_, src, s): &Pair<'_>| (s.tensor().file_offset().unwrap_or(u64::MAX), *src);
+        if !pairs
+            .windows(2)
+            .all(|w| file_order(&w[0]) <= file_order(&w[1]))
+        {
+            pairs.sort_by_cached_key(file_order);
+        }
         let strict = options.strict;
         let outcome = if options.assign {
             self.apply_assign(&pairs, options, &mut on_tensor)
@@ -267,6 +276,10 @@ impl Module {
         let prefix = normalized_prefix(&options.prefix);
         let mut source = vec![NONE; self.entries.len()];
         let mut unexpected: Vec<&str> = Vec::new();
+        // The entry after the last one matched: a checkpoint lists a module's state dict in
+        // the module's order, so the next key is nearly always that entry's (no hash, no
+        // random read of another entry's name).
+        let mut next = 0;
         for i in 0..ckpt.len() {
             let Some(full) = ckpt.name_at(i) else {
                 continue;
@@ -274,7 +287,14 @@ impl Module {
             let Some(key) = full.strip_prefix(&*prefix) else {
                 continue;
             };
-            match self.index_of(key) {
+            let found = match self.entries.get(next) {
+                Some(entry) if entry.name.as_bytes() == key.as_bytes() => Some(next),
+                _ => self.index_of(key),
+            };
+            if let Some(e) = found {
+                next = e + 1;
+            }
+            match found {
                 // A duplicate name in the table: a dict holds the first.
                 Some(e) if source[e] != NONE => {}
                 Some(e) if self.entries[e].is_persistent() => source[e] = i,
@@ -369,7 +389,7 @@ impl Module {
             let source = match step {
                 Planned::Whole(t) => Source::Whole(t),
                 Planned::Share { dim, start, length } => {
-                    Source::Share(ckpt.slice(src, dim as i64, start, length)?)
+                    Source::Share(Box::new(ckpt.slice(src, dim as i64, start, length)?))
                 }
             };
             pairs.push((e, src, source));

@@ -490,11 +490,24 @@ impl Module {
                 "entry name '{name}' is not a dotted name (empty segment or NUL)"
             )));
         }
-        if self.index_of(name).is_some() {
-            return Err(Error::invalid_argument(format!(
-                "duplicate entry name '{name}'"
-            )));
+        let index = self.entries.len();
+        if index >= u32::MAX as usize - 1 {
+            return Err(Error::limit("a module holds fewer than 2^32 - 1 entries"));
         }
+        let entries = &self.entries;
+        self.by_name
+            .reserve(index + 1, |i| entries[i].name.as_bytes());
+        let entries = &self.entries;
+        let slot = match self.by_name.locate(name.as_bytes(), |i| {
+            entries[i].name.as_bytes() == name.as_bytes()
+        }) {
+            Ok(_) => {
+                return Err(Error::invalid_argument(format!(
+                    "duplicate entry name '{name}'"
+                )))
+            }
+            Err(slot) => slot,
+        };
         if shape.len() > MAX_NDIM {
             return Err(Error::invalid_argument(format!(
                 "entry '{name}' has {} dimensions; at most {MAX_NDIM} are supported",
@@ -520,19 +533,9 @@ impl Module {
                 dtype.name()
             )));
         };
-        let index = self.entries.len();
-        if index >= u32::MAX as usize - 1 {
-            return Err(Error::limit("a module holds fewer than 2^32 - 1 entries"));
-        }
         // `is_dotted_name` refused NUL bytes.
         let name = CString::new(owned).map_err(|_| Error::invalid_argument("NUL in name"))?;
-        let entries = &self.entries;
-        self.by_name
-            .reserve(index + 1, |i| entries[i].name.as_bytes());
-        let entries = &self.entries;
-        self.by_name.insert(name.as_bytes(), index, |i| {
-            entries[i].name.as_bytes() == name.as_bytes()
-        });
+        self.by_name.occupy(slot, index);
         self.entries.push(Entry {
             name,
             kind,
