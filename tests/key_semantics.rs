@@ -81,6 +81,22 @@ fn folded_keys_names_and_values_match_torch() {
                 None => assert_eq!(got.kind(), ValueKind::Tensor, "{file}: {name}"),
             }
         }
+        // A mirror has one entry per tensor name, bound by an assign load to the first
+        // entry's tensor (the one torch's dict holds).
+        let mut mirror = mmckpt::Module::from_checkpoint(&ckpt).unwrap();
+        let distinct: std::collections::BTreeSet<&str> =
+            (0..ckpt.len()).filter_map(|i| ckpt.name_at(i)).collect();
+        assert_eq!(mirror.len(), distinct.len(), "{file}");
+        let options = mmckpt::LoadOptions {
+            assign: true,
+            ..Default::default()
+        };
+        mirror.load(&ckpt, &options).unwrap();
+        for entry in mirror.entries() {
+            let first = ckpt.index_of(entry.name()).unwrap();
+            let bytes = ckpt.tensor_at(first).unwrap().contiguous_bytes().to_vec();
+            assert_eq!(entry.bytes(), Some(&bytes[..]), "{file}: {}", entry.name());
+        }
         checked += 1;
     }
     assert_eq!(checked, 15, "every key case and the plain legacy view");

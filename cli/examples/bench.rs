@@ -43,7 +43,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench open FILE REPS | recipe FILE SPEC REPS | copy FILE TO REPS | \
+        "usage: bench open FILE REPS | recipe FILE SPEC|mirror REPS | copy FILE TO REPS | \
          safetensors ST PT SPEC REPS | cold FILE MODE"
     );
     std::process::exit(2)
@@ -156,15 +156,23 @@ fn open(path: &str, reps: usize) -> Value {
     })
 }
 
+/// Open, build the skeleton (from a JSON spec, or with SPEC `mirror` from the checkpoint's
+/// own table, `Module::from_checkpoint`), assign.
 fn recipe(path: &str, spec_path: &str, reps: usize) -> Value {
-    let spec = std::fs::read_to_string(spec_path).expect("read spec");
+    let spec = match spec_path {
+        "mirror" => None,
+        file => Some(std::fs::read_to_string(file).expect("read spec")),
+    };
     let (mut open_s, mut spec_s, mut assign_s, mut total_s) = (vec![], vec![], vec![], vec![]);
     let mut last = json!({});
     for rep in 0..reps {
         let rss0 = rss_kb();
         let start = Instant::now();
         let (t_open, ckpt) = secs(|| open_ckpt(path, OpenMode::Map));
-        let (t_spec, module) = secs(|| Module::from_spec(&spec).expect("spec"));
+        let (t_spec, module) = secs(|| match &spec {
+            Some(spec) => Module::from_spec(spec).expect("spec"),
+            None => Module::from_checkpoint(&ckpt).expect("mirror"),
+        });
         let mut module = module;
         let f0 = faults();
         let file_rss_before = if rep == 0 { mapped_rss_kb(path) } else { 0 };

@@ -351,6 +351,9 @@ impl Module {
     pub fn from_checkpoint_under(ckpt: &Checkpoint, prefix: &str) -> Result<Module> {
         let mut m = Module::with_capacity("Module", ckpt.len());
         for (index, name) in entries_under(ckpt, prefix) {
+            if m.index_of(name).is_some() {
+                continue;
+            }
             let t = ckpt.tensor_at(index)?;
             m.add(name, t.desc.dtype, &t.desc.shape, EntryKind::Parameter)?;
         }
@@ -372,6 +375,9 @@ impl Module {
         tp.validate()?;
         let mut m = Module::with_capacity("Module", ckpt.len());
         for (index, name) in entries_under(ckpt, prefix) {
+            if m.index_of(name).is_some() {
+                continue;
+            }
             let desc = ckpt.whole_desc(index)?;
             let Some(local) = tp.local_shape(name, &desc.shape)? else {
                 let dim = tp.rule_for(name).map_or(0, |r| r.dim);
@@ -744,8 +750,8 @@ impl<'a> Tree<'a> {
 }
 
 /// The checkpoint entries under `prefix` (a missing final '.' implied; "" = all) as a load
-/// with that prefix sees them: (table index, name with the prefix stripped), the first entry
-/// of a repeated name only (the state dict's).
+/// with that prefix sees them: (table index, name with the prefix stripped), in table order. A
+/// name may repeat: the caller keeps its first entry (the state dict's), which it meets first.
 fn entries_under<'c>(ckpt: &'c Checkpoint, prefix: &str) -> impl Iterator<Item = (usize, &'c str)> {
     let prefix = match prefix {
         "" => String::new(),
@@ -754,8 +760,7 @@ fn entries_under<'c>(ckpt: &'c Checkpoint, prefix: &str) -> impl Iterator<Item =
     };
     (0..ckpt.len()).filter_map(move |index| {
         let full = ckpt.name_at(index).unwrap_or("");
-        let name = full.strip_prefix(prefix.as_str())?;
-        (ckpt.index_of(full) == Some(index)).then_some((index, name))
+        full.strip_prefix(prefix.as_str()).map(|name| (index, name))
     })
 }
 
