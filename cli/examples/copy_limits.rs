@@ -17,7 +17,9 @@
 //! copy_limits cold FILE MODE [THREADS]      one pass over every tensor byte of a file the driver
 //!                                           evicted: pread / direct (8 MiB reads, O_DIRECT) on
 //!                                           THREADS threads = the device's throughput; load /
-//!                                           load-prefetch (copy load, fresh memory); mapsum (the
+//!                                           load-prefetch / load-direct (copy load, fresh
+//!                                           memory; with LoadOptions::prefetch or
+//!                                           ::direct_reads); mapsum (the
 //!                                           mapped tensors summed); verify (open with the CRC-32
 //!                                           check of every record)
 //! ```
@@ -51,7 +53,8 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: copy_limits memcpy FILE fresh4k|freshthp|warm THREADS REPS | \
-         load FILE TO REPS [populate] | cold FILE pread|direct|load|load-prefetch|mapsum|verify [THREADS]"
+         load FILE TO REPS [populate] | cold FILE pread|direct|load|load-prefetch|load-direct|mapsum|verify \
+         [THREADS]"
     );
     std::process::exit(2)
 }
@@ -263,12 +266,13 @@ fn load(path: &str, to: &str, reps: usize, populate: bool) -> Value {
 fn cold(path: &str, mode: &str, threads: usize) -> Value {
     let (t, moved, (bytes, check)) = timed(|| match mode {
         "pread" | "direct" => read_file(path, mode == "direct", threads),
-        "load" | "load-prefetch" => {
+        "load" | "load-prefetch" | "load-direct" => {
             let ckpt = open_ckpt(path, &OpenOptions::default());
             let mut module = Module::from_checkpoint(&ckpt).expect("skeleton");
             module.materialize().expect("materialize");
             let options = LoadOptions {
                 prefetch: mode == "load-prefetch",
+                direct_reads: mode == "load-direct",
                 ..LoadOptions::default()
             };
             module.load(&ckpt, &options).expect("copy load");
