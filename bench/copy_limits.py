@@ -14,7 +14,8 @@ Measures, on the same 2 GiB checkpoint of eight float32 tensors (written by benc
   memory) and the float32->bfloat16 conversion load;
 - cold file (evicted with posix_fadvise(DONTNEED) before every pass, modes interleaved over
   --rounds): the device's sequential throughput (8 MiB preads, buffered and O_DIRECT, 1 and
-  nproc threads), mmckpt's copy load (without and with a prefetch plan, and with direct
+  nproc threads; and O_DIRECT into fresh memory of the file's size, which adds the page faults
+  every load into new memory pays), mmckpt's copy load (without and with a prefetch plan, and with direct
   reads: O_DIRECT into the module's memory), the mapped tensors
   summed, and the open with the CRC-32 check of every record;
 - the 10,000-entry recipe (open + spec + assign) and the open at 100,000 tensors
@@ -145,6 +146,7 @@ def main():
 
     log("cold: device throughput and mmckpt passes, interleaved")
     modes = [("pread", 1), ("direct", 1), ("direct", nproc), ("pread", nproc),
+             ("direct-fresh", nproc),
              ("load", 1), ("load-prefetch", 1), ("load-direct", 1), ("mapsum", 1),
              ("verify", 1)]
     res["cold"] = []
@@ -230,7 +232,7 @@ def print_table(res):
     device = max((gbps(cs), f"{m} {t}t") for (m, t), cs in cold.items()
                  if m in ("pread", "direct") and all(c["bytes"] for c in cs))
     for (mode, threads), cs in cold.items():
-        if mode in ("pread", "direct"):
+        if mode in ("pread", "direct", "direct-fresh"):
             ok = all(c["bytes"] for c in cs)
             row(f"cold: {mode} 8 MiB, {threads} thread(s)", "",
                 f"{gbps(cs):.2f} GB/s" if ok else "refused by the file system", "", "", "")

@@ -61,9 +61,8 @@ pub struct LoadOptions {
     /// `None` (the default) loads every entry whole. See [`TensorParallel`].
     pub tensor_parallel: Option<TensorParallel>,
     /// A copy load reads each entry's bytes from the file straight into new module-owned
-    /// memory, bypassing the page cache (`O_DIRECT`), in pieces of 8 MiB shared by as many
-    /// threads as a large copy uses (one per 4 MiB read, at most the cores and 8), instead
-    /// of copying them out of the mapping: a cold file is read at the device's speed, and
+    /// memory, bypassing the page cache (`O_DIRECT`), in pieces of 8 MiB shared by up to twice
+    /// as many threads as a large copy uses (at most twice the cores, and 8), instead of copying them out of the mapping: a cold file is read at the device's speed, and
     /// its pages are not left in the page cache. The results are the same bytes.
     ///
     /// It applies to an entry whose storage is module-owned (materialized; the new buffer
@@ -540,8 +539,8 @@ impl Module {
     /// The direct reads of a copy load ([`LoadOptions::direct_reads`]): one slot per pair,
     /// holding the entry's bytes in a new buffer, or `None` for a pair copied as usual.
     /// The reads are pieces of at most [`DIRECT_PIECE_BYTES`] in file order, shared by
-    /// [`copy_threads`](crate::container::copy_threads) threads; the first failure stops
-    /// them and is returned, naming the entry.
+    /// [`read_threads`](crate::container::aligned::read_threads) threads; the first failure
+    /// stops them and is returned, naming the entry.
     #[cfg(unix)]
     fn read_direct(&self, pairs: &[Pair<'_>]) -> Result<Vec<Option<AlignedBuf>>> {
         use crate::container::direct::DirectFile;
@@ -611,7 +610,7 @@ impl Module {
                 });
             }
         }
-        let threads = crate::container::copy_threads(total);
+        let threads = crate::container::aligned::read_threads(total);
         let queue = Mutex::new(pieces.into_iter());
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let work = || loop {
