@@ -13,8 +13,8 @@ use support_zip::pk;
 
 /// One storage of the generated checkpoint: its key and float32 element count.
 const STORAGES: [(&str, i32); 7] = [
-    ("mid", 300_001),    // a view 64 bytes into it, and one 20 bytes in (misaligned)
-    ("exact", 65_536),   // 256 KiB: whole blocks
+    ("mid", 300_001),     // a view 64 bytes into it, and one 20 bytes in (misaligned)
+    ("exact", 65_536),    // 256 KiB: whole blocks
     ("strided", 153_600), // a transposed view
     ("tiny", 3),
     ("empty", 0),
@@ -58,7 +58,10 @@ fn generated_checkpoint() -> Vec<u8> {
         .enumerate()
         .map(|(s, (key, numel))| (key.to_string(), storage_bytes(s, *numel)))
         .collect();
-    let storages: Vec<(&str, &[u8])> = data.iter().map(|(k, d)| (k.as_str(), d.as_slice())).collect();
+    let storages: Vec<(&str, &[u8])> = data
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.as_slice()))
+        .collect();
     support_zip::checkpoint(&pickle, &storages)
 }
 
@@ -114,7 +117,11 @@ fn contents(module: &Module) -> Loaded {
         .iter()
         .map(|e| {
             let bytes = e.bytes().unwrap();
-            (e.name().to_string(), bytes.to_vec(), bytes.as_ptr() as usize)
+            (
+                e.name().to_string(),
+                bytes.to_vec(),
+                bytes.as_ptr() as usize,
+            )
         })
         .collect()
 }
@@ -152,7 +159,10 @@ fn read_directly(ckpt: &Checkpoint) -> Vec<(String, u64)> {
             let i = (0..ckpt.len())
                 .find(|&i| ckpt.name_at(i) == Some(*name))
                 .unwrap();
-            (name.to_string(), ckpt.tensor_at(i).unwrap().file_offset().unwrap())
+            (
+                name.to_string(),
+                ckpt.tensor_at(i).unwrap().file_offset().unwrap(),
+            )
         })
         .collect()
 }
@@ -166,10 +176,16 @@ fn direct_reads_give_the_bytes_of_a_normal_copy_load_on_disk_and_on_tmpfs() {
         let ckpt = open(&path, OpenMode::Map);
         let direct = read_directly(&ckpt);
         // Not vacuous: offsets inside a block, and sizes that are not whole blocks.
-        assert!(direct.iter().any(|(_, o)| o % 4096 != 0), "{place}: {direct:?}");
+        assert!(
+            direct.iter().any(|(_, o)| o % 4096 != 0),
+            "{place}: {direct:?}"
+        );
         let (_, plain) = copy_load(&ckpt, false, None);
         let (before, loaded) = copy_load(&ckpt, true, None);
-        assert!(bytes_only(&loaded) == bytes_only(&plain), "{place}: bytes differ");
+        assert!(
+            bytes_only(&loaded) == bytes_only(&plain),
+            "{place}: bytes differ"
+        );
         for ((name, _, old), (_, _, new)) in before.iter().zip(&loaded) {
             match direct.iter().find(|(n, _)| n == name) {
                 // Read into a new buffer placed like the file offset within its block.
@@ -184,12 +200,18 @@ fn direct_reads_give_the_bytes_of_a_normal_copy_load_on_disk_and_on_tmpfs() {
         // Conversions are copied as usual, and give the same values.
         let (_, plain) = copy_load(&ckpt, false, Some(DType::Float64));
         let (before, loaded) = copy_load(&ckpt, true, Some(DType::Float64));
-        assert!(bytes_only(&loaded) == bytes_only(&plain), "{place}: float64");
+        assert!(
+            bytes_only(&loaded) == bytes_only(&plain),
+            "{place}: float64"
+        );
         assert!(before.iter().zip(&loaded).all(|(a, b)| a.2 == b.2));
         // A checkpoint read into memory is copied from there.
         let read = open(&path, OpenMode::Read);
         let (before, loaded) = copy_load(&read, true, None);
-        assert!(bytes_only(&loaded) == bytes_only(&plain_f32(&ckpt)), "{place}: read");
+        assert!(
+            bytes_only(&loaded) == bytes_only(&plain_f32(&ckpt)),
+            "{place}: read"
+        );
         assert!(before.iter().zip(&loaded).all(|(a, b)| a.2 == b.2));
     }
 }
@@ -288,7 +310,9 @@ fn a_stopped_strict_load_puts_the_old_buffers_back() {
         seen.push(e.name().to_string());
         e.name() != "big"
     };
-    let err = module.load_with(&ckpt, &options, Some(&mut stop)).unwrap_err();
+    let err = module
+        .load_with(&ckpt, &options, Some(&mut stop))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Callback, "{err}");
     assert_eq!(seen.len(), module.len(), "{seen:?}");
     assert!(contents(&module) == before, "the module changed");

@@ -47,7 +47,6 @@ impl DirectFile {
         })
     }
 
-
     /// Fills `buf`, which holds the file's bytes from `offset` on, with at least its first
     /// `needed` bytes (the rest of `buf` may lie past the end of the file). With `O_DIRECT`,
     /// `offset` and `buf`'s address are multiples of [`DIRECT_ALIGN`] and the whole of `buf`
@@ -115,10 +114,8 @@ mod tests {
 
     impl TempFile {
         fn new(tag: &str, len: usize) -> TempFile {
-            let path = std::env::temp_dir().join(format!(
-                "mmckpt-direct-unit-{tag}-{}",
-                std::process::id()
-            ));
+            let path = std::env::temp_dir()
+                .join(format!("mmckpt-direct-unit-{tag}-{}", std::process::id()));
             std::fs::write(&path, pattern(len)).unwrap();
             TempFile(path)
         }
@@ -161,13 +158,22 @@ mod tests {
             shown: "buffered".into(),
         };
         for file in [&opened, &buffered] {
-            for (offset, n) in [(0, 1), (64, 4096), (4032, 128), (4096, 8192), (192, len - 192)] {
+            for (offset, n) in [
+                (0, 1),
+                (64, 4096),
+                (4032, 128),
+                (4096, 8192),
+                (192, len - 192),
+            ] {
                 let got = read(file, offset as u64, n).unwrap();
                 assert_eq!(got, expected[offset..offset + n], "{offset}+{n}");
             }
             let err = read(file, 4096, len).unwrap_err();
             assert_eq!(err.kind, crate::error::ErrorKind::Io);
-            assert!(err.message.contains(&format!("ends at byte {len}")), "{err}");
+            assert!(
+                err.message.contains(&format!("ends at byte {len}")),
+                "{err}"
+            );
         }
     }
 
