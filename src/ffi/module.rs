@@ -898,7 +898,11 @@ mod tests {
         assert!(options.prefetch && options.strict && !options.assign);
         opts.flags = MMCKPT_LOAD_STRICT;
         assert!(!load_options(&opts).unwrap().0.prefetch);
-        opts.flags = 1 << 5;
+        assert!(!load_options(&opts).unwrap().0.direct_reads);
+        opts.flags = MMCKPT_LOAD_DIRECT_READS;
+        let (options, _) = load_options(&opts).unwrap();
+        assert!(options.direct_reads && !options.prefetch && !options.strict);
+        opts.flags = 1 << 6;
         assert!(
             load_options(&opts).is_err(),
             "the next bit is still unknown"
