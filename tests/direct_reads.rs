@@ -205,14 +205,31 @@ fn direct_reads_give_the_bytes_of_a_normal_copy_load_on_disk_and_on_tmpfs() {
             "{place}: float64"
         );
         assert!(before.iter().zip(&loaded).all(|(a, b)| a.2 == b.2));
-        // A checkpoint read into memory is copied from there.
-        let read = open(&path, OpenMode::Read);
-        let (before, loaded) = copy_load(&read, true, None);
+        // A checkpoint read into memory, or mapped copy-on-write (its user may have written
+        // to it), is copied from its bytes.
+        for mode in [OpenMode::Read, OpenMode::MapCopyOnWrite] {
+            let other = open(&path, mode);
+            let (before, loaded) = copy_load(&other, true, None);
+            assert!(
+                bytes_only(&loaded) == bytes_only(&plain_f32(&ckpt)),
+                "{place} {mode:?}"
+            );
+            assert!(
+                before.iter().zip(&loaded).all(|(a, b)| a.2 == b.2),
+                "{place} {mode:?}"
+            );
+        }
+        // MapPopulate is a shared mapping: read directly.
+        let populated = open(&path, OpenMode::MapPopulate);
+        let (before, loaded) = copy_load(&populated, true, None);
         assert!(
             bytes_only(&loaded) == bytes_only(&plain_f32(&ckpt)),
-            "{place}: read"
+            "{place} populate"
         );
-        assert!(before.iter().zip(&loaded).all(|(a, b)| a.2 == b.2));
+        assert!(
+            before.iter().zip(&loaded).any(|(a, b)| a.2 != b.2),
+            "{place} populate"
+        );
     }
 }
 

@@ -25,10 +25,14 @@ pub struct DirectFile {
 
 impl DirectFile {
     /// Opens the file `source` was mapped from again. `None` when that cannot be done
-    /// safely or at all: bytes given in memory, a file deleted or replaced since (another
+    /// safely or at all: bytes given in memory or read in, a copy-on-write mapping (its user
+    /// may have written to it), a file deleted or replaced since (another
     /// device or inode than the source's), or one that cannot be opened; the caller
     /// then copies from the source's bytes as usual.
     pub fn open(source: &Source) -> Option<DirectFile> {
+        if !source.maps_file_contents() {
+            return None;
+        }
         let path = source.path()?;
         let buffered = open(path, 0).ok()?;
         if !source.is_same_file(&buffered.metadata().ok()?) {

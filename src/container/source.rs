@@ -367,6 +367,13 @@ impl Source {
         self.identity.is_some() && self.identity == file_identity(meta)
     }
 
+    /// True when the bytes are a shared read-only mapping of the file ([`OpenMode::Map`],
+    /// [`OpenMode::MapPopulate`]): always the file's contents, which reading the file again
+    /// gives too. Not for a copy-on-write mapping, which its user may have written to.
+    pub fn maps_file_contents(&self) -> bool {
+        matches!(self.backing, FileBytes::Mapped(_))
+    }
+
     /// The path the file was opened from; `None` for bytes given in memory.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_ref().map(|p| &*p.path)

@@ -364,8 +364,8 @@ pub const MMCKPT_LOAD_PREFETCH: u32 = 1 << 4;
 /// whose checkpoint tensor has the declared dtype, is row-major contiguous, starts on a
 /// 64-byte boundary of a mapped file and is loaded whole; every other entry is copied as
 /// without the flag (conversions, strided views, tensor-parallel shares, bound memory,
-/// misaligned, big-endian or deflated storages, MMCKPT_OPEN_READ, a file replaced since it was
-/// opened). A file system without O_DIRECT (tmpfs) is read with pread instead. All direct
+/// misaligned, big-endian or deflated storages, MMCKPT_OPEN_READ, a copy-on-write mapping, a
+/// file replaced since it was opened). A file system without O_DIRECT (tmpfs) is read with pread instead. All direct
 /// reads happen before the module changes: a failed or short read (a file truncated since it
 /// was opened) is MMCKPT_ERR_IO naming the entry and byte, and the module is as it was. With
 /// PREFETCH, only the entries copied as usual are prefetched.

@@ -69,12 +69,13 @@ pub struct LoadOptions {
     /// replaces it, so pointers to the old one are stale, as after any load that changes
     /// the entry), of at least 64 KiB, whose checkpoint tensor has the
     /// declared dtype, is row-major contiguous, starts on a 64-byte boundary of a file
-    /// opened with a mapping ([`OpenMode::Map`](crate::OpenMode::Map) and its variants) and
-    /// is loaded whole. Every other entry is copied as without the option, silently: smaller
+    /// opened with a shared mapping ([`OpenMode::Map`](crate::OpenMode::Map),
+    /// [`OpenMode::MapPopulate`](crate::OpenMode::MapPopulate); the default) and is loaded
+    /// whole. Every other entry is copied as without the option, silently: smaller
     /// ones, conversions, strided views, tensor-parallel shares, memory bound by the caller
     /// (`bind`), storages mmckpt copies (misaligned, big-endian, deflated, assembled from
-    /// chunks), checkpoints read into memory or given as bytes, and files deleted or
-    /// replaced since they were opened. A file system that refuses `O_DIRECT` (tmpfs) is read
+    /// chunks), checkpoints read into memory, given as bytes or mapped copy-on-write, and
+    /// files deleted or replaced since they were opened. A file system that refuses `O_DIRECT` (tmpfs) is read
     /// with plain `pread` into the new memory instead. With
     /// [`prefetch`](LoadOptions::prefetch), only the entries copied as usual are prefetched.
     ///
