@@ -901,6 +901,22 @@ mmckpt_status mmckpt_checkpoint_value_child_key(const mmckpt_checkpoint *ckpt,
 #define MMCKPT_LOAD_PREFETCH (1 << 4)
 
 /**
+ * A copy load (no ASSIGN) reads each entry's bytes from the file straight into new
+ * module-owned memory, bypassing the page cache (O_DIRECT), in parallel: a cold file is read
+ * at the device's speed. The bytes are the same. It applies to an entry that is materialized
+ * (owned; the new memory replaces it, so its old `data` pointer is stale), at least 64 KiB,
+ * whose checkpoint tensor has the declared dtype, is row-major contiguous, starts on a
+ * 64-byte boundary of a mapped file and is loaded whole; every other entry is copied as
+ * without the flag (conversions, strided views, tensor-parallel shares, bound memory,
+ * misaligned, big-endian or deflated storages, MMCKPT_OPEN_READ, a copy-on-write mapping, a
+ * file replaced since it was opened). A file system without O_DIRECT (tmpfs) is read with pread instead. All direct
+ * reads happen before the module changes: a failed or short read (a file truncated since it
+ * was opened) is MMCKPT_ERR_IO naming the entry and byte, and the module is as it was. With
+ * PREFETCH, only the entries copied as usual are prefetched.
+ */
+#define MMCKPT_LOAD_DIRECT_READS (1 << 5)
+
+/**
  * The newest version of mmckpt_load_options this header declares. Version 1: `version`,
  * `flags`, `prefix`, `on_tensor`, `user_data`; version 2 adds `tp_rank`, `tp_world`,
  * `split_rules`, `split_rule_count` (tensor-parallel loads). The library accepts every
@@ -970,7 +986,8 @@ typedef struct mmckpt_load_options {
   uint32_t version;
   /**
    * MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS,
-   * MMCKPT_LOAD_PREFETCH.
+   * MMCKPT_LOAD_PREFETCH, MMCKPT_LOAD_DIRECT_READS; other bits are
+   * MMCKPT_ERR_INVALID_ARGUMENT.
    */
   uint32_t flags;
   /**

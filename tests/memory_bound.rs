@@ -270,6 +270,7 @@ fn open_and_load(path: &Path) {
             prefix: String::new(),
             prefetch: false,
             tensor_parallel: None,
+            direct_reads: false,
         };
         if let Err(e) = module.load(&ckpt, &options) {
             assert!(

@@ -92,6 +92,7 @@ fn a_module_with_a_million_segment_name_loads_and_reports() {
                     prefix: String::new(),
                     prefetch: false,
                     tensor_parallel: None,
+                    direct_reads: false,
                 };
                 let report = module.load(&ckpt, &options).unwrap();
                 assert!(!report.is_failure(), "{}", report.message());

@@ -16,8 +16,13 @@
 //!                                           mapping is first faulted in (OpenMode::MapPopulate)
 //! copy_limits cold FILE MODE [THREADS]      one pass over every tensor byte of a file the driver
 //!                                           evicted: pread / direct (8 MiB reads, O_DIRECT) on
-//!                                           THREADS threads = the device's throughput; load /
-//!                                           load-prefetch (copy load, fresh memory); mapsum (the
+//!                                           THREADS threads = the device's throughput;
+//!                                           direct-fresh (the same O_DIRECT reads into fresh
+//!                                           MADV_HUGEPAGE memory of the file's size: the device
+//!                                           plus the page faults any copy's memory costs); load /
+//!                                           load-prefetch / load-direct (copy load, fresh
+//!                                           memory; with LoadOptions::prefetch or
+//!                                           ::direct_reads); mapsum (the
 //!                                           mapped tensors summed); verify (open with the CRC-32
 //!                                           check of every record)
 //! ```
@@ -51,7 +56,8 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: copy_limits memcpy FILE fresh4k|freshthp|warm THREADS REPS | \
-         load FILE TO REPS [populate] | cold FILE pread|direct|load|load-prefetch|mapsum|verify [THREADS]"
+         load FILE TO REPS [populate] | cold FILE pread|direct|direct-fresh|load|load-prefetch|load-direct|\
+         mapsum|verify [THREADS]"
     );
     std::process::exit(2)
 }
@@ -263,12 +269,14 @@ fn load(path: &str, to: &str, reps: usize, populate: bool) -> Value {
 fn cold(path: &str, mode: &str, threads: usize) -> Value {
     let (t, moved, (bytes, check)) = timed(|| match mode {
         "pread" | "direct" => read_file(path, mode == "direct", threads),
-        "load" | "load-prefetch" => {
+        "direct-fresh" => read_file_fresh(path, threads),
+        "load" | "load-prefetch" | "load-direct" => {
             let ckpt = open_ckpt(path, &OpenOptions::default());
             let mut module = Module::from_checkpoint(&ckpt).expect("skeleton");
             module.materialize().expect("materialize");
             let options = LoadOptions {
                 prefetch: mode == "load-prefetch",
+                direct_reads: mode == "load-direct",
                 ..LoadOptions::default()
             };
             module.load(&ckpt, &options).expect("copy load");
@@ -293,6 +301,46 @@ fn cold(path: &str, mode: &str, threads: usize) -> Value {
     });
     json!({"kind": "cold", "mode": mode, "threads": threads, "seconds": t, "bytes": bytes,
            "check": check, "kernel": moved, "file_bytes": map(path).len()})
+}
+
+/// [`read_file`] with O_DIRECT into one fresh 2 MiB-aligned MADV_HUGEPAGE destination of the
+/// file's size (chunk `c` lands at `c` × 8 MiB), unmapped after the clock stops: what a load
+/// into new memory costs at least. (0, 1) when the file system refuses O_DIRECT.
+fn read_file_fresh(path: &str, threads: usize) -> (u64, u64) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    else {
+        return (0, 1);
+    };
+    let len = file.metadata().expect("stat").len() as usize;
+    let mut dst = Anon::new(len.next_multiple_of(READ_CHUNK), true);
+    let dst = dst.slice(len.next_multiple_of(READ_CHUNK));
+    let mut chunks: Vec<(usize, &mut [u8])> = dst.chunks_mut(READ_CHUNK).enumerate().collect();
+    let total: u64 = std::thread::scope(|scope| {
+        let mut parts: Vec<Vec<(usize, &mut [u8])>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, chunk) in chunks.drain(..) {
+            parts[i % threads].push((i, chunk));
+        }
+        let file = &file;
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    part.into_iter()
+                        .map(|(i, buf)| {
+                            // O_DIRECT reads whole blocks; the file's last one may be short.
+                            file.read_at(buf, (i * READ_CHUNK) as u64).expect("pread") as u64
+                        })
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("reader")).sum()
+    });
+    (total, 0)
 }
 
 /// Reads the whole file in 8 MiB preads: thread `i` of `threads` reads chunks i, i + threads, …

@@ -29,8 +29,8 @@ macro_rules! ls_synopsis {
 /// `load`'s synopsis (in [`USAGE`] and `mmckpt help load`).
 macro_rules! load_synopsis {
     () => {
-        "  mmckpt load FILE [--spec SPEC] [--copy] [--contiguous] [--dtype DTYPE] [--prefix P]
-                   [--non-strict] [--root PATH] [--read] [--quiet]
+        "  mmckpt load FILE [--spec SPEC] [--copy [--direct]] [--contiguous] [--dtype DTYPE]
+                   [--prefix P] [--non-strict] [--root PATH] [--read] [--quiet]
                    [--tp RANK/WORLD [--split PATTERN=DIM]...]"
     };
 }
@@ -134,6 +134,8 @@ options:
   --spec SPEC      build the module from the JSON module spec SPEC (docs/module-spec.md), else
                    from FILE's own table
   --copy           copy into memory the module owns (default: assign zero-copy views)
+  --direct         with --copy: read the entries from the file straight into that memory,
+                   bypassing the page cache (O_DIRECT), in parallel
   --contiguous     assign, but copy strided entries into row-major memory the module owns
   --dtype DTYPE    declare floating entries as DTYPE (e.g. bfloat16), converting on load
   --prefix P       load only the keys under P (stripped)
@@ -995,6 +997,7 @@ impl LoadArgs {
                 lexopt::Arg::Long("read") => open.read = true,
                 lexopt::Arg::Long("spec") => spec = Some(parser.value().map_err(usage)?.into()),
                 lexopt::Arg::Long("copy") => plan.copy = true,
+                lexopt::Arg::Long("direct") => plan.direct_reads = true,
                 lexopt::Arg::Long("contiguous") => plan.contiguous = true,
                 lexopt::Arg::Long("dtype") => {
                     let name = string(parser.value().map_err(usage)?)?;
@@ -1070,6 +1073,8 @@ pub struct LoadPlan {
     pub spec: Option<String>,
     /// Copy into owned memory instead of an assign load.
     pub copy: bool,
+    /// With `copy`: read the entries with direct reads ([`LoadOptions::direct_reads`]).
+    pub direct_reads: bool,
     /// Assign, but make every entry row-major (strided ones are copied).
     pub contiguous: bool,
     /// Declare floating entries with this dtype (converting while loading).
@@ -1130,6 +1135,7 @@ fn load_module(mut module: Module, ckpt: &Checkpoint, plan: &LoadPlan) -> Result
         prefix: plan.prefix.clone(),
         prefetch: false,
         tensor_parallel: plan.tensor_parallel.clone(),
+        direct_reads: plan.direct_reads,
     };
     let report = module.load(ckpt, &options)?;
     Ok(Loaded {

@@ -4,6 +4,8 @@
 //! `checkpoint::formats`.
 
 pub mod aligned;
+#[cfg(unix)]
+pub mod direct;
 pub mod page_vec;
 pub mod source;
 pub mod zip;

@@ -171,6 +171,9 @@ pub struct Source {
     /// Bytes read with [`Source::read_exact_at`] (storages in per-tensor mode, CRC checks);
     /// header reads during the parse are not counted.
     bytes_read: AtomicU64,
+    /// The opened file's device and inode (`None` for bytes given in memory): a file opened
+    /// again by path is the same one only if these match ([`Source::is_same_file`]).
+    identity: Option<(u64, u64)>,
 }
 
 impl Source {
@@ -233,6 +236,7 @@ impl Source {
             file: Mutex::new(file),
             kept,
             bytes_read: AtomicU64::new(0),
+            identity: file_identity(&meta),
         })
     }
 
@@ -352,7 +356,22 @@ impl Source {
             file: Mutex::new(None),
             kept: None,
             bytes_read: AtomicU64::new(0),
+            identity: None,
         })
+    }
+
+    /// True when `meta` (of a file opened again by [`Source::path`]) describes the file this
+    /// source was opened from: same device and inode (its length may have changed since).
+    /// False for bytes in memory.
+    pub fn is_same_file(&self, meta: &std::fs::Metadata) -> bool {
+        self.identity.is_some() && self.identity == file_identity(meta)
+    }
+
+    /// True when the bytes are a shared read-only mapping of the file ([`OpenMode::Map`],
+    /// [`OpenMode::MapPopulate`]): always the file's contents, which reading the file again
+    /// gives too. Not for a copy-on-write mapping, which its user may have written to.
+    pub fn maps_file_contents(&self) -> bool {
+        matches!(self.backing, FileBytes::Mapped(_))
     }
 
     /// The path the file was opened from; `None` for bytes given in memory.
@@ -555,6 +574,20 @@ fn page_size() -> usize {
         }
     }
     4096
+}
+
+/// A file's device and inode (`None` elsewhere than on Unix).
+fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// Opens `path` for reading if it is a regular file, and returns it with its metadata; any

@@ -357,11 +357,25 @@ pub const MMCKPT_LOAD_CONTIGUOUS: u32 = 1 << 3;
 /// then streams the file. Results are the same; an assign load that reads no tensor byte
 /// (no CONVERT, no CONTIGUOUS) fetches nothing.
 pub const MMCKPT_LOAD_PREFETCH: u32 = 1 << 4;
+/// A copy load (no ASSIGN) reads each entry's bytes from the file straight into new
+/// module-owned memory, bypassing the page cache (O_DIRECT), in parallel: a cold file is read
+/// at the device's speed. The bytes are the same. It applies to an entry that is materialized
+/// (owned; the new memory replaces it, so its old `data` pointer is stale), at least 64 KiB,
+/// whose checkpoint tensor has the declared dtype, is row-major contiguous, starts on a
+/// 64-byte boundary of a mapped file and is loaded whole; every other entry is copied as
+/// without the flag (conversions, strided views, tensor-parallel shares, bound memory,
+/// misaligned, big-endian or deflated storages, MMCKPT_OPEN_READ, a copy-on-write mapping, a
+/// file replaced since it was opened). A file system without O_DIRECT (tmpfs) is read with pread instead. All direct
+/// reads happen before the module changes: a failed or short read (a file truncated since it
+/// was opened) is MMCKPT_ERR_IO naming the entry and byte, and the module is as it was. With
+/// PREFETCH, only the entries copied as usual are prefetched.
+pub const MMCKPT_LOAD_DIRECT_READS: u32 = 1 << 5;
 const LOAD_FLAGS: u32 = MMCKPT_LOAD_ASSIGN
     | MMCKPT_LOAD_STRICT
     | MMCKPT_LOAD_CONVERT
     | MMCKPT_LOAD_CONTIGUOUS
-    | MMCKPT_LOAD_PREFETCH;
+    | MMCKPT_LOAD_PREFETCH
+    | MMCKPT_LOAD_DIRECT_READS;
 
 /// The newest version of mmckpt_load_options this header declares. Version 1: `version`,
 /// `flags`, `prefix`, `on_tensor`, `user_data`; version 2 adds `tp_rank`, `tp_world`,
@@ -389,7 +403,8 @@ pub struct mmckpt_load_options {
     /// The version of this struct the caller was compiled against (MMCKPT_LOAD_OPTIONS_VERSION).
     pub version: u32,
     /// MMCKPT_LOAD_ASSIGN, MMCKPT_LOAD_STRICT, MMCKPT_LOAD_CONVERT, MMCKPT_LOAD_CONTIGUOUS,
-    /// MMCKPT_LOAD_PREFETCH.
+    /// MMCKPT_LOAD_PREFETCH, MMCKPT_LOAD_DIRECT_READS; other bits are
+    /// MMCKPT_ERR_INVALID_ARGUMENT.
     pub flags: u32,
     /// Nullable. Only checkpoint keys under this prefix are considered, and it is stripped
     /// ("module." of DataParallel); a missing final '.' is implied. Read during the call only.
@@ -502,6 +517,7 @@ fn load_options(opts: *const mmckpt_load_options) -> Result<(LoadOptions, Option
     options.convert = opts.flags & MMCKPT_LOAD_CONVERT != 0;
     options.contiguous = opts.flags & MMCKPT_LOAD_CONTIGUOUS != 0;
     options.prefetch = opts.flags & MMCKPT_LOAD_PREFETCH != 0;
+    options.direct_reads = opts.flags & MMCKPT_LOAD_DIRECT_READS != 0;
     options.prefix = arg_opt_str(opts.prefix, "opts.prefix")?
         .unwrap_or("")
         .to_string();
@@ -882,7 +898,11 @@ mod tests {
         assert!(options.prefetch && options.strict && !options.assign);
         opts.flags = MMCKPT_LOAD_STRICT;
         assert!(!load_options(&opts).unwrap().0.prefetch);
-        opts.flags = 1 << 5;
+        assert!(!load_options(&opts).unwrap().0.direct_reads);
+        opts.flags = MMCKPT_LOAD_DIRECT_READS;
+        let (options, _) = load_options(&opts).unwrap();
+        assert!(options.direct_reads && !options.prefetch && !options.strict);
+        opts.flags = 1 << 6;
         assert!(
             load_options(&opts).is_err(),
             "the next bit is still unknown"

@@ -60,7 +60,41 @@ pub struct LoadOptions {
     /// `contiguous` it is copied, only its bytes); a copy load copies only the share's bytes.
     /// `None` (the default) loads every entry whole. See [`TensorParallel`].
     pub tensor_parallel: Option<TensorParallel>,
+    /// A copy load reads each entry's bytes from the file straight into new module-owned
+    /// memory, bypassing the page cache (`O_DIRECT`), in pieces of 8 MiB shared by up to twice
+    /// as many threads as a large copy uses (at most twice the cores, and 8), instead of copying them out of the mapping: a cold file is read at the device's speed, and
+    /// its pages are not left in the page cache. The results are the same bytes.
+    ///
+    /// It applies to an entry whose storage is module-owned (materialized; the new buffer
+    /// replaces it, so pointers to the old one are stale, as after any load that changes
+    /// the entry), of at least 64 KiB, whose checkpoint tensor has the
+    /// declared dtype, is row-major contiguous, starts on a 64-byte boundary of a file
+    /// opened with a shared mapping ([`OpenMode::Map`](crate::OpenMode::Map),
+    /// [`OpenMode::MapPopulate`](crate::OpenMode::MapPopulate); the default) and is loaded
+    /// whole. Every other entry is copied as without the option, silently: smaller
+    /// ones, conversions, strided views, tensor-parallel shares, memory bound by the caller
+    /// (`bind`), storages mmckpt copies (misaligned, big-endian, deflated, assembled from
+    /// chunks), checkpoints read into memory, given as bytes or mapped copy-on-write, and
+    /// files deleted or replaced since they were opened. A file system that refuses `O_DIRECT` (tmpfs) is read
+    /// with plain `pread` into the new memory instead. With
+    /// [`prefetch`](LoadOptions::prefetch), only the entries copied as usual are prefetched.
+    ///
+    /// All the direct reads are done before the module changes: a read that fails or finds
+    /// the file shorter (truncated since it was opened) is an `Io` error naming the entry
+    /// and the byte, and the module is as it was. Memory: the new buffers, and the entries'
+    /// old buffers until the load ends (untouched after a `materialize`, they hold no pages).
+    /// An assign load reads nothing this way.
+    pub direct_reads: bool,
 }
+
+/// Entries smaller than this are copied from the mapping even with
+/// [`LoadOptions::direct_reads`]: its read-ahead fetches a run of small tensors with fewer
+/// requests than a direct read each.
+pub(crate) const DIRECT_READ_MIN_BYTES: usize = 64 << 10;
+
+/// Pieces direct reads are split into (whole blocks): large requests for the device, small
+/// enough to share one tensor's reads among the threads.
+const DIRECT_PIECE_BYTES: usize = 8 << 20;
 
 impl Default for LoadOptions {
     fn default() -> Self {
@@ -72,6 +106,7 @@ impl Default for LoadOptions {
             prefix: String::new(),
             prefetch: false,
             tensor_parallel: None,
+            direct_reads: false,
         }
     }
 }
@@ -181,11 +216,20 @@ impl Module {
                 .as_ref()
                 .is_some_and(|tp| tp.rule_for(key).is_some())
         };
+        // Entries read directly bypass the page cache: prefetching them would read them twice.
+        let direct = |i: usize, e: usize| {
+            options.direct_reads
+                && !options.assign
+                && ckpt
+                    .tensor_at(i)
+                    .is_ok_and(|t| direct_read_source(&self.entries[e], &t).is_some())
+        };
         (0..ckpt.len())
             .filter(|&i| {
                 ckpt.name_at(i)
                     .and_then(|full| full.strip_prefix(&*prefix))
-                    .is_some_and(|key| self.index_of(key).is_some() && !split(key))
+                    .and_then(|key| Some((key, self.index_of(key)?)))
+                    .is_some_and(|(key, e)| !split(key) && !direct(i, e))
             })
             .collect()
     }
@@ -251,11 +295,10 @@ impl Module {
         {
             pairs.sort_by_cached_key(file_order);
         }
-        let strict = options.strict;
         let outcome = if options.assign {
             self.apply_assign(&pairs, options, &mut on_tensor)
         } else {
-            self.apply_copy(&pairs, strict, &mut on_tensor, cursor)
+            self.apply_copy(&pairs, options, &mut on_tensor, cursor)
                 .map(|()| Vec::new())
         };
         outcome.map(|copied| LoadReport {
@@ -453,25 +496,44 @@ impl Module {
         }
     }
 
+    /// Copies in file order. With `direct_reads`, the entries read directly are read first,
+    /// all of them, into new buffers (a failure leaves the module as it was), which then
+    /// replace the entries' buffers in file order, each before its callback.
     fn apply_copy(
         &mut self,
         pairs: &[Pair<'_>],
-        strict: bool,
+        options: &LoadOptions,
         on_tensor: &mut Option<OnTensor<'_>>,
         cursor: Option<&PrefetchCursor>,
     ) -> Result<()> {
-        let save = strict && on_tensor.is_some();
+        let mut direct = if options.direct_reads {
+            self.read_direct(pairs)?
+        } else {
+            Vec::new()
+        };
+        let save = options.strict && on_tensor.is_some();
         let mut saved: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (e, _, source) in pairs {
-            source.advise_share();
+        let mut replaced: Vec<(usize, AlignedBuf)> = Vec::new();
+        for (k, (e, _, source)) in pairs.iter().enumerate() {
             let t = &source.tensor();
             let entry = &mut self.entries[*e];
-            let to = entry.dtype;
-            let dst = entry.writable().expect("checked in planning");
-            if save {
-                saved.push((*e, dst.to_vec()));
+            if let Some(new) = direct.get_mut(k).and_then(Option::take) {
+                let Data::Owned { buf, .. } = &mut entry.data else {
+                    unreachable!("direct reads are planned for owned entries only")
+                };
+                let old = std::mem::replace(buf, new);
+                if save {
+                    replaced.push((*e, old));
+                }
+            } else {
+                source.advise_share();
+                let to = entry.dtype;
+                let dst = entry.writable().expect("checked in planning");
+                if save {
+                    saved.push((*e, dst.to_vec()));
+                }
+                copy_converted(t, to, dst);
             }
-            copy_converted(t, to, dst);
             if let Some(cursor) = cursor {
                 cursor.consumed(t);
             }
@@ -483,11 +545,131 @@ impl Module {
                             dst.copy_from_slice(&bytes);
                         }
                     }
+                    for (e, old) in replaced.into_iter().rev() {
+                        if let Data::Owned { buf, .. } = &mut self.entries[e].data {
+                            *buf = old;
+                        }
+                    }
                     return Err(stopped(&name));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The direct reads of a copy load ([`LoadOptions::direct_reads`]): one slot per pair,
+    /// holding the entry's bytes in a new buffer, or `None` for a pair copied as usual.
+    /// The reads are pieces of at most [`DIRECT_PIECE_BYTES`] in file order, shared by
+    /// [`read_threads`](crate::container::aligned::read_threads) threads; the first failure
+    /// stops them and is returned, naming the entry.
+    #[cfg(unix)]
+    fn read_direct(&self, pairs: &[Pair<'_>]) -> Result<Vec<Option<AlignedBuf>>> {
+        use crate::container::direct::DirectFile;
+        use std::sync::Mutex;
+        // The files read, by source (a concatenated checkpoint has several); None: copied.
+        let mut files: Vec<(usize, Option<DirectFile>)> = Vec::new();
+        let mut bufs: Vec<Option<AlignedBuf>> = Vec::with_capacity(pairs.len());
+        // Per read entry: (pair, file, offset of the entry's first byte).
+        let mut reads = Vec::new();
+        for (k, (e, _, source)) in pairs.iter().enumerate() {
+            let entry = &self.entries[*e];
+            let found = match source {
+                Source::Whole(t) => direct_read_source(entry, t),
+                Source::Share(_) => None,
+            };
+            let Some((source, offset)) = found else {
+                bufs.push(None);
+                continue;
+            };
+            let key = Arc::as_ptr(source) as usize;
+            let file = match files.iter().position(|(at, _)| *at == key) {
+                Some(file) => file,
+                None => {
+                    files.push((key, DirectFile::open(source)));
+                    files.len() - 1
+                }
+            };
+            if files[file].1.is_none() {
+                bufs.push(None);
+                continue;
+            }
+            let buf = AlignedBuf::zeroed_for_direct_read(entry.nbytes, offset)
+                .map_err(|err| err.context(format!("reading '{}'", entry.name())))?;
+            bufs.push(Some(buf));
+            reads.push((k, file, offset));
+        }
+        if reads.is_empty() {
+            return Ok(bufs);
+        }
+        struct Piece<'b> {
+            pair: usize,
+            file: usize,
+            offset: u64,
+            window: &'b mut [u8],
+            needed: usize,
+        }
+        let mut pieces = Vec::new();
+        let mut total = 0;
+        let mut reads = reads.into_iter().peekable();
+        for (k, slot) in bufs.iter_mut().enumerate() {
+            let Some((_, file, offset)) = reads.next_if(|(at, _, _)| *at == k) else {
+                continue;
+            };
+            let buf = slot.as_mut().expect("a buffer per read");
+            let head = buf.direct_head();
+            let end = head + self.entries[pairs[k].0].nbytes;
+            total += end;
+            let window = buf.direct_window().expect("placed for direct reads");
+            for (i, window) in window.chunks_mut(DIRECT_PIECE_BYTES).enumerate() {
+                let at = i * DIRECT_PIECE_BYTES;
+                pieces.push(Piece {
+                    pair: k,
+                    file,
+                    offset: offset - head as u64 + at as u64,
+                    needed: (end - at).min(window.len()),
+                    window,
+                });
+            }
+        }
+        let threads = crate::container::aligned::read_threads(total);
+        let queue = Mutex::new(pieces.into_iter());
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        let work = || loop {
+            if failed.lock().map_or(true, |f| f.is_some()) {
+                return;
+            }
+            let Some(piece) = queue.lock().ok().and_then(|mut q| q.next()) else {
+                return;
+            };
+            let Some(file) = &files[piece.file].1 else {
+                continue;
+            };
+            if let Err(err) = file.read_into(piece.offset, piece.window, piece.needed) {
+                let name = self.entries[pairs[piece.pair].0].name();
+                let err = err.context(format!("entry '{name}'"));
+                if let Ok(mut failed) = failed.lock() {
+                    failed.get_or_insert(err);
+                }
+                return;
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(work);
+            }
+            work();
+        });
+        match failed.into_inner() {
+            Ok(None) => Ok(bufs),
+            Ok(Some(err)) => Err(err),
+            Err(_) => Err(Error::io("a direct read failed".to_string())),
+        }
+    }
+
+    /// Without `O_DIRECT` reads of a file (not Unix), every entry is copied as usual.
+    #[cfg(not(unix))]
+    fn read_direct(&self, pairs: &[Pair<'_>]) -> Result<Vec<Option<AlignedBuf>>> {
+        Ok(pairs.iter().map(|_| None).collect())
     }
 }
 
@@ -594,6 +776,31 @@ fn copy_converted(t: &TensorRef<'_>, to: crate::dtype::DType, dst: &mut [u8]) {
             copy_part(0, part);
         }
     });
+}
+
+/// Where a direct read of `t` into `entry` comes from (the file's source and the offset of
+/// the tensor's first byte), or `None` when [`LoadOptions::direct_reads`] does not apply.
+fn direct_read_source<'c>(
+    entry: &Entry,
+    t: &TensorRef<'c>,
+) -> Option<(&'c Arc<crate::container::Source>, u64)> {
+    let applies = matches!(entry.data, Data::Owned { .. })
+        && entry.nbytes >= DIRECT_READ_MIN_BYTES
+        && t.desc.dtype == entry.dtype
+        && t.desc.is_contiguous()
+        && entry.nbytes as u64 <= t.desc.span_bytes()
+        && t.is_mapped()
+        && !t.storage.copy_pending();
+    if !applies {
+        return None;
+    }
+    let Backing::File(source) = t.storage.backing() else {
+        return None;
+    };
+    let offset = t.file_offset()?;
+    let in_file = offset.checked_add(entry.nbytes as u64)? <= source.bytes().len() as u64;
+    (in_file && offset % crate::container::aligned::BUFFER_ALIGN as u64 == 0)
+        .then_some((source, offset))
 }
 
 /// Pieces a strided copy gathers at a time (small enough to stay in cache).
