@@ -427,16 +427,20 @@ impl Module {
         }
         // The shares, now that every shape fits: views, or copies of only the share's bytes
         // of a tensor saved in chunks that no one chunk covers.
-        let mut pairs = Vec::with_capacity(planned.len());
-        for (e, src, step) in planned {
-            let source = match step {
-                Planned::Whole(t) => Source::Whole(t),
-                Planned::Share { dim, start, length } => {
-                    Source::Share(Box::new(ckpt.slice(src, dim as i64, start, length)?))
-                }
-            };
-            pairs.push((e, src, source));
-        }
+        // In place (a step and a pair are the same size): a second plan-sized buffer would be
+        // fresh memory, which a large load pays for in page faults.
+        let pairs = planned
+            .into_iter()
+            .map(|(e, src, step)| {
+                let source = match step {
+                    Planned::Whole(t) => Source::Whole(t),
+                    Planned::Share { dim, start, length } => {
+                        Source::Share(Box::new(ckpt.slice(src, dim as i64, start, length)?))
+                    }
+                };
+                Ok((e, src, source))
+            })
+            .collect::<Result<Vec<Pair<'c>>>>()?;
         Ok((report, pairs))
     }
 

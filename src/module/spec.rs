@@ -126,8 +126,9 @@ fn join(path: &str, name: &str) -> String {
     full
 }
 
-/// `path.i` (or `i` at the root): an item of a `ModuleList` / `Sequential`.
-fn join_index(path: &str, i: usize) -> String {
+/// `path.i` (or `i` at the root), an item of a `ModuleList` / `Sequential`, written into
+/// `out` (reused from item to item: a `repeat` of thousands allocates one path).
+fn join_index(out: &mut String, path: &str, i: usize) {
     // The digits by hand: `write!` goes through the formatting machinery for every module.
     let mut digits = [0u8; 20];
     let (mut n, mut at) = (i, digits.len());
@@ -139,8 +140,12 @@ fn join_index(path: &str, i: usize) -> String {
             break;
         }
     }
-    let digits = std::str::from_utf8(&digits[at..]).expect("ASCII digits");
-    join(path, digits)
+    out.clear();
+    if !path.is_empty() {
+        out.push_str(path);
+        out.push('.');
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// An object node's members, with the node path for messages.
@@ -631,14 +636,18 @@ impl Builder {
                             n.err(format!("'items' must be an array, not {}", items.kind()))
                         );
                     };
+                    let mut item_path = String::new();
                     for (i, item) in items.iter().enumerate() {
-                        self.node(item, &join_index(path, i), dtype)?;
+                        join_index(&mut item_path, path, i);
+                        self.node(item, &item_path, dtype)?;
                     }
                 } else if n.get("repeat").is_some() || n.get("item").is_some() {
                     let count = n.size("repeat")?;
                     let item = n.required("item")?;
+                    let mut item_path = String::new();
                     for i in 0..count {
-                        self.node(item, &join_index(path, i as usize), dtype)?;
+                        join_index(&mut item_path, path, i as usize);
+                        self.node(item, &item_path, dtype)?;
                     }
                 } else if n.get("children").is_some() {
                     self.children(n, dtype)?;
