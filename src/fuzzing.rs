@@ -126,14 +126,113 @@ pub fn pickle_seeds(data: &[u8]) -> Vec<&[u8]> {
     }
 }
 
-/// The whole open path (container, pickle, torch interpretation, table), plain and strict.
+/// The whole open path (container, pickle, torch interpretation, table), plain and strict, and
+/// the plain state-dict reader against the generic path ([`plain_matches_generic`]).
 pub fn open(data: &[u8]) {
-    let _ = Checkpoint::from_bytes(data, &OpenOptions::default());
+    plain_matches_generic(data);
     let strict = OpenOptions {
         strict: true,
         ..OpenOptions::default()
     };
     let _ = Checkpoint::from_bytes(data, &strict);
+}
+
+/// Opens `data` twice with default options: as it opens (a plain state dict read straight into
+/// its table, its value tree built on first use) and with the plain reader off (the generic
+/// path: value tree, walk, interpretation). Panics unless both give the same: the same error,
+/// or the same table (every row's name, dtype, shape, strides, offset, flags and bytes, storages
+/// shared alike) and the same values. Returns whether the plain reader took it.
+pub fn plain_matches_generic(data: &[u8]) -> bool {
+    let options = OpenOptions::default();
+    let fast = Checkpoint::from_bytes(data, &options);
+    let generic = crate::checkpoint::plain::without(|| Checkpoint::from_bytes(data, &options));
+    let (fast, generic) = match (fast, generic) {
+        (Err(a), Err(b)) => {
+            assert_eq!(
+                (a.kind, &a.message),
+                (b.kind, &b.message),
+                "the errors differ"
+            );
+            return false;
+        }
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => panic!(
+            "one way opened, the other did not: plain {:?}, generic {:?}",
+            a.err(),
+            b.err()
+        ),
+    };
+    assert!(!generic.read_plain());
+    assert_eq!(fast.len(), generic.len(), "table lengths");
+    assert_eq!(fast.storage_count(), generic.storage_count(), "storages");
+    let mut same_storage = std::collections::HashMap::new();
+    for i in 0..fast.len() {
+        assert_eq!(fast.name_at(i), generic.name_at(i), "name {i}");
+        assert_eq!(fast.name_c_at(i), generic.name_c_at(i), "C name {i}");
+        match (fast.tensor_at(i), generic.tensor_at(i)) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (a.dtype(), a.shape(), a.strides(), a.storage_offset()),
+                    (b.dtype(), b.shape(), b.strides(), b.storage_offset()),
+                    "tensor {i}"
+                );
+                assert_eq!(
+                    (
+                        a.requires_grad(),
+                        a.is_parameter(),
+                        a.file_offset(),
+                        a.is_mapped()
+                    ),
+                    (
+                        b.requires_grad(),
+                        b.is_parameter(),
+                        b.file_offset(),
+                        b.is_mapped()
+                    ),
+                    "tensor {i}"
+                );
+                assert_eq!(a.bytes(), b.bytes(), "tensor {i}'s bytes");
+                let pair = same_storage.entry(a.storage_id()).or_insert(b.storage_id());
+                assert_eq!(
+                    *pair,
+                    b.storage_id(),
+                    "tensor {i}'s storage is shared alike"
+                );
+            }
+            (Err(a), Err(b)) => assert_eq!((a.kind, a.message), (b.kind, b.message)),
+            (a, b) => panic!("tensor {i}: plain {:?}, generic {:?}", a.err(), b.err()),
+        }
+        let name = fast.name_at(i).unwrap_or_default();
+        assert_eq!(
+            fast.index_of(name),
+            generic.index_of(name),
+            "lookup of '{name}'"
+        );
+    }
+    let listing = |ckpt: &Checkpoint| {
+        let leaves = ckpt.value_leaves(&ValueLimits::default());
+        let values: Vec<String> = leaves
+            .values
+            .iter()
+            .map(|v| format!("{} {:?}", v.path(), v.kind()))
+            .collect();
+        (values, leaves.truncated)
+    };
+    assert_eq!(listing(&fast), listing(&generic), "values");
+    // The trees are parsed from the same bytes with the same limits: the same size, the same
+    // saved object.
+    let tree = |ckpt: &Checkpoint| {
+        let (arena, _) = ckpt.tree().expect("the value tree");
+        let root = ckpt.value("").expect("the root");
+        (
+            arena.len(),
+            root.kind(),
+            root.child_count(),
+            root.class_name().ok(),
+        )
+    };
+    assert_eq!(tree(&fast), tree(&generic), "the saved object");
+    fast.read_plain()
 }
 
 /// Open, then walk everything: [`walk_tensors`] and [`visit_values`].
@@ -255,7 +354,8 @@ pub fn walk_tensors(ckpt: &Checkpoint, file_len: u64) -> u64 {
 /// Every non-tensor value read through its kind's accessors, and the first 64 found again by
 /// their paths. Returns a sum of the text lengths read.
 pub fn visit_values(ckpt: &Checkpoint) -> u64 {
-    let leaves = values::leaves(ckpt.arena(), ckpt.root(), &ValueLimits::default());
+    let (arena, root) = ckpt.tree().expect("a tree the open built");
+    let leaves = values::leaves(arena, root, &ValueLimits::default());
     let mut sum = 0u64;
     for (i, leaf) in leaves.values.iter().enumerate() {
         let _ = leaf.as_bool();

@@ -1189,6 +1189,34 @@ fn rebuild_tensor(
 /// One dict can be shared by every tensor of a pickle, so scanning it must stay cheap.
 pub const MAX_METADATA_ITEMS: usize = 64;
 
+/// The description a `_rebuild_tensor_v2` call of these arguments (the storage's dtype, no
+/// metadata) gives before its storage is resolved (`storage` is 0 until then), or `None` where
+/// the call's checks fail: the plain state-dict reader ([`crate::checkpoint`]'s `plain`) then
+/// leaves the file to the generic path, which reports why.
+pub(crate) fn plain_desc(
+    dtype: DType,
+    storage_offset: i64,
+    shape: Dims,
+    strides: Dims,
+    requires_grad: bool,
+) -> Option<TensorDesc> {
+    let numel = check_view(dtype, storage_offset, &shape, &strides).ok()?;
+    let desc = TensorDesc {
+        dtype,
+        shape,
+        strides,
+        storage_offset,
+        numel,
+        storage: 0,
+        requires_grad,
+        is_parameter: false,
+        conj: false,
+        neg: false,
+    };
+    check_requires_grad(&desc).ok()?;
+    Some(desc)
+}
+
 /// `_utils.py`: `if metadata: set_tensor_metadata(tensor, metadata)`, which asserts a dict and
 /// calls `torch._C._set_tensor_metadata(tensor, dict[str, bool])` (pybind11): every key a str,
 /// every value convertible to a C++ bool (bool, None, int, float, complex; not str or a

@@ -64,7 +64,8 @@ pub(crate) fn lookup<'a>(arena: &'a Arena, root: NodeId, path: &str) -> Result<V
 
 /// [`lookup`] below the checkpoint's selected root.
 pub(crate) fn value<'a>(ckpt: &'a Checkpoint, path: &str) -> Result<ValueRef<'a>> {
-    lookup(ckpt.arena(), ckpt.root(), path)
+    let (arena, root) = ckpt.tree()?;
+    lookup(arena, root, path)
 }
 
 impl Checkpoint {
@@ -78,8 +79,18 @@ impl Checkpoint {
 
     /// Every non-tensor leaf below the selected root, in walk order, collected. See
     /// [`Checkpoint::for_each_value_leaf`] for the order, the names and the bounds.
+    ///
+    /// A value tree that cannot be read (a plain state dict's pickle, read for its values on
+    /// first use, changed in the file since the open) lists nothing and is marked truncated;
+    /// [`Checkpoint::value`] says why.
     pub fn value_leaves(&self, limits: &ValueLimits) -> Leaves<'_> {
-        leaves(self.arena(), self.root(), limits)
+        match self.tree() {
+            Ok((arena, root)) => leaves(arena, root, limits),
+            Err(_) => Leaves {
+                values: Vec::new(),
+                truncated: true,
+            },
+        }
     }
 
     /// Calls `f` with every leaf below the selected root that is not a tensor (None, bool,
@@ -109,7 +120,10 @@ impl Checkpoint {
         limits: &ValueLimits,
         f: impl FnMut(ValueRef<'_>) -> std::result::Result<(), E>,
     ) -> std::result::Result<bool, E> {
-        for_each_leaf(self.arena(), self.root(), limits, f)
+        match self.tree() {
+            Ok((arena, root)) => for_each_leaf(arena, root, limits, f),
+            Err(_) => Ok(true),
+        }
     }
 }
 

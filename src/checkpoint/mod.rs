@@ -11,6 +11,7 @@ mod chunks;
 pub(crate) mod formats;
 mod index;
 mod limits;
+pub(crate) mod plain;
 mod prefetch;
 mod storage;
 mod table;
@@ -341,9 +342,8 @@ impl<'a> Tensor<'a> {
 pub struct Checkpoint {
     source: Arc<Source>,
     format: Format,
-    arena: Arena,
-    /// The selected root (after `root` in the options).
-    root: NodeId,
+    /// The saved object, and the selected root in it (after `root` in the options).
+    tree: ValueTree,
     storages: PageVec<Storage>,
     tensors: PageVec<TensorDesc>,
     table: Table,
@@ -442,8 +442,7 @@ impl Checkpoint {
         Checkpoint {
             source,
             format,
-            arena,
-            root,
+            tree: ValueTree::new(arena, root),
             storages,
             tensors,
             table,
@@ -494,8 +493,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             source,
             format: Format::Zip,
-            arena: Arena::new(),
-            root: 0,
+            tree: ValueTree::new(Arena::new(), 0),
             storages: stores.into(),
             tensors: descs.into(),
             table,
@@ -571,11 +569,20 @@ impl Checkpoint {
     pub(crate) fn storages(&self) -> &[Storage] {
         &self.storages
     }
-    pub(crate) fn arena(&self) -> &Arena {
-        &self.arena
+    /// The saved object's value tree and the selected root in it. A plain state dict's tree is
+    /// built from its pickle now, on first use (see [`ValueTree`]).
+    pub(crate) fn tree(&self) -> Result<(&Arena, NodeId)> {
+        self.tree.get(&self.source)
     }
-    pub(crate) fn root(&self) -> NodeId {
-        self.root
+    /// Whether the table was read straight from a plain state dict (its value tree built on
+    /// first use).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn read_plain(&self) -> bool {
+        self.tree.deferred.is_some()
+    }
+    /// Lets the value tree go (a shard whose table is joined into another checkpoint's).
+    pub(crate) fn drop_tree(&mut self) {
+        self.tree = ValueTree::new(Arena::new(), 0);
     }
 
     /// The name of entry `index`, even when the tensor itself cannot be represented.
@@ -651,6 +658,58 @@ impl Checkpoint {
     }
 }
 
+/// The saved object's value tree. Built at open, except for a plain state dict, whose table is
+/// read straight from its pickle (`plain`): its tree is built from the same bytes on first use
+/// (the values API, the writer), with the limits of the open. Building it then gives what the
+/// open would have built; an error says why it could not (the file changed since the open).
+pub(crate) struct ValueTree {
+    built: std::sync::OnceLock<Result<(Arena, NodeId)>>,
+    /// For a tree not built yet: where the pickle is in the source's bytes, and the limits.
+    deferred: Option<(std::ops::Range<usize>, crate::pickle::PickleLimits)>,
+}
+
+impl ValueTree {
+    pub(crate) fn new(arena: Arena, root: NodeId) -> ValueTree {
+        ValueTree {
+            built: std::sync::OnceLock::from(Ok((arena, root))),
+            deferred: None,
+        }
+    }
+
+    /// A tree to build on first use from `source.bytes()[pickle]` (the saved object is its
+    /// root).
+    pub(crate) fn deferred(
+        pickle: std::ops::Range<usize>,
+        limits: crate::pickle::PickleLimits,
+    ) -> ValueTree {
+        ValueTree {
+            built: std::sync::OnceLock::new(),
+            deferred: Some((pickle, limits)),
+        }
+    }
+
+    fn get(&self, source: &Source) -> Result<(&Arena, NodeId)> {
+        let built = self.built.get_or_init(|| {
+            let (range, limits) = self
+                .deferred
+                .as_ref()
+                .expect("a tree not built is deferred");
+            let bytes = source.bytes().get(range.clone()).ok_or_else(|| {
+                Error::format("data.pkl is no longer within the file (it changed since the open)")
+            })?;
+            let mut arena = Arena::new();
+            arena.reserve((bytes.len() / 5).min(limits.max_nodes));
+            let (root, _) = crate::pickle::load(&mut arena, bytes, limits)
+                .map_err(|e| e.context("data.pkl (read again for its values)"))?;
+            Ok((arena, root))
+        });
+        match built {
+            Ok((arena, root)) => Ok((arena, *root)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
 /// What every single-file format's reader produces: the value tree, where the saved object is
 /// in it, and the storages it can resolve. `finish` turns it into a checkpoint.
 pub(crate) struct Parsed<S> {
@@ -695,8 +754,7 @@ pub(crate) fn finish<S: StorageSet>(
     Ok(Checkpoint {
         source,
         format,
-        arena,
-        root,
+        tree: ValueTree::new(arena, root),
         storages,
         tensors,
         table,

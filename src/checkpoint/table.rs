@@ -60,6 +60,42 @@ impl Table {
         });
     }
 
+    /// [`Table::push`] of a tensor row whose name the caller checked holds no NUL.
+    pub(crate) fn push_clean(&mut self, name: &str, tensor: usize) {
+        debug_assert!(!name.contains('\0'));
+        let name_start = self.names.len();
+        self.names.push_str(name);
+        let name_end = self.names.len();
+        self.names.push_str("\0");
+        self.rows.push(Row {
+            name_start,
+            name_end,
+            tensor: RowTensor::Tensor(tensor as u32),
+        });
+    }
+
+    /// Room for `rows` more rows and `name_bytes` more bytes of names.
+    pub(crate) fn reserve(&mut self, rows: usize, name_bytes: usize) {
+        self.rows.reserve(rows);
+        let _ = self.names.try_reserve(name_bytes);
+    }
+
+    /// Whether no name repeats; builds the index by name (which later lookups use) to tell.
+    pub(crate) fn names_are_unique(&self) -> bool {
+        let mut index = NameTable::with_capacity(self.rows.len());
+        for row in 0..self.rows.len() {
+            let name = self.name(row);
+            if index
+                .insert(name, row, |other| self.name(other) == name)
+                .is_some()
+            {
+                return false;
+            }
+        }
+        let _ = self.index.set(index);
+        true
+    }
+
     /// The tensor of a row, or why it cannot be represented.
     pub(crate) fn tensor(&self, row: &Row) -> std::result::Result<usize, &Error> {
         match row.tensor {

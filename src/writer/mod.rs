@@ -155,11 +155,14 @@ pub fn save_with_progress(
     }
     let tensors = table_tensors(ckpt)?;
     let tree = match options.format {
-        SaveFormat::Torch => Some(Tree {
-            arena: ckpt.arena(),
-            root: ckpt.root(),
-            rows: tensor_rows(ckpt),
-        }),
+        SaveFormat::Torch => {
+            let (arena, root) = ckpt.tree()?;
+            Some(Tree {
+                arena,
+                root,
+                rows: tensor_rows(ckpt),
+            })
+        }
         SaveFormat::Safetensors => {
             check_unique_names(&tensors)?;
             None
@@ -205,7 +208,7 @@ fn tensor_rows(ckpt: &Checkpoint) -> Option<HashMap<NodeId, usize>> {
     if !pickled {
         return None;
     }
-    let (arena, root) = (ckpt.arena(), ckpt.root());
+    let (arena, root) = ckpt.tree().ok()?;
     let mut rows = HashMap::with_capacity(ckpt.len());
     if is_tensor_call(arena, root) {
         rows.insert(root, 0);

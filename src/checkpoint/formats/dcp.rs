@@ -184,8 +184,7 @@ fn open_dir_inner(dir: &Path, options: &OpenOptions) -> Result<Checkpoint> {
     Ok(Checkpoint {
         source: meta,
         format: Format::Dcp,
-        arena: values,
-        root,
+        tree: crate::checkpoint::ValueTree::new(values, root),
         storages: storages.into(),
         tensors: tensors.into(),
         table,

@@ -351,8 +351,7 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
     Ok(Checkpoint {
         source: source.clone(),
         format: Format::Safetensors,
-        arena,
-        root,
+        tree: crate::checkpoint::ValueTree::new(arena, root),
         storages: storages.into(),
         tensors: tensors.into(),
         table,

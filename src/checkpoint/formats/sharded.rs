@@ -14,7 +14,6 @@
 use crate::checkpoint::{Checkpoint, Format, OpenOptions};
 use crate::container::Source;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pickle::Arena;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -204,7 +203,7 @@ pub fn open_index(path: &Path, source: Arc<Source>, options: &OpenOptions) -> Re
         })?;
         // Only the table survives the join: let the shard's value tree go now, so that the
         // peak holds one shard's tree at a time.
-        ckpt.arena = Arena::new();
+        ckpt.drop_tree();
         let mut keep = Vec::with_capacity(names.len());
         for index in 0..ckpt.len() {
             let name = ckpt.name_at(index).unwrap_or("");

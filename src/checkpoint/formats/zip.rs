@@ -3,9 +3,11 @@
 //! `constants.pkl` and `code/` (see [`super::torchscript`]). The directory is read by
 //! [`crate::container::zip`]; this file turns its records into a checkpoint.
 
+use crate::checkpoint::plain::{self, Plain};
+use crate::checkpoint::storage::fix_storages;
 use crate::checkpoint::storage::{Locations, Storage, StorageKey, StorageSet, SwapUnits};
 use crate::checkpoint::verify::{self, CrcReport};
-use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed};
+use crate::checkpoint::{finish, Checkpoint, Format, OpenOptions, Parsed, ValueTree};
 use crate::container::zip::{self, ZipArchive, ZipRecord};
 use crate::container::{PageVec, Source};
 use crate::error::{Error, Result};
@@ -38,11 +40,23 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
             && size <= options.limits.max_pickle_bytes
             && !source.is_per_tensor()
     });
+    // A plain state dict is read straight into its table (see `plain`), unless the open asks
+    // for what only the value tree gives at once (a strict check of every global, a root
+    // below the saved object) or the pickle's bytes are not the file's (read per tensor).
+    let plain_allowed = plain::enabled()
+        && !options.strict
+        && options.root.as_deref().unwrap_or("").is_empty()
+        && !source.is_per_tensor();
     let (archive, early) = match guess {
         Some((offset, size, _)) => std::thread::scope(|scope| {
             let directory = scope.spawn(parse_archive);
             let pickle_bytes = &bytes[offset as usize..(offset + size) as usize];
-            let early = (offset, size, parse_pickle(pickle_bytes, options));
+            source.populate_range(offset as usize, size as usize);
+            let early = (
+                offset,
+                size,
+                read_pickle(pickle_bytes, options, plain_allowed),
+            );
             match directory.join() {
                 Ok(archive) => (archive, Some(early)),
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -88,23 +102,20 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
     };
     let byte_order_big = byte_order_big(&archive, bytes)?;
     let pickle_bytes = record_bytes(&archive, bytes, pkl)?;
-    let (mut arena, top) = match early {
-        Some((offset, size, parsed))
+    let pickle_range = pkl.data_offset as usize..(pkl.data_offset + pkl.size) as usize;
+    let read = match early {
+        Some((offset, size, read))
             if !pkl.is_deflated() && (offset, size) == (pkl.data_offset, pkl.size) =>
         {
-            parsed
+            read
         }
-        _ => parse_pickle(&pickle_bytes, options),
-    }?;
-    if format == Format::TorchScript {
-        super::torchscript::ScriptClasses::read(&archive, bytes)?
-            .prune_plain_tensor_attributes(&mut arena);
-    }
-    let storage_list = PageVec::with_capacity(archive.records().len());
-    let storages = ZipStorages {
+        // A deflated pickle is not the file's bytes: its tree could not be read again later.
+        _ => read_pickle(&pickle_bytes, options, plain_allowed && !pkl.is_deflated()),
+    };
+    let new_storages = || ZipStorages {
         source,
         archive: &archive,
-        storages: storage_list,
+        storages: PageVec::with_capacity(archive.records().len()),
         // Only a big-endian archive is swapped: a little-endian one records no units.
         swap_units: if byte_order_big {
             SwapUnits::with_capacity(archive.records().len())
@@ -120,6 +131,36 @@ pub(crate) fn open(source: &Arc<Source>, options: &OpenOptions) -> Result<Checkp
         in_order: true,
         max_inflated_bytes: options.limits.max_inflated_bytes,
     };
+    let (mut arena, top) = match read {
+        Read::Plain(plain) if format == Format::Zip => {
+            let finished = finish_plain(
+                source,
+                plain,
+                new_storages(),
+                byte_order_big,
+                options,
+                pickle_range,
+            );
+            match finished {
+                Some(mut ckpt) => {
+                    if let Some(metadata) = metadata_crc {
+                        ckpt.crc_report =
+                            Some(metadata.add(verify_storage_records(&ckpt, &archive)?));
+                    }
+                    return Ok(ckpt);
+                }
+                // Something the generic path words (or answers) itself: it opens the file.
+                None => parse_pickle(&pickle_bytes, options),
+            }
+        }
+        Read::Plain(_) => parse_pickle(&pickle_bytes, options),
+        Read::Tree(tree) => tree,
+    }?;
+    if format == Format::TorchScript {
+        super::torchscript::ScriptClasses::read(&archive, bytes)?
+            .prune_plain_tensor_attributes(&mut arena);
+    }
+    let storages = new_storages();
     let parsed = Parsed {
         format,
         arena,
@@ -195,6 +236,87 @@ fn record_bytes<'b>(
 /// Records from which a zip archive's directory is parsed on a thread of its own, beside the
 /// pickle (below, a thread costs more than it saves).
 const PARALLEL_MIN_RECORDS: u64 = 4096;
+
+/// A pickle read: a plain state dict's table, or the value tree.
+enum Read<'p> {
+    Plain(Plain<'p>),
+    Tree(Result<(Arena, NodeId)>),
+}
+
+/// `data.pkl` read as a plain state dict when `plain_allowed` and it is one, else parsed.
+fn read_pickle<'p>(pickle_bytes: &'p [u8], options: &OpenOptions, plain_allowed: bool) -> Read<'p> {
+    if plain_allowed {
+        if let Some(plain) = plain::read(pickle_bytes, &options.limits.pickle) {
+            return Read::Plain(plain);
+        }
+    }
+    Read::Tree(parse_pickle(pickle_bytes, options))
+}
+
+/// A plain state dict's checkpoint: its storages resolved in table order (the order the
+/// generic path's walk resolves them, as every persistent id is one tensor's), each tensor
+/// checked against its storage, the value tree deferred. `None` when any of that fails, or a
+/// bound of the table is reached: the generic path then opens the file and words the error.
+fn finish_plain(
+    source: &Arc<Source>,
+    plain: Plain<'_>,
+    mut resolver: ZipStorages<'_>,
+    byte_order_big: bool,
+    options: &OpenOptions,
+    pickle: std::ops::Range<usize>,
+) -> Option<Checkpoint> {
+    let Plain {
+        table,
+        mut descs,
+        refs,
+    } = plain;
+    let limits = &options.limits.table;
+    // The walk counts every name twice (its segment and the row's name).
+    let name_bytes: usize = (0..table.len()).map(|row| 2 * table.name(row).len()).sum();
+    if table.len() > limits.max_tensors
+        || table.len() > limits.max_walk_steps
+        || name_bytes > limits.max_name_bytes
+        || limits.max_depth == 0
+    {
+        return None;
+    }
+    for (i, (desc, storage)) in descs.iter_mut().zip(&refs).enumerate() {
+        let id = StorageId {
+            key: std::borrow::Cow::Borrowed(storage.key),
+            dtype: Some(desc.dtype),
+            class: ("torch", desc.dtype.storage_class()?),
+            numel: storage.numel,
+            location: storage.location,
+            legacy_view: None,
+        };
+        let (index, bytes) = resolver.resolve(i as NodeId, &id).ok()?;
+        desc.storage = index;
+        crate::torch::check_bounds(desc, bytes, storage.key).ok()?;
+    }
+    if !resolver.misfits.is_empty() {
+        return None;
+    }
+    let (mut storages, swap_units) = resolver.into_storages();
+    fix_storages(
+        &mut storages,
+        &swap_units,
+        &descs,
+        byte_order_big,
+        options.accept_unaligned,
+    )
+    .ok()?;
+    Some(Checkpoint {
+        source: source.clone(),
+        format: Format::Zip,
+        tree: ValueTree::deferred(pickle, options.limits.pickle.clone()),
+        storages,
+        tensors: descs,
+        table,
+        byte_order_big,
+        crc_report: None,
+        chunks: Default::default(),
+    })
+}
 
 /// Parses `data.pkl` into a new arena.
 fn parse_pickle(pickle_bytes: &[u8], options: &OpenOptions) -> Result<(Arena, NodeId)> {
