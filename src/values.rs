@@ -99,7 +99,9 @@ impl Checkpoint {
     /// containers are not leaves; a value that contains itself is not entered again.
     ///
     /// Returns whether a bound of `limits` stopped the listing early (leaves, steps, name
-    /// bytes; a container nested too deep is skipped): a truncated listing, not an error.
+    /// bytes; a container nested too deep is skipped): a truncated listing, not an error. A
+    /// value tree that cannot be read (see [`Checkpoint::value_leaves`]) calls `f` for nothing
+    /// and returns true.
     /// Stops at the first error of `f`.
     ///
     /// ```
