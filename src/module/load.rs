@@ -92,6 +92,9 @@ pub struct LoadOptions {
 /// requests than a direct read each.
 pub(crate) const DIRECT_READ_MIN_BYTES: usize = 64 << 10;
 
+/// How many pieces ahead of the direct reads their fresh memory is populated.
+const DIRECT_POPULATE_AHEAD: usize = 6;
+
 /// Pieces direct reads are split into (whole blocks): large requests for the device, small
 /// enough to share one tensor's reads among the threads.
 const DIRECT_PIECE_BYTES: usize = 8 << 20;
@@ -613,6 +616,8 @@ impl Module {
             needed: usize,
         }
         let mut pieces = Vec::new();
+        // Each piece's window (address, length), for the thread that populates ahead.
+        let mut spans = Vec::new();
         let mut total = 0;
         let mut reads = reads.into_iter().peekable();
         for (k, slot) in bufs.iter_mut().enumerate() {
@@ -626,6 +631,7 @@ impl Module {
             let window = buf.direct_window().expect("placed for direct reads");
             for (i, window) in window.chunks_mut(DIRECT_PIECE_BYTES).enumerate() {
                 let at = i * DIRECT_PIECE_BYTES;
+                spans.push((window.as_ptr() as usize, window.len()));
                 pieces.push(Piece {
                     pair: k,
                     file,
@@ -638,11 +644,16 @@ impl Module {
         let threads = crate::container::aligned::read_threads(total);
         let queue = Mutex::new(pieces.into_iter());
         let failed: Mutex<Option<Error>> = Mutex::new(None);
+        // Pieces the readers have taken; the populating thread stays a few ahead of them.
+        let taken = std::sync::atomic::AtomicUsize::new(0);
         let work = || loop {
             if failed.lock().map_or(true, |f| f.is_some()) {
                 return;
             }
-            let Some(piece) = queue.lock().ok().and_then(|mut q| q.next()) else {
+            let Some(piece) = queue.lock().ok().and_then(|mut q| {
+                taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                q.next()
+            }) else {
                 return;
             };
             let Some(file) = &files[piece.file].1 else {
@@ -657,7 +668,25 @@ impl Module {
                 return;
             }
         };
+        // Fresh memory's faults (zeroing each huge page) are taken by a thread of their own,
+        // DIRECT_POPULATE_AHEAD pieces ahead of the reads: a reader then submits its next
+        // request without faulting first, and the device is kept busy.
+        let populate = || {
+            for (i, &(addr, len)) in spans.iter().enumerate() {
+                while i >= taken.load(std::sync::atomic::Ordering::Relaxed) + DIRECT_POPULATE_AHEAD
+                {
+                    if failed.lock().map_or(true, |f| f.is_some())
+                        || taken.load(std::sync::atomic::Ordering::Relaxed) > spans.len()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                crate::container::aligned::populate_for_write(addr, len);
+            }
+        };
         std::thread::scope(|scope| {
+            scope.spawn(populate);
             for _ in 1..threads {
                 scope.spawn(work);
             }
