@@ -270,6 +270,7 @@ fn cold(path: &str, mode: &str, threads: usize) -> Value {
     let (t, moved, (bytes, check)) = timed(|| match mode {
         "pread" | "direct" => read_file(path, mode == "direct", threads),
         "direct-fresh" => read_file_fresh(path, threads),
+        "populate" => populate_fresh(path),
         "load" | "load-prefetch" | "load-direct" => {
             let ckpt = open_ckpt(path, &OpenOptions::default());
             let mut module = Module::from_checkpoint(&ckpt).expect("skeleton");
@@ -301,6 +302,25 @@ fn cold(path: &str, mode: &str, threads: usize) -> Value {
     });
     json!({"kind": "cold", "mode": mode, "threads": threads, "seconds": t, "bytes": bytes,
            "check": check, "kernel": moved, "file_bytes": map(path).len()})
+}
+
+/// Fresh 2 MiB-aligned MADV_HUGEPAGE memory of the file's size, populated writable in one
+/// `MADV_POPULATE_WRITE` (no I/O): what placing the file's bytes in new memory costs the
+/// kernel (and, in a virtual machine, its host) whatever reads them. Returns (bytes, 0).
+fn populate_fresh(path: &str) -> (u64, u64) {
+    let len = std::fs::metadata(path).expect("stat").len() as usize;
+    let mut dst = Anon::new(len.next_multiple_of(READ_CHUNK), true);
+    let dst = dst.slice(len.next_multiple_of(READ_CHUNK));
+    // SAFETY: the range is the mapping just made; madvise only maps its pages.
+    let rc = unsafe {
+        libc::madvise(
+            dst.as_mut_ptr().cast(),
+            dst.len(),
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    assert_eq!(rc, 0, "MADV_POPULATE_WRITE");
+    (len as u64, 0)
 }
 
 /// [`read_file`] with O_DIRECT into one fresh 2 MiB-aligned MADV_HUGEPAGE destination of the
