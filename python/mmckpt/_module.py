@@ -299,6 +299,8 @@ class Module(Mapping[str, ModuleEntry]):
         contiguous: bool = False,
         on_tensor: Optional[OnTensor] = None,
         tensor_parallel: Optional[TensorParallelSpec] = None,
+        prefetch: bool = False,
+        direct_reads: bool = False,
     ) -> LoadReport:
         """Loads a checkpoint as ``load_state_dict(state, strict=strict, assign=assign)`` does.
 
@@ -321,6 +323,11 @@ class Module(Mapping[str, ModuleEntry]):
         are loaded whole. Shapes that do not fit raise :class:`ShapeMismatchError` in torch's
         words; a rank outside ``range(world)`` or a dimension out of range for a tensor,
         :class:`InvalidArgumentError`.
+        ``prefetch``: the loaded entries' bytes are brought in ahead of the copy, in file
+        order (a cold file streams). ``direct_reads`` (copy loads): entries of 64 KiB or more
+        whose checkpoint tensor is contiguous, whole and in the declared dtype are read with
+        ``O_DIRECT`` straight into new module memory, bypassing the page cache (the others
+        are copied as usual); results are the same bytes.
         """
         if dtype not in (None, "module"):
             raise InvalidArgumentError(
@@ -340,6 +347,10 @@ class Module(Mapping[str, ModuleEntry]):
             flags |= _lib.LOAD_CONVERT
         if contiguous:
             flags |= _lib.LOAD_CONTIGUOUS
+        if prefetch:
+            flags |= _lib.LOAD_PREFETCH
+        if direct_reads:
+            flags |= _lib.LOAD_DIRECT_READS
         opts.flags = flags
         opts.prefix = prefix.encode() if prefix is not None else None
         rules = _split_rules(opts, tensor_parallel)  # kept alive until the call returns

@@ -2,6 +2,7 @@
 and by Module.from_spec, loaded from checkpoints with keys missing and extra: the entries, the
 missing and unexpected keys, torch's messages (strict and not), and the values; callbacks,
 entry exports and lifetimes, and errors."""
+import collections
 import gc
 import json
 import os
@@ -207,6 +208,29 @@ def test_copy_loads_into_materialized_memory_export_copies(tmp_path):
     assert array.flags.writeable and np.array_equal(array, lin.weight.detach().numpy())
     with pytest.raises(BufferError):
         weight.__dlpack__(max_version=(1, 0), copy=False)
+
+
+def test_prefetched_and_direct_copy_loads_give_the_same_bytes(tmp_path):
+    state = collections.OrderedDict()
+    torch.manual_seed(3)
+    for i in range(4):
+        state[f"w{i}"] = torch.randn(257, 129)  # 129 KiB: read directly, at odd offsets
+    state["small"] = torch.randn(5)  # below 64 KiB: copied as usual
+    path = tmp_path / "direct.pt"
+    torch.save(state, path)
+    spec = {
+        "name": "M",
+        "entries": [{"name": k, "shape": list(v.shape)} for k, v in state.items()],
+    }
+    with mmckpt.open(path) as ckpt:
+        for options in ({}, {"prefetch": True}, {"direct_reads": True},
+                        {"prefetch": True, "direct_reads": True}):
+            module = mmckpt.Module.from_spec(json.dumps(spec))
+            module.materialize()
+            module.load(ckpt, assign=False, **options)
+            for name, want in state.items():
+                got = torch.from_dlpack(module[name])
+                assert torch.equal(got, want), (options, name)
 
 
 def test_assigned_entries_are_zero_copy_and_outlive_module_and_checkpoint(tmp_path):
