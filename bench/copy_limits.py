@@ -17,7 +17,7 @@ Measures, on the same 2 GiB checkpoint of eight float32 tensors (written by benc
   nproc threads; and O_DIRECT into fresh memory of the file's size, which adds the page faults
   every load into new memory pays; and that fresh memory populated alone, no I/O), mmckpt's copy load (without and with a prefetch plan, and with direct
   reads: O_DIRECT into the module's memory), the mapped tensors
-  summed, and the open with the CRC-32 check of every record;
+  summed (alone, and inside a prefetch plan), and the open with the CRC-32 check of every record;
 - the 10,000-entry recipe (open + spec + assign) and the open at 100,000 tensors
   (cli/examples/bench.rs).
 Then prints a table: each mmckpt figure (median, best) beside its baseline and the ratio.
@@ -157,6 +157,7 @@ def main():
     modes = [("pread", 1), ("direct", 1), ("direct", nproc), ("pread", nproc),
              ("direct-fresh", nproc), ("populate", 1),
              ("load", 1), ("load-prefetch", 1), ("load-direct", 1), ("mapsum", 1),
+             ("mapsum-prefetch", 1),
              ("verify", 1)]
     res["cold"] = []
     for _ in range(a.rounds):
@@ -245,7 +246,7 @@ def print_table(res):
         populate = gbps(cold[("populate", 1)])
         row("cold: populate fresh memory (no I/O)", "", f"{populate:.2f} GB/s", "", "", "")
     for mode, goal in (("load", ">=90%"), ("load-prefetch", ">=90%"), ("load-direct", ">=90%"),
-                       ("mapsum", ">=90%"), ("verify", "")):
+                       ("mapsum", ">=90%"), ("mapsum-prefetch", ">=90%"), ("verify", "")):
         cs = cold[(mode, 1)]
         r = gbps(cs) / device[0]
         row(f"cold: {mode}", f"{gbps(cs):.2f} GB/s", f"device {device[0]:.2f} GB/s ({device[1]})",
@@ -256,7 +257,7 @@ def print_table(res):
             serial = 1 / (1 / device[0] + 1 / populate)
             row("", "", f"device + fresh memory in series {serial:.2f} GB/s",
                 f"{gbps(cs) / serial:.0%} of that", "", "")
-        if mode in ("mapsum", "verify") and ("pread", 1) in cold:
+        if mode in ("mapsum", "mapsum-prefetch", "verify") and ("pread", 1) in cold:
             # Mapped reads go through the page cache, as buffered reads do.
             buffered = gbps(cold[("pread", 1)])
             row("", "", f"page cache (pread 8 MiB, 1t) {buffered:.2f} GB/s",

@@ -23,8 +23,10 @@
 //!                                           load-prefetch / load-direct (copy load, fresh
 //!                                           memory; with LoadOptions::prefetch or
 //!                                           ::direct_reads); mapsum (the
-//!                                           mapped tensors summed); verify (open with the CRC-32
-//!                                           check of every record)
+//!                                           mapped tensors summed; mapsum-prefetch: inside a
+//!                                           prefetch plan); populate (fresh memory of the
+//!                                           file's size populated, no I/O); verify (open with
+//!                                           the CRC-32 check of every record)
 //! ```
 
 #[path = "shared/mod.rs"]
@@ -287,6 +289,26 @@ fn cold(path: &str, mode: &str, threads: usize) -> Value {
         "mapsum" => {
             let ckpt = open_ckpt(path, &OpenOptions::default());
             shared::sum_tensor_bytes(&ckpt)
+        }
+        "mapsum-prefetch" => {
+            // The mapped sum inside a prefetch plan (Checkpoint::prefetch_while): the storages
+            // are advised in file order ahead of the sum, which marks each one consumed.
+            let ckpt = open_ckpt(path, &OpenOptions::default());
+            let indices: Vec<usize> = (0..ckpt.len()).collect();
+            ckpt.prefetch_while(&indices, mmckpt::DEFAULT_PREFETCH_BUDGET, |cursor| {
+                let (mut bytes, mut sum) = (0u64, 0u64);
+                for (_, t) in ckpt.iter() {
+                    let t = t.expect("tensor");
+                    let b = t.bytes();
+                    bytes += b.len() as u64;
+                    sum = b
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .fold(sum, u64::wrapping_add);
+                    cursor.consumed(&t);
+                }
+                (bytes, sum)
+            })
         }
         "verify" => {
             let options = OpenOptions {
