@@ -98,12 +98,46 @@ enum StorageBytes {
     Assembled(Arc<AssembledCopy>),
 }
 
+/// A copy made by the first use that needs it: `Backing::Owned` once made, never changed
+/// afterwards (so `&[u8]` into it stay valid). Concurrent first uses make it once; a failure
+/// is returned and the next use tries again (`OnceLock` alone would cache the failure).
+#[derive(Default)]
+struct OnceCopy {
+    copy: OnceLock<Backing>,
+    making: Mutex<()>,
+}
+
+impl OnceCopy {
+    fn get(&self) -> Option<&Backing> {
+        self.copy.get()
+    }
+
+    /// Unless the copy exists, runs `make` (one caller at a time) and keeps what it returns;
+    /// `None`: nothing to make. True when this call made it.
+    fn make_with(&self, make: impl FnOnce() -> Result<Option<Backing>>) -> Result<bool> {
+        if self.copy.get().is_some() {
+            return Ok(false);
+        }
+        // A panic while making the copy (none is expected) leaves nothing half-made behind.
+        let _making = self
+            .making
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.copy.get().is_some() {
+            return Ok(false);
+        }
+        match make()? {
+            Some(copy) => Ok(self.copy.set(copy).is_ok()),
+            None => Ok(false),
+        }
+    }
+}
+
 /// A storage assembled on first use: empty until then.
 pub(crate) struct AssembledCopy {
     /// The empty backing handed out until the copy is made.
     empty: Backing,
-    copy: OnceLock<Backing>,
-    making: Mutex<()>,
+    copy: OnceCopy,
 }
 
 /// A copy decided at open and made by the first [`Storage::make_ready`].
@@ -112,11 +146,7 @@ struct DeferredCopy {
     file: Backing,
     /// Reverse each run of this many bytes (a big-endian storage's unit); 1: copy as is.
     swap_unit: u8,
-    /// `Backing::Owned` once made; never changes afterwards, so `&[u8]` into it stay valid.
-    copy: OnceLock<Backing>,
-    /// Held while the copy is made: concurrent first uses make it once. (`OnceLock` alone
-    /// cannot report an allocation failure without caching it.)
-    making: Mutex<()>,
+    copy: OnceCopy,
     /// Set for a deflated record: the copy is the record inflated, not the file's bytes.
     deflated: Option<DeflatedRecord>,
 }
@@ -228,8 +258,7 @@ impl Storage {
             location,
             bytes: StorageBytes::Assembled(Arc::new(AssembledCopy {
                 empty: Backing::Owned(Arc::new(AlignedBuf::zeroed(0)?)),
-                copy: OnceLock::new(),
-                making: Mutex::new(()),
+                copy: OnceCopy::default(),
             })),
             start: 0,
             len,
@@ -269,24 +298,16 @@ impl Storage {
         let StorageBytes::Assembled(assembled) = &self.bytes else {
             return Ok(());
         };
-        if assembled.copy.get().is_some() {
-            return Ok(());
-        }
-        let _making = assembled
-            .making
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if assembled.copy.get().is_some() {
-            return Ok(());
-        }
-        let mut buf = AlignedBuf::zeroed(self.len).map_err(|e| {
-            e.context(format!(
-                "assembling tensor '{}' ({} bytes) from its chunks",
-                self.key, self.len
-            ))
+        assembled.copy.make_with(|| {
+            let mut buf = AlignedBuf::zeroed(self.len).map_err(|e| {
+                e.context(format!(
+                    "assembling tensor '{}' ({} bytes) from its chunks",
+                    self.key, self.len
+                ))
+            })?;
+            fill(buf.as_mut_slice())?;
+            Ok(Some(Backing::Owned(Arc::new(buf))))
         })?;
-        fill(buf.as_mut_slice())?;
-        let _ = assembled.copy.set(Backing::Owned(Arc::new(buf)));
         Ok(())
     }
 
@@ -299,46 +320,40 @@ impl Storage {
         let StorageBytes::Deferred(deferred) = &self.bytes else {
             return Ok(());
         };
-        if deferred.copy.get().is_some() {
-            return Ok(());
-        }
-        // A panic while making the copy (none is expected) leaves nothing half-made behind.
-        let _making = deferred
-            .making
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if deferred.copy.get().is_some() {
-            return Ok(());
-        }
         let Backing::File(source) = &deferred.file else {
             return Ok(());
         };
-        if let Some(record) = &deferred.deflated {
-            let mut buf = self.inflate(source, record)?;
+        let made = deferred.copy.make_with(|| {
+            if let Some(record) = &deferred.deflated {
+                let mut buf = self.inflate(source, record)?;
+                swap_bytes(&mut buf, deferred.swap_unit);
+                return Ok(Some(Backing::Owned(Arc::new(buf))));
+            }
+            let what = || {
+                format!(
+                    "copying storage '{}' ({} bytes) into aligned memory",
+                    self.key, self.len
+                )
+            };
+            let mut buf = if source.is_per_tensor() {
+                // Per-tensor mode: the bytes are read from the file now, never mapped.
+                let mut buf = AlignedBuf::zeroed(self.len).map_err(|e| e.context(what()))?;
+                source
+                    .read_exact_at(self.start as u64, buf.as_mut_slice())
+                    .map_err(|e| e.context(format!("reading storage '{}'", self.key)))?;
+                buf
+            } else {
+                let file_bytes = &source.bytes()[self.start..self.start + self.len];
+                AlignedBuf::from_slice(file_bytes).map_err(|e| e.context(what()))?
+            };
             swap_bytes(&mut buf, deferred.swap_unit);
-            let _ = deferred.copy.set(Backing::Owned(Arc::new(buf)));
-            return Ok(());
+            Ok(Some(Backing::Owned(Arc::new(buf))))
+        })?;
+        // The file is never read through the copied range's pages again. (Not for an inflated
+        // record: its pages are the compressed bytes.)
+        if made && deferred.deflated.is_none() {
+            source.release_pages(self.start, self.len);
         }
-        let what = || {
-            format!(
-                "copying storage '{}' ({} bytes) into aligned memory",
-                self.key, self.len
-            )
-        };
-        let mut buf = if source.is_per_tensor() {
-            // Per-tensor mode: the bytes are read from the file now, never mapped.
-            let mut buf = AlignedBuf::zeroed(self.len).map_err(|e| e.context(what()))?;
-            source
-                .read_exact_at(self.start as u64, buf.as_mut_slice())
-                .map_err(|e| e.context(format!("reading storage '{}'", self.key)))?;
-            buf
-        } else {
-            let file_bytes = &source.bytes()[self.start..self.start + self.len];
-            AlignedBuf::from_slice(file_bytes).map_err(|e| e.context(what()))?
-        };
-        swap_bytes(&mut buf, deferred.swap_unit);
-        let _ = deferred.copy.set(Backing::Owned(Arc::new(buf)));
-        source.release_pages(self.start, self.len);
         Ok(())
     }
 }
@@ -472,8 +487,7 @@ impl Storage {
             bytes: StorageBytes::Deferred(Arc::new(DeferredCopy {
                 file: Backing::File(source.clone()),
                 swap_unit: 1,
-                copy: OnceLock::new(),
-                making: Mutex::new(()),
+                copy: OnceCopy::default(),
                 deflated: Some(DeflatedRecord {
                     name: record.name.into(),
                     compressed_len: record.size,
@@ -530,8 +544,7 @@ impl Storage {
             self.bytes = StorageBytes::Deferred(Arc::new(DeferredCopy {
                 file: file.clone(),
                 swap_unit,
-                copy: OnceLock::new(),
-                making: Mutex::new(()),
+                copy: OnceCopy::default(),
                 deflated: None,
             }));
         }
