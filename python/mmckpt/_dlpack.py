@@ -19,26 +19,37 @@ _api.PyCapsule_IsValid.argtypes = [c_void_p, c_char_p]
 _api.PyCapsule_GetPointer.restype = c_void_p
 _api.PyCapsule_GetPointer.argtypes = [c_void_p, c_char_p]
 
-# DLManagedTensorVersioned: version (8), manager_ctx (8), deleter at offset 16.
 _DELETER = ctypes.CFUNCTYPE(None, c_void_p)
 
+# Where the deleter is: DLManagedTensorVersioned: version (8), manager_ctx (8), deleter;
+# DLManagedTensor (pre-1.0): dl_tensor (48), manager_ctx (8), deleter.
+_VERSIONED_DELETER_AT = 16
+_LEGACY_DELETER_AT = 56
 
-def _call_deleter(managed: int) -> None:
-    deleter = ctypes.c_void_p.from_address(managed + 16).value
+
+def _call_deleter(managed: int, deleter_at: int = _VERSIONED_DELETER_AT) -> None:
+    deleter = ctypes.c_void_p.from_address(managed + deleter_at).value
     if deleter:
         _DELETER(deleter)(managed)
 
 
-@ctypes.CFUNCTYPE(None, c_void_p)
-def _capsule_destructor(capsule: int) -> None:
-    # A consumer renames the capsule ("used_dltensor_versioned") when it takes ownership;
-    # an unconsumed capsule still owns the export and frees it here.
-    if _api.PyCapsule_IsValid(capsule, _NAME):
-        managed = _api.PyCapsule_GetPointer(capsule, _NAME)
-        if managed:
-            _call_deleter(managed)
+def _capsule_destructor_for(name: bytes, deleter_at: int) -> Any:
+    """The destructor of capsules named `name`: a consumer renames the capsule
+    ("used_dltensor_versioned", "used_dltensor") when it takes ownership; an unconsumed capsule
+    still owns the export and frees it here."""
+
+    @ctypes.CFUNCTYPE(None, c_void_p)
+    def destructor(capsule: int) -> None:
+        if _api.PyCapsule_IsValid(capsule, name):
+            managed = _api.PyCapsule_GetPointer(capsule, name)
+            if managed:
+                _call_deleter(managed, deleter_at)
+
+    return destructor
 
 
+# Module-level: the C function pointers must live as long as any capsule.
+_capsule_destructor = _capsule_destructor_for(_NAME, _VERSIONED_DELETER_AT)
 _DESTRUCTOR_PTR = ctypes.cast(_capsule_destructor, c_void_p).value
 
 
@@ -55,22 +66,7 @@ _LEGACY_NAME = b"dltensor"
 _LEGACY_NAME_PTR = ctypes.c_char_p(_LEGACY_NAME)
 
 
-def _call_legacy_deleter(managed: int) -> None:
-    # DLManagedTensor: dl_tensor (48), manager_ctx (8), deleter at offset 56.
-    deleter = ctypes.c_void_p.from_address(managed + 56).value
-    if deleter:
-        _DELETER(deleter)(managed)
-
-
-@ctypes.CFUNCTYPE(None, c_void_p)
-def _legacy_capsule_destructor(capsule: int) -> None:
-    # As _capsule_destructor, for the pre-1.0 name ("used_dltensor" once consumed).
-    if _api.PyCapsule_IsValid(capsule, _LEGACY_NAME):
-        managed = _api.PyCapsule_GetPointer(capsule, _LEGACY_NAME)
-        if managed:
-            _call_legacy_deleter(managed)
-
-
+_legacy_capsule_destructor = _capsule_destructor_for(_LEGACY_NAME, _LEGACY_DELETER_AT)
 _LEGACY_DESTRUCTOR_PTR = ctypes.cast(_legacy_capsule_destructor, c_void_p).value
 
 
@@ -89,7 +85,7 @@ def legacy_capsule_from_export(managed: int) -> Any:
     try:
         return _api.PyCapsule_New(wrapper.value, _LEGACY_NAME_PTR, _LEGACY_DESTRUCTOR_PTR)
     except BaseException:
-        _call_legacy_deleter(wrapper.value)  # type: ignore[arg-type]
+        _call_deleter(wrapper.value, _LEGACY_DELETER_AT)  # type: ignore[arg-type]
         raise
 
 
