@@ -74,6 +74,11 @@ impl Table {
         });
     }
 
+    /// Bytes of all the rows' names (each is followed by a NUL in the pool).
+    pub(crate) fn name_bytes(&self) -> usize {
+        self.names.len() - self.rows.len()
+    }
+
     /// Room for `rows` more rows and `name_bytes` more bytes of names.
     pub(crate) fn reserve(&mut self, rows: usize, name_bytes: usize) {
         self.rows.reserve(rows);

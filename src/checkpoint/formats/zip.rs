@@ -272,7 +272,7 @@ fn finish_plain(
     } = plain;
     let limits = &options.limits.table;
     // The walk counts every name twice (its segment and the row's name).
-    let name_bytes: usize = (0..table.len()).map(|row| 2 * table.name(row).len()).sum();
+    let name_bytes = 2 * table.name_bytes();
     if table.len() > limits.max_tensors
         || table.len() > limits.max_walk_steps
         || name_bytes > limits.max_name_bytes
