@@ -354,7 +354,9 @@ pub fn walk_tensors(ckpt: &Checkpoint, file_len: u64) -> u64 {
 /// Every non-tensor value read through its kind's accessors, and the first 64 found again by
 /// their paths. Returns a sum of the text lengths read.
 pub fn visit_values(ckpt: &Checkpoint) -> u64 {
-    let (arena, root) = ckpt.tree().expect("a tree the open built");
+    let (arena, root) = ckpt
+        .tree()
+        .expect("the value tree (a deferred one parses the bytes the open read)");
     let leaves = values::leaves(arena, root, &ValueLimits::default());
     let mut sum = 0u64;
     for (i, leaf) in leaves.values.iter().enumerate() {
